@@ -1,0 +1,86 @@
+"""alignlab <stage> [--preset NAME] [--config FILE.yaml] [--output-dir DIR] [--some.key VALUE ...]
+
+Layers, each on top of the last: the stage's defaults, the preset, the YAML file,
+then ``--dotted.key value`` overrides. ``alignlab <stage> --help`` lists every key.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from alignlab.config import ConfigError, help_lines, resolve
+from alignlab.stages.registry import STAGES, run_stage
+
+
+def usage() -> str:
+    width = max(len(n) for n in STAGES)
+    lines = [__doc__.strip().splitlines()[0], "", "stages:"]
+    lines += [f"  {name:<{width}}  {s.help}" for name, s in STAGES.items()]
+    lines += ["", "alignlab <stage> --help   lists every key of that stage with its default"]
+    return "\n".join(lines)
+
+
+def parse_overrides(args: Sequence[str]) -> tuple[dict, str | None, str | None, bool]:
+    """Split argv into (dotted overrides, preset, config path, wants_help)."""
+    overrides: dict[str, str] = {}
+    preset = config = None
+    wants_help = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-h", "--help"):
+            wants_help = True
+            i += 1
+            continue
+        if not a.startswith("--"):
+            raise ConfigError(f"command line: unexpected argument {a!r} (keys are given as --key value)")
+        key, eq, value = a[2:].partition("=")
+        if not eq:
+            # A bare flag (`--resume`) means true; otherwise the next token is the value.
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            else:
+                value = "true"
+        i += 1
+        key = key.replace("-", "_")
+        if key == "preset":
+            preset = value
+        elif key == "config":
+            config = value
+        else:
+            overrides[key] = value
+    return overrides, preset, config, wants_help
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in STAGES:
+        print(f"alignlab: unknown stage {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    cls, presets, _ = STAGES[name].load()
+    try:
+        overrides, preset, config, wants_help = parse_overrides(rest)
+        if wants_help:
+            print(f"alignlab {name}: {STAGES[name].help}\n\npresets: {', '.join(presets) or '-'}\n\nkeys:")
+            print("\n".join(help_lines(cls)))
+            return 0
+        cfg = resolve(cls, presets, preset, config, overrides)
+    except ConfigError as e:
+        print(f"alignlab {name}: {e}", file=sys.stderr)
+        return 2
+    try:
+        run_stage(name, cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"alignlab {name}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

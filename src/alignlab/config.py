@@ -1,0 +1,217 @@
+"""Stage configs: dataclasses in, fully resolved YAML out.
+
+Every stage declares one ``@dataclass`` of its settings (fields made with :func:`arg`
+so each carries a help string) and a ``PRESETS`` dict naming overrides. A config is
+resolved in layers, each on top of the last:
+
+    dataclass defaults -> preset -> YAML file -> ``--dotted.key value`` overrides
+
+Unknown keys and values of the wrong type are refused with a message that names the
+key (and the file, for YAML), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key, value or file the user gave is wrong; the message says which."""
+
+
+def arg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:
+    """A dataclass field with a help string (shown by ``alignlab <stage> --help``)."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+# --------------------------------------------------------------------------- types
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting CLI strings)."""
+    base, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: '{key}' may not be null (expected {_type_name(base)})")
+    if isinstance(value, str) and optional and value.lower() in ("none", "null", "~"):
+        return None
+    origin = typing.get_origin(base)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: '{key}' expects true/false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if "e" in value.lower() and float(value).is_integer() else int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: '{key}' expects an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: '{key}' expects a number, got {value!r}")
+    if base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: '{key}' expects a string, got {value!r}")
+    if origin in (list, tuple):
+        (inner,) = typing.get_args(base)[:1] or (Any,)
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' expects a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' expects a mapping, got {value!r}")
+        return dict(value)
+    if typing.get_origin(base) is typing.Literal:
+        choices = typing.get_args(base)
+        if value not in choices:
+            raise ConfigError(f"{where}: '{key}' must be one of {list(choices)}, got {value!r}")
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    base, optional = _strip_optional(tp)
+    name = getattr(base, "__name__", None) or str(base).replace("typing.", "")
+    return f"{name} | None" if optional else name
+
+
+# ------------------------------------------------------------------ apply & resolve
+
+
+def apply(cfg: Any, updates: Mapping[str, Any], where: str, prefix: str = "") -> Any:
+    """Return a copy of dataclass ``cfg`` with nested ``updates`` applied and checked."""
+    types_ = _field_types(type(cfg))
+    changes = {}
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in types_:
+            close = [k for k in types_ if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown key '{full}'{hint}; known keys: {', '.join(prefix + k for k in types_)}")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: '{full}' is a section; give it as a mapping of its keys")
+            changes[key] = apply(current, value, where, prefix=f"{full}.")
+        else:
+            changes[key] = _coerce(value, types_[key], full, where)
+    return dataclasses.replace(cfg, **changes)
+
+
+def dotted_to_nested(pairs: Mapping[str, Any]) -> dict[str, Any]:
+    """{'optim.lr': 1e-3} -> {'optim': {'lr': 1e-3}}."""
+    nested: dict[str, Any] = {}
+    for dotted, value in pairs.items():
+        node = nested
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"command line: '{dotted}' conflicts with another override")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def resolve(
+    cls: type,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    preset: str | None = None,
+    yaml_path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Any:
+    """Build a config: defaults, then preset, then YAML, then dotted CLI overrides."""
+    cfg = cls()
+    presets = presets or {}
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"unknown preset '{preset}'; choose from: {', '.join(presets)}")
+        cfg = apply(cfg, presets[preset], f"preset '{preset}'")
+    if yaml_path is not None:
+        data = load_yaml(yaml_path)
+        cfg = apply(cfg, data, str(yaml_path))
+    if overrides:
+        cfg = apply(cfg, dotted_to_nested(overrides), "command line")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def help_lines(cls: type, prefix: str = "") -> list[str]:
+    """One line per key: dotted name, type, default and help (nested sections expanded)."""
+    lines = []
+    defaults = cls()
+    types_ = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.extend(help_lines(type(value), prefix=f"{prefix}{f.name}."))
+            continue
+        help_ = f.metadata.get("help", "")
+        lines.append(f"  --{prefix}{f.name} ({_type_name(types_[f.name])}, default: {value!r})\n      {help_}")
+    return lines

@@ -1,0 +1,107 @@
+"""Load data sets the way users already have them, with errors that say where they went wrong.
+
+A source is one of: a folder written by ``datasets.save_to_disk`` (Dataset or
+DatasetDict), a local ``.jsonl``/``.json``/``.parquet`` file, or a hub id.
+The formats every stage understands (the Hugging Face / TRL conventions):
+
+    text               {"text"}
+    prompt_completion  {"prompt", "completion"}
+    messages           {"messages": [{"role", "content"}, ...]}
+    preference         {"prompt", "chosen", "rejected"}
+    ranked             {"prompt", "responses": [best, ..., worst]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "prompt_completion": ("prompt", "completion"),
+    "messages": ("messages",),
+    "preference": ("prompt", "chosen", "rejected"),
+    "ranked": ("prompt", "responses"),
+}
+
+
+class DataError(ValueError):
+    """Bad user data; the message names the file, line or column."""
+
+
+def _read_jsonl(path: Path) -> datasets.Dataset:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    keys = set(rows[0])
+    for i, row in enumerate(rows, start=1):
+        if set(row) != keys:
+            missing, extra = keys - set(row), set(row) - keys
+            raise DataError(f"{path}: row {i} has different columns from row 1 (missing {sorted(missing)}, extra {sorted(extra)})")
+    return datasets.Dataset.from_list(rows)
+
+
+def load_dataset_any(source: str, split: str | None = None) -> datasets.Dataset:
+    """Return one split of ``source`` as a Dataset (``split`` defaults to 'train')."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".json"):
+            if suffix == ".json" and path.read_text(encoding="utf-8").lstrip().startswith("["):
+                try:
+                    return datasets.Dataset.from_list(json.loads(path.read_text(encoding="utf-8")))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+            return _read_jsonl(path)
+        if suffix == ".parquet":
+            return datasets.Dataset.from_parquet(str(path))
+        raise DataError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or a saved datasets folder)")
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except FileNotFoundError:
+            raise DataError(f"{path}: not a folder written by datasets.save_to_disk") from None
+        if isinstance(loaded, datasets.DatasetDict):
+            name = split or "train"
+            if name not in loaded:
+                raise DataError(f"{path}: no split '{name}' (splits: {', '.join(loaded)})")
+            return loaded[name]
+        return loaded
+    if source.startswith((".", "/", "~")) or source.endswith((".jsonl", ".json", ".parquet")):
+        raise DataError(f"data not found: {source}")
+    return datasets.load_dataset(source, split=split or "train")  # a hub id
+
+
+def detect_format(ds: datasets.Dataset) -> str:
+    cols = set(ds.column_names)
+    for name in ("ranked", "preference", "messages", "prompt_completion", "text"):
+        if set(FORMATS[name]) <= cols:
+            return name
+    raise DataError(f"columns {sorted(cols)} match no known format; accepted: {describe_formats()}")
+
+
+def require_format(ds: datasets.Dataset, accepted: tuple[str, ...], source: str = "data") -> str:
+    """The first of ``accepted`` formats the data set has; else an error naming the missing columns."""
+    cols = set(ds.column_names)
+    for name in accepted:
+        if set(FORMATS[name]) <= cols:
+            return name
+    wants = "; ".join(f"{n}: missing {sorted(set(FORMATS[n]) - cols)}" for n in accepted)
+    raise DataError(f"{source}: has columns {sorted(cols)}; this stage accepts {', '.join(accepted)} ({wants})")
+
+
+def describe_formats() -> str:
+    return "; ".join(f"{k} {list(v)}" for k, v in FORMATS.items())

@@ -1,0 +1,57 @@
+"""Load models and tokenizers by hub id or local path, the same way in every stage.
+
+Safe by default: ``trust_remote_code`` is off unless the user asks, and weights are
+read only from safetensors (pickle checkpoints can run arbitrary code on load).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def _check_local(path: str) -> None:
+    p = Path(path)
+    looks_local = path.startswith((".", "/", "~")) or p.exists() or path.count("/") > 1
+    if looks_local and not p.exists():
+        raise ModelLoadError(f"model path not found: {path}")
+    if p.is_dir() and not (p / "config.json").exists():
+        raise ModelLoadError(f"{path}: not a Hugging Face model folder (no config.json)")
+    if p.is_dir() and not any(p.glob("*.safetensors")) and not (p / "model.safetensors.index.json").exists():
+        raise ModelLoadError(f"{path}: no *.safetensors weights (alignlab loads weights only from safetensors)")
+
+
+def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, dtype: torch.dtype | None = None):
+    _check_local(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype or torch.float32
+    )
+    return model
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    p = Path(name_or_path)
+    if (name_or_path.startswith((".", "/")) or p.exists()) and not p.exists():
+        raise ModelLoadError(f"tokenizer path not found: {name_or_path}")
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        # A pad distinct from EOS: otherwise masking padding also masks the real EOS.
+        tok.add_special_tokens({"pad_token": "<|pad|>"})
+    return tok
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """RLHF reference implementations turn dropout off in every model (REFERENCES.md)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    cfg = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if cfg is not None and hasattr(cfg, key):
+            setattr(cfg, key, 0.0)

@@ -1,0 +1,62 @@
+"""The stages the CLI and the pipeline know, and the one way every stage is run.
+
+Each stage module defines a config dataclass, a ``PRESETS`` dict and ``run(cfg) -> dict``.
+:func:`run_stage` wraps it with what every stage owes its user: the resolved
+``config.yaml`` written first, ``summary.json`` (with the wall time) written last.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from alignlab.outputs import write_config, write_summary
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # where run() lives
+    config_class: str
+    config_module: str | None = None  # where the dataclass and PRESETS live, if not `module`
+    help: str = ""
+
+    def load(self) -> tuple[type, dict, Callable[[Any], dict]]:
+        mod = importlib.import_module(self.module)
+        cmod = importlib.import_module(self.config_module) if self.config_module else mod
+        return getattr(cmod, self.config_class), getattr(cmod, "PRESETS", {}), mod.run
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("world", "alignlab.world.stage", "WorldConfig", "alignlab.world.config",
+              "build the built-in world: corpus, tasks, labelers, splits"),
+        Stage("tokenizer", "alignlab.stages.tokenizer", "TokenizerConfig",
+              help="train a byte-level BPE tokenizer with a chat template"),
+        Stage("pretrain", "alignlab.stages.pretrain", "PretrainConfig",
+              help="pretrain (or continue) a causal LM on a text corpus"),
+        Stage("pipeline", "alignlab.stages.pipeline", "PipelineConfig",
+              help="run the whole recipe on the built-in world, each stage in RUN/<stage>"),
+    ]
+}
+
+
+def run_stage(name: str, cfg: Any) -> dict:
+    _, _, run = STAGES[name].load()
+    out = Path(cfg.output_dir)
+    # Under `accelerate launch` only rank 0 writes files the user reads.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, cfg)
+    t0 = time.time()
+    summary = run(cfg) or {}
+    summary = {"stage": name, **summary, "wall_seconds": round(time.time() - t0, 2)}
+    if is_main:
+        write_summary(out, summary)
+    return summary

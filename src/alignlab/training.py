@@ -1,0 +1,85 @@
+"""Pieces every training stage shares: device choice, the AdamW set-up, resumable checkpoints.
+
+A checkpoint is a folder written whole to a temporary name and then renamed into
+place, so a run killed mid-save still has its previous checkpoint intact:
+
+    checkpoint/
+      model.safetensors, config.json   weights (save_pretrained)
+      optimizer.pt, scheduler.pt       optimiser and LR-schedule state
+      trainer_state.json               step and anything else the stage needs to continue
+      rng.pt                           torch/python RNG states
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignlab.outputs import atomic_replace_dir
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but no CUDA device is available")
+    return device
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8):
+    """AdamW with decay on matrices only (not on norms, biases or scalar heads' biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def checkpoint_exists(ckpt_dir: str | Path) -> bool:
+    return (Path(ckpt_dir) / "trainer_state.json").exists()
+
+
+def save_checkpoint(ckpt_dir: str | Path, model, optimizer, scheduler, step: int, extra: dict[str, Any] | None = None) -> None:
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scheduler is not None:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **(extra or {})}))
+    atomic_replace_dir(tmp, ckpt_dir)
+
+
+def load_checkpoint(ckpt_dir: str | Path, model, optimizer, scheduler) -> int:
+    """Restore weights, optimiser, scheduler and RNG in place; return the step to continue from."""
+    from safetensors.torch import load_file
+
+    ckpt_dir = Path(ckpt_dir)
+    state = load_file(str(ckpt_dir / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied output weights are saved once; anything else missing means a different model.
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"{ckpt_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
+    if scheduler is not None and (ckpt_dir / "scheduler.pt").exists():
+        scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))
+    rng = torch.load(ckpt_dir / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    return read_trainer_state(ckpt_dir)["step"]
+
+
+def read_trainer_state(ckpt_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(ckpt_dir) / "trainer_state.json").read_text())

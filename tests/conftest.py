@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny text corpus written to disk, so foundation tests do not depend on the world."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+
+def write_corpus_jsonl(path, n_docs=400, seed=0):
+    rng = random.Random(seed)
+    names = ["Bruk", "Zel", "Mora", "Tib", "Quon", "Fen"]
+    colours = ["red", "blue", "green", "grey"]
+    with open(path, "w") as f:
+        for i in range(n_docs):
+            n = rng.choice(names)
+            text = f"{n} is {colours[names.index(n) % 4]}. {n} likes {rng.choice(colours)} hats and lives by river {i % 7}."
+            f.write(json.dumps({"text": text}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A saved DatasetDict (train/validation, column `text`) and a trained tokenizer for it."""
+    import datasets
+
+    from alignlab.models.tokenizer import train_bpe
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus_jsonl(root / "train.jsonl", 400, seed=0)
+    write_corpus_jsonl(root / "val.jsonl", 60, seed=1)
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_json(str(root / "train.jsonl")),
+        "validation": datasets.Dataset.from_json(str(root / "val.jsonl")),
+    })
+    dd.save_to_disk(str(root / "corpus"))
+    tok = train_bpe(list(dd["train"]["text"]), vocab_size=320)
+    tok.save_pretrained(str(root / "tok"))
+    return {"root": root, "corpus": str(root / "corpus"), "tokenizer": str(root / "tok"), "jsonl": str(root / "train.jsonl")}
