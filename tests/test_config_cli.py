@@ -70,7 +70,7 @@ def test_cli_help_lists_every_key_with_default(capsys):
     out = capsys.readouterr().out
     for key in ("--max_steps", "--model.d_model", "--lr", "--resume", "--output_dir"):
         assert key in out
-    assert "default: 900" in out
+    assert "default: 700" in out
 
 
 def test_cli_refuses_unknown_stage_and_key(capsys):

@@ -33,10 +33,10 @@ from alignlab.training import checkpoint_exists, load_checkpoint, make_optimizer
 class ModelConfig:
     init_from: str | None = arg(None, "hub id or local path of a model to continue from; empty = a new Llama of the size below")
     trust_remote_code: bool = arg(False, "allow custom modelling code from the hub (off: only built-in transformers classes)")
-    d_model: int = arg(256, "hidden size of a new model")
+    d_model: int = arg(128, "hidden size of a new model")
     n_layer: int = arg(4, "transformer layers of a new model")
     n_head: int = arg(4, "attention heads of a new model")
-    d_ff: int = arg(768, "MLP width of a new model")
+    d_ff: int = arg(384, "MLP width of a new model")
 
 
 @dataclass
@@ -50,7 +50,7 @@ class PretrainConfig:
     seq_len: int = arg(128, "tokens per packed training block")
     batch_size: int = arg(32, "blocks per optimiser step (global, across processes)")
     micro_batch_size: int = arg(0, "blocks per forward pass (gradient accumulation); 0 = batch_size")
-    max_steps: int = arg(900, "optimiser steps")
+    max_steps: int = arg(700, "optimiser steps")
     lr: float = arg(3e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr")
     warmup_steps: int = arg(40, "linear warmup steps")
@@ -58,9 +58,9 @@ class PretrainConfig:
     beta1: float = arg(0.9, "AdamW beta1")
     beta2: float = arg(0.95, "AdamW beta2")
     grad_clip: float = arg(1.0, "clip the global gradient norm to this (0 = off)")
-    eval_interval: int = arg(150, "steps between eval-loss measurements")
+    eval_interval: int = arg(100, "steps between eval-loss measurements")
     eval_blocks: int = arg(256, "held-out blocks used for eval loss")
-    checkpoint_interval: int = arg(150, "steps between resumable checkpoints (0 = only at the end)")
+    checkpoint_interval: int = arg(100, "steps between resumable checkpoints (0 = only at the end)")
     log_interval: int = arg(10, "steps between metrics.jsonl lines")
     seed: int = arg(0, "seed for initialisation and data order")
     device: str = arg("auto", "auto, cpu or cuda")
