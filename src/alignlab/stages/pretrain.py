@@ -72,8 +72,8 @@ class PretrainConfig:
 PRESETS = {
     "smoke": {
         "model": {"d_model": 64, "n_layer": 2, "n_head": 2, "d_ff": 192},
-        "seq_len": 64, "batch_size": 16, "max_steps": 60, "warmup_steps": 5,
-        "eval_interval": 30, "eval_blocks": 32, "checkpoint_interval": 30, "log_interval": 5,
+        "seq_len": 64, "batch_size": 16, "max_steps": 150, "warmup_steps": 10,
+        "eval_interval": 50, "eval_blocks": 32, "checkpoint_interval": 50, "log_interval": 10,
     },
     "default": {},
 }
