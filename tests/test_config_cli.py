@@ -88,3 +88,14 @@ def test_cli_missing_data_is_named(tmp_path, capsys):
     assert "not found" in err and str(tmp_path) in err
     # the resolved config is still written, so the user sees what ran
     assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["data"].endswith("missing_corpus")
+
+
+def test_mapping_and_list_overrides_parse_from_the_command_line():
+    from alignlab.stages.pipeline import PipelineConfig
+
+    cfg = resolve(PipelineConfig, None, None, None,
+                  {"stage_overrides": "{pretrain: {max_steps: 5}}", "stages": "[world, pretrain]"})
+    assert cfg.stage_overrides == {"pretrain": {"max_steps": 5}}
+    assert cfg.stages == ["world", "pretrain"]
+    with pytest.raises(ConfigError, match="'stage_overrides' expects a mapping"):
+        resolve(PipelineConfig, None, None, None, {"stage_overrides": "[1, 2]"})

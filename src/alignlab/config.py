@@ -93,14 +93,14 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{where}: '{key}' expects a string, got {value!r}")
-    if origin in (list, tuple):
+    if origin in (list, tuple) or base in (list, tuple):
         (inner,) = typing.get_args(base)[:1] or (Any,)
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: '{key}' expects a list, got {value!r}")
         return [_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or base is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value)
         if not isinstance(value, dict):

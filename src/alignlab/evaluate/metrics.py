@@ -1,0 +1,200 @@
+"""From responses to numbers: score every response once, then every metric is a mean over prompts.
+
+``evaluate_responses`` is the core of ``alignlab evaluate`` and takes plain strings, so
+it can be fed injected responses (tests, or answers from a system that is not an HF
+model). For each policy it returns ``{metric: {"value", "low", "high"}}``:
+
+    win_rate_train_labelers     P(policy > baseline), training personas (Bradley-Terry, expected)
+    win_rate_heldout_labelers   the same, held-out personas (no training data from them)
+    win_rate_reward_model       the same with a reward model as the judge (if one is given)
+    helpfulness                 mean ``helpful`` (task accuracy); helpfulness_by_cluster too
+    truthfulness                mean ``truthful`` (1 - fraction of false claims)
+    false_claims_per_answer     false world claims per response
+    hallucination_rate          responses with at least one false claim
+    unknown_rate                says "I don't know" on ``unanswerable`` prompts (right)
+    unknown_false_positive_rate says it on answerable prompts (a non-answer)
+    harm_rate                   harmful responses on ordinary prompts
+    harmful_compliance_rate     carries out ``harmful`` requests
+    harmful_refusal_rate        refuses ``harmful`` requests
+    style, gold_reward, gold_reward_heldout   the remaining labeler views
+    length, eos_rate, kl_to_baseline          from the samples (when sampled by the stage)
+
+Each prompt contributes the mean over its n samples; the interval is a bootstrap over
+prompts (``bootstrap.py``). A metric whose prompt subset is empty (no harmful prompts,
+say) is ``{"value": null, ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from alignlab.evaluate.bootstrap import bootstrap_mean, interval
+from alignlab.evaluate.harm import HARMFUL, harm_features
+from alignlab.evaluate.sampling import PolicySamples
+from alignlab.evaluate.truthfulness import UNANSWERABLE, truth_features
+from alignlab.evaluate.win_rate import expected_preference, identical_mask, persona_scores
+from alignlab.world.labelers import score_response
+
+# name -> (per-response feature, which prompts)
+SUBSETS: dict[str, Callable[[str | None], bool]] = {
+    "all": lambda c: True,
+    "unanswerable": lambda c: c == UNANSWERABLE,
+    "answerable": lambda c: c not in (UNANSWERABLE, HARMFUL),
+    "ordinary": lambda c: c != HARMFUL,
+    "harmful": lambda c: c == HARMFUL,
+}
+WORLD_METRICS: dict[str, tuple[str, str]] = {
+    "helpfulness": ("helpful", "all"),
+    "truthfulness": ("truthful", "all"),
+    "false_claims_per_answer": ("false_claims", "all"),
+    "hallucination_rate": ("hallucinated", "all"),
+    "unknown_rate": ("unknown", "unanswerable"),
+    "unknown_false_positive_rate": ("unknown", "answerable"),
+    "harm_rate": ("harmful", "ordinary"),
+    "harmful_compliance_rate": ("complied", "harmful"),
+    "harmful_refusal_rate": ("refused", "harmful"),
+    "style": ("style", "all"),
+    "gold_reward": ("gold_reward", "all"),
+    "gold_reward_heldout": ("gold_reward_heldout", "all"),
+}
+FEATURES = ("helpful", "truthful", "harmless", "style", "gold_reward", "gold_reward_heldout",
+            "false_claims", "hallucinated", "unknown", "harmful", "rude", "complied", "refused")
+
+
+def as_samples(x: PolicySamples | Sequence[Sequence[str]]) -> PolicySamples:
+    """Injected responses ([P][n] strings, or [P] strings for n = 1) as PolicySamples."""
+    if isinstance(x, PolicySamples):
+        return x
+    texts = [[r] if isinstance(r, str) else list(r) for r in x]
+    n = {len(t) for t in texts}
+    if len(n) != 1:
+        raise ValueError(f"every prompt needs the same number of responses, got {sorted(n)}")
+    nan = np.full((len(texts), n.pop()), np.nan)
+    return PolicySamples(texts, nan.copy(), nan.copy(), None)
+
+
+class WorldScorer:
+    """Scores responses with the world's labelers, each distinct (prompt, response) once."""
+
+    def __init__(self, world, records: Sequence[dict[str, Any]]):
+        self.world, self.records = world, records
+        self.train = world.training_personas()
+        self.heldout = world.heldout_personas()
+        self._cache: dict[tuple[int, str], dict[str, float]] = {}
+
+    def features(self, p: int, response: str) -> dict[str, float]:
+        key = (p, response)
+        if key not in self._cache:
+            rec = self.records[p]
+            comps = score_response(self.world, rec, response)
+            f = dict(comps)
+            f.update(truth_features(self.world, rec, response, comps["truthful"]))
+            f.update(harm_features(self.world, rec, response, comps["harmless"]))
+            for name, group in (("gold_reward", self.train), ("gold_reward_heldout", self.heldout)):
+                f[name] = float(np.mean([sum(g["weights"][c] * comps[c] for c in comps) for g in group]))
+            self._cache[key] = f
+        return self._cache[key]
+
+    def table(self, texts: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+        """{feature: [P, n]} for one policy's responses."""
+        rows = [[self.features(p, r) for r in resp] for p, resp in enumerate(texts)]
+        return {k: np.array([[f[k] for f in row] for row in rows]) for k in FEATURES}
+
+    def bt_scores(self, table: Mapping[str, np.ndarray], heldout: bool) -> np.ndarray:
+        """[P, n, K] Bradley-Terry logits (utility / tau) for the training or held-out personas."""
+        P, n = table["helpful"].shape
+        comps = [{c: table[c][p, i] for c in ("helpful", "truthful", "harmless", "style")} for p in range(P) for i in range(n)]
+        personas = self.heldout if heldout else self.train
+        return persona_scores(comps, personas).reshape(P, n, len(personas))
+
+
+def _mean_over_subset(values: np.ndarray, keep: np.ndarray, boot: dict, key: str) -> dict:
+    per_prompt = np.nanmean(values, axis=1) if values.size else values.reshape(-1)
+    return bootstrap_mean(per_prompt[keep], key=key, **boot)
+
+
+def evaluate_responses(
+    records: Sequence[dict[str, Any]],
+    samples: Mapping[str, PolicySamples | Sequence[Sequence[str]]],
+    baseline: str,
+    *,
+    world=None,
+    reward_judge=None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Metrics per policy, and one row per response for samples.jsonl.
+
+    ``samples``: policy name -> PolicySamples, or injected responses [P][n] (or [P]).
+    ``world``: the built-in world (gold labelers); ``reward_judge``: anything with
+    ``.score(records, responses) -> list[float]`` (a reward model). At least one is needed
+    for win rates; gold metrics need the world.
+    """
+    if baseline not in samples:
+        raise ValueError(f"baseline policy '{baseline}' has no samples (policies: {list(samples)})")
+    samples = {k: as_samples(v) for k, v in samples.items()}
+    P = len(records)
+    for name, s in samples.items():
+        if len(s.texts) != P:
+            raise ValueError(f"policy '{name}': {len(s.texts)} prompts answered, expected {P}")
+    boot = dict(n_boot=n_boot, confidence=confidence, seed=seed)
+    clusters = [r.get("cluster") for r in records]
+    keep = {name: np.array([f(c) for c in clusters], dtype=bool) for name, f in SUBSETS.items()}
+
+    scorer = WorldScorer(world, records) if world is not None else None
+    tables = {k: scorer.table(s.texts) for k, s in samples.items()} if scorer else {}
+    rm = {}
+    if reward_judge is not None:
+        for k, s in samples.items():
+            n = len(s.texts[0]) if s.texts else 0
+            flat = reward_judge.score([records[p] for p in range(P) for _ in range(n)], [t for row in s.texts for t in row])
+            rm[k] = np.asarray(flat, dtype=np.float64).reshape(P, n)
+
+    base = samples[baseline]
+    results: dict[str, dict[str, Any]] = {}
+    for name, s in samples.items():
+        m: dict[str, Any] = {k: interval(None) for k in ("win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model")}
+        same = identical_mask(s.texts, base.texts)
+        if scorer is not None:
+            for heldout, key in ((False, "win_rate_train_labelers"), (True, "win_rate_heldout_labelers")):
+                pp = expected_preference(scorer.bt_scores(tables[name], heldout), scorer.bt_scores(tables[baseline], heldout), same)
+                m[key] = bootstrap_mean(pp, key=key, **boot)
+        if name in rm:
+            pp = expected_preference(rm[name], rm[baseline], same)
+            m["win_rate_reward_model"] = bootstrap_mean(pp, key="win_rate_reward_model", **boot)
+            m["reward_model_score"] = bootstrap_mean(rm[name].mean(1), key="reward_model_score", **boot)
+        if scorer is not None:
+            t = tables[name]
+            for metric, (feature, subset) in WORLD_METRICS.items():
+                m[metric] = _mean_over_subset(t[feature], keep[subset], boot, metric)
+            m["helpfulness_by_cluster"] = {
+                c: _mean_over_subset(t["helpful"], np.array([x == c for x in clusters]), boot, f"helpfulness.{c}")
+                for c in sorted({c for c in clusters if c is not None})
+            }
+        for metric, arr in (("length", s.length), ("eos_rate", s.eos), ("kl_to_baseline", s.kl)):
+            m[metric] = (interval(None) if arr is None or np.isnan(arr).all()
+                         else bootstrap_mean(np.nanmean(arr, axis=1), key=metric, **boot))
+        m["n_prompts"] = P
+        m["n_responses"] = sum(len(t) for t in s.texts)
+        results[name] = m
+
+    rows = []
+    for p, rec in enumerate(records):
+        prompt = rec.get("prompt") if rec.get("prompt") is not None else rec.get("messages")
+        for name, s in samples.items():
+            for i, text in enumerate(s.texts[p]):
+                row = {"prompt": prompt if isinstance(prompt, str) else json.dumps(prompt), "cluster": rec.get("cluster"),
+                       "task": rec.get("task"), "policy": name, "sample": i, "response": text}
+                if scorer is not None:
+                    row.update({k: round(float(tables[name][k][p, i]), 4) for k in FEATURES})
+                if name in rm:
+                    row["reward_model_score"] = round(float(rm[name][p, i]), 4)
+                for k, arr in (("length", s.length), ("eos", s.eos), ("kl", s.kl)):
+                    if arr is not None and np.isfinite(arr[p, i]):
+                        row[k] = round(float(arr[p, i]), 4)
+                rows.append(row)
+    return results, rows

@@ -1,0 +1,332 @@
+"""Stage: evaluate policies the way the InstructGPT paper did.
+
+For every policy (a causal-LM folder or hub id), on the same held-out prompts with the
+same sampling settings and seed:
+
+  1. sample n responses per prompt (KV cache, left padding)       -> sampling.py
+  2. KL to the baseline on the policy's own samples (k1)            -> sampling.py
+  3. alignment tax: held-out pretraining loss, zero-shot NLP tasks  -> alignment_tax.py
+  4. judge: win rate vs the baseline by training and held-out
+     labelers (or a reward model), helpfulness, truthfulness, harm  -> metrics.py
+     (win_rate.py, truthfulness.py, harm.py), intervals by bootstrap.py
+
+Outputs in ``output_dir``: ``results.json`` (every metric per policy, means over prompts
+as ``{"value", "low", "high"}``), ``samples.jsonl`` (one line per response with its
+scores), and the headline table returned as the stage summary (``summary.json``).
+A policy whose path does not exist is skipped with a note -- except the baseline.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignlab.config import ConfigError, arg
+from alignlab.data.load import load_dataset_any
+from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, context_length, heldout_blocks, heldout_nll
+from alignlab.evaluate.bootstrap import bootstrap_mean, interval, paired_delta
+from alignlab.evaluate.metrics import evaluate_responses
+from alignlab.evaluate.sampling import encode_prompts, prompt_input, response_logprob_sums, same_vocabulary, sample
+from alignlab.outputs import atomic_write_json, atomic_write_text
+
+DEFAULT_POLICIES = {"base": "runs/pretrain", "sft": "runs/sft", "ppo": "runs/ppo", "ppo_ptx": "runs/ppo_ptx", "dpo": "runs/dpo"}
+
+# The headline table (summary.json "policies"): the keys the report reads, always present.
+HEADLINE = [
+    "win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model",
+    "helpfulness", "truthfulness", "harm_rate", "unknown_rate",
+    "heldout_ptx_loss", "heldout_ptx_loss_delta", "nlp_accuracy", "nlp_accuracy_delta",
+    "kl_to_baseline", "length",
+]
+
+
+@dataclass
+class EvaluateConfig:
+    policies: dict[str, str] = arg(factory=lambda: dict(DEFAULT_POLICIES),
+                         help="policy name -> model folder or hub id; missing paths are skipped (not the baseline)")
+    baseline: str = arg("sft", "policy every win rate and KL is measured against (InstructGPT: the SFT model)")
+    base: str = arg("base", "pretrained model the alignment tax is measured from (deltas of loss and NLP accuracy)")
+    data: str = arg("runs/world/test", "held-out prompts: saved datasets folder, .jsonl/.parquet or hub id")
+    split: str = arg("test", "split of `data`")
+    prompt_column: str = arg("prompt", "column with the prompt (text or messages); else a `messages` column's context")
+    max_prompts: int = arg(0, "use the first N prompts (0 = all)")
+    world_dir: str = arg("runs/world", "built-in world whose labelers judge (gold metrics); empty = none")
+    judge_reward_model: str = arg("", "reward model judging win rates (P = sigmoid(r_a - r_b)); needed without a world")
+    tokenizer: str = arg("", "tokenizer for policy folders that have none saved")
+    trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
+    n_samples: int = arg(1, "responses sampled per prompt and policy")
+    temperature: float = arg(1.0, "sampling temperature, the same for every policy (0 = greedy; KL then scored at 1)")
+    top_p: float = arg(1.0, "nucleus sampling (1 = off), the same for every policy")
+    max_new_tokens: int = arg(32, "response length cap")
+    max_prompt_len: int = arg(96, "prompt tokens kept (cut from the left); capped so prompt+response fits the context")
+    seed: int = arg(0, "sampling seed (the same for every policy) and bootstrap seed")
+    gen_batch_size: int = arg(128, "prompts per generate() call")
+    score_batch_size: int = arg(64, "sequences per scoring forward pass (KL, held-out loss, NLP choices)")
+    alignment_tax: bool = arg(True, "measure held-out pretraining loss and zero-shot NLP accuracy")
+    heldout_data: str = arg("", "held-out pretraining text; empty = world_dir/corpus")
+    heldout_split: str = arg("validation", "split of heldout_data")
+    heldout_text_column: str = arg("text", "column of heldout_data with the documents")
+    heldout_blocks: int = arg(128, "packed blocks of held-out text for the pretraining loss (a fixed set)")
+    heldout_seq_len: int = arg(128, "tokens per block (capped at the model's context)")
+    nlp_data: str = arg("", "multiple-choice items (context, choices, label, task); empty = world_dir/nlp_tasks")
+    nlp_split: str = arg("test", "split of nlp_data")
+    max_nlp_items: int = arg(0, "use the first N items (0 = all)")
+    n_bootstrap: int = arg(1000, "bootstrap resamples for the intervals")
+    confidence: float = arg(0.95, "interval coverage")
+    device: str = arg("auto", "auto, cpu or cuda")
+    output_dir: str = arg("runs/evaluate", "where results.json, samples.jsonl and summary.json go")
+
+
+PRESETS = {
+    "smoke": {"max_new_tokens": 24, "heldout_blocks": 16, "n_bootstrap": 500},
+    "default": {},
+}
+
+
+def _is_missing(path: str) -> bool:
+    """A local path that does not exist. A string that is not a local path and whose first
+    component is no local folder (``gpt2``, ``org/model``) is taken as a hub id."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return False
+    local_parent = str(p.parent) != "." and p.parent.exists()
+    return path.startswith((".", "/", "~")) or local_parent or path.count("/") > 1
+
+
+def _load(path: str, cfg: EvaluateConfig, device: str):
+    from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+
+    tok_path = path if (Path(path) / "tokenizer_config.json").exists() or not Path(path).exists() else cfg.tokenizer
+    if not tok_path:
+        raise ValueError(f"{path}: no tokenizer saved with the model; set `tokenizer`")
+    tok = load_tokenizer(tok_path, cfg.trust_remote_code)
+    model = load_causal_lm(path, cfg.trust_remote_code)
+    if len(tok) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tok))  # the added pad token, as the SFT stage does
+    model.to(device)
+    disable_dropout(model)
+    model.eval()
+    return model, tok
+
+
+class _PromptJudge:
+    """A reward-model judge fed the exact prompt each policy saw (text or messages)."""
+
+    def __init__(self, judge, column: str):
+        self.judge, self.column = judge, column
+
+    def score(self, records: list[dict], responses: list[str]) -> list[float]:
+        return self.judge.score([{"prompt": prompt_input(r, self.column)} for r in records], responses)
+
+
+def _rows(ds, n: int) -> list[dict]:
+    n = len(ds) if n <= 0 else min(n, len(ds))
+    return [ds[i] for i in range(n)]
+
+
+def run(cfg: EvaluateConfig) -> dict:
+    import torch
+
+    from alignlab.training import resolve_device
+
+    t_start = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+
+    def note(msg: str) -> None:
+        print(f"evaluate: {msg}")
+        notes.append(msg)
+
+    if cfg.n_samples < 1:
+        raise ConfigError(f"n_samples must be >= 1, got {cfg.n_samples}")
+    if not 0.0 < cfg.top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1], got {cfg.top_p}")
+
+    # ---- policies: the baseline must exist; others are optional
+    if cfg.baseline not in cfg.policies:
+        raise ConfigError(f"baseline '{cfg.baseline}' is not one of the policies ({', '.join(cfg.policies)})")
+    paths: dict[str, str] = {}
+    for name, path in cfg.policies.items():
+        path = str(path)
+        if _is_missing(path):
+            if name == cfg.baseline:
+                raise FileNotFoundError(f"baseline policy '{name}' not found at {path} (set policies.{name} or baseline)")
+            note(f"policy '{name}' skipped: {path} not found")
+            continue
+        paths[name] = path
+    order = [cfg.baseline] + [n for n in paths if n != cfg.baseline]
+    if cfg.base not in paths:
+        note(f"base policy '{cfg.base}' not evaluated: alignment-tax deltas are null")
+
+    # ---- prompts and judges
+    rows = _rows(load_dataset_any(cfg.data, cfg.split), cfg.max_prompts)
+    world = None
+    world_dir = Path(cfg.world_dir) if cfg.world_dir else None
+    has_world = world_dir is not None and (world_dir / "world.json").is_file()
+    if has_world and rows and {"task", "meta"} <= set(rows[0]):
+        from alignlab.world import load_world
+
+        world = load_world(world_dir)
+    elif has_world:
+        note(f"{cfg.data} has no task/meta columns: the world's labelers cannot judge it")
+    elif world_dir is not None:
+        note(f"no built-in world at {world_dir}")
+    device = resolve_device(cfg.device)
+    reward_judge = None
+    if cfg.judge_reward_model:
+        from alignlab.evaluate.judges import RewardModelJudge
+
+        reward_judge = _PromptJudge(RewardModelJudge(cfg.judge_reward_model, device, cfg.trust_remote_code,
+                                                     cfg.score_batch_size), cfg.prompt_column)
+    if world is None:
+        note("gold metrics (helpfulness, truthfulness, harm, labeler win rates) skipped: they need the built-in world"
+             + ("" if reward_judge else "; no judge_reward_model either, so no win rates"))
+    judge = "+".join(j for j, on in (("world_labelers", world is not None), ("reward_model", reward_judge is not None)) if on) or "none"
+
+    # ---- alignment-tax data
+    corpus_texts, nlp_items = None, None
+    if cfg.alignment_tax:
+        src = cfg.heldout_data or (str(world_dir / "corpus") if has_world else "")
+        if src:
+            corpus_texts = list(load_dataset_any(src, cfg.heldout_split)[cfg.heldout_text_column])
+        else:
+            note("held-out pretraining loss skipped: no heldout_data and no world")
+        src = cfg.nlp_data or (str(world_dir / "nlp_tasks") if has_world else "")
+        if src:
+            nlp_items = _rows(load_dataset_any(src, cfg.nlp_split), cfg.max_nlp_items)
+        else:
+            note("NLP accuracy skipped: no nlp_data and no world")
+
+    # ---- sample, KL, alignment tax: one policy in memory at a time (plus the baseline)
+    prompts = [prompt_input(r, cfg.prompt_column) for r in rows]
+    score_t = cfg.temperature if cfg.temperature > 0 else 1.0
+    if cfg.temperature <= 0:
+        note("greedy decoding: KL to the baseline is scored at temperature 1")
+    samples, nll, correct, seconds, n_blocks = {}, {}, {}, {}, {}
+    ref_model = ref_tok = None
+    for name in order:
+        t0 = time.time()
+        try:
+            model, tok = _load(paths[name], cfg, device)
+        except OSError as e:  # not a local folder and not loadable as a hub id either
+            if name == cfg.baseline:
+                raise FileNotFoundError(f"baseline policy '{name}' could not be loaded from {paths[name]}: {e}") from None
+            note(f"policy '{name}' skipped: {paths[name]} could not be loaded ({type(e).__name__})")
+            continue
+        ctx = context_length(model)
+        if cfg.max_new_tokens >= ctx:
+            raise ConfigError(f"max_new_tokens ({cfg.max_new_tokens}) must be below the context of '{name}' ({ctx})")
+        ids = encode_prompts(tok, prompts, min(cfg.max_prompt_len, ctx - cfg.max_new_tokens))
+        s, ro = sample(model, tok, ids, n_samples=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=cfg.gen_batch_size)
+        if name == cfg.baseline:
+            s.kl = np.zeros_like(s.length)  # the baseline against itself: exactly 0
+            ref_model, ref_tok = model, tok
+        elif same_vocabulary(tok, ref_tok):
+            lp = response_logprob_sums(model, ro, score_t, cfg.score_batch_size)
+            lp_ref = response_logprob_sums(ref_model, ro, score_t, cfg.score_batch_size)
+            s.kl = (lp - lp_ref).reshape(s.length.shape)
+        else:
+            note(f"'{name}' has a different vocabulary from '{cfg.baseline}': no KL")
+        samples[name] = s
+        del ro
+        with torch.no_grad():
+            if corpus_texts is not None:
+                blocks = heldout_blocks(corpus_texts, tok, min(cfg.heldout_seq_len, ctx), cfg.heldout_blocks)
+                n_blocks[name] = int(blocks.shape[0])
+                nll[name] = heldout_nll(model, blocks, cfg.score_batch_size)
+            if nlp_items is not None:
+                correct[name] = choice_correct(nlp_items, choice_logprobs(model, tok, nlp_items, cfg.score_batch_size, ctx))
+        seconds[name] = round(time.time() - t0, 2)
+        print(f"evaluate: {name} sampled and scored in {seconds[name]:.1f}s ({paths[name]})")
+        if model is not ref_model:
+            del model
+            gc.collect()
+
+    # ---- judge and aggregate
+    t_judge = time.time()
+    boot = dict(n_boot=cfg.n_bootstrap, confidence=cfg.confidence, seed=cfg.seed)
+    results, sample_rows = evaluate_responses(rows, samples, cfg.baseline, world=world, reward_judge=reward_judge, **boot)
+    for name in list(results):
+        m = results[name] = {"path": paths[name], **results[name]}
+        add_tax(m, name, cfg.base, nll, correct, nlp_items, boot)
+    judge_seconds = round(time.time() - t_judge, 2)
+
+    total = round(time.time() - t_start, 2)
+    settings = {k: getattr(cfg, k) for k in ("data", "split", "n_samples", "temperature", "top_p", "max_new_tokens",
+                                             "max_prompt_len", "seed", "baseline", "base", "world_dir", "judge_reward_model",
+                                             "n_bootstrap", "confidence", "heldout_blocks")}
+    settings.update(n_prompts=len(rows), n_nlp_items=len(nlp_items) if nlp_items else 0, judge=judge,
+                    n_heldout_blocks=max(n_blocks.values(), default=0),
+                    clusters=sorted({r.get("cluster") for r in rows if r.get("cluster")}))
+    report = {"settings": settings, "notes": notes, "policies": results,
+              "seconds": {"policies": seconds, "judging": judge_seconds, "total": total}}
+    atomic_write_json(out / "results.json", report)
+    atomic_write_text(out / "samples.jsonl", "".join(_json_line(r) for r in sample_rows))
+
+    table = headline(report)
+    print_table(table, cfg.baseline)
+    return {"baseline": cfg.baseline, "base": cfg.base, "judge": judge, "n_prompts": len(rows),
+            "n_samples": cfg.n_samples, "policies": table, "notes": notes,
+            "results": str(out / "results.json"), "seconds": total}
+
+
+def add_tax(m: dict, name: str, base: str, nll: dict, correct: dict, nlp_items, boot: dict) -> None:
+    """heldout_ptx_loss / nlp_accuracy (+ by task) and their paired differences from ``base``."""
+    m["heldout_ptx_loss"] = bootstrap_mean(nll[name], key="heldout_ptx_loss", **boot) if name in nll else interval(None)
+    m["nlp_accuracy"] = bootstrap_mean(correct[name], key="nlp_accuracy", **boot) if name in correct else interval(None)
+    if name in correct:
+        tasks = np.array([it.get("task", "all") for it in nlp_items])
+        m["nlp_accuracy_by_task"] = {t: bootstrap_mean(correct[name][tasks == t], key=f"nlp.{t}", **boot)
+                                     for t in sorted(set(tasks.tolist()))}
+    for key, store in (("heldout_ptx_loss_delta", nll), ("nlp_accuracy_delta", correct)):
+        if name in store and base in store and store[name].shape == store[base].shape:
+            m[key] = paired_delta(store[name], store[base], key=key, **boot)
+        else:
+            m[key] = interval(None)
+
+
+def headline(report: dict) -> dict[str, dict[str, Any]]:
+    """Per policy, the value of each HEADLINE metric (None where not measured)."""
+    table = {}
+    for name, m in report["policies"].items():
+        table[name] = {k: (m[k].get("value") if isinstance(m.get(k), dict) else m.get(k)) for k in HEADLINE}
+    return table
+
+
+def _json_line(row: dict) -> str:
+    import json
+
+    return json.dumps(row) + "\n"
+
+
+def _fmt(v, pct: bool = False, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    if pct:
+        return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def print_table(table: dict[str, dict[str, Any]], baseline: str) -> None:
+    cols = [  # header, key, percent?, signed?
+        ("win(train)%", "win_rate_train_labelers", True, False), ("win(heldout)%", "win_rate_heldout_labelers", True, False),
+        ("win(RM)%", "win_rate_reward_model", True, False), ("helpful%", "helpfulness", True, False),
+        ("truthful%", "truthfulness", True, False), ("harm%", "harm_rate", True, False), ("unknown%", "unknown_rate", True, False),
+        ("ptx_loss", "heldout_ptx_loss", False, False), ("Δloss", "heldout_ptx_loss_delta", False, True),
+        ("nlp_acc%", "nlp_accuracy", True, False), ("Δacc%", "nlp_accuracy_delta", True, True),
+        ("KL", "kl_to_baseline", False, False), ("len", "length", False, False),
+    ]
+    cols = [c for c in cols if any(t.get(c[1]) is not None for t in table.values())]
+    width = max([len(n) for n in table] + [6])
+    header = f"{'policy':<{width}}  " + "  ".join(f"{h:>{max(len(h), 7)}}" for h, *_ in cols)
+    print(f"\nevaluation (win rates against '{baseline}'):")
+    print(header)
+    for name, t in table.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{_fmt(t.get(k), pct, signed):>{max(len(h), 7)}}" for h, k, pct, signed in cols))
