@@ -27,3 +27,38 @@ class WorldJudge:
 
     def personas(self, heldout: bool) -> list[dict[str, Any]]:
         return [p for p in self.world.personas if bool(p["heldout"]) == heldout]
+
+    def score(self, records: list[dict[str, Any]], responses: list[str]) -> list[float]:
+        """The judge interface shared with :class:`RewardModelJudge`: gold reward per response."""
+        return self.gold(records, responses)
+
+
+def world_records_ok(rows) -> bool:
+    """Whether rows (a Dataset or list of dicts) carry what the world's labelers need."""
+    cols = rows.column_names if hasattr(rows, "column_names") else (list(rows[0]) if rows else [])
+    return {"prompt", "task", "meta"} <= set(cols)
+
+
+class RewardModelJudge:
+    """A trained reward model (``AutoModelForSequenceClassification``, num_labels=1) as a judge.
+
+    Scores are shifted by the model's ``reward_shift`` (demonstrations average 0), and the
+    prompt of each record is formatted with the reward model's own tokenizer/chat template.
+    """
+
+    def __init__(self, path: str, device: Any = "cpu", trust_remote_code: bool = False, batch_size: int = 32):
+        from alignlab.models.load import load_tokenizer
+        from alignlab.models.reward_model import load_reward_model
+
+        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        self.model = load_reward_model(path, trust_remote_code).to(device)
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.eval()
+        self.batch_size = batch_size
+
+    def score(self, records: list[dict[str, Any]], responses: list[str]) -> list[float]:
+        from alignlab.models.reward_model import score_texts
+
+        prompts = [r["prompt"] for r in records]
+        return score_texts(self.model, self.tokenizer, prompts, list(responses), self.batch_size).tolist()
