@@ -1,10 +1,13 @@
-"""Stage: the whole recipe, each stage in its own folder under one run folder.
+"""Stage: the whole recipe, each step in its own folder under one run folder.
 
-    RUN/world -> RUN/tokenizer -> RUN/pretrain -> ...
+    RUN/world -> tokenizer -> pretrain -> sft -> compare -> reward -> ppo, ppo_ptx, ppo_hack, dpo
+        -> instruct_tune (FLAN) -> evaluate -> report
 
-A stage whose folder already holds ``summary.json`` finished and is skipped (unless
-named in ``redo``); one without it is (re)started with ``resume`` on, so a killed
-pipeline continues where it stopped. Per-stage settings: ``--stage_overrides
+A step whose folder already holds ``summary.json`` finished and is skipped (unless named
+in ``redo``); one without it is (re)started with ``resume`` on, so a killed pipeline
+continues where it stopped. Extra ``seeds`` retrain everything from SFT on (the world and
+the base model are shared) under ``RUN/seeds/<seed>/`` and are evaluated the same way, so
+the report can give per-seed values. Per-step settings: ``--stage_overrides
 '{pretrain: {max_steps: 100}}'`` or the same mapping in a YAML file.
 """
 
@@ -16,78 +19,127 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from alignlab.config import ConfigError, apply, arg, dotted_to_nested, resolve
-from alignlab.outputs import read_summary
+from alignlab.outputs import atomic_write_json, read_summary
 from alignlab.stages.registry import STAGES, run_stage
 
-ORDER = ["world", "tokenizer", "pretrain"]
+# step -> (registry stage, extra preset layered on the run's preset)
+STEPS: dict[str, tuple[str, str | None]] = {
+    "world": ("world", None),
+    "tokenizer": ("tokenizer", None),
+    "pretrain": ("pretrain", None),
+    "sft": ("sft", None),
+    "compare": ("compare", None),
+    "reward": ("reward", None),
+    "ppo": ("ppo", None),
+    "ppo_ptx": ("ppo", "ptx"),
+    "ppo_hack": ("ppo", "hack"),
+    "dpo": ("dpo", None),
+    "instruct_tune": ("instruct-tune", None),
+    "evaluate": ("evaluate", None),
+    "report": ("report", None),
+}
+SHARED = {"world", "tokenizer", "pretrain", "instruct_tune", "report"}  # run once, not per seed
+ORDER = list(STEPS)
 
 
 @dataclass
 class PipelineConfig:
     preset: str = arg("default", "preset applied to every stage (smoke: about a minute; default: the real demo)")
-    output_dir: str = arg("runs/default", "the run folder; each stage writes a sub-folder")
-    stages: list[str] = arg(factory=lambda: list(ORDER), help="stages to run, in order")
-    redo: list[str] = arg(factory=list, help="stages to rerun even if finished ('all' for every stage)")
-    seed: int = arg(0, "seed for every stage")
-    stage_overrides: dict = arg(factory=dict, help="per-stage config overrides, e.g. {pretrain: {max_steps: 100}}")
+    output_dir: str = arg("runs/default", "the run folder; each step writes a sub-folder")
+    stages: list[str] = arg(factory=lambda: list(ORDER), help="steps to run, in order")
+    redo: list[str] = arg(factory=list, help="steps to rerun even if finished ('all' for every step)")
+    seeds: list[int] = arg(factory=lambda: [0], help="training seeds; the first writes RUN/<step>, others RUN/seeds/<seed>/<step>")
+    stage_overrides: dict = arg(factory=dict, help="per-step config overrides, e.g. {pretrain: {max_steps: 100}}")
 
 
-PRESETS = {"smoke": {"preset": "smoke"}, "default": {"preset": "default"}}
+PRESETS = {
+    # The hack run's own preset asks for many iterations; a smoke run only shows the mechanism.
+    "smoke": {"preset": "smoke", "stage_overrides": {"ppo_hack": {"iterations": 8}}},
+    "default": {"preset": "default"},
+}
 
 
-def wiring(stage: str, run: Path) -> dict:
-    """How each stage's inputs point at earlier stages' outputs inside the run folder."""
+def wiring(step: str, run: Path, shared: Path) -> dict:
+    """How each step's inputs point at earlier steps' outputs. ``run`` is this seed's folder."""
+    w, policies = shared / "world", {"base": shared / "pretrain", "sft": run / "sft", "ppo": run / "ppo",
+                                     "ppo_ptx": run / "ppo_ptx", "dpo": run / "dpo"}
+    ppo = {"policy": str(run / "sft"), "reward_model": str(run / "reward"), "data": str(w / "ppo"),
+           "world_dir": str(w), "ptx_data": str(w / "corpus")}
     return {
         "world": {},
-        "tokenizer": {"data": str(run / "world" / "corpus")},
-        "pretrain": {"data": str(run / "world" / "corpus"), "tokenizer": str(run / "tokenizer")},
-    }[stage]
+        "tokenizer": {"data": str(w / "corpus")},
+        "pretrain": {"data": str(w / "corpus"), "tokenizer": str(shared / "tokenizer")},
+        "sft": {"model": str(shared / "pretrain"), "data": str(w / "sft"), "world_dir": str(w)},
+        "compare": {"policy": str(run / "sft"), "data": str(w / "rm"), "world_dir": str(w)},
+        "reward": {"model": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
+        "ppo": ppo, "ppo_ptx": ppo, "ppo_hack": ppo,
+        "dpo": {"policy": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
+        "instruct_tune": {"model": str(shared / "pretrain"), "world_dir": str(w)},
+        "evaluate": {"policies": {k: str(v) for k, v in policies.items()}, "data": str(w / "test"), "world_dir": str(w)},
+        "report": {"run_dir": str(shared), "output_dir": str(shared)},  # report.md/.html beside the step folders
+    }[step]
 
 
-def stage_config(stage: str, cfg: PipelineConfig):
+def step_config(step: str, cfg: PipelineConfig, seed: int, run: Path):
+    stage, extra = STEPS[step]
     cls, presets, _ = STAGES[stage].load()
-    run = Path(cfg.output_dir)
+    shared = Path(cfg.output_dir)
     c = resolve(cls, presets, cfg.preset if cfg.preset in presets else None)
-    names = {f.name for f in fields(cls)}
-    base = {"output_dir": str(run / stage), **wiring(stage, run)}
-    if "seed" in names:
-        base["seed"] = cfg.seed
-    c = apply(c, base, f"pipeline wiring for '{stage}'")
-    extra = cfg.stage_overrides.get(stage, {})
     if extra:
-        c = apply(c, dotted_to_nested(extra) if any("." in k for k in extra) else extra, f"stage_overrides.{stage}")
-    return c
+        c = apply(c, {k: v for k, v in presets[extra].items() if k != "output_dir"}, f"preset '{extra}' of {stage}")
+    names = {f.name for f in fields(cls)}
+    base = {"output_dir": str((shared if step in SHARED else run) / step), **wiring(step, run, shared)}
+    if "seed" in names:
+        base["seed"] = seed
+    c = apply(c, base, f"pipeline wiring for '{step}'")
+    extra_overrides = cfg.stage_overrides.get(step, {})
+    if extra_overrides:
+        nested = dotted_to_nested(extra_overrides) if any("." in k for k in extra_overrides) else extra_overrides
+        c = apply(c, nested, f"stage_overrides.{step}")
+    return stage, c
 
 
 def run(cfg: PipelineConfig) -> dict:
-    unknown = [s for s in cfg.stages + [r for r in cfg.redo if r != "all"] if s not in STAGES or s == "pipeline"]
+    unknown = [s for s in cfg.stages + [r for r in cfg.redo if r != "all"] if s not in STEPS]
     if unknown:
-        raise ConfigError(f"stages/redo: unknown stage(s) {unknown}; known: {', '.join(ORDER)}")
-    bad = [s for s in cfg.stage_overrides if s not in cfg.stages]
+        raise ConfigError(f"stages/redo: unknown step(s) {unknown}; known: {', '.join(ORDER)}")
+    bad = [s for s in cfg.stage_overrides if s not in STEPS]
     if bad:
-        raise ConfigError(f"stage_overrides: {bad} not among the stages run ({cfg.stages})")
-    run_dir = Path(cfg.output_dir)
+        raise ConfigError(f"stage_overrides: unknown step(s) {bad}; known: {', '.join(ORDER)}")
+    if not cfg.seeds:
+        raise ConfigError("seeds: give at least one seed")
+    shared = Path(cfg.output_dir)
     times: dict[str, float] = {}
     results: dict[str, dict] = {}
     t0 = time.time()
-    for stage in cfg.stages:
-        sc = stage_config(stage, cfg)
+    plan = [(step, cfg.seeds[0], shared) for step in cfg.stages if step != "report"]
+    for seed in cfg.seeds[1:]:
+        plan += [(step, seed, shared / "seeds" / str(seed)) for step in cfg.stages if step not in SHARED]
+    if "report" in cfg.stages:
+        plan.append(("report", cfg.seeds[0], shared))
+    for step, seed, run_dir in plan:
+        stage, sc = step_config(step, cfg, seed, run_dir)
         out = Path(sc.output_dir)
-        if stage in cfg.redo or "all" in cfg.redo:
+        label = step if run_dir == shared else f"{step} (seed {seed})"
+        if step in cfg.redo or "all" in cfg.redo:
             shutil.rmtree(out, ignore_errors=True)
-        done = read_summary(out)
+        done = read_summary(out) if step != "report" else None
         if done is not None:
-            print(f"[pipeline] {stage}: already finished ({out}), skipping")
-            results[stage] = done
-            times[stage] = 0.0
+            print(f"[pipeline] {label}: already finished ({out}), skipping")
+            results[label] = done
+            times[label] = 0.0
             continue
         if hasattr(sc, "resume"):
-            sc = apply(sc, {"resume": True}, "pipeline")  # continue a killed stage from its checkpoint
-        print(f"[pipeline] {stage} -> {out}")
+            sc = apply(sc, {"resume": True}, "pipeline")  # continue a killed step from its checkpoint
+        print(f"[pipeline] {label} -> {out}", flush=True)
         t = time.time()
-        results[stage] = run_stage(stage, sc)
-        times[stage] = round(time.time() - t, 1)
-        print(f"[pipeline] {stage} finished in {times[stage]:.1f}s")
+        if step == "report":  # writes into RUN itself, whose config.yaml/summary.json are the pipeline's
+            results[label] = STAGES[stage].load()[2](sc)
+        else:
+            results[label] = run_stage(stage, sc)
+        times[label] = round(time.time() - t, 1)
+        atomic_write_json(shared / "timings.json", times)
+        print(f"[pipeline] {label} finished in {times[label]:.1f}s", flush=True)
     total = round(time.time() - t0, 1)
-    print("\n[pipeline] stage times (s): " + ", ".join(f"{k} {v}" for k, v in times.items()) + f"; total {total}")
-    return {"stage_seconds": times, "total_seconds": total, "stages": results}
+    print("\n[pipeline] step times (s): " + ", ".join(f"{k} {v}" for k, v in times.items()) + f"; total {total}")
+    return {"stage_seconds": times, "total_seconds": total, "report": results.get("report"), "stages": results}

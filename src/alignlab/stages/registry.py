@@ -54,6 +54,8 @@ STAGES: dict[str, Stage] = {
               help="FLAN: tune on all clusters but one, zero-shot accuracy on the unseen cluster"),
         Stage("evaluate", "alignlab.evaluate.stage", "EvaluateConfig",
               help="win rates vs SFT (training + held-out labelers), truthfulness, harm, alignment tax, KL"),
+        Stage("report", "alignlab.report.build", "ReportConfig",
+              help="report.md/.html of a run: results table, plots, and a plain verdict"),
         Stage("pipeline", "alignlab.stages.pipeline", "PipelineConfig",
               help="run the whole recipe on the built-in world, each stage in RUN/<stage>"),
     ]

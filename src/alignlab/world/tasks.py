@@ -507,7 +507,9 @@ def tasks_in(cluster: str) -> list[Task]:
 def make_record(task: Task, template: int, slots: dict, completion: str, meta: dict) -> dict[str, Any]:
     """A dataset row: raw prompt (no chat markup), demonstration, labels, meta JSON."""
     prompt = phrasing.capitalise(task.templates[template].format(**slots))
-    meta = dict(meta, reference=completion)
+    # The slot values are the task's raw input without any instruction: FLAN's
+    # "no template" ablation tunes on exactly these.
+    meta = dict(meta, reference=completion, slots=slots)
     return {
         "prompt": prompt,
         "completion": completion,

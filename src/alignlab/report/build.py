@@ -1,0 +1,309 @@
+"""Stage: the run report -- did RLHF help, by how much, at what cost.
+
+Reads the stage folders of one run (``RUN/<stage>/summary.json``, metrics, the
+evaluation's ``results.json``, and ``RUN/seeds/<s>/evaluate`` for extra seeds) and
+writes ``report.md`` and a self-contained ``report.html`` (figures embedded) plus
+``report.json`` with every number the report shows. Each claim in the verdict is a
+comparison against a stated target; a missed target is said plainly, not hidden.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignlab.config import arg
+from alignlab.evaluate.seeds import compare_seeds
+from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics, read_summary
+from alignlab.report import plots
+
+POLICY_ORDER = ["base", "sft", "ppo", "ppo_ptx", "dpo"]
+LABELS = {"base": "base (pretrained, prompted)", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx", "dpo": "DPO"}
+
+
+@dataclass
+class ReportConfig:
+    run_dir: str = arg("runs/default", "the run folder written by `alignlab pipeline`")
+    output_dir: str = arg("", "where report.md/.html go; empty = run_dir")
+    target_win_rate: float = arg(0.70, "target: PPO-ptx preferred over SFT by held-out labelers at least this often")
+    target_rm_gap: float = arg(0.05, "target: RM accuracy within this of the labelers' agreement")
+    target_tax_reduction: float = arg(0.5, "target: PPO-ptx removes at least this fraction of PPO's alignment tax")
+
+
+PRESETS = {"smoke": {}, "default": {}}
+
+
+# ------------------------------------------------------------------ reading the run
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def gather(run: Path) -> dict[str, Any]:
+    seeds = sorted((run / "seeds").glob("*/evaluate/results.json")) if (run / "seeds").exists() else []
+    main_eval = run / "evaluate" / "results.json"
+    return {
+        "world": _json(run / "world" / "stats.json"),
+        "pretrain": read_summary(run / "pretrain"),
+        "sft": read_summary(run / "sft"),
+        "reward": read_summary(run / "reward"),
+        "ppo": read_summary(run / "ppo"),
+        "ppo_ptx": read_summary(run / "ppo_ptx"),
+        "ppo_hack": read_summary(run / "ppo_hack"),
+        "dpo": read_summary(run / "dpo"),
+        "evaluate": _json(main_eval),
+        "seeds": compare_seeds([main_eval, *seeds]) if main_eval.exists() and seeds else None,
+        "flan": _json(run / "instruct_tune" / "results.json"),
+        "timings": _json(run / "timings.json"),
+        "ppo_metrics": {n: read_metrics(run / n) for n in ("ppo", "ppo_ptx", "ppo_hack") if (run / n / "metrics.jsonl").exists()},
+    }
+
+
+def _v(m: dict | None, key: str) -> float | None:
+    x = (m or {}).get(key)
+    return x.get("value") if isinstance(x, dict) else x
+
+
+def _ci(m: dict, key: str, pct: bool = True) -> str:
+    x = m.get(key)
+    if not isinstance(x, dict) or x.get("value") is None:
+        return "–"
+    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:+.3f}" if "delta" in key else f"{v:.3f}")
+    if x.get("low") is None:
+        return f(x["value"])
+    return f"{f(x['value'])} [{f(x['low'])}, {f(x['high'])}]"
+
+
+# ------------------------------------------------------------------ the verdict
+
+
+def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None, str]]:
+    """(claim, met?, the numbers) for each result the papers lead us to expect."""
+    out = []
+    pol = (d["evaluate"] or {}).get("policies", {})
+    seeds = (d["seeds"] or {}).get("policies", {})
+
+    def seed_note(policy: str, key: str) -> str:
+        s = seeds.get(policy, {}).get(key)
+        return f"; over {s['n']} seeds mean {100 * s['mean']:.1f}% (sd {100 * s['std']:.1f})" if s and s["n"] > 1 else ""
+
+    if "ppo_ptx" in pol:
+        w = _v(pol["ppo_ptx"], "win_rate_heldout_labelers")
+        if w is not None:
+            out.append((f"PPO-ptx is preferred over SFT by held-out labelers at least {cfg.target_win_rate:.0%} of the time",
+                        w >= cfg.target_win_rate,
+                        f"{_ci(pol['ppo_ptx'], 'win_rate_heldout_labelers')}{seed_note('ppo_ptx', 'win_rate_heldout_labelers')} "
+                        "(InstructGPT 175B: 73.4% vs its SFT)"))
+    if d["reward"] and d["world"]:
+        r, w = d["reward"], d["world"]
+        for grp, acc_key, agr_key in (("training", "val_accuracy_train_labelers", "labeler_agreement"),
+                                      ("held-out", "val_accuracy_heldout_labelers", "labeler_agreement_heldout")):
+            acc, agr = r.get(acc_key), w.get(agr_key)
+            if acc is not None and agr is not None:
+                out.append((f"RM accuracy ({grp} labelers) within {100 * cfg.target_rm_gap:.0f} points of their agreement",
+                            abs(acc - agr) <= cfg.target_rm_gap, f"RM {100 * acc:.1f}% vs labelers {100 * agr:.1f}%"))
+    if "ppo" in pol and "ppo_ptx" in pol:
+        tax_ppo, tax_ptx = _v(pol["ppo"], "heldout_ptx_loss_delta"), _v(pol["ppo_ptx"], "heldout_ptx_loss_delta")
+        if tax_ppo is not None and tax_ptx is not None:
+            out.append(("PPO pays an alignment tax (held-out pretraining loss rises over base)", tax_ppo > 0,
+                        f"Δloss PPO {tax_ppo:+.3f} nats/token"))
+            if tax_ppo > 0:
+                removed = 1 - max(tax_ptx, 0) / tax_ppo
+                out.append((f"PPO-ptx removes at least {cfg.target_tax_reduction:.0%} of that tax", removed >= cfg.target_tax_reduction,
+                            f"Δloss PPO-ptx {tax_ptx:+.3f} vs PPO {tax_ppo:+.3f}: {100 * removed:.0f}% removed"))
+        acc_ppo, acc_ptx = _v(pol["ppo"], "nlp_accuracy_delta"), _v(pol["ppo_ptx"], "nlp_accuracy_delta")
+        if acc_ppo is not None and acc_ptx is not None:
+            out.append(("PPO-ptx keeps more held-out NLP accuracy than PPO", acc_ptx >= acc_ppo,
+                        f"Δaccuracy vs base: PPO {100 * acc_ppo:+.1f} pts, PPO-ptx {100 * acc_ptx:+.1f} pts"))
+    if "base" in pol:
+        best = "ppo_ptx" if "ppo_ptx" in pol else ("ppo" if "ppo" in pol else None)
+        if best:
+            t_b, t_p = _v(pol["base"], "truthfulness"), _v(pol[best], "truthfulness")
+            h_b, h_p = _v(pol["base"], "harm_rate"), _v(pol[best], "harm_rate")
+            if t_b is not None and t_p is not None:
+                out.append((f"{LABELS[best]} is more truthful than the base model", t_p > t_b, f"{100 * t_p:.1f}% vs {100 * t_b:.1f}%"))
+            if h_b is not None and h_p is not None:
+                out.append((f"{LABELS[best]} writes harmful output less often than the base model", h_p < h_b,
+                            f"{100 * h_p:.1f}% vs {100 * h_b:.1f}%"))
+    if d["ppo"] and "heldout_gold_initial" in d["ppo"]:
+        p = d["ppo"]
+        out.append(("PPO raises the gold reward on held-out prompts over SFT", p["heldout_gold_final"] > p["heldout_gold_initial"],
+                    f"gold {p['heldout_gold_initial']:.3f} → {p['heldout_gold_final']:.3f}, final KL {p.get('final_kl', float('nan')):.2f}"))
+    if d["ppo_hack"] and "reward_hacking_detected" in d["ppo_hack"]:
+        h = d["ppo_hack"]
+        out.append(("With a tiny KL coefficient the policy hacks the reward model (proxy up, gold down)",
+                    h["reward_hacking_detected"],
+                    f"RM {h.get('heldout_rm_score_initial', 0):.3f} → {h.get('heldout_rm_score_final', 0):.3f}, "
+                    f"gold {h.get('heldout_gold_initial', 0):.3f} → {h.get('heldout_gold_final', 0):.3f}"))
+    if d["flan"]:
+        m = d["flan"]["mean"]
+        out.append(("FLAN: instruction tuning beats the base model on unseen clusters", m["instruction"] > m["base"],
+                    f"{100 * m['instruction']:.1f}% vs {100 * m['base']:.1f}%"))
+        if "no_template" in m:
+            out.append(("FLAN: instructions beat tuning without templates", m["instruction"] > m["no_template"],
+                        f"{100 * m['instruction']:.1f}% vs {100 * m['no_template']:.1f}%"))
+    return out
+
+
+# ------------------------------------------------------------------ rendering
+
+
+class Doc:
+    """Blocks rendered twice: Markdown (report.md) and self-contained HTML (report.html)."""
+
+    def __init__(self) -> None:
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def h(self, text: str, level: int = 2) -> None:
+        self.md.append(f"{'#' * level} {text}\n")
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def p(self, text: str) -> None:
+        self.md.append(text + "\n")
+        self.html.append(f"<p>{html.escape(text)}</p>")
+
+    def bullets(self, items: list[str]) -> None:
+        self.md.append("\n".join(f"- {i}" for i in items) + "\n")
+        self.html.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.md.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+                       + "".join("| " + " | ".join(r) + " |\n" for r in rows))
+        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                         + "</table>")
+
+    def image(self, path: Path, alt: str) -> None:
+        self.md.append(f"![{alt}]({path.name})\n")
+        data = base64.b64encode(path.read_bytes()).decode()
+        self.html.append(f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>')
+
+    def render_html(self, title: str) -> str:
+        style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+                 "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
+                 "th{background:#f3f3f3}img{max-width:100%}li{margin:.2em 0}")
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>{style}</style></head><body>" + "\n".join(self.html) + "</body></html>\n")
+
+
+def results_table(pol: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["policy", "win vs SFT (training labelers)", "win vs SFT (held-out labelers)", "helpfulness",
+              "truthfulness", "harm rate", "\"unknown\" on unanswerable", "Δ held-out LM loss", "Δ NLP accuracy",
+              "KL to SFT", "length"]
+    rows = []
+    for name in [p for p in POLICY_ORDER if p in pol] + [p for p in pol if p not in POLICY_ORDER]:
+        m = pol[name]
+        kl = _v(m, "kl_to_baseline")
+        length = _v(m, "length")
+        rows.append([LABELS.get(name, name), _ci(m, "win_rate_train_labelers"), _ci(m, "win_rate_heldout_labelers"),
+                     _ci(m, "helpfulness"), _ci(m, "truthfulness"), _ci(m, "harm_rate"), _ci(m, "unknown_rate"),
+                     _ci(m, "heldout_ptx_loss_delta", pct=False), _ci(m, "nlp_accuracy_delta"),
+                     "–" if kl is None else f"{kl:.2f}", "–" if length is None else f"{length:.1f}"])
+    return header, rows
+
+
+def run(cfg: ReportConfig) -> dict:
+    t0 = time.time()
+    run_dir = Path(cfg.run_dir)
+    out = Path(cfg.output_dir or cfg.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run_dir not found: {run_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    d = gather(run_dir)
+    doc = Doc()
+    doc.h("alignlab run report", 1)
+    doc.p(f"Run folder: {run_dir}. Written {time.strftime('%Y-%m-%d %H:%M:%S')}.")
+
+    claims = verdict(d, cfg)
+    doc.h("Verdict")
+    if claims:
+        met = sum(1 for _, ok, _ in claims if ok)
+        doc.p(f"{met} of {len(claims)} expected results hold in this run.")
+        doc.bullets([f"{'MET' if ok else 'MISSED'}: {claim} — {nums}" for claim, ok, nums in claims])
+    else:
+        doc.p("No evaluation results yet: run `alignlab evaluate` (or the pipeline) first.")
+
+    pol = (d["evaluate"] or {}).get("policies", {})
+    if pol:
+        doc.h("Results (held-out prompts, shaped like InstructGPT's evaluations)")
+        n = d["evaluate"]["settings"].get("n_prompts")
+        doc.p(f"{n} held-out prompts; same sampling for every policy; 95% bootstrap intervals over prompts. "
+              "Win rate = expected preference of the world's labelers (Bradley–Terry), training personas and, "
+              "separately, held-out personas that produced no training data. Δ columns are against the base model "
+              "(the alignment tax: positive Δloss / negative Δaccuracy = a tax).")
+        header, rows = results_table(pol)
+        doc.table(header, rows)
+        ci_rows = {k: {"train": pol[k]["win_rate_train_labelers"], "heldout": pol[k]["win_rate_heldout_labelers"]}
+                   for k in POLICY_ORDER if k in pol and isinstance(pol[k].get("win_rate_heldout_labelers"), dict)
+                   and pol[k]["win_rate_heldout_labelers"].get("value") is not None}
+        if ci_rows:
+            doc.image(plots.win_rates(ci_rows, out / "report_win_rates.png"), "win rates against SFT")
+    if d["seeds"]:
+        s = d["seeds"]
+        doc.h("Across seeds")
+        keys = ["win_rate_heldout_labelers", "helpfulness", "truthfulness", "harm_rate", "heldout_ptx_loss_delta"]
+        rows = []
+        for name in [p for p in POLICY_ORDER if p in s["policies"]]:
+            m = s["policies"][name]
+            rows.append([LABELS[name]] + [
+                "–" if k not in m else ", ".join(f"{v:.3f}" for v in m[k]["values"]) + f" (mean {m[k]['mean']:.3f} ± {m[k]['std']:.3f})"
+                for k in keys])
+        doc.p(f"{s['n_seeds']} seeds (SFT onwards retrained per seed): per-seed values, mean ± sd.")
+        doc.table(["policy", *keys], rows)
+
+    if d["ppo_metrics"]:
+        doc.h("PPO training")
+        doc.image(plots.ppo_curves(d["ppo_metrics"], out / "report_ppo_curves.png"), "PPO reward and KL")
+        doc.image(plots.gold_vs_proxy(d["ppo_metrics"], out / "report_gold_vs_proxy.png"), "gold vs proxy reward")
+        rows = []
+        for name in ("ppo", "ppo_ptx", "ppo_hack"):
+            s = d[name]
+            if s:
+                rows.append([name, *(f"{s.get(k):.3f}" if isinstance(s.get(k), (int, float)) else "–" for k in
+                             ("heldout_rm_score_initial", "heldout_rm_score_final", "heldout_gold_initial",
+                              "heldout_gold_final", "final_kl", "final_beta")), str(s.get("seconds", "–"))])
+        doc.table(["run", "RM score before", "RM score after", "gold before", "gold after", "final KL", "final β", "seconds"], rows)
+
+    if d["reward"] and d["world"]:
+        r, w = d["reward"], d["world"]
+        doc.h("Reward model")
+        acc = {"training labelers": r.get("val_accuracy_train_labelers") or 0, "held-out labelers": r.get("val_accuracy_heldout_labelers") or 0}
+        agr = {"training labelers": w["labeler_agreement"], "held-out labelers": w["labeler_agreement_heldout"]}
+        doc.p(f"Pairwise accuracy on held-out prompts: {100 * acc['training labelers']:.1f}% (training labelers), "
+              f"{100 * acc['held-out labelers']:.1f}% (held-out labelers); against the noise-free gold ordering "
+              f"{100 * (r.get('val_accuracy_gold') or 0):.1f}%. Labelers agree with each other "
+              f"{100 * agr['training labelers']:.1f}% / {100 * agr['held-out labelers']:.1f}% "
+              "(InstructGPT: RM 72.4% / 69.6%, labelers 72.6% / 77.3%).")
+        doc.image(plots.rm_accuracy(acc, agr, out / "report_rm_accuracy.png"), "RM accuracy vs labeler agreement")
+
+    if d["flan"]:
+        f = d["flan"]
+        doc.h("FLAN: zero-shot on unseen task clusters")
+        acc = {c: {k: v["accuracy"] for k, v in r.items() if isinstance(v, dict) and "accuracy" in v} for c, r in f["clusters"].items()}
+        doc.table(["held-out cluster", *next(iter(acc.values())).keys()],
+                  [[c, *(f"{100 * x:.1f}%" for x in a.values())] for c, a in acc.items()]
+                  + [["mean", *(f"{100 * x:.1f}%" for x in f["mean"].values())]])
+        doc.image(plots.flan_clusters(acc, out / "report_flan.png"), "FLAN held-out cluster accuracy")
+
+    if d["timings"]:
+        doc.h("Time per stage")
+        doc.table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in d["timings"].items()])
+
+    atomic_write_text(out / "report.md", "\n".join(doc.md))
+    atomic_write_text(out / "report.html", doc.render_html("alignlab run report"))
+    report = {"verdict": [{"claim": c, "met": ok, "numbers": n} for c, ok, n in claims],
+              "results": {k: {m: pol[k].get(m) for m in pol[k] if not m.startswith("path")} for k in pol},
+              "seeds": d["seeds"], "flan": (d["flan"] or {}).get("mean"), "timings": d["timings"]}
+    atomic_write_json(out / "report.json", report)
+    print(f"report: {out / 'report.html'} ({sum(1 for _, ok, _ in claims if ok)}/{len(claims)} expected results hold)")
+    for c, ok, n in claims:
+        print(f"  {'MET   ' if ok else 'MISSED'} {c}: {n}")
+    return {"claims_met": sum(1 for _, ok, _ in claims if ok), "claims": len(claims), **report,
+            "seconds": round(time.time() - t0, 2)}

@@ -1,0 +1,103 @@
+"""The report's figures, one function each, drawn with matplotlib's Agg canvas (no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+POLICY_COLOURS = {"base": "#888888", "sft": "#4c72b0", "ppo": "#dd8452", "ppo_ptx": "#55a868", "dpo": "#c44e52",
+                  "ppo_hack": "#8172b3"}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def ppo_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Reward (proxy and gold) and KL over PPO iterations, one line per run."""
+    fig = Figure(figsize=(11, 3.4))
+    ax_rm, ax_gold, ax_kl = fig.subplots(1, 3)
+    for name, rows in runs.items():
+        rows = [r for r in rows if "rm_score_mean" in r]
+        if not rows:
+            continue
+        step = [r["step"] for r in rows]
+        c = POLICY_COLOURS.get(name)
+        ax_rm.plot(step, [r["rm_score_mean"] for r in rows], label=name, color=c)
+        if "gold_mean" in rows[0]:
+            ax_gold.plot(step, [r["gold_mean"] for r in rows], label=name, color=c)
+        ax_kl.plot(step, [r["kl"] for r in rows], label=name, color=c)
+    ax_rm.set(title="reward-model score (proxy)", xlabel="PPO iteration")
+    ax_gold.set(title="gold reward (world labelers)", xlabel="PPO iteration")
+    ax_kl.set(title="KL to SFT (nats / response)", xlabel="PPO iteration")
+    ax_rm.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def gold_vs_proxy(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Gold against proxy reward along each PPO run: over-optimisation bends the curve down."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    for name, rows in runs.items():
+        rows = [r for r in rows if "rm_score_mean" in r and "gold_mean" in r]
+        if rows:
+            ax.plot([r["rm_score_mean"] for r in rows], [r["gold_mean"] for r in rows], "o-", ms=2.5,
+                    label=name, color=POLICY_COLOURS.get(name), alpha=0.8)
+    ax.set(xlabel="reward-model score (proxy)", ylabel="gold reward", title="gold vs proxy reward during PPO")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def rm_accuracy(acc: dict[str, float], agreement: dict[str, float], path: Path) -> Path:
+    """RM pairwise accuracy beside the labelers' own agreement (its practical ceiling)."""
+    fig = Figure(figsize=(5, 3.4))
+    ax = fig.subplots()
+    groups = ["training labelers", "held-out labelers"]
+    xs = range(len(groups))
+    ax.bar([x - 0.2 for x in xs], [acc.get(g, 0) for g in groups], 0.4, label="reward model accuracy", color="#4c72b0")
+    ax.bar([x + 0.2 for x in xs], [agreement.get(g, 0) for g in groups], 0.4, label="labeler agreement", color="#aaaaaa")
+    ax.set_xticks(list(xs), groups)
+    ax.set(ylim=(0.5, 1.0), ylabel="pairwise agreement", title="reward model vs labelers")
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
+def win_rates(rows: dict[str, dict[str, dict[str, float]]], path: Path) -> Path:
+    """Win rate against SFT with 95% intervals, by training and by held-out labelers."""
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    names = list(rows)
+    for j, (key, label, colour) in enumerate([("train", "training labelers", "#4c72b0"),
+                                              ("heldout", "held-out labelers", "#55a868")]):
+        xs = [i + (j - 0.5) * 0.35 for i in range(len(names))]
+        vals = [rows[n][key]["value"] for n in names]
+        err = [[v - rows[n][key]["low"] for n, v in zip(names, vals)], [rows[n][key]["high"] - v for n, v in zip(names, vals)]]
+        ax.bar(xs, vals, 0.35, yerr=err, capsize=3, label=label, color=colour)
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_xticks(range(len(names)), names)
+    ax.set(ylim=(0, 1), ylabel="P(preferred over SFT)", title="win rate against SFT (95% CI)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def flan_clusters(results: dict[str, dict[str, float]], path: Path) -> Path:
+    """Zero-shot accuracy on each held-out cluster: base, instruction-tuned, no-template."""
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    clusters = list(results)
+    variants = [v for v in ("base", "instruction", "no_template") if all(v in results[c] for c in clusters)]
+    colours = {"base": "#888888", "instruction": "#55a868", "no_template": "#dd8452"}
+    w = 0.8 / max(len(variants), 1)
+    for j, v in enumerate(variants):
+        ax.bar([i + (j - (len(variants) - 1) / 2) * w for i in range(len(clusters))],
+               [results[c][v] for c in clusters], w, label=v, color=colours[v])
+    ax.set_xticks(range(len(clusters)), clusters, fontsize=8)
+    ax.set(ylabel="zero-shot accuracy", title="FLAN: accuracy on unseen task clusters")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,173 @@
+"""Stage: FLAN-style instruction tuning, judged on whole task clusters never seen in tuning.
+
+For each held-out cluster (one model per cluster, as FLAN did: a cluster is "unseen"
+only if no task from it was tuned on), the base model is instruction-tuned on every
+template of every task in the OTHER clusters, then asked zero-shot the held-out
+cluster's prompts. Accuracy is the world's task checker (``helpful``), averaged per
+template and then over templates. Two comparisons on the same prompts:
+
+* ``base``: the same pretrained model prompted directly, in the corpus's own
+  "Question: ... / Answer:" form (it never saw a chat template);
+* ``no_template``: tuned on the same examples with the instruction removed (only the
+  task's raw inputs, e.g. "Bruk colour" -> "Bruk's colour is blue."), FLAN's ablation
+  (FLAN: 37.3 vs 55.2 with instructions). It is asked with instructions at test time.
+
+SFT itself is the SFT stage (``stages/sft.py``) run on a filtered copy of the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import torch
+
+from alignlab.config import apply, arg
+from alignlab.data.chat import encode_prompt
+from alignlab.models.load import load_causal_lm, load_tokenizer
+from alignlab.outputs import atomic_write_json, read_summary
+from alignlab.rollout.generate import generate_responses
+from alignlab.stages import sft as sft_stage
+from alignlab.stages.registry import run_stage
+from alignlab.training import resolve_device
+from alignlab.world import load_world, score_response
+
+BASE_PROMPT = "Question: {prompt}\nAnswer:"  # the Q&A form the world's corpus uses
+
+
+@dataclass
+class InstructTuneConfig:
+    world_dir: str = arg("runs/world", "the built-in world (its sft split is the tuning mixture)")
+    model: str = arg("runs/pretrain", "the base model every variant starts from")
+    heldout_clusters: list[str] = arg(
+        factory=lambda: ["world_qa", "classification", "comparison_sorting", "extraction"],
+        help="clusters to hold out, one tuned model per cluster")
+    exclude_clusters: list[str] = arg(
+        factory=lambda: ["unanswerable", "harmful"],
+        help="clusters left out of the tuning mixture altogether: FLAN's mixture was NLP tasks; canned "
+             "answers ('I don't know', refusals) belong to the RLHF data, and a small model tuned on them "
+             "answers every unseen task with them")
+    no_template: bool = arg(True, "also tune the no-template ablation for each held-out cluster")
+    epochs: int = arg(3, "tuning epochs per model")
+    lr: float = arg(1e-3, "peak learning rate")
+    batch_size: int = arg(32, "examples per optimiser step")
+    max_eval_prompts: int = arg(240, "held-out cluster prompts asked zero-shot (all templates, all splits)")
+    max_new_tokens: int = arg(24, "answer length cap (greedy decoding)")
+    eval_batch_size: int = arg(64, "prompts per generation batch")
+    seed: int = arg(0, "seed for tuning and the prompt sample")
+    device: str = arg("auto", "auto, cpu or cuda")
+    output_dir: str = arg("runs/instruct_tune", "one sub-folder per held-out cluster and variant")
+
+
+PRESETS = {
+    "smoke": {"heldout_clusters": ["world_qa", "classification"], "epochs": 2, "batch_size": 16,
+              "max_eval_prompts": 40},
+    "default": {},
+}
+
+
+def no_template_input(meta: dict) -> str:
+    """The task's raw inputs without the instruction: slot values, minus articles and duplicates."""
+    seen, parts = set(), []
+    for value in meta.get("slots", {}).values():
+        text = str(value)
+        if text.lower() in ("a", "an", "the") or text.lower() in seen:
+            continue
+        seen.add(text.lower())
+        parts.append(text)
+    return " ".join(parts)
+
+
+def tuning_data(world_dir: Path, heldout: str, exclude: list[str], instructions: bool, out: Path) -> Path:
+    """World SFT rows of every cluster except ``heldout`` (and ``exclude``), saved for the SFT stage."""
+    sft = datasets.load_from_disk(str(world_dir / "sft"))
+    dd = {}
+    for split in ("train", "validation"):
+        rows = [r for r in sft[split] if r["cluster"] != heldout and r["cluster"] not in exclude]
+        if not instructions:
+            rows = [dict(r, prompt=no_template_input(json.loads(r["meta"]))) for r in rows]
+        dd[split] = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    datasets.DatasetDict(dd).save_to_disk(str(out))
+    return out
+
+
+def heldout_prompts(world_dir: Path, cluster: str, n: int, seed: int) -> list[dict]:
+    """Every record of the cluster (the tuned model saw none of them), sampled to n."""
+    rows = []
+    for name in ("sft", "test"):
+        for split in datasets.load_from_disk(str(world_dir / name)).values():
+            rows += [r for r in split if r["cluster"] == cluster]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    return rows[:n]
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model_path: str, records: list[dict], world, plain: bool, cfg: InstructTuneConfig) -> dict:
+    """Greedy answers to held-out prompts, scored by the task checker, averaged per template."""
+    device = resolve_device(cfg.device)
+    tok = load_tokenizer(model_path)
+    model = load_causal_lm(model_path).to(device)
+    if plain:  # the base model: the corpus's own Q&A form, answer cut at the end of its line
+        prompts = [[tok.bos_token_id] + tok(BASE_PROMPT.format(prompt=r["prompt"]), add_special_tokens=False)["input_ids"]
+                   for r in records]
+    else:
+        prompts = [encode_prompt(tok, r["prompt"]) for r in records]
+    ro = generate_responses(model, tok, prompts, cfg.max_new_tokens, temperature=0.0,
+                            batch_size=cfg.eval_batch_size, seed=cfg.seed)
+    answers = [t.split("\n")[0].strip() if plain else t.strip() for t in ro.texts]
+    per_template = defaultdict(list)
+    for r, a in zip(records, answers):
+        per_template[r["template"]].append(score_response(world, r, a)["helpful"])
+    by_template = {t: sum(v) / len(v) for t, v in sorted(per_template.items())}
+    return {"accuracy": sum(by_template.values()) / len(by_template), "by_template": by_template,
+            "examples": [{"prompt": r["prompt"], "answer": a} for r, a in list(zip(records, answers))[:5]]}
+
+
+def run(cfg: InstructTuneConfig) -> dict:
+    t0 = time.time()
+    world_dir, out = Path(cfg.world_dir), Path(cfg.output_dir)
+    world = load_world(str(world_dir))
+    known = set(json.loads((world_dir / "stats.json").read_text())["clusters"])
+    for key in ("heldout_clusters", "exclude_clusters"):
+        unknown = [c for c in getattr(cfg, key) if c not in known]
+        if unknown:
+            raise ValueError(f"{key}: unknown cluster(s) {unknown}; the world has {sorted(known)}")
+    if set(cfg.heldout_clusters) & set(cfg.exclude_clusters):
+        raise ValueError("heldout_clusters and exclude_clusters overlap")
+    variants = ["instruction"] + (["no_template"] if cfg.no_template else [])
+    results: dict[str, dict] = {}
+    for cluster in cfg.heldout_clusters:
+        records = heldout_prompts(world_dir, cluster, cfg.max_eval_prompts, cfg.seed)
+        res = {"n_prompts": len(records), "base": zero_shot_accuracy(cfg.model, records, world, True, cfg)}
+        for variant in variants:
+            run_dir = out / cluster / variant
+            if read_summary(run_dir) is None:
+                data = tuning_data(world_dir, cluster, cfg.exclude_clusters, variant == "instruction", out / cluster / f"{variant}_data")
+                sc = apply(sft_stage.SFTConfig(), {
+                    "model": cfg.model, "data": str(data), "judge": "loss", "eval_base": False,
+                    "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
+                    "device": cfg.device, "output_dir": str(run_dir), "resume": True}, "instruct-tune")
+                run_stage("sft", sc)
+            res[variant] = zero_shot_accuracy(str(run_dir), records, world, False, cfg)
+        results[cluster] = res
+        line = ", ".join(f"{k} {res[k]['accuracy']:.1%}" for k in ["base", *variants])
+        print(f"[instruct-tune] held-out cluster {cluster} ({len(records)} prompts): {line}")
+
+    mean = {k: sum(r[k]["accuracy"] for r in results.values()) / len(results) for k in ["base", *variants]}
+    atomic_write_json(out / "results.json", {"clusters": results, "mean": mean, "config": dataclasses.asdict(cfg)})
+    print("[instruct-tune] mean zero-shot accuracy on unseen clusters: " + ", ".join(f"{k} {v:.1%}" for k, v in mean.items()))
+    return {
+        "heldout_clusters": cfg.heldout_clusters,
+        "mean_accuracy": {k: round(v, 4) for k, v in mean.items()},
+        "accuracy": {c: {k: round(r[k]["accuracy"], 4) for k in ["base", *variants]} for c, r in results.items()},
+        "instruction_beats_base": mean["instruction"] > mean["base"],
+        "instruction_beats_no_template": (mean["instruction"] > mean["no_template"]) if cfg.no_template else None,
+        "seconds": round(time.time() - t0, 1),
+    }
