@@ -106,8 +106,12 @@ def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None
                                       ("held-out", "val_accuracy_heldout_labelers", "labeler_agreement_heldout")):
             acc, agr = r.get(acc_key), w.get(agr_key)
             if acc is not None and agr is not None:
+                same = r.get("labeler_agreement_on_val_pairs" if grp == "training" else "labeler_agreement_heldout_on_val_pairs")
+                ceiling = r.get("ceiling_train_labelers" if grp == "training" else "ceiling_heldout_labelers")
+                extra = (f"; on the RM's own validation pairs labelers agree {100 * same:.1f}% and a perfect gold "
+                         f"reward model would score {100 * ceiling:.1f}%") if same is not None and ceiling is not None else ""
                 out.append((f"RM accuracy ({grp} labelers) within {100 * cfg.target_rm_gap:.0f} points of their agreement",
-                            abs(acc - agr) <= cfg.target_rm_gap, f"RM {100 * acc:.1f}% vs labelers {100 * agr:.1f}%"))
+                            abs(acc - agr) <= cfg.target_rm_gap, f"RM {100 * acc:.1f}% vs labelers {100 * agr:.1f}%{extra}"))
     if "ppo" in pol and "ppo_ptx" in pol:
         tax_ppo, tax_ptx = _v(pol["ppo"], "heldout_ptx_loss_delta"), _v(pol["ppo_ptx"], "heldout_ptx_loss_delta")
         if tax_ppo is not None and tax_ptx is not None:
