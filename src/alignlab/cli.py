@@ -17,6 +17,7 @@ def usage() -> str:
     width = max(len(n) for n in STAGES)
     lines = [__doc__.strip().splitlines()[0], "", "stages:"]
     lines += [f"  {name:<{width}}  {s.help}" for name, s in STAGES.items()]
+    lines += [f"  {'scaling':<{width}}  sweep | fit | predict: predictable scaling (alignlab scaling --help)"]
     lines += ["", "alignlab <stage> --help   lists every key of that stage with its default"]
     return "\n".join(lines)
 
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
+    if name == "scaling":  # alignlab scaling sweep|fit|predict: sub-commands live in alignlab.scaling.stage
+        from alignlab.scaling.stage import main as scaling_main
+        return scaling_main(rest)
     if name not in STAGES:
         print(f"alignlab: unknown stage {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
