@@ -54,7 +54,7 @@ class InstructTuneConfig:
              "answers ('I don't know', refusals) belong to the RLHF data, and a small model tuned on them "
              "answers every unseen task with them")
     no_template: bool = arg(True, "also tune the no-template ablation for each held-out cluster")
-    epochs: int = arg(3, "tuning epochs per model")
+    epochs: int = arg(2, "tuning epochs per model")
     lr: float = arg(1e-3, "peak learning rate")
     batch_size: int = arg(32, "examples per optimiser step")
     max_eval_prompts: int = arg(240, "held-out cluster prompts asked zero-shot (all templates, all splits)")

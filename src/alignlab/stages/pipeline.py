@@ -13,6 +13,7 @@ the report can give per-seed values. Per-step settings: ``--stage_overrides
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, fields
@@ -110,6 +111,8 @@ def run(cfg: PipelineConfig) -> dict:
         raise ConfigError("seeds: give at least one seed")
     shared = Path(cfg.output_dir)
     times: dict[str, float] = {}
+    # Stage times of earlier invocations survive a resume: a skipped step keeps its time.
+    all_times: dict[str, float] = json.loads((shared / "timings.json").read_text()) if (shared / "timings.json").exists() else {}
     results: dict[str, dict] = {}
     t0 = time.time()
     plan = [(step, cfg.seeds[0], shared) for step in cfg.stages if step != "report"]
@@ -137,8 +140,8 @@ def run(cfg: PipelineConfig) -> dict:
             results[label] = STAGES[stage].load()[2](sc)
         else:
             results[label] = run_stage(stage, sc)
-        times[label] = round(time.time() - t, 1)
-        atomic_write_json(shared / "timings.json", times)
+        times[label] = all_times[label] = round(time.time() - t, 1)
+        atomic_write_json(shared / "timings.json", all_times)
         print(f"[pipeline] {label} finished in {times[label]:.1f}s", flush=True)
     total = round(time.time() - t0, 1)
     print("\n[pipeline] step times (s): " + ", ".join(f"{k} {v}" for k, v in times.items()) + f"; total {total}")
