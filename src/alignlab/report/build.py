@@ -28,11 +28,16 @@ LABELS = {"base": "base (pretrained, prompted)", "sft": "SFT", "ppo": "PPO", "pp
 
 @dataclass
 class ReportConfig:
-    run_dir: str = arg("runs/default", "the run folder written by `alignlab pipeline`")
-    output_dir: str = arg("", "where report.md/.html go; empty = run_dir")
+    run_dir: str = arg("runs/default", "the run folder written by `alignlab pipeline`; report.md/.html are written into it")
     target_win_rate: float = arg(0.70, "target: PPO-ptx preferred over SFT by held-out labelers at least this often")
     target_rm_gap: float = arg(0.05, "target: RM accuracy within this of the labelers' agreement")
     target_tax_reduction: float = arg(0.5, "target: PPO-ptx removes at least this fraction of PPO's alignment tax")
+
+
+    @property
+    def output_dir(self) -> str:
+        """Where the stage's own config.yaml/summary.json go (the report itself is in run_dir)."""
+        return str(Path(self.run_dir) / "report")
 
 
 PRESETS = {"smoke": {}, "default": {}}
@@ -216,7 +221,7 @@ def results_table(pol: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
 def run(cfg: ReportConfig) -> dict:
     t0 = time.time()
     run_dir = Path(cfg.run_dir)
-    out = Path(cfg.output_dir or cfg.run_dir)
+    out = run_dir
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir not found: {run_dir}")
     out.mkdir(parents=True, exist_ok=True)

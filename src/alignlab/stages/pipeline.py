@@ -77,7 +77,7 @@ def wiring(step: str, run: Path, shared: Path) -> dict:
         "dpo": {"policy": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
         "instruct_tune": {"model": str(shared / "pretrain"), "world_dir": str(w)},
         "evaluate": {"policies": {k: str(v) for k, v in policies.items()}, "data": str(w / "test"), "world_dir": str(w)},
-        "report": {"run_dir": str(shared), "output_dir": str(shared)},  # report.md/.html beside the step folders
+        "report": {"run_dir": str(shared)},  # report.md/.html beside the step folders
     }[step]
 
 
@@ -90,6 +90,8 @@ def step_config(step: str, cfg: PipelineConfig, seed: int, run: Path):
         c = apply(c, {k: v for k, v in presets[extra].items() if k != "output_dir"}, f"preset '{extra}' of {stage}")
     names = {f.name for f in fields(cls)}
     base = {"output_dir": str((shared if step in SHARED else run) / step), **wiring(step, run, shared)}
+    if "output_dir" not in names:  # the report derives its folder from run_dir
+        base.pop("output_dir")
     if "seed" in names:
         base["seed"] = seed
     c = apply(c, base, f"pipeline wiring for '{step}'")
