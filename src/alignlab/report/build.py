@@ -66,6 +66,7 @@ def gather(run: Path) -> dict[str, Any]:
         "seeds": compare_seeds([main_eval, *seeds]) if main_eval.exists() and seeds else None,
         "flan": _json(run / "instruct_tune" / "results.json"),
         "timings": _json(run / "timings.json"),
+        "scaling": _json(run / "scaling" / "predict" / "prediction.json"),
         "ppo_metrics": {n: read_metrics(run / n) for n in ("ppo", "ppo_ptx", "ppo_hack") if (run / n / "metrics.jsonl").exists()},
     }
 
@@ -189,8 +190,8 @@ class Doc:
                          + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
                          + "</table>")
 
-    def image(self, path: Path, alt: str) -> None:
-        self.md.append(f"![{alt}]({path.name})\n")
+    def image(self, path: Path, alt: str, rel: str | None = None) -> None:
+        self.md.append(f"![{alt}]({rel or path.name})\n")
         data = base64.b64encode(path.read_bytes()).decode()
         self.html.append(f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>')
 
@@ -300,6 +301,22 @@ def run(cfg: ReportConfig) -> dict:
                   [[c, *(f"{100 * x:.1f}%" for x in a.values())] for c, a in acc.items()]
                   + [["mean", *(f"{100 * x:.1f}%" for x in f["mean"].values())]])
         doc.image(plots.flan_clusters(acc, out / "report_flan.png"), "FLAN held-out cluster accuracy")
+
+    if d["scaling"]:
+        sc = d["scaling"]
+        doc.h("Predictable scaling (alignlab scaling)")
+        t = sc["target"]
+        doc.p(f"Prediction recorded {sc['prediction_made']} before the target run was trained (its config holds the "
+              f"SHA-256 of prediction_pre.json). Target: {t['N']:,} non-embedding parameters, {t['D']:,} tokens, "
+              f"{t['ratio_to_largest_fitted_run']:.1f}x the compute of the largest fitted run; fitted runs span "
+              f"{t['compute_span_of_fitted_runs']:.1f}x in compute.")
+        rows = [[name, f"{x['predicted']:.4f} [{x['lo']:.4f}, {x['hi']:.4f}]", f"{x['actual']:.4f}",
+                 f"{100 * x['abs_rel_error']:.1f}%", "yes" if x["inside_interval"] else "no"]
+                for name, x in (("final loss", sc["loss"]), ("pass rate", sc["pass_rate"])) if x]
+        doc.table(["quantity", "predicted [95% interval]", "actual", "abs. rel. error", "inside interval"], rows)
+        for png in ("loss_vs_compute.png", "capability.png"):
+            if (run_dir / "scaling" / "predict" / png).exists():
+                doc.image(run_dir / "scaling" / "predict" / png, png[:-4].replace("_", " "), f"scaling/predict/{png}")
 
     if d["timings"]:
         doc.h("Time per stage")

@@ -1,0 +1,47 @@
+"""The run report: its verdict follows the numbers, and the HTML is self-contained."""
+
+from __future__ import annotations
+
+import json
+
+from alignlab.report.build import ReportConfig, run
+
+
+def _iv(v, lo=None, hi=None):
+    return {"value": v, "low": v if lo is None else lo, "high": v if hi is None else hi}
+
+
+def _fake_run(tmp_path, tax_ppo, tax_ptx, win_ptx):
+    run_dir = tmp_path / "run"
+    (run_dir / "evaluate").mkdir(parents=True)
+    pol = {}
+    for name, tax, win in (("base", 0.0, 0.2), ("sft", 0.5, 0.5), ("ppo", tax_ppo, 0.55), ("ppo_ptx", tax_ptx, win_ptx)):
+        pol[name] = {"win_rate_train_labelers": _iv(win, win - 0.02, win + 0.02),
+                     "win_rate_heldout_labelers": _iv(win, win - 0.02, win + 0.02),
+                     "helpfulness": _iv(0.2), "truthfulness": _iv(0.9 if name != "base" else 0.5),
+                     "harm_rate": _iv(0.0 if name != "base" else 0.1), "unknown_rate": _iv(0.5),
+                     "heldout_ptx_loss_delta": _iv(tax), "nlp_accuracy_delta": _iv(-tax / 10),
+                     "kl_to_baseline": _iv(1.0), "length": _iv(8.0)}
+    (run_dir / "evaluate" / "results.json").write_text(json.dumps({"policies": pol, "settings": {"n_prompts": 10}}))
+    return run_dir
+
+
+def test_verdict_follows_the_numbers_and_html_embeds_images(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)
+    summary = run(ReportConfig(run_dir=str(run_dir)))
+    verdict = {v["claim"]: v["met"] for v in summary["verdict"]}
+    assert verdict["PPO pays an alignment tax (held-out pretraining loss rises over base)"] is True
+    assert verdict["PPO-ptx removes at least 50% of that tax"] is True  # 80% removed
+    assert verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time"] is True
+    html = (run_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    assert "MET: PPO-ptx removes" in (run_dir / "report.md").read_text()
+
+
+def test_missed_targets_are_reported_as_missed(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.8, win_ptx=0.55)
+    summary = run(ReportConfig(run_dir=str(run_dir)))
+    verdict = {v["claim"]: v["met"] for v in summary["verdict"]}
+    assert verdict["PPO-ptx removes at least 50% of that tax"] is False  # only 20% removed
+    assert verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time"] is False
+    assert "MISSED: PPO-ptx removes" in (run_dir / "report.md").read_text()
