@@ -609,6 +609,10 @@ def fit_chinchilla(
     converged = grad_norm <= grad_tol and (len(results) == 1 or n_agree >= 2)
 
     a, b, e, alpha, beta = (float(v) for v in best.x)
+    if max(a, b, e) > 700:  # exp() would overflow: the optimiser ran away from its start(s)
+        raise FloatingPointError(
+            f"fit_chinchilla: L-BFGS diverged (log A={a:.3g}, log B={b:.3g}, log E={e:.3g}); "
+            "refit from a grid of starts (init=None) or drop the runs that cannot be fitted")
     r = log_L - laws.chinchilla_log(log_N, log_D, a, b, e, alpha, beta)
     fit = ChinchillaFit(
         E=math.exp(e),

@@ -71,7 +71,8 @@ def chinchilla_fit_robust(N, D, L, *, init=None, warn: bool = True, starts: int 
     """``fit_chinchilla``, falling back to a fresh grid search when a warm start overflows.
 
     A bootstrap resample can make the warm-started L-BFGS run off to parameters whose
-    exp() overflows (seen on real sweeps); such a resample is refitted from the best
+    exp() overflows (seen on real sweeps; ``fit_chinchilla`` then raises
+    FloatingPointError); such a resample is refitted from the best
     ``starts`` points of Hoffmann et al.'s grid instead of aborting the whole bootstrap.
     """
     grid_kw = {"grid": HOFFMANN_GRID, "n_best_starts": starts if starts > 0 else None}
@@ -79,7 +80,7 @@ def chinchilla_fit_robust(N, D, L, *, init=None, warn: bool = True, starts: int 
         try:
             with np.errstate(over="ignore", invalid="ignore"):
                 return fit_chinchilla(N, D, L, init=init, warn=warn)
-        except (OverflowError, FloatingPointError, ValueError):
+        except (FloatingPointError, ValueError):
             pass
     with np.errstate(over="ignore", invalid="ignore"):
         return fit_chinchilla(N, D, L, warn=warn, **grid_kw)
