@@ -16,7 +16,7 @@ class ModelLoadError(ValueError):
     pass
 
 
-def _check_local(path: str) -> None:
+def check_model_path(path: str) -> None:
     p = Path(path)
     looks_local = path.startswith((".", "/", "~")) or p.exists() or path.count("/") > 1
     if looks_local and not p.exists():
@@ -28,7 +28,7 @@ def _check_local(path: str) -> None:
 
 
 def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, dtype: torch.dtype | None = None):
-    _check_local(name_or_path)
+    check_model_path(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype or torch.float32
     )

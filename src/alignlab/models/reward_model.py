@@ -16,11 +16,11 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from alignlab.data.chat import encode_prompt, encode_response
-from alignlab.models.load import _check_local
+from alignlab.models.load import check_model_path
 
 
 def load_reward_model(path: str, trust_remote_code: bool = False, dtype: torch.dtype | None = None):
-    _check_local(path)
+    check_model_path(path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype or torch.float32
     )

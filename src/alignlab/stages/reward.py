@@ -49,7 +49,7 @@ from alignlab.config import arg
 from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
 from alignlab.data.load import DataError, load_dataset_any, require_format
-from alignlab.models.load import _check_local, disable_dropout, load_tokenizer
+from alignlab.models.load import check_model_path, disable_dropout, load_tokenizer
 from alignlab.models.reward_model import score_texts
 from alignlab.outputs import MetricsLogger, atomic_write_text
 from alignlab.rl.losses import ranking_loss
@@ -321,7 +321,7 @@ def run(cfg: RewardConfig) -> dict:
 
     # ---- model: the SFT model + a fresh scalar head (seeded), pad distinct from EOS
     tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
-    _check_local(cfg.model)
+    check_model_path(cfg.model)
     torch.manual_seed(cfg.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         cfg.model, num_labels=1, trust_remote_code=cfg.trust_remote_code, use_safetensors=True, dtype=torch.float32)
