@@ -142,6 +142,35 @@ def test_compare_on_gpt2_policy(smoke_world, tiny_gpt2, tmp_path):
     assert all(len(r) == 5 for r in ranked["train"]["responses"])
 
 
+def test_compare_mixes_several_policies_slot_by_slot(smoke_world, tiny_gpt2, tmp_path):
+    # source 0: the GPT-2 policy at T=1; source 1: the same at T=0 (greedy: one string); source 2: another model
+    s = run_stage_module("compare", "alignlab.stages.compare", "CompareConfig", "smoke", policy=tiny_gpt2["model"],
+                         policies=f"['@0', '{tiny_gpt2['model']}@1.5']", data=str(Path(smoke_world["world"]) / "rm"),
+                         world_dir=smoke_world["world"], k="5", max_prompts="6", max_eval_prompts="3",
+                         max_new_tokens="6", output_dir=str(tmp_path / "c"))
+    assert s["sources"][0].endswith("@1 x2") and s["sources"][1].endswith("@0 x2") and s["sources"][2].endswith("@1.5 x1")
+    ranked = datasets.load_from_disk(str(tmp_path / "c" / "comparisons"))
+    for row in ranked["train"]:
+        assert sorted(row["sources"]) == [0, 0, 1, 1, 2]  # K=5 slots filled from 3 sources in turn
+        greedy = [r for r, src in zip(row["responses"], row["sources"]) if src == 1]
+        assert greedy[0] == greedy[1]  # temperature 0 really was used for source 1
+    assert [x["responses"] for x in s["splits"]["train"]["sources"]] == [12, 12, 6]
+
+
+def test_compare_source_specs_are_checked():
+    from alignlab.stages.compare import interleave, parse_source, slots_per_source
+
+    assert parse_source("m@0.5", "sft", 1.0) == ("m", 0.5) and parse_source("@0", "sft", 1.0) == ("sft", 0.0)
+    assert parse_source("path/to/m", "sft", 0.7) == ("path/to/m", 0.7)
+    with pytest.raises(ConfigError, match=r"policies\[0\]"):
+        resolve(CompareConfig, COMPARE_PRESETS, "smoke", None, {"policies": "['m@hot']"})
+    with pytest.raises(ConfigError, match="slots"):
+        resolve(CompareConfig, COMPARE_PRESETS, "smoke", None, {"k": "4", "policies": "['a','b','c','d']"})
+    assert slots_per_source(4, 3) == [2, 1, 1]
+    rows, src = interleave([[["a1", "a2"]], [["b1"]], [["c1"]]])
+    assert rows == [["a1", "b1", "c1", "a2"]] and src == [[0, 1, 2, 0]]
+
+
 def test_reward_resume_from_a_step_checkpoint_reproduces_the_run(tiny_gpt2, tmp_path):
     common = dict(model=tiny_gpt2["model"], data=tiny_gpt2["ranked_train"], eval_data=tiny_gpt2["ranked_validation"],
                   world_dir="", demonstrations=tiny_gpt2["pc_validation"], batch_size="4", epochs="2",

@@ -23,6 +23,15 @@ in the ranking. They carry no preference: the pairs expansion skips identical pa
 (first copy keeps its place) before the ranking loss, which is the same as dropping the
 tied pairs; a prompt whose K samples are all identical contributes nothing.
 
+Several policies: InstructGPT's labelers ranked outputs of several models (SFT, PPO and
+earlier models), not of one. ``policies`` lists extra sources as ``path`` or
+``path@temperature``; the K slots of every prompt are filled from the sources in turn
+(slot j from source j mod n, where source 0 is ``policy`` at ``temperature``), and each row
+records which source wrote each response (``sources``). A single tiny SFT policy is wrong
+on most prompts, so most of its pairs tie on gold and the labels are coin flips; mixing in
+other policies (e.g. the SFT policy at a low temperature, or the base model) gives pairs
+that differ in quality, which is what a reward model can learn from.
+
 Users with their own comparisons skip this stage: the reward stage reads prompt/chosen/
 rejected or prompt/responses data directly.
 """
@@ -64,7 +73,10 @@ class CompareConfig:
     k: int = arg(4, "responses sampled and ranked per prompt (InstructGPT: 4..9)")
     max_prompts: int = arg(0, "use at most this many training prompts, a seeded subset (0 = all)")
     max_eval_prompts: int = arg(0, "use at most this many held-out prompts (0 = all)")
-    temperature: float = arg(1.0, "sampling temperature (InstructGPT samples at 1)")
+    temperature: float = arg(1.0, "sampling temperature of `policy` (InstructGPT samples at 1)")
+    policies: list[str] = arg(None, "extra sources of responses, 'path' or 'path@temperature' (default: "
+                              "`temperature`); the K slots of a prompt are filled from [policy, *policies] in turn. "
+                              "'@T' alone means `policy` at temperature T", factory=list)
     top_p: float = arg(1.0, "nucleus sampling (1 = off)")
     max_new_tokens: int = arg(32, "response length cap")
     batch_size: int = arg(256, "sequences per generation batch")
@@ -80,6 +92,25 @@ class CompareConfig:
                               f"per prompt), got {self.k!r}")
         if self.temperature < 0:
             raise ConfigError(f"compare: 'temperature' must be >= 0, got {self.temperature!r}")
+        for i, spec in enumerate(self.policies):
+            parse_source(spec, self.policy, self.temperature, f"compare: 'policies[{i}]'")
+        if len(self.policies) + 1 > self.k:
+            raise ConfigError(f"compare: {len(self.policies) + 1} sources but only k={self.k} slots per prompt")
+
+
+def parse_source(spec: str, policy: str, temperature: float, where: str = "compare") -> tuple[str, float]:
+    """'path', 'path@T' or '@T' (= the main policy at T) -> (path, temperature)."""
+    path, _, temp = str(spec).rpartition("@") if "@" in str(spec) else (str(spec), "", "")
+    path = path or policy
+    try:
+        t = float(temp) if temp else temperature
+    except ValueError:
+        raise ConfigError(f"{where}: {spec!r} is not 'path' or 'path@temperature' (temperature {temp!r} is not a number)") from None
+    if t < 0:
+        raise ConfigError(f"{where}: temperature in {spec!r} must be >= 0")
+    if not path:
+        raise ConfigError(f"{where}: empty model path in {spec!r}")
+    return path, t
 
 
 PRESETS = {
@@ -97,28 +128,53 @@ def _subset(n: int, limit: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:limit].tolist())
 
 
-def sample_k(model, tok, prompts: list, cfg: CompareConfig, split_seed: int, desc: str) -> tuple[list[list[str]], float]:
-    """K sampled responses per prompt (and the share that ended with EOS)."""
+def sample_k(model, tok, prompts: list, cfg: CompareConfig, split_seed: int, desc: str, n: int | None = None,
+             temperature: float | None = None) -> tuple[list[list[str]], float]:
+    """``n`` (default K) sampled responses per prompt from one model (and the share that ended with EOS)."""
+    n = cfg.k if n is None else n
+    temperature = cfg.temperature if temperature is None else temperature
     max_prompt = max(1, context_length(model) - cfg.max_new_tokens)
     ids = prompt_ids_for_generation(tok, prompts, max_prompt)
     texts: list[str] = []
     ended = 0
     for c, start in enumerate(tqdm(range(0, len(ids), cfg.chunk_prompts), desc=desc, dynamic_ncols=True)):
-        chunk = [p for p in ids[start : start + cfg.chunk_prompts] for _ in range(cfg.k)]  # each prompt K times
-        roll = generate_responses(model, tok, chunk, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+        chunk = [p for p in ids[start : start + cfg.chunk_prompts] for _ in range(n)]  # each prompt n times
+        roll = generate_responses(model, tok, chunk, cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
                                   batch_size=cfg.batch_size, seed=split_seed * 100_003 + c)
         texts.extend(roll.texts)
         ended += int(roll.ended_with_eos.sum())
-    return [texts[i : i + cfg.k] for i in range(0, len(texts), cfg.k)], ended / max(len(texts), 1)
+    return [texts[i : i + n] for i in range(0, len(texts), n)], ended / max(len(texts), 1)
 
 
-def rank_split(world, records: list[dict], samples: list[list[str]], seed: str, heldout: bool) -> list[dict[str, Any]]:
+def slots_per_source(k: int, n_sources: int) -> list[int]:
+    """Slot j of a prompt comes from source j mod n: how many slots each source fills."""
+    return [len(range(i, k, n_sources)) for i in range(n_sources)]
+
+
+def interleave(per_source: list[list[list[str]]]) -> tuple[list[list[str]], list[list[int]]]:
+    """[source][prompt][sample] -> per prompt the responses in slot order, and each slot's source."""
+    out, src = [], []
+    for p in range(len(per_source[0])):
+        queues = [list(s[p]) for s in per_source]
+        row, row_src, j = [], [], 0
+        while any(queues):
+            if queues[j % len(queues)]:
+                row.append(queues[j % len(queues)].pop(0))
+                row_src.append(j % len(queues))
+            j += 1
+        out.append(row)
+        src.append(row_src)
+    return out, src
+
+
+def rank_split(world, records: list[dict], samples: list[list[str]], seed: str, heldout: bool,
+               sources: list[list[int]] | None = None) -> list[dict[str, Any]]:
     """Ranked rows: one training persona per prompt (seeded), plus a held-out persona if asked."""
     rng = random.Random(f"{seed}-labelers")
     rng_h = random.Random(f"{seed}-heldout-labelers")
     train_personas, heldout_personas = world.training_personas(), world.heldout_personas()
     rows = []
-    for rec, responses in zip(records, samples):
+    for p, (rec, responses) in enumerate(zip(records, samples)):
         persona = rng.choice(train_personas)
         order = rank_responses(world, persona, rec, responses, rng)
         ranked = [responses[i] for i in order]
@@ -132,6 +188,8 @@ def rank_split(world, records: list[dict], samples: list[list[str]], seed: str, 
             "task": rec.get("task", ""),
             "template": rec.get("template", -1),
         }
+        if sources is not None:
+            row["sources"] = [sources[p][i] for i in order]  # which source wrote each ranked response
         if heldout:
             ph = rng_h.choice(heldout_personas)
             row["responses_heldout"] = [responses[i] for i in rank_responses(world, ph, rec, responses, rng_h)]
@@ -153,6 +211,40 @@ def pairs_dataset(rows: list[dict]):
     return datasets.Dataset.from_dict(cols, features=datasets.Features({k: datasets.Value("string") for k in cols}))
 
 
+def _load_policy(cfg: CompareConfig, path: str, device: str):
+    tok = load_tokenizer(cfg.tokenizer or path, cfg.trust_remote_code)
+    model = load_causal_lm(path, cfg.trust_remote_code).to(device)
+    if len(tok) > model.get_input_embeddings().num_embeddings:
+        raise ValueError(f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
+                         "embeddings (give the SFT output, whose tokenizer matches)")
+    disable_dropout(model)
+    return model.eval(), tok
+
+
+def _gold_tie_share(rows: list[dict]) -> float:
+    """Share of distinct-response pairs whose two responses have the same gold reward (coin flips for labelers)."""
+    tied = total = 0
+    for r in rows:
+        first = dict(zip(reversed(r["responses"]), reversed(r["gold"])))  # string -> gold
+        golds = list(first.values())
+        for i in range(len(golds)):
+            for j in range(i + 1, len(golds)):
+                total += 1
+                tied += abs(golds[i] - golds[j]) < 1e-9
+    return tied / max(total, 1)
+
+
+def _source_stats(rows: list[dict], sources: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    """Per source: mean gold of its responses and how often the labeler ranked it first."""
+    out = []
+    for j, (path, temp) in enumerate(sources):
+        golds = [g for r in rows for g, s in zip(r["gold"], r["sources"]) if s == j]
+        firsts = sum(r["sources"][0] == j for r in rows)
+        out.append({"source": f"{path}@{temp:g}", "responses": len(golds),
+                    "mean_gold": round(sum(golds) / max(len(golds), 1), 4), "ranked_first": round(firsts / max(len(rows), 1), 4)})
+    return out
+
+
 def run(cfg: CompareConfig) -> dict:
     import datasets
 
@@ -162,43 +254,59 @@ def run(cfg: CompareConfig) -> dict:
     world = load_world(cfg.world_dir)
     if not world.heldout_personas():
         raise ValueError(f"{cfg.world_dir}: the world has no held-out labelers")
-    tok = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
-    model = load_causal_lm(cfg.policy, cfg.trust_remote_code).to(device)
-    if len(tok) > model.get_input_embeddings().num_embeddings:
-        raise ValueError(f"{cfg.policy}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
-                         "embeddings (give the SFT output, whose tokenizer matches)")
-    disable_dropout(model)
-    model.eval()
+    sources = [(cfg.policy, cfg.temperature)] + [parse_source(x, cfg.policy, cfg.temperature) for x in cfg.policies]
+    slots = slots_per_source(cfg.k, len(sources))
 
-    splits: dict[str, list[dict]] = {}
-    stats: dict[str, Any] = {}
-    t_gen = t_label = 0.0
+    # ---- the prompts of both splits
+    jobs = []  # (split, seed index, records, of_prompts)
     for s_i, (split, limit) in enumerate(((cfg.train_split, cfg.max_prompts), (cfg.eval_split, cfg.max_eval_prompts))):
         ds = load_dataset_any(cfg.data, split)
         if not world_records_ok(ds):
             raise DataError(f"{cfg.data} ({split} split): the labelers need the world's prompt/task/meta columns "
                             f"(got {ds.column_names}); bring your own comparisons straight to the reward stage instead")
         idx = _subset(len(ds), limit, cfg.seed + s_i)
-        records = [ds[i] for i in idx]
+        jobs.append((split, s_i, [ds[i] for i in idx], len(ds)))
+
+    # ---- sample: one model in memory at a time; source 0 keeps the seeds a single-source run had
+    t = time.time()
+    per_source: dict[str, list] = {split: [] for split, *_ in jobs}
+    eos: dict[str, list[float]] = {split: [] for split, *_ in jobs}
+    for j, ((path, temp), n) in enumerate(zip(sources, slots)):
+        model, tok = _load_policy(cfg, path, device)
+        for split, s_i, records, _ in jobs:
+            samples, eos_rate = sample_k(model, tok, [r["prompt"] for r in records], cfg, cfg.seed * 10 + s_i + 1000 * j,
+                                         f"compare {split}" + (f" [{j}: {Path(path).name}@{temp:g}]" if len(sources) > 1 else ""),
+                                         n=n, temperature=temp)
+            per_source[split].append(samples)
+            eos[split].append(eos_rate)
+        del model
+    t_gen = time.time() - t
+
+    splits: dict[str, list[dict]] = {}
+    stats: dict[str, Any] = {}
+    t_label = 0.0
+    for split, s_i, records, of_prompts in jobs:
+        samples, source_ids = interleave(per_source[split])
         t = time.time()
-        samples, eos_rate = sample_k(model, tok, [r["prompt"] for r in records], cfg, cfg.seed * 10 + s_i, f"compare {split}")
-        t_gen += time.time() - t
-        t = time.time()
-        rows = rank_split(world, records, samples, f"{cfg.seed}-{split}", heldout=(split == cfg.eval_split))
+        rows = rank_split(world, records, samples, f"{cfg.seed}-{split}", heldout=(split == cfg.eval_split),
+                          sources=source_ids if len(sources) > 1 else None)
         t_label += time.time() - t
         splits[split] = rows
         distinct = [len(set(r["responses"])) for r in rows]
         golds = [g for r in rows for g in r["gold"]]
         stats[split] = {
             "prompts": len(rows),
-            "of_prompts": len(ds),
+            "of_prompts": of_prompts,
             "pairs": sum(len(ranking_pairs(r["responses"])) for r in rows),
+            "pairs_tied_on_gold": round(_gold_tie_share(rows), 4),
             "mean_distinct_responses": round(sum(distinct) / len(distinct), 3),
             "all_identical_prompts": sum(d == 1 for d in distinct),
-            "eos_rate": round(eos_rate, 4),
+            "eos_rate": round(sum(e * n for e, n in zip(eos[split], slots)) / cfg.k, 4),
             "mean_gold_of_samples": round(sum(golds) / len(golds), 4),
             "labelers": dict(sorted(Counter(r["labeler"] for r in rows).items())),
         }
+        if len(sources) > 1:
+            stats[split]["sources"] = _source_stats(rows, sources)
         if split == cfg.eval_split:
             stats[split]["heldout_labelers"] = dict(sorted(Counter(r["labeler_heldout"] for r in rows).items()))
 
@@ -220,6 +328,7 @@ def run(cfg: CompareConfig) -> dict:
     tr, ev = stats[cfg.train_split], stats[cfg.eval_split]
     summary = {
         "k": cfg.k,
+        "sources": [f"{path}@{temp:g} x{n}" for (path, temp), n in zip(sources, slots)],
         "train_prompts": tr["prompts"],
         "eval_prompts": ev["prompts"],
         "train_pairs": tr["pairs"],
@@ -227,6 +336,7 @@ def run(cfg: CompareConfig) -> dict:
         "mean_distinct_responses": tr["mean_distinct_responses"],
         "eos_rate": tr["eos_rate"],
         "mean_gold_of_samples": tr["mean_gold_of_samples"],
+        "pairs_tied_on_gold": tr["pairs_tied_on_gold"],
         "splits": stats,
         "seconds_generate": round(t_gen, 1),
         "seconds_label": round(t_label, 1),
@@ -234,7 +344,8 @@ def run(cfg: CompareConfig) -> dict:
         "comparisons": str(out / "comparisons"),
         "pairs": str(out / "pairs"),
     }
-    print(f"compare: {tr['prompts']}+{ev['prompts']} prompts x K={cfg.k} (T={cfg.temperature}), "
+    print(f"compare: {tr['prompts']}+{ev['prompts']} prompts x K={cfg.k} from {len(sources)} source(s), "
+          f"{tr['pairs_tied_on_gold']:.0%} of pairs tied on gold, "
           f"{tr['mean_distinct_responses']:.2f} distinct per prompt, EOS {tr['eos_rate']:.1%}, "
           f"{tr['pairs']} training pairs; generate {t_gen:.1f}s, label {t_label:.1f}s -> {out}/comparisons")
     atomic_write_text(out / "README.md", "\n".join([
@@ -243,7 +354,7 @@ def run(cfg: CompareConfig) -> dict:
         f"ranked = datasets.load_from_disk('{(out / 'comparisons').as_posix()}')  # prompt, responses (best -> worst), labeler, ...",
         f"pairs = datasets.load_from_disk('{(out / 'pairs').as_posix()}')  # prompt, chosen, rejected",
         "```", "",
-        f"K={cfg.k} samples per prompt from `{cfg.policy}` at temperature {cfg.temperature}, ranked by one training "
+        f"K={cfg.k} samples per prompt from " + ", ".join(f"`{p}` at temperature {t:g} ({n})" for (p, t), n in zip(sources, slots)) + ", ranked by one training "
         "labeler each; validation also by a held-out labeler (`responses_heldout`). Identical samples are kept and "
         "carry no preference (see alignlab/stages/compare.py).", "",
         *[f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, dict)], ""]))
