@@ -150,6 +150,11 @@ def load_comparisons(source: str, split: str) -> tuple[list[dict[str, Any]], int
             for r, g in zip(ranked, rec["gold"]):
                 first.setdefault(r, g)
             row["gold"] = [first[r] for r in resp]
+        if rec.get("sources") and len(rec["sources"]) == len(ranked):  # which policy wrote each (compare stage)
+            first_src: dict[str, int] = {}
+            for r, src in zip(ranked, rec["sources"]):
+                first_src.setdefault(r, src)
+            row["sources"] = [first_src[r] for r in resp]
         rows.append(row)
     if not rows:
         raise DataError(f"{source} ({split} split): no row has two different responses to compare")
@@ -256,6 +261,29 @@ def gold_accuracy(rows: list[dict], scores: list[list[float]], eps: float = 1e-9
     return out
 
 
+def policy_view(rows: list[dict], scores: list[list[float]], source: int = 0) -> tuple[list[dict], list[list[float]]]:
+    """The rows cut down to the responses of one source (default: the main policy, the one PPO starts from),
+    keeping rows with >= 2 of them: accuracy on the policy's own pairs is what PPO relies on, while pairs
+    against a weaker model (the base) are easier for labelers and RM alike."""
+    out_rows, out_scores = [], []
+    for row, sc in zip(rows, scores):
+        if "sources" not in row:
+            continue
+        keep = [i for i, src in enumerate(row["sources"]) if src == source]
+        if len(keep) < 2:
+            continue
+        texts = {row["responses"][i] for i in keep}
+        view = {"prompt": row["prompt"], "record": row["record"], "responses": [row["responses"][i] for i in keep]}
+        for key in ("gold", "gold_heldout"):
+            if key in row:
+                view[key] = [row[key][i] for i in keep]
+        if "heldout" in row:
+            view["heldout"] = [r for r in row["heldout"] if r in texts]
+        out_rows.append(view)
+        out_scores.append([sc[i] for i in keep])
+    return out_rows, out_scores
+
+
 # -------------------------------------------------------------------- world extras
 
 
@@ -340,6 +368,10 @@ def run(cfg: RewardConfig) -> dict:
     encode_sequences(tok, train_rows, seq_len)
     encode_sequences(tok, val_rows, seq_len)
     world, agreement = world_extras(cfg.world_dir, val_rows, cfg.seed) if val_rows else (None, {})
+    p_rows = policy_view(val_rows, [[0.0] * len(r["responses"]) for r in val_rows])[0] if world is not None else []
+    if p_rows:
+        _, p_agree = world_extras(cfg.world_dir, p_rows, cfg.seed)
+        agreement.update({"policy_pairs_" + k: v for k, v in p_agree.items() if k.endswith("on_val_pairs")})
     n = len(train_rows)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // batch)
@@ -373,8 +405,15 @@ def run(cfg: RewardConfig) -> dict:
         if all("heldout" in row for row in val_rows):
             res["val_accuracy_heldout_labelers"] = pair_accuracy([row["heldout"] for row in val_rows], val_rows, scores)[0]
         res.update(gold_accuracy(val_rows, scores))
+        p_rows, p_scores = policy_view(val_rows, scores)
+        if p_rows:  # comparisons mixed several policies: also on the main policy's own pairs
+            res["policy_pairs"] = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)[1]
+            res["policy_pairs_accuracy_train_labelers"] = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)[0]
+            if all("heldout" in r for r in p_rows):
+                res["policy_pairs_accuracy_heldout_labelers"] = pair_accuracy([r["heldout"] for r in p_rows], p_rows, p_scores)[0]
+            res.update({f"policy_pairs_{k}": v for k, v in gold_accuracy(p_rows, p_scores).items()})
         if is_main:
-            logger.log(step, **{k: v for k, v in res.items() if k != "gold_pairs"})
+            logger.log(step, **{k: v for k, v in res.items() if not k.endswith("pairs")})
         return res
 
     # ---- the step loop: data order is a function of (seed, step) alone, so resume is exact
@@ -457,6 +496,7 @@ def run(cfg: RewardConfig) -> dict:
             "ceiling_train_labelers": r4(final.get("ceiling_train_labelers")),
             "ceiling_heldout_labelers": r4(final.get("ceiling_heldout_labelers")),
             "labels_vs_gold": r4(final.get("labels_vs_gold")),
+            **{k: r4(v) for k, v in final.items() if k.startswith("policy_pairs")},
             "val_loss": r4(final.get("val_loss")),
             "val_pairs": final.get("val_pairs"),
             "gold_pairs": final.get("gold_pairs"),
@@ -494,6 +534,13 @@ def report_lines(s: dict[str, Any]) -> list[str]:
     ):
         lines.append(f"  vs {who}  {pct(s.get(acc)):>6}   {pct(s.get(agree)):>6} | {pct(s.get(agree_here)):<6}"
                      f"                   {pct(s.get(ceil))}")
+    if s.get("policy_pairs"):
+        lines.append(f"  on the main policy's own {s['policy_pairs']} pairs (comparisons mixed several policies):")
+        for who, acc, agree in (("training labelers", "policy_pairs_accuracy_train_labelers", "policy_pairs_labeler_agreement_on_val_pairs"),
+                                ("held-out labelers", "policy_pairs_accuracy_heldout_labelers",
+                                 "policy_pairs_labeler_agreement_heldout_on_val_pairs")):
+            lines.append(f"  vs {who}  {pct(s.get(acc)):>6}            | {pct(s.get(agree)):<6}"
+                         f"                   {pct(s.get(acc.replace('accuracy', 'ceiling')))}")
     if s.get("val_accuracy_gold") is not None:
         lines.append(f"  vs gold (noise-free) {pct(s['val_accuracy_gold']):>6}   (training labels vs gold "
                      f"{pct(s.get('labels_vs_gold'))}, on the {s.get('gold_pairs')} pairs whose gold differs)")
