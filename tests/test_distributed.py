@@ -197,3 +197,18 @@ def test_dpo_two_processes_match_one(rlhf_inputs, tmp_path):  # noqa: F811
     assert len(l1) == len(l2) == 4 and max(_rel(a, b) for a, b in zip(l1, l2)) < LOSS_RTOL, (l1, l2)
     assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
     _assert_written_once(two, len(read_metrics(one)))
+
+
+@pytest.mark.parametrize("name", ["single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "cpu_2proc"])
+def test_accelerate_config_files_are_valid(name):
+    """Each shipped config loads as accelerate's own config class (unknown top-level keys raise
+    there), and every fsdp_config / deepspeed_config key is an option `accelerate launch` knows
+    (those are copied onto the launch arguments, where a misspelt one would be silently ignored)."""
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    cfg = ClusterConfig.from_yaml_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    known = {a.dest for a in launch_command_parser()._actions}
+    for key in list(cfg.fsdp_config) + list(cfg.deepspeed_config):
+        assert key in known, f"{name}.yaml: {key} is not an accelerate launch option"
+    assert cfg.num_processes >= 1

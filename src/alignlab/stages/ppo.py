@@ -288,8 +288,8 @@ class PPOTrainer:
                 stats = {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), **{n: v.item() for n, v in {**pg, **vf}.items()}}
                 if self.ptx_blocks is not None:  # PPO-ptx: pretraining gradient accumulated in a consecutive backward
                     step = iteration * self.updates_per_iteration + k
-                    idx = rank_share(block_indices(step, c.ptx_batch_size, self.ptx_blocks.shape[0], c.seed), self.acc)
-                    x = self.ptx_blocks[idx].to(exp.input_ids.device)
+                    idx = rank_share(block_indices(step, c.ptx_batch_size, self.ptx_blocks.shape[0], c.seed).tolist(), self.acc)
+                    x = self.ptx_blocks[torch.tensor(idx)].to(exp.input_ids.device)
                     ptx_loss = self.policy(input_ids=x, labels=x, use_cache=False).loss
                     self.acc.backward(c.ptx_coef * ptx_loss)
                     stats["ptx_loss"] = ptx_loss.item()
