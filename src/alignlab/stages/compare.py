@@ -246,6 +246,20 @@ def _source_stats(rows: list[dict], sources: list[tuple[str, float]]) -> list[di
 
 
 def run(cfg: CompareConfig) -> dict:
+    """Sampling and labelling run in one process. Under `accelerate launch` rank 0 does all of it and
+    the other ranks wait (sampling K answers is cheap next to training; sharding it would also
+    change which labeler the seeded stream gives each prompt)."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=resolve_device(cfg.device) == "cpu")
+    if state.num_processes > 1 and state.is_main_process:
+        print(f"compare: {state.num_processes} processes launched; sampling and labelling run on rank 0, the others wait")
+    summary = _run(cfg) if state.is_main_process else {}
+    state.wait_for_everyone()
+    return summary
+
+
+def _run(cfg: CompareConfig) -> dict:
     import datasets
 
     t_start = time.time()

@@ -30,6 +30,7 @@ from alignlab.config import arg
 from alignlab.data.chat import encode_example
 from alignlab.data.load import load_dataset_any, require_format
 from alignlab.data.packing import block_indices
+from alignlab.distributed import rank_share, reduce_means, reduce_sums, token_share
 from alignlab.evaluate.heldout_samples import cpu_threads, paired_delta_ci, prompt_of, sample_and_score
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.reward_model import load_reward_model
@@ -126,6 +127,9 @@ def collate(groups: list[list[dict[str, Any]]], pad_id: int):
     return ids, mask, labels, torch.tensor(chosen), torch.tensor(rejected)
 
 
+_STAT_KEYS = ("loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")  # batch_loss's means
+
+
 def sequence_logps(model, ids, mask, labels) -> torch.Tensor:
     """[N] sum of log p over response tokens (labels != -100)."""
     return labeled_logprobs(model, ids, mask, labels).sum(-1)
@@ -151,8 +155,10 @@ def _run(cfg: DPOConfig) -> dict:
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoint"
     accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
-    if accelerator.num_processes > 1:
-        raise ValueError("dpo: multi-process training is not supported yet; run it in one process")
+    is_main = accelerator.is_main_process
+    if cfg.batch_size % accelerator.num_processes:
+        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
+                         f"({accelerator.num_processes}): it is global, split over the ranks")
     device = accelerator.device
     torch.manual_seed(cfg.seed)
 
@@ -172,7 +178,8 @@ def _run(cfg: DPOConfig) -> dict:
             val = ranked_groups(load_dataset_any(cfg.data, cfg.eval_split), tok, max_len, f"{cfg.data} [{cfg.eval_split}]")
             val = val[: cfg.eval_max_prompts]
         except ValueError as e:
-            print(f"dpo: no validation metrics ({e})")
+            if is_main:
+                print(f"dpo: no validation metrics ({e})")
     steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
 
     judge = rm = eval_rows = None
@@ -193,7 +200,8 @@ def _run(cfg: DPOConfig) -> dict:
     start = 0
     if cfg.resume and checkpoint_exists(ckpt_dir):
         start = load_checkpoint(ckpt_dir, policy, optimizer, scheduler)
-        print(f"resumed from {ckpt_dir} at step {start}")
+        if is_main:
+            print(f"resumed from {ckpt_dir} at step {start}")
     policy, optimizer = accelerator.prepare(policy, optimizer)
     ref.to(device)
 
@@ -210,22 +218,23 @@ def _run(cfg: DPOConfig) -> dict:
         return torch.cat([ref_cache[g] for g in gidx])
 
     @torch.no_grad()
-    def validate() -> dict[str, float]:
+    def validate() -> dict[str, float]:  # each rank takes every n-th batch; pair-weighted sums are reduced
         if not val:
             return {}
         tot: dict[str, float] = {}
         n = 0
-        for i in range(0, len(val), cfg.batch_size):
+        for i in rank_share(range(0, len(val), cfg.batch_size), accelerator):
             chunk = val[i : i + cfg.batch_size]
             ids, mask, labels, c, r = collate(chunk, tok.pad_token_id)
             ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
             rl = sequence_logps(ref, ids, mask, labels)
-            _, st = batch_loss(policy, rl, ids, mask, labels, c.to(device), r.to(device), cfg.beta)
+            _, st = batch_loss(accelerator.unwrap_model(policy), rl, ids, mask, labels, c.to(device), r.to(device), cfg.beta)
             for k, v in st.items():
                 if k != "pairs":
                     tot[k] = tot.get(k, 0.0) + v * st["pairs"]
             n += st["pairs"]
-        return {f"val_{k}": v / n for k, v in tot.items()}
+        tot = reduce_sums(accelerator, {**{k: tot.get(k, 0.0) for k in _STAT_KEYS}, "pairs": n})
+        return {f"val_{k}": tot[k] / tot["pairs"] for k in _STAT_KEYS}
 
     def heldout() -> dict[str, Any]:
         if eval_rows is None:
@@ -237,23 +246,28 @@ def _run(cfg: DPOConfig) -> dict:
 
     initial = heldout() if start == 0 else read_trainer_state(ckpt_dir).get("initial", {})
     keep = ("gold", "rm_score", "eos_frac", "response_len", "texts", "gold_scores")
-    if start == 0 and (out / "metrics.jsonl").exists():
+    if is_main and start == 0 and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh start (also --resume without a checkpoint) starts a fresh log
-    logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start if start else None)
+    logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start if start else None) if is_main else None
     if start == 0:
         v0 = validate()
-        logger.log(0, **v0, **{f"heldout_{k}": initial[k] for k in ("gold", "rm_score") if k in initial})
+        if is_main:
+            logger.log(0, **v0, **{f"heldout_{k}": initial[k] for k in ("gold", "rm_score") if k in initial})
 
     policy.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="dpo", dynamic_ncols=True)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="dpo", disable=not is_main, dynamic_ncols=True)
     window: list[dict[str, float]] = []
     st: dict[str, float] = {}
     for step in bar:
-        gidx = block_indices(step, cfg.batch_size, len(train), cfg.seed).tolist()
+        global_gidx = block_indices(step, cfg.batch_size, len(train), cfg.seed).tolist()
+        gidx = rank_share(global_gidx, accelerator)  # this rank's share of the global batch
         ids, mask, labels, c, r = collate([train[g] for g in gidx], tok.pad_token_id)
         ids, mask, labels, c, r = (t.to(device) for t in (ids, mask, labels, c, r))
         loss, st = batch_loss(policy, ref_logps(gidx, train).to(device), ids, mask, labels, c, r, cfg.beta)
-        accelerator.backward(loss)
+        # the loss is a mean over pairs: weigh this rank's pairs in the global batch's mean (DDP averages ranks)
+        global_pairs = sum(len(train[g]) * (len(train[g]) - 1) // 2 for g in global_gidx)
+        accelerator.backward(loss * token_share(accelerator, st["pairs"], global_pairs))
+        st = {**reduce_means(accelerator, st, weight=st["pairs"]), "pairs": global_pairs}  # the global batch's numbers
         grad_norm = accelerator.clip_grad_norm_(policy.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
         optimizer.step()
         scheduler.step()
@@ -262,21 +276,29 @@ def _run(cfg: DPOConfig) -> dict:
         if not math.isfinite(st["loss"]):
             raise FloatingPointError(f"dpo: loss became {st['loss']} at step {done}; lower lr (now {cfg.lr})")
         window.append(st)
-        if done % cfg.log_interval == 0 or done == steps:
+        if is_main and (done % cfg.log_interval == 0 or done == steps):
             avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
             logger.log(done, **avg, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm) if grad_norm is not None else None)
+        if done % cfg.log_interval == 0 or done == steps:
             window = []
         if cfg.eval_interval and done % cfg.eval_interval == 0 and done < steps:
-            logger.log(done, **validate())
+            v = validate()
+            if is_main:
+                logger.log(done, **v)
         bar.set_postfix(loss=f"{st['loss']:.3f}", acc=f"{st['reward_accuracy']:.2f}", margin=f"{st['reward_margin']:.2f}")
         if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < steps:
-            save_checkpoint(ckpt_dir, accelerator.unwrap_model(policy), optimizer, scheduler, done,
-                            {"initial": {k: initial[k] for k in keep if k in initial}})
+            accelerator.wait_for_everyone()
+            if is_main:
+                save_checkpoint(ckpt_dir, accelerator.unwrap_model(policy), optimizer, scheduler, done,
+                                {"initial": {k: initial[k] for k in keep if k in initial}})
     bar.close()
 
     policy.eval()
     final_val = validate()
-    final = heldout()
+    final = heldout()  # every rank samples the same prompts with the same seed; rank 0 writes
+    if not is_main:
+        accelerator.wait_for_everyone()
+        return {}
     unwrapped = accelerator.unwrap_model(policy)
     tmp = out / ".final.tmp"
     unwrapped.save_pretrained(tmp, safe_serialization=True)
@@ -310,4 +332,5 @@ def _run(cfg: DPOConfig) -> dict:
         line += f"; held-out gold {summary['heldout_gold_initial']:.3f} -> {summary['heldout_gold_final']:.3f}"
     print(line)
     write_model_card(out, "dpo", summary)
+    accelerator.wait_for_everyone()
     return summary

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from accelerate import PartialState
 
 from alignlab.config import apply, arg
 from alignlab.data.chat import encode_prompt
@@ -142,6 +143,9 @@ def run(cfg: InstructTuneConfig) -> dict:
     if set(cfg.heldout_clusters) & set(cfg.exclude_clusters):
         raise ValueError("heldout_clusters and exclude_clusters overlap")
     variants = ["instruction"] + (["no_template"] if cfg.no_template else [])
+    # under `accelerate launch` the SFT runs are multi-process; this stage's own files are written
+    # by rank 0 (the others wait), and every rank computes the same greedy zero-shot answers
+    state = PartialState(cpu=resolve_device(cfg.device) == "cpu")
     results: dict[str, dict] = {}
     for cluster in cfg.heldout_clusters:
         records = heldout_prompts(world_dir, cluster, cfg.max_eval_prompts, cfg.seed)
@@ -149,7 +153,10 @@ def run(cfg: InstructTuneConfig) -> dict:
         for variant in variants:
             run_dir = out / cluster / variant
             if read_summary(run_dir) is None:
-                data = tuning_data(world_dir, cluster, cfg.exclude_clusters, variant == "instruction", out / cluster / f"{variant}_data")
+                data = out / cluster / f"{variant}_data"
+                if state.is_main_process:
+                    tuning_data(world_dir, cluster, cfg.exclude_clusters, variant == "instruction", data)
+                state.wait_for_everyone()
                 sc = apply(sft_stage.SFTConfig(), {
                     "model": cfg.model, "data": str(data), "judge": "loss", "eval_base": False,
                     "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
@@ -158,11 +165,13 @@ def run(cfg: InstructTuneConfig) -> dict:
             res[variant] = zero_shot_accuracy(str(run_dir), records, world, False, cfg)
         results[cluster] = res
         line = ", ".join(f"{k} {res[k]['accuracy']:.1%}" for k in ["base", *variants])
-        print(f"[instruct-tune] held-out cluster {cluster} ({len(records)} prompts): {line}")
+        if state.is_main_process:
+            print(f"[instruct-tune] held-out cluster {cluster} ({len(records)} prompts): {line}")
 
     mean = {k: sum(r[k]["accuracy"] for r in results.values()) / len(results) for k in ["base", *variants]}
-    atomic_write_json(out / "results.json", {"clusters": results, "mean": mean, "config": dataclasses.asdict(cfg)})
-    print("[instruct-tune] mean zero-shot accuracy on unseen clusters: " + ", ".join(f"{k} {v:.1%}" for k, v in mean.items()))
+    if state.is_main_process:
+        atomic_write_json(out / "results.json", {"clusters": results, "mean": mean, "config": dataclasses.asdict(cfg)})
+        print("[instruct-tune] mean zero-shot accuracy on unseen clusters: " + ", ".join(f"{k} {v:.1%}" for k, v in mean.items()))
     return {
         "heldout_clusters": cfg.heldout_clusters,
         "mean_accuracy": {k: round(v, 4) for k, v in mean.items()},

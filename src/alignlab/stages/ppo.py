@@ -56,6 +56,7 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 from alignlab.config import arg
 from alignlab.data.load import load_dataset_any
 from alignlab.data.packing import block_indices, pack_documents
+from alignlab.distributed import masked_whiten_across, rank_share, reduce_means, token_share
 from alignlab.evaluate.heldout_samples import (
     cpu_threads, encode_prompts, paired_delta_ci, rm_scores, sample_and_score, with_eos,
 )
@@ -66,7 +67,7 @@ from alignlab.outputs import MetricsLogger, atomic_replace_dir, atomic_write_jso
 from alignlab.rl.gae import compute_gae
 from alignlab.rl.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3, per_token_kl_rewards
 from alignlab.rl.ppo_loss import (
-    explained_variance, masked_mean, masked_var, masked_whiten, ppo_policy_loss, ppo_value_loss,
+    explained_variance, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss,
 )
 from alignlab.rl.rollout_batch import Experience
 from alignlab.rollout.generate import Rollout, generate_responses
@@ -104,7 +105,7 @@ class PPOConfig:
     temperature: float = arg(1.0, "rollout temperature, also used when scoring log-probs (InstructGPT: 1)")
     iterations: int = arg(24, "PPO iterations (rollout + update)")
     batch_size: int = arg(64, "episodes (prompts) per iteration, global")
-    minibatch_size: int = arg(16, "episodes per optimiser step")
+    minibatch_size: int = arg(16, "episodes per optimiser step (global, across processes)")
     ppo_epochs: int = arg(4, "passes over each rollout batch")
     lr: float = arg(4e-5, "policy learning rate (AdamW)")
     value_lr: float = arg(1e-4, "value-model learning rate (its own AdamW)")
@@ -125,7 +126,7 @@ class PPOConfig:
     ptx_coef: float = arg(0.0, "PPO-ptx gamma: weight of the pretraining LM loss (0 = plain PPO)")
     ptx_data: str = arg("runs/world/corpus", "pretraining text for ptx and for the held-out pretraining loss; empty = off")
     ptx_text_column: str = arg("text", "column of ptx_data with the documents")
-    ptx_batch_size: int = arg(4, "packed pretraining blocks per optimiser step (ptx)")
+    ptx_batch_size: int = arg(4, "packed pretraining blocks per optimiser step (ptx; global, across processes)")
     ptx_seq_len: int = arg(128, "tokens per pretraining block (capped at the model's context)")
     ptx_eval_blocks: int = arg(64, "held-out (validation split) blocks for the pretraining loss before/after")
     hack_margin: float = arg(0.02, "reward hacking = held-out RM score up AND gold down (sampled or greedy), each by more than this")
@@ -177,8 +178,10 @@ class PPOTrainer:
                  reward_fn: Callable[[Rollout], torch.Tensor] | None = None):
         if reward_model is None and reward_fn is None:
             raise ValueError("PPO needs a reward model or a reward_fn")
-        if cfg.batch_size % accelerator.num_processes:
-            raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes")
+        n_proc = accelerator.num_processes
+        if cfg.batch_size % n_proc or cfg.minibatch_size % n_proc:
+            raise ValueError(f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must be "
+                             f"divisible by the number of processes ({n_proc}): both are global, split over the ranks")
         self.cfg, self.tok, self.acc = cfg, tokenizer, accelerator
         self.ref, self.rm, self.reward_fn = ref_policy, reward_model, reward_fn
         for m in (policy, ref_policy, value_model) + ((reward_model,) if reward_model is not None else ()):
@@ -189,9 +192,13 @@ class PPOTrainer:
         self.ptx_blocks = ptx_blocks if cfg.ptx_coef > 0 else None
         if cfg.ptx_coef > 0 and ptx_blocks is None:
             raise ValueError("ptx_coef > 0 needs pretraining blocks (set ptx_data)")
+        if cfg.ptx_coef > 0 and cfg.ptx_batch_size % accelerator.num_processes:
+            raise ValueError(f"ptx_batch_size ({cfg.ptx_batch_size}) must be divisible by the number of processes "
+                             f"({accelerator.num_processes}): it is global, split over the ranks")
 
-        local_batch = cfg.batch_size // accelerator.num_processes
-        self.updates_per_iteration = cfg.ppo_epochs * math.ceil(local_batch / cfg.minibatch_size)
+        local_batch = cfg.batch_size // n_proc
+        self.local_minibatch = cfg.minibatch_size // n_proc  # a global minibatch = one local minibatch per rank
+        self.updates_per_iteration = cfg.ppo_epochs * math.ceil(local_batch / self.local_minibatch)
         total_updates = cfg.iterations * self.updates_per_iteration
         warmup = cfg.warmup_iterations * self.updates_per_iteration
         self.opt_policy = make_optimizer(policy, cfg.lr, cfg.weight_decay, eps=cfg.adam_eps)
@@ -240,7 +247,7 @@ class PPOTrainer:
         rewards = per_token_kl_rewards(pol.logprobs, ref.logprobs, scores, mask, beta)
         advantages, returns = compute_gae(rewards, values, mask, c.gamma, c.lam)
         if c.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = masked_whiten_across(self.acc, advantages, mask)  # statistics of the global batch
         exp = Experience(ids, attn, Tq, mask, pol.logprobs * mask, ref.logprobs * mask, values, scores,
                          rewards, advantages, returns)
         kl = kl_k1(pol.logprobs, ref.logprobs, mask).item()
@@ -268,19 +275,21 @@ class PPOTrainer:
         k = 0
         for _ in range(c.ppo_epochs):
             perm = torch.randperm(exp.batch_size, generator=g).to(exp.input_ids.device)
-            for start in range(0, exp.batch_size, c.minibatch_size):
-                mb = exp.select(perm[start : start + c.minibatch_size])
+            for start in range(0, exp.batch_size, self.local_minibatch):
+                mb = exp.select(perm[start : start + self.local_minibatch])
                 R = mb.response_mask.shape[1]
                 new = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask, mb.response_start, c.temperature)
                 pg_loss, pg = ppo_policy_loss(new.logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, c.clip)
                 vpred = response_values(self.value(mb.input_ids, mb.attention_mask), mb.response_start, R)
                 vf_loss, vf = ppo_value_loss(vpred, mb.values, mb.returns, mb.response_mask, c.vf_clip)
-                self.acc.backward(pg_loss + c.vf_coef * vf_loss)
+                # both losses are token means: weigh this rank's tokens in the global minibatch's mean
+                share = token_share(self.acc, mb.response_mask.sum())
+                self.acc.backward((pg_loss + c.vf_coef * vf_loss) * share)
                 stats = {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), **{n: v.item() for n, v in {**pg, **vf}.items()}}
                 if self.ptx_blocks is not None:  # PPO-ptx: pretraining gradient accumulated in a consecutive backward
                     step = iteration * self.updates_per_iteration + k
-                    idx = block_indices(step, c.ptx_batch_size * self.acc.num_processes, self.ptx_blocks.shape[0], c.seed)
-                    x = self.ptx_blocks[idx[self.acc.process_index :: self.acc.num_processes]].to(exp.input_ids.device)
+                    idx = rank_share(block_indices(step, c.ptx_batch_size, self.ptx_blocks.shape[0], c.seed).tolist(), self.acc)
+                    x = self.ptx_blocks[torch.tensor(idx)].to(exp.input_ids.device)
                     ptx_loss = self.policy(input_ids=x, labels=x, use_cache=False).loss
                     self.acc.backward(c.ptx_coef * ptx_loss)
                     stats["ptx_loss"] = ptx_loss.item()
@@ -305,7 +314,6 @@ class PPOTrainer:
         t2 = time.time()
         mb = self.update(exp, iteration)
         t3 = time.time()
-        self.kl_ctl.update(stats["kl"], exp.batch_size * self.acc.num_processes)
         for key in mb[0]:
             stats[key] = statistics.fmean(s[key] for s in mb)
         stats["first_mb_clipfrac"], stats["first_mb_approx_kl"] = mb[0]["clipfrac"], mb[0]["approx_kl"]
@@ -313,6 +321,11 @@ class PPOTrainer:
         stats["t_rollout"], stats["t_score"], stats["t_update"] = t1 - t0, t2 - t1, t3 - t2
         n_tokens = ro.response_mask.sum().item()
         stats["response_tokens_per_sec"] = n_tokens / max(t3 - t0, 1e-9)
+        # every rank's numbers -> the global batch's (means over ranks; throughput summed), identical on all
+        # ranks, so the adaptive KL controller moves beta the same way everywhere
+        stats = reduce_means(self.acc, stats)
+        stats["response_tokens_per_sec"] *= self.acc.num_processes
+        self.kl_ctl.update(stats["kl"], exp.batch_size * self.acc.num_processes)
         stats["_experience"], stats["_rollout"] = exp, ro  # for tests and samples; not logged
         return stats
 
@@ -474,7 +487,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout], torch.Tensor] | None) ->
     stats: dict[str, Any] = {}
     for it in bar:
         idx = block_indices(it, cfg.batch_size, len(prompt_ids), cfg.seed)
-        idx = idx[accelerator.process_index :: accelerator.num_processes].tolist()
+        idx = rank_share(idx.tolist(), accelerator)  # this rank's share of the global batch
         stats = trainer.iteration(it, [prompt_ids[i] for i in idx], judge if "meta" in rows[0] else None,
                                   [rows[i] for i in idx])
         done = it + 1

@@ -49,7 +49,7 @@ class PretrainConfig:
     model: ModelConfig = arg(factory=ModelConfig, help="model to train")
     seq_len: int = arg(128, "tokens per packed training block")
     batch_size: int = arg(32, "blocks per optimiser step (global, across processes)")
-    micro_batch_size: int = arg(0, "blocks per forward pass (gradient accumulation); 0 = batch_size")
+    micro_batch_size: int = arg(0, "blocks per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes")
     max_steps: int = arg(700, "optimiser steps")
     lr: float = arg(3e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr")
@@ -84,8 +84,8 @@ def run(cfg: PretrainConfig) -> dict:
     out = Path(cfg.output_dir)
     accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
     is_main = accelerator.is_main_process
-    micro = cfg.micro_batch_size or cfg.batch_size
     world = accelerator.num_processes
+    micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
     if cfg.batch_size % (micro * world):
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})")
 

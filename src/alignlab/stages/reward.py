@@ -49,6 +49,7 @@ from alignlab.config import arg
 from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
 from alignlab.data.load import DataError, load_dataset_any, require_format
+from alignlab.distributed import map_sharded, rank_share
 from alignlab.models.load import check_model_path, disable_dropout, load_tokenizer
 from alignlab.models.reward_model import score_texts
 from alignlab.outputs import MetricsLogger, atomic_write_text
@@ -76,7 +77,7 @@ class RewardConfig:
     epochs: int = arg(1, "passes over the comparisons (InstructGPT: 1; more overfits)")
     batch_size: int = arg(32, "PROMPTS per optimiser step, each with all its K responses (InstructGPT: 64; "
                           "32 gives the small built-in data set more steps)")
-    micro_batch_size: int = arg(0, "prompts per forward pass (gradient accumulation); 0 = batch_size")
+    micro_batch_size: int = arg(0, "prompts per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes")
     lr: float = arg(1e-3, "peak learning rate (AdamW; for the small built-in models -- use ~1e-5 for real LMs)")
     min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr (InstructGPT: 10%)")
     warmup_steps: int = arg(5, "linear warmup steps")
@@ -342,8 +343,8 @@ def run(cfg: RewardConfig) -> dict:
     accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
     is_main = accelerator.is_main_process
     device = accelerator.device
-    micro = cfg.micro_batch_size or cfg.batch_size
     n_proc = accelerator.num_processes
+    micro = cfg.micro_batch_size or max(1, cfg.batch_size // n_proc)
     if cfg.batch_size % (micro * n_proc):
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})")
 
@@ -393,8 +394,10 @@ def run(cfg: RewardConfig) -> dict:
     logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_step if resumed else None) if is_main else None
 
     def evaluate(step: int) -> dict[str, Any]:
-        model.eval()
-        scores = score_rows(model, val_rows, tok.pad_token_id, device, cfg.eval_batch_size)
+        model.eval()  # each rank scores its share of the prompts (the bare model: no DDP hooks); all get all scores
+        bare = accelerator.unwrap_model(model)
+        scores = map_sharded(accelerator, lambda rows: score_rows(bare, rows, tok.pad_token_id, device, cfg.eval_batch_size),
+                             val_rows)
         with torch.no_grad():
             k_max = max(len(s) for s in scores)
             r = torch.tensor([s + [0.0] * (k_max - len(s)) for s in scores])
@@ -425,7 +428,8 @@ def run(cfg: RewardConfig) -> dict:
     for step in bar:
         epoch, s = divmod(step, steps_per_epoch)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)).tolist()
-        idx = perm[s * batch : (s + 1) * batch][accelerator.process_index :: n_proc]
+        idx = rank_share(perm[s * batch : (s + 1) * batch], accelerator)  # this rank's share of the global batch
+        w = n_proc / batch  # a chunk's weight in the mean over the GLOBAL batch's prompts (DDP averages over ranks)
         chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
         loss_sum = torch.zeros((), device=device)
         acc_sum = torch.zeros((), device=device)
@@ -433,10 +437,10 @@ def run(cfg: RewardConfig) -> dict:
             ctx = accelerator.no_sync(model) if m < len(chunks) - 1 else nullcontext()
             with ctx:
                 loss, acc, _ = rows_loss(model, [train_rows[j] for j in chunk], tok.pad_token_id, device)
-                loss = loss * (len(chunk) / len(idx))  # mean over the step's prompts
+                loss = loss * (len(chunk) * w)  # mean over the step's prompts
                 accelerator.backward(loss)
             loss_sum += loss.detach()
-            acc_sum += acc * (len(chunk) / len(idx))
+            acc_sum += acc * (len(chunk) * w)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
         optimizer.step()
         scheduler.step()

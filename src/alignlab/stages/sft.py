@@ -36,6 +36,7 @@ from alignlab.config import arg
 from alignlab.data.chat import encode_example, encode_prompt, split_messages
 from alignlab.data.collate import collate_sft
 from alignlab.data.load import DataError, load_dataset_any, require_format
+from alignlab.distributed import map_sharded, rank_share, reduce_sums
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
 from alignlab.rl.losses import masked_lm_loss
@@ -62,7 +63,7 @@ class SFTConfig:
     seq_len: int = arg(0, "max tokens per example (prompt cut from the left); 0 = the model's context length")
     epochs: int = arg(6, "passes over the demonstrations (InstructGPT: 16; the kept epoch is chosen by validation reward)")
     batch_size: int = arg(32, "examples per optimiser step (global, across processes)")
-    micro_batch_size: int = arg(0, "examples per forward pass (gradient accumulation); 0 = batch_size")
+    micro_batch_size: int = arg(0, "examples per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes")
     lr: float = arg(1e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr (InstructGPT: 10%)")
     warmup_steps: int = arg(10, "linear warmup steps")
@@ -163,8 +164,8 @@ def run(cfg: SFTConfig) -> dict:
     out = Path(cfg.output_dir)
     accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
     is_main = accelerator.is_main_process
-    micro = cfg.micro_batch_size or cfg.batch_size
     n_proc = accelerator.num_processes
+    micro = cfg.micro_batch_size or max(1, cfg.batch_size // n_proc)
     if cfg.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
     if cfg.batch_size % (micro * n_proc):
@@ -223,28 +224,38 @@ def run(cfg: SFTConfig) -> dict:
     logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_epoch * steps_per_epoch if resumed else None) \
         if is_main else None
 
-    def val_loss() -> float:
+    def val_loss() -> float:  # each rank takes every n-th eval batch; token sums are reduced
         model.eval()
         nll, n_tok = 0.0, 0
         with torch.no_grad():
-            for i in range(0, len(val_ex), cfg.eval_batch_size):
+            for i in rank_share(range(0, len(val_ex), cfg.eval_batch_size), accelerator):
                 b = {k: v.to(accelerator.device) for k, v in collate_sft(val_ex[i : i + cfg.eval_batch_size], tok.pad_token_id).items()}
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                # the bare model: ranks run different numbers of batches, so no DDP wrapper hooks here
+                logits = accelerator.unwrap_model(model)(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
                 k = int((b["labels"][:, 1:] != -100).sum())
                 nll += masked_lm_loss(logits, b["labels"]).item() * k
                 n_tok += k
         model.train()
-        return nll / max(n_tok, 1)
+        sums = reduce_sums(accelerator, {"nll": nll, "n_tok": n_tok})
+        return sums["nll"] / max(sums["n_tok"], 1)
+
+    def judged_samples(rows: list[int]) -> list[tuple[float, bool, int]]:
+        """(judge score, ended with EOS, response tokens) of validation prompts ``rows`` (this rank's share)."""
+        if not rows:
+            return []
+        roll = generate_responses(accelerator.unwrap_model(model), tok, [gen_prompt_ids[i] for i in rows],
+                                  cfg.val_max_new_tokens, temperature=cfg.val_temperature, batch_size=cfg.eval_batch_size,
+                                  seed=cfg.seed + accelerator.process_index)
+        scores = judge([gen_records[i] for i in rows], roll.texts)
+        return list(zip(scores, roll.ended_with_eos.tolist(), roll.response_mask.sum(-1).tolist()))
 
     def val_reward() -> dict[str, float]:
         if judge is None:
             return {}
-        roll = generate_responses(accelerator.unwrap_model(model), tok, gen_prompt_ids, cfg.val_max_new_tokens,
-                                  temperature=cfg.val_temperature, batch_size=cfg.eval_batch_size, seed=cfg.seed)
-        scores = judge(gen_records, roll.texts)
-        return {"val_reward": sum(scores) / len(scores),
-                "val_eos_rate": roll.ended_with_eos.float().mean().item(),
-                "val_response_tokens": roll.response_mask.sum(-1).float().mean().item()}
+        res = map_sharded(accelerator, judged_samples, range(len(gen_prompt_ids)))  # same numbers on every rank
+        return {"val_reward": sum(r[0] for r in res) / len(res),
+                "val_eos_rate": sum(float(r[1]) for r in res) / len(res),
+                "val_response_tokens": sum(float(r[2]) for r in res) / len(res)}
 
     def evaluate(epoch: int, step: int) -> dict[str, Any]:
         rec = {"epoch": epoch, "val_loss": val_loss(), **val_reward()}
@@ -265,9 +276,11 @@ def run(cfg: SFTConfig) -> dict:
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)).tolist()
         for s in range(steps_per_epoch):
             step = (epoch - 1) * steps_per_epoch + s + 1
-            idx = perm[s * batch : (s + 1) * batch][accelerator.process_index :: n_proc]
+            global_idx = perm[s * batch : (s + 1) * batch]
+            idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
             chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
-            n_tok = sum(sum(1 for t in train_ex[j]["labels"][1:] if t != -100) for j in idx)
+            # token-weighted mean over the GLOBAL batch: x n_proc because DDP averages gradients over ranks
+            n_tok = sum(sum(1 for t in train_ex[j]["labels"][1:] if t != -100) for j in global_idx) / n_proc
             loss_sum = torch.zeros((), device=accelerator.device)
             for m, chunk in enumerate(chunks):
                 b = {k: v.to(accelerator.device) for k, v in collate_sft([train_ex[j] for j in chunk], tok.pad_token_id).items()}

@@ -1,0 +1,101 @@
+"""Rank handling shared by the training stages, so each runs unchanged under ``accelerate launch``.
+
+The one convention: every rank computes the same GLOBAL batch (a list of example indices, a
+function of the seed and the step alone) and trains on its share ``batch[rank::world]``. A
+single process is the case world = 1, so a run on N processes sees the same examples per
+optimiser step as a run on one; only how the work is split differs.
+
+DDP averages gradients over ranks. A loss that is a mean over tokens (or pairs) of the
+global batch is therefore reproduced by scaling each rank's local mean by ``share`` =
+world * local_count / global_count (see :func:`token_share`); with equal counts it is 1.
+
+Metrics: each rank's numbers are reduced (summed or averaged) across ranks before anyone
+logs them, so metrics.jsonl describes the global batch. Evaluation is sharded the same way
+(``rank_share`` of the prompts, then :func:`gather_shares` puts the results back in order).
+With one process every helper is the identity and does no communication.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, TypeVar
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+T = TypeVar("T")
+
+
+def rank_share(items: Sequence[T], acc: Accelerator) -> list[T]:
+    """This rank's share of a global list: items[rank::world] (world = 1: all of them)."""
+    return list(items[acc.process_index :: acc.num_processes])
+
+
+def interleave(shares: list[list[T]]) -> list[T]:
+    """Inverse of :func:`rank_share`: shares[r] held items r, r+world, ...; back in global order."""
+    n = len(shares)
+    out: list = [None] * sum(len(s) for s in shares)
+    for r, share in enumerate(shares):
+        out[r::n] = share
+    return out
+
+
+def gather_shares(acc: Accelerator, local: list[T]) -> list[T]:
+    """Every rank's share (from :func:`rank_share`) gathered, in global order, on every rank."""
+    if acc.num_processes == 1:
+        return list(local)
+    return interleave(gather_object([list(local)]))
+
+
+def map_sharded(acc: Accelerator, fn: Callable[[list[T]], list], items: Sequence[T]) -> list:
+    """fn over this rank's share of ``items`` (fn returns one result per item); all results, in order, on every rank."""
+    return gather_shares(acc, fn(rank_share(items, acc)))
+
+
+def reduce_sums(acc: Accelerator, values: dict[str, float]) -> dict[str, float]:
+    """Sum of each scalar across ranks, in one all-reduce."""
+    if acc.num_processes == 1 or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=acc.device)
+    t = acc.reduce(t, "sum")
+    return dict(zip(keys, t.tolist()))
+
+
+def reduce_means(acc: Accelerator, values: dict[str, float], weight: float = 1.0) -> dict[str, float]:
+    """Mean of each scalar across ranks, each rank's value weighted by ``weight`` (e.g. its number
+    of pairs); equal weights give the plain mean. Non-numeric entries are left as they are."""
+    if acc.num_processes == 1:
+        return dict(values)
+    nums = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    sums = reduce_sums(acc, {**{k: v * weight for k, v in nums.items()}, "__weight__": weight})
+    w = sums.pop("__weight__")
+    return {**values, **{k: v / w for k, v in sums.items()}}
+
+
+def token_share(acc: Accelerator, local_count: float | torch.Tensor, global_count: float | None = None) -> float:
+    """Factor that turns this rank's mean over its ``local_count`` tokens into its part of the mean
+    over the global batch, given that DDP averages gradients over ranks: world * local / global.
+    ``global_count`` is all-reduced when not given (one scalar). One process: 1.0, no device sync."""
+    if acc.num_processes == 1:
+        return 1.0
+    local_count = float(local_count)
+    if global_count is None:
+        global_count = reduce_sums(acc, {"n": local_count})["n"]
+    return acc.num_processes * local_count / max(global_count, 1.0)
+
+
+def masked_whiten_across(acc: Accelerator, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std over the valid positions of the GLOBAL batch (biased variance, as in
+    ``rl.ppo_loss.masked_whiten``, which it equals on one process); zero on padding."""
+    from alignlab.rl.ppo_loss import masked_whiten
+
+    if acc.num_processes == 1:
+        return masked_whiten(x, mask)
+    m = mask.to(x.dtype)
+    stats = torch.stack([(x * m).sum(), m.sum()]).double()
+    s, n = acc.reduce(stats, "sum").tolist()
+    mean = s / max(n, 1.0)
+    sq = acc.reduce((((x - mean) ** 2) * m).sum().double(), "sum").item()
+    var = sq / max(n, 1.0)
+    return (x - mean) * (var + 1e-8) ** -0.5 * m
