@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def _one_thread():
 def sft_files(rlhf_inputs, tmp_path_factory):
     """prompt/completion JSONL (train, validation) from the fixture's ranked answers (the best one)."""
     root = tmp_path_factory.mktemp("lora_sft")
-    rows = [json.loads(line) for line in open(rlhf_inputs["ranked"])]
+    rows = [json.loads(line) for line in Path(rlhf_inputs["ranked"]).read_text().splitlines()]
     files = {}
     for name, part in (("train", rows[:40]), ("validation", rows[40:])):
         files[name] = root / f"{name}.jsonl"
@@ -54,7 +55,7 @@ def sft_files(rlhf_inputs, tmp_path_factory):
 
 def _batch(inp, n=8):
     tok = inp["tokenizer"]
-    rows = [json.loads(line) for line in open(inp["ranked"])][:n]
+    rows = [json.loads(line) for line in Path(inp["ranked"]).read_text().splitlines()][:n]
     return collate_sft([encode_example(tok, r["prompt"], r["responses"][0], 64) for r in rows], tok.pad_token_id)
 
 
@@ -150,7 +151,7 @@ def test_lora_sft_stage_learns_and_saves_an_adapter(rlhf_inputs, sft_files, tmp_
     assert is_adapter_folder(out) and not (out / "model.safetensors").exists() and not list(out.glob("best-epoch*"))
     # the kept epoch's adapter: its validation loss, measured through plain peft, is the one the stage recorded
     tok = rlhf_inputs["tokenizer"]
-    rows = [json.loads(line) for line in open(sft_files["validation"])]
+    rows = [json.loads(line) for line in Path(sft_files["validation"]).read_text().splitlines()]
     b = collate_sft([encode_example(tok, r["prompt"], r["completion"], cfg.seq_len or 96) for r in rows], tok.pad_token_id)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(rlhf_inputs["llama_policy"]), str(out)).eval()
     with torch.no_grad():
@@ -177,7 +178,7 @@ def test_lora_reward_model_trains_its_head_saves_and_loads(rlhf_inputs, sft_file
     assert losses[-1] < losses[0], losses
 
     rm = load_reward_model(str(out))  # alignlab: base + adapter merged, reward_shift kept
-    assert not isinstance(rm, PeftModel) and rm.config.reward_shift == pytest.approx(s["reward_shift"])
+    assert not isinstance(rm, PeftModel) and rm.config.reward_shift == pytest.approx(s["reward_shift"], abs=1e-4)  # summary rounds to 4 places
     torch.manual_seed(cfg.seed)  # the head's initial draw, as the stage made it
     fresh = AutoModelForSequenceClassification.from_pretrained(rlhf_inputs["llama_policy"], num_labels=1)
     assert not torch.allclose(rm.score.weight, fresh.score.weight)  # the score head was trained
@@ -208,7 +209,7 @@ def test_lora_ppo_reference_is_the_base_model_with_the_adapter_off(rlhf_inputs):
     value.model = apply_lora(value.model, cfg.lora, "SEQ_CLS")
     rm = ValueModel(load_reward_model(cfg.reward_model))
     trainer = ppo.PPOTrainer(cfg, policy, None, rm, value, rlhf_inputs["tokenizer"], Accelerator(cpu=True))
-    prompts = [json.loads(line)["prompt"] for line in open(rlhf_inputs["prompts"])][:8]
+    prompts = [json.loads(line)["prompt"] for line in Path(rlhf_inputs["prompts"]).read_text().splitlines()][:8]
     from alignlab.data.chat import encode_prompt
 
     ids = [encode_prompt(rlhf_inputs["tokenizer"], p) for p in prompts]
@@ -221,12 +222,13 @@ def test_lora_ppo_reference_is_the_base_model_with_the_adapter_off(rlhf_inputs):
             base_lp = sequence_logprobs(base, exp.input_ids, exp.attention_mask, exp.response_start, cfg.temperature)
         assert torch.allclose(exp.ref_logprobs, base_lp.logprobs * exp.response_mask, atol=1e-5)
         assert math.isfinite(stats["pg_loss"]) and math.isfinite(stats["vf_loss"])
-    assert stats["kl"] > 0  # the adapter moved the policy away from the reference
+    # the adapter moved the policy away from the reference (k3 >= 0; the k1 estimate may be < 0 on a sample)
+    assert stats["kl_k3"] > 1e-4 and not torch.allclose(exp.old_logprobs, exp.ref_logprobs, atol=1e-3)
     # only adapters (and the value head) trained: the shared base weights are the SFT model's
     for n, p in trainer.policy.get_base_model().named_parameters():
         if "lora_" not in n:
             assert torch.equal(p, base_params[n.replace(".base_layer", "")]), n
-    assert not any(isinstance(m, type(base)) for m in (trainer.ref,))  # no second copy of the policy
+    assert trainer.ref is None  # no second copy of the policy
     with reference_model(trainer.policy, trainer.ref) as r, torch.no_grad():
         lp = sequence_logprobs(r, exp.input_ids, exp.attention_mask, exp.response_start, cfg.temperature).logprobs
     assert torch.allclose(lp * exp.response_mask, base_lp.logprobs * exp.response_mask, atol=1e-5)
@@ -280,3 +282,29 @@ def test_lora_dpo_runs_with_the_adapter_disabled_policy_as_reference(rlhf_inputs
         base = dpo.sequence_logps(AutoModelForCausalLM.from_pretrained(rlhf_inputs["gpt2_policy"]), ids, mask, labels)
     assert torch.allclose(ref, base, atol=1e-4) and not torch.allclose(pol, ref, atol=1e-3)
     assert ((pol - ref)[c] - (pol - ref)[r]).mean() > 0  # the preferred responses gained relative to the reference
+
+
+def test_lora_stages_chain_sft_reward_ppo(rlhf_inputs, sft_files, tmp_path):
+    """Each LoRA stage's adapter folder is the next stage's input: an RM on a LoRA SFT model (an adapter whose
+    base is itself an adapter folder) and PPO from both; alignlab's loaders follow the chain."""
+    common = {"tensorboard": False, "device": "cpu", "lora": LORA}
+    sft.run(apply(sft.SFTConfig(), {
+        "model": rlhf_inputs["llama_policy"], "data": sft_files["train"], "eval_data": sft_files["validation"],
+        "world_dir": "", "epochs": 1, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "eval_base": False,
+        "val_max_new_tokens": 4, "output_dir": str(tmp_path / "sft"), **common}, "test"))
+    reward.run(apply(reward.RewardConfig(), {
+        "model": str(tmp_path / "sft"), "data": rlhf_inputs["ranked"], "eval_split": "", "world_dir": "",
+        "batch_size": 8, "warmup_steps": 0, "checkpoint_interval": 0, "output_dir": str(tmp_path / "rm"), **common}, "test"))
+    rm_cfg = json.loads((tmp_path / "rm" / "adapter_config.json").read_text())
+    assert rm_cfg["base_model_name_or_path"] == str(tmp_path / "sft")  # the RM adapter sits on the SFT model
+    # the merged RM's backbone is the merged SFT model plus the RM's own adapter: not the raw base model
+    sft_model, rm = load_causal_lm(str(tmp_path / "sft")), load_reward_model(str(tmp_path / "rm"))
+    base = load_causal_lm(rlhf_inputs["llama_policy"])
+    w = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(sft_model.state_dict()[w], base.state_dict()[w])
+    assert not torch.equal(rm.state_dict()[w], sft_model.state_dict()[w])
+    s = ppo.run(_ppo_cfg(rlhf_inputs, tmp_path / "ppo", policy=str(tmp_path / "sft"), reward_model=str(tmp_path / "rm"),
+                         iterations=1))
+    assert math.isfinite(s["heldout_rm_score_final"])
+    assert json.loads((tmp_path / "ppo" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "sft")
+    load_causal_lm(str(tmp_path / "ppo"))

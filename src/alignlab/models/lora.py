@@ -34,7 +34,7 @@ from typing import Callable, Literal
 
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from transformers import GenerationConfig
+from transformers import GenerationConfig, GenerationMixin
 from transformers.pytorch_utils import Conv1D
 
 from alignlab.config import arg
@@ -145,8 +145,8 @@ def save_model(model: torch.nn.Module, path: str | Path, settings: LoraSettings,
         merged = copy.deepcopy(model).merge_and_unload()  # a copy: the live model keeps its adapter
         merged.save_pretrained(path, safe_serialization=True)
     elif isinstance(model, PeftModel):
-        model.save_pretrained(path, safe_serialization=True)
         base = model.get_base_model()
+        model.save_pretrained(path, safe_serialization=True, save_embedding_layers=_vocab_grew(model))
         # pad id, reward_shift, resized vocab: what the adapter alone lacks
         (path / MODEL_CONFIG).write_text(base.config.to_json_string(use_diff=False))
         if getattr(base, "generation_config", None) is not None:
@@ -155,6 +155,18 @@ def save_model(model: torch.nn.Module, path: str | Path, settings: LoraSettings,
         model.save_pretrained(path, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
+
+
+def _vocab_grew(model: PeftModel) -> bool | str:
+    """Whether the stage grew the vocabulary (e.g. added a pad token) since the base was saved: then the
+    embeddings must travel with the adapter. peft's own check ("auto") reads the base's config.json, which an
+    adapter folder used as a base does not have, so local bases are checked here."""
+    base = Path(model.peft_config[model.active_adapter].base_model_name_or_path or "")
+    config = base / (MODEL_CONFIG if is_adapter_folder(base) else "config.json")
+    if not config.is_file():
+        return "auto"  # a hub id: peft looks it up
+    vocab = json.loads(config.read_text()).get("vocab_size")
+    return vocab is not None and vocab != model.get_input_embeddings().num_embeddings
 
 
 def is_adapter_folder(path: str | Path) -> bool:
@@ -176,7 +188,11 @@ def load_merged(path: str | Path, load_base: Callable[[str], torch.nn.Module]) -
     vocab = saved.get("vocab_size")
     if vocab and vocab != base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(vocab)  # the stage grew the vocabulary (pad token) before training
-    model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    if peft_cfg.task_type == "CAUSAL_LM" and not isinstance(base, GenerationMixin):
+        # a causal-LM adapter (e.g. LoRA SFT) under a reward model's backbone: same module names, but
+        # peft's causal-LM wrapper expects generate(); the task-neutral wrapper loads it as well
+        peft_cfg.task_type = None
+    model = PeftModel.from_pretrained(base, str(path), config=peft_cfg).merge_and_unload()
     for key in ("pad_token_id", "reward_shift"):
         if key in saved:
             setattr(model.config, key, saved[key])
