@@ -19,7 +19,7 @@ from alignlab.data.collate import collate_sft
 from alignlab.data.chat import encode_example
 from alignlab.data.load import load_dataset_any
 from alignlab.models.load import load_causal_lm
-from alignlab.models.lora import (LoraSettings, apply_lora, default_target_modules, is_adapter_folder,
+from alignlab.models.lora import (LoraSettings, apply_lora, clear_model_files, default_target_modules, is_adapter_folder,
                                   reference_model, save_model)
 from alignlab.models.reward_model import load_reward_model, score_texts
 from alignlab.models.value_model import ValueModel
@@ -135,6 +135,11 @@ def test_only_adapters_train_and_saves_load_with_peft_and_transformers(rlhf_inpu
     with torch.no_grad():  # merging for the save left the live model's adapter in place
         again = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
     assert torch.equal(again, live)
+    # a stage re-run into the same folder with the other kind of save leaves no stale model beside it
+    clear_model_files(tmp_path / "merged")
+    save_model(model, tmp_path / "merged", LoraSettings(r=8, alpha=16))
+    assert is_adapter_folder(tmp_path / "merged")
+    assert not (tmp_path / "merged" / "model.safetensors").exists() and not (tmp_path / "merged" / "config.json").exists()
 
 
 # -------------------------------------------------------------------------------- stages

@@ -157,6 +157,17 @@ def save_model(model: torch.nn.Module, path: str | Path, settings: LoraSettings,
         tokenizer.save_pretrained(path)
 
 
+def clear_model_files(folder: str | Path) -> None:
+    """Remove saved weights and model configs of either kind from ``folder`` before a new save moves in:
+    a full model left beside a new adapter (or the reverse) would be loaded instead of it."""
+    folder = Path(folder)
+    patterns = ("model.safetensors", "model-*.safetensors", "model.safetensors.index.json", "config.json",
+                ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CONFIG)
+    for pattern in patterns:
+        for f in folder.glob(pattern):
+            f.unlink()
+
+
 def _vocab_grew(model: PeftModel) -> bool | str:
     """Whether the stage grew the vocabulary (e.g. added a pad token) since the base was saved: then the
     embeddings must travel with the adapter. peft's own check ("auto") reads the base's config.json, which an

@@ -32,7 +32,7 @@ from alignlab.data.load import load_dataset_any, require_format
 from alignlab.data.packing import block_indices
 from alignlab.evaluate.heldout_samples import cpu_threads, paired_delta_ci, prompt_of, sample_and_score
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
-from alignlab.models.lora import LoraSettings, apply_lora, reference_model, save_model
+from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, reference_model, save_model
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
@@ -289,6 +289,7 @@ def _run(cfg: DPOConfig) -> dict:
     unwrapped = accelerator.unwrap_model(policy)
     tmp = out / ".final.tmp"
     save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter, or the merged model
+    clear_model_files(out)  # a full model and an adapter must not sit side by side
     for f in tmp.iterdir():
         f.replace(out / f.name)
     tmp.rmdir()

@@ -60,7 +60,9 @@ from alignlab.evaluate.heldout_samples import (
     cpu_threads, encode_prompts, paired_delta_ci, rm_scores, sample_and_score, with_eos,
 )
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
-from alignlab.models.lora import LoraSettings, apply_lora, load_adapter_weights, reference_model, save_model
+from alignlab.models.lora import (
+    LoraSettings, apply_lora, clear_model_files, load_adapter_weights, reference_model, save_model,
+)
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel, response_values
 from alignlab.outputs import MetricsLogger, atomic_replace_dir, atomic_write_json, read_metrics, write_model_card
@@ -526,6 +528,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout], torch.Tensor] | None) ->
         save_model(accelerator.unwrap_model(trainer.value).model, tmp / "value_model", cfg.lora)
         if (out / "value_model").exists():
             shutil.rmtree(out / "value_model")
+        clear_model_files(out)  # a full model and an adapter must not sit side by side
         for f in tmp.iterdir():
             f.replace(out / f.name)
         tmp.rmdir()

@@ -50,7 +50,7 @@ from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
 from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.models.load import disable_dropout, load_tokenizer
-from alignlab.models.lora import LoraSettings, apply_lora, save_model
+from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, save_model
 from alignlab.models.reward_model import load_reward_model, score_texts
 from alignlab.outputs import MetricsLogger, atomic_write_text
 from alignlab.rl.losses import ranking_loss
@@ -93,7 +93,8 @@ class RewardConfig:
     device: str = arg("auto", "auto, cpu or cuda")
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
-    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); the score head is trained in full; r=0 trains all weights")
+    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); the score head is "
+                             "trained in full; r=0 trains all weights")
     output_dir: str = arg("runs/reward", "where the reward model, metrics and checkpoints go")
 
 
@@ -444,6 +445,7 @@ def run(cfg: RewardConfig) -> dict:
         if tmp.exists():
             shutil.rmtree(tmp)
         save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter (+ config), or merged
+        clear_model_files(out)  # a full model and an adapter must not sit side by side
         for f in tmp.iterdir():
             f.replace(out / f.name)
         tmp.rmdir()

@@ -37,7 +37,9 @@ from alignlab.data.chat import encode_example, encode_prompt, split_messages
 from alignlab.data.collate import collate_sft
 from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
-from alignlab.models.lora import LoraSettings, apply_lora, is_adapter_folder, load_adapter_weights, save_model
+from alignlab.models.lora import (
+    LoraSettings, apply_lora, clear_model_files, is_adapter_folder, load_adapter_weights, save_model,
+)
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
 from alignlab.rl.losses import masked_lm_loss
 from alignlab.rollout.generate import generate_responses
@@ -333,6 +335,7 @@ def run(cfg: SFTConfig) -> dict:
         if tmp.exists():
             shutil.rmtree(tmp)
         save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter, or the merged model
+        clear_model_files(out)  # a full model and an adapter must not sit side by side
         for f in tmp.iterdir():
             f.replace(out / f.name)
         tmp.rmdir()
