@@ -63,8 +63,11 @@ def _batch(inp, n=8):
 
 
 def test_lora_settings_from_cli_and_yaml(tmp_path):
-    cfg = resolve(sft.SFTConfig, sft.PRESETS, None, None,
-                  {"lora.r": "8", "lora.alpha": "32", "lora.target_modules": "q_proj,v_proj", "lora.merge_on_save": "true"})
+    from alignlab.cli import parse_overrides
+
+    argv = ["--lora.r", "8", "--lora.alpha", "32", "--lora.target_modules", "q_proj,v_proj", "--lora.merge_on_save", "true"]
+    overrides, preset, config, _ = parse_overrides(argv)
+    cfg = resolve(sft.SFTConfig, sft.PRESETS, preset, config, overrides)
     assert cfg.lora == LoraSettings(r=8, alpha=32, target_modules=["q_proj", "v_proj"], merge_on_save=True)
     assert resolve(sft.SFTConfig).lora.r == 0  # off by default: the full fine-tuning path is untouched
     y = tmp_path / "c.yaml"
@@ -313,3 +316,27 @@ def test_lora_stages_chain_sft_reward_ppo(rlhf_inputs, sft_files, tmp_path):
     assert math.isfinite(s["heldout_rm_score_final"])
     assert json.loads((tmp_path / "ppo" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "sft")
     load_causal_lm(str(tmp_path / "ppo"))
+
+
+def test_lora_dpo_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
+    """training.save_checkpoint / load_checkpoint with an adapter: only adapter weights and their optimiser state."""
+    full = tmp_path / "full"
+    cfg = apply(dpo.DPOConfig(), dict(
+        policy=rlhf_inputs["llama_policy"], data=rlhf_inputs["ranked"], eval_split="", world_dir="", eval_data="",
+        max_steps=4, batch_size=4, warmup_steps=0, checkpoint_interval=2, log_interval=1, tensorboard=False,
+        device="cpu", output_dir=str(full), max_len=64, lr=1e-2, lora=LORA), "test")
+    dpo.run(cfg)
+    ckpt = full / "checkpoint"
+    assert is_adapter_folder(ckpt) and not (ckpt / "model.safetensors").exists()
+    n_trainable = sum(1 for n in torch.load(ckpt / "optimizer.pt", weights_only=True)["state"])
+    assert n_trainable == 2 * 2 * 7  # lora_A and lora_B of 7 projections in each of 2 layers: nothing else
+    shutil.copytree(full, tmp_path / "resumed")
+    dpo.run(apply(cfg, {"output_dir": str(tmp_path / "resumed"), "resume": True}, "test"))
+
+    def lines(d):
+        return [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(d)]
+
+    assert lines(tmp_path / "resumed") == lines(full)
+    shutil.copytree(full, tmp_path / "no_lora")
+    with pytest.raises(ValueError, match="holds a LoRA adapter"):  # resuming it without LoRA is refused, by name
+        dpo.run(apply(cfg, {"output_dir": str(tmp_path / "no_lora"), "resume": True, "lora": {"r": 0}}, "test"))
