@@ -79,9 +79,14 @@ def check_settings(s: LoraSettings) -> None:
         raise ValueError(f"lora.dropout: must be in [0, 1), got {s.dropout}")
 
 
+def linear_layer_names(model: torch.nn.Module) -> list[str]:
+    """Short names (last path component) of the linear and GPT-2 Conv1D layers: what LoRA can wrap."""
+    return [name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
+
+
 def default_target_modules(model: torch.nn.Module) -> list[str] | str:
     """The attention and MLP projections of ``model``, found by name; 'all-linear' for an unknown layout."""
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
+    names = set(linear_layer_names(model))
     found = [n for n in PROJECTION_NAMES if n in names]
     return found or "all-linear"
 
@@ -99,7 +104,7 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings, task_type: TaskTy
         unknown = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
         if unknown:
             raise ValueError(f"lora.target_modules: {unknown} not found in {type(model).__name__} "
-                             f"(its linear layers: {sorted(set(default_linear_names(model)))})")
+                             f"(its linear layers: {sorted(set(linear_layer_names(model)))})")
     to_save = list(settings.modules_to_save)
     if task_type == "SEQ_CLS" and "score" not in to_save:
         to_save.append("score")  # the scalar head starts random (RM) or must keep learning (value model)
@@ -108,10 +113,6 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings, task_type: TaskTy
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
                         modules_to_save=to_save or None, task_type=task_type, fan_in_fan_out=conv1d, bias="none")
     return get_peft_model(model, config)
-
-
-def default_linear_names(model: torch.nn.Module) -> list[str]:
-    return [name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
 
 
 def is_lora(model: torch.nn.Module) -> bool:
