@@ -4,7 +4,8 @@ A checkpoint is a folder written whole to a temporary name and then renamed into
 place, so a run killed mid-save still has its previous checkpoint intact:
 
     checkpoint/
-      model.safetensors, config.json   weights (save_pretrained)
+      model.safetensors, config.json   weights (save_pretrained; with LoRA: adapter_model.safetensors,
+                                       the trainable weights only, and the optimiser holds only theirs)
       optimizer.pt, scheduler.pt       optimiser and LR-schedule state
       trainer_state.json               step and anything else the stage needs to continue
       rng.pt                           torch/python RNG states
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from alignlab.models.lora import is_adapter_folder, is_lora, load_adapter_weights
 from alignlab.outputs import atomic_replace_dir
 
 
@@ -66,12 +68,15 @@ def load_checkpoint(ckpt_dir: str | Path, model, optimizer, scheduler) -> int:
     from safetensors.torch import load_file
 
     ckpt_dir = Path(ckpt_dir)
-    state = load_file(str(ckpt_dir / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # Tied output weights are saved once; anything else missing means a different model.
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"{ckpt_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if is_adapter_folder(ckpt_dir) or is_lora(model):  # LoRA: the checkpoint holds the adapter only
+        load_adapter_weights(model, ckpt_dir)
+    else:
+        state = load_file(str(ckpt_dir / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Tied output weights are saved once; anything else missing means a different model.
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]
+        if missing or unexpected:
+            raise ValueError(f"{ckpt_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
     if scheduler is not None and (ckpt_dir / "scheduler.pt").exists():
         scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))

@@ -2,6 +2,9 @@
 
 Safe by default: ``trust_remote_code`` is off unless the user asks, and weights are
 read only from safetensors (pickle checkpoints can run arbitrary code on load).
+
+A LoRA adapter folder (``adapter_config.json``, see models/lora.py) loads as its base model
+plus the adapter, merged: downstream stages read a LoRA stage's output like any other.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from alignlab.models.lora import ADAPTER_WEIGHTS, is_adapter_folder, load_merged
 
 
 class ModelLoadError(ValueError):
@@ -21,6 +26,10 @@ def check_model_path(path: str) -> None:
     looks_local = path.startswith((".", "/", "~")) or p.exists() or path.count("/") > 1
     if looks_local and not p.exists():
         raise ModelLoadError(f"model path not found: {path}")
+    if is_adapter_folder(p):
+        if not (p / ADAPTER_WEIGHTS).is_file():
+            raise ModelLoadError(f"{path}: LoRA adapter folder without {ADAPTER_WEIGHTS}")
+        return
     if p.is_dir() and not (p / "config.json").exists():
         raise ModelLoadError(f"{path}: not a Hugging Face model folder (no config.json)")
     if p.is_dir() and not any(p.glob("*.safetensors")) and not (p / "model.safetensors.index.json").exists():
@@ -29,6 +38,8 @@ def check_model_path(path: str) -> None:
 
 def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, dtype: torch.dtype | None = None):
     check_model_path(name_or_path)
+    if is_adapter_folder(name_or_path):
+        return load_merged(name_or_path, lambda base: load_causal_lm(base, trust_remote_code, dtype))
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype or torch.float32
     )

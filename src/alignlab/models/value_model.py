@@ -17,7 +17,9 @@ training, V(s_t) is the RM's score of the prefix ``prompt + response[:t]``, and 
 value read AT the last response token (its EOS) is the RM's score of the whole response.
 
 The model stays a plain ``*ForSequenceClassification``: ``save_pretrained`` writes a
-folder that ``load_reward_model`` (or transformers alone) reads back.
+folder that ``load_reward_model`` (or transformers alone) reads back. With LoRA,
+``self.model`` is replaced by its ``peft`` wrapper (``models.lora.apply_lora``, task
+SEQ_CLS: the ``score`` head trained in full) and ``forward`` reads through it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from alignlab.models.lora import inner_model
 from alignlab.models.reward_model import reward_shift
 from alignlab.rollout.scoring import position_ids_from_mask
 
@@ -53,13 +56,14 @@ class ValueModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Values at every position [B, T] (float32); positions from the mask, so left padding is harmless."""
-        out = self.model.base_model(
+        model = inner_model(self.model)  # with LoRA: the transformers model, adapters injected in place
+        out = model.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask),
             use_cache=False,
         )
-        return self.model.score(out.last_hidden_state).squeeze(-1).float() - self.shift
+        return model.score(out.last_hidden_state).squeeze(-1).float() - self.shift
 
     def save_pretrained(self, path, **kwargs) -> None:
         self.model.save_pretrained(path, **kwargs)

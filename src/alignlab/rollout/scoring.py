@@ -44,6 +44,8 @@ def logprobs_from_logits(logits: Tensor, tokens: Tensor) -> Tensor:
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
+    if hasattr(model, "get_base_model"):  # a peft model passes keyword arguments through to the model it wraps
+        model = model.get_base_model()
     try:
         return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):

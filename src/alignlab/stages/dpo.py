@@ -33,6 +33,7 @@ from alignlab.data.packing import block_indices
 from alignlab.distributed import rank_share, reduce_means, reduce_sums, token_share
 from alignlab.evaluate.heldout_samples import cpu_threads, paired_delta_ci, prompt_of, sample_and_score
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, reference_model, save_model
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
@@ -78,6 +79,8 @@ class DPOConfig:
     threads: int = arg(0, "torch CPU threads (0 = torch's default); 1 is much faster on a CPU shared with other jobs")
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); without ref_model the "
+                             "reference is the policy with its adapter off; r=0 trains all weights")
     output_dir: str = arg("runs/dpo", "where the model, metrics and checkpoints go")
 
 
@@ -164,10 +167,14 @@ def _run(cfg: DPOConfig) -> dict:
 
     tok = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
     policy = load_causal_lm(cfg.policy, cfg.trust_remote_code)
-    ref = load_causal_lm(cfg.ref_model or cfg.policy, cfg.trust_remote_code)
+    # LoRA without an explicit ref_model: the reference is the policy with its adapter off (one copy)
+    ref = None if cfg.lora.enabled and not cfg.ref_model else load_causal_lm(cfg.ref_model or cfg.policy, cfg.trust_remote_code)
     for m in (policy, ref):
-        disable_dropout(m)
-    ref.eval().requires_grad_(False)
+        if m is not None:
+            disable_dropout(m)
+    if ref is not None:
+        ref.eval().requires_grad_(False)
+    policy = apply_lora(policy, cfg.lora, "CAUSAL_LM")  # unchanged when lora.r == 0
     ctx = int(getattr(policy.config, "max_position_embeddings", None) or getattr(policy.config, "n_positions", 2048))
     max_len = min(cfg.max_len, ctx)
 
@@ -203,7 +210,8 @@ def _run(cfg: DPOConfig) -> dict:
         if is_main:
             print(f"resumed from {ckpt_dir} at step {start}")
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    ref.to(device)
+    if ref is not None:
+        ref.to(device)
 
     ref_cache: dict[int, torch.Tensor] = {}  # group index -> [K] reference log-probs
 
@@ -211,8 +219,8 @@ def _run(cfg: DPOConfig) -> dict:
         missing = [g for g in gidx if g not in ref_cache]
         if missing:
             ids, mask, labels, _, _ = collate([groups[g] for g in missing], tok.pad_token_id)
-            with torch.no_grad():
-                lp = sequence_logps(ref, ids.to(device), mask.to(device), labels.to(device))
+            with torch.no_grad(), reference_model(accelerator.unwrap_model(policy), ref) as ref_model:
+                lp = sequence_logps(ref_model, ids.to(device), mask.to(device), labels.to(device))
             for g, part in zip(missing, lp.split([len(groups[g]) for g in missing])):
                 ref_cache[g] = part
         return torch.cat([ref_cache[g] for g in gidx])
@@ -227,7 +235,8 @@ def _run(cfg: DPOConfig) -> dict:
             chunk = val[i : i + cfg.batch_size]
             ids, mask, labels, c, r = collate(chunk, tok.pad_token_id)
             ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-            rl = sequence_logps(ref, ids, mask, labels)
+            with reference_model(accelerator.unwrap_model(policy), ref) as ref_model:
+                rl = sequence_logps(ref_model, ids, mask, labels)
             _, st = batch_loss(accelerator.unwrap_model(policy), rl, ids, mask, labels, c.to(device), r.to(device), cfg.beta)
             for k, v in st.items():
                 if k != "pairs":
@@ -301,8 +310,8 @@ def _run(cfg: DPOConfig) -> dict:
         return {}
     unwrapped = accelerator.unwrap_model(policy)
     tmp = out / ".final.tmp"
-    unwrapped.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter, or the merged model
+    clear_model_files(out)  # a full model and an adapter must not sit side by side
     for f in tmp.iterdir():
         f.replace(out / f.name)
     tmp.rmdir()

@@ -61,6 +61,9 @@ from alignlab.evaluate.heldout_samples import (
     cpu_threads, encode_prompts, paired_delta_ci, rm_scores, sample_and_score, with_eos,
 )
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.lora import (
+    LoraSettings, apply_lora, clear_model_files, load_adapter_weights, reference_model, save_model,
+)
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel, response_values
 from alignlab.outputs import MetricsLogger, atomic_replace_dir, atomic_write_json, read_metrics, write_model_card
@@ -138,6 +141,8 @@ class PPOConfig:
     threads: int = arg(0, "torch CPU threads (0 = torch's default); 1 is much faster on a CPU shared with other jobs")
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8) on the policy and the "
+                             "value model; the reference is the policy with its adapter off; r=0 trains all weights")
     output_dir: str = arg("runs/ppo", "where the policy, value model, metrics and checkpoints go")
 
 
@@ -169,6 +174,8 @@ PRESETS = {
 class PPOTrainer:
     """Owns the four models and the two optimisers; ``iteration(it)`` does one rollout + update.
 
+    ``ref_policy=None`` (LoRA): the reference is ``policy`` with its adapter switched off.
+
     ``reward_fn(rollout) -> [B]`` may replace the reward model (e.g. a rule-based reward,
     or a test's); the missing-EOS penalty and the KL term still apply.
     """
@@ -184,8 +191,9 @@ class PPOTrainer:
                              f"divisible by the number of processes ({n_proc}): both are global, split over the ranks")
         self.cfg, self.tok, self.acc = cfg, tokenizer, accelerator
         self.ref, self.rm, self.reward_fn = ref_policy, reward_model, reward_fn
-        for m in (policy, ref_policy, value_model) + ((reward_model,) if reward_model is not None else ()):
-            disable_dropout(m)
+        for m in (policy, ref_policy, value_model, reward_model):
+            if m is not None:
+                disable_dropout(m)
         for m in (ref_policy, reward_model):
             if m is not None:
                 m.eval().requires_grad_(False)
@@ -214,7 +222,8 @@ class PPOTrainer:
                        else FixedKLController(cfg.kl.beta))
         self.policy, self.value, self.opt_policy, self.opt_value = accelerator.prepare(
             policy, value_model, self.opt_policy, self.opt_value)
-        self.ref.to(accelerator.device)
+        if self.ref is not None:
+            self.ref.to(accelerator.device)
         if self.rm is not None:
             self.rm.to(accelerator.device)
 
@@ -234,7 +243,8 @@ class PPOTrainer:
         ids, attn, Tq, mask = ro.input_ids, ro.attention_mask, ro.response_start, ro.response_mask
         R = mask.shape[1]
         pol = sequence_logprobs(self.policy, ids, attn, Tq, c.temperature, return_entropy=True)
-        ref = sequence_logprobs(self.ref, ids, attn, Tq, c.temperature)
+        with reference_model(self.acc.unwrap_model(self.policy), self.ref) as ref_model:
+            ref = sequence_logprobs(ref_model, ids, attn, Tq, c.temperature)
         if self.reward_fn is not None:
             raw = self.reward_fn(ro).to(ids.device).float()
         else:
@@ -394,11 +404,19 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout], torch.Tensor] | None) ->
     # ---- models: policy (SFT), frozen reference (SFT), frozen RM, value model (from RM)
     resuming = cfg.resume and (ckpt_dir / "trainer_state.json").exists()
     tok = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
-    policy = load_causal_lm(str(ckpt_dir / "policy") if resuming else cfg.policy, cfg.trust_remote_code)
-    ref = load_causal_lm(cfg.policy, cfg.trust_remote_code)
+    # LoRA: adapters on the policy and the value model; the reference is the policy with its adapter
+    # off (no second copy); a checkpoint holds the adapters, loaded onto the same bases.
+    lora = cfg.lora.enabled
+    policy = load_causal_lm(str(ckpt_dir / "policy") if resuming and not lora else cfg.policy, cfg.trust_remote_code)
+    policy = apply_lora(policy, cfg.lora, "CAUSAL_LM")
+    ref = None if lora else load_causal_lm(cfg.policy, cfg.trust_remote_code)
     rm = ValueModel(load_reward_model(cfg.reward_model, cfg.trust_remote_code)) if reward_fn is None or cfg.reward_model else None
-    value_src = str(ckpt_dir / "value_model") if resuming else (cfg.value_model or cfg.reward_model)
+    value_src = str(ckpt_dir / "value_model") if resuming and not lora else (cfg.value_model or cfg.reward_model)
     value = ValueModel(load_reward_model(value_src, cfg.trust_remote_code))
+    value.model = apply_lora(value.model, cfg.lora, "SEQ_CLS")
+    if resuming and lora:
+        load_adapter_weights(policy, ckpt_dir / "policy")
+        load_adapter_weights(value.model, ckpt_dir / "value_model")
     if len(tok) > policy.get_input_embeddings().num_embeddings:
         raise ValueError(f"tokenizer has {len(tok)} tokens but the policy's embedding only {policy.get_input_embeddings().num_embeddings}")
     ctx = _context_len(policy)
@@ -519,11 +537,11 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout], torch.Tensor] | None) ->
         tmp = out / ".final.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        accelerator.unwrap_model(trainer.value).save_pretrained(tmp / "value_model", safe_serialization=True)
+        save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter, or the merged model
+        save_model(accelerator.unwrap_model(trainer.value).model, tmp / "value_model", cfg.lora)
         if (out / "value_model").exists():
             shutil.rmtree(out / "value_model")
+        clear_model_files(out)  # a full model and an adapter must not sit side by side
         for f in tmp.iterdir():
             f.replace(out / f.name)
         tmp.rmdir()

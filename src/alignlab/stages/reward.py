@@ -43,15 +43,16 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, get_cosine_with_min_lr_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
 from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
 from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.distributed import map_sharded, rank_share
-from alignlab.models.load import check_model_path, disable_dropout, load_tokenizer
-from alignlab.models.reward_model import score_texts
+from alignlab.models.load import disable_dropout, load_tokenizer
+from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, save_model
+from alignlab.models.reward_model import load_reward_model, score_texts
 from alignlab.outputs import MetricsLogger, atomic_write_text
 from alignlab.rl.losses import ranking_loss
 from alignlab.training import checkpoint_exists, load_checkpoint, make_optimizer, resolve_device, save_checkpoint
@@ -93,6 +94,8 @@ class RewardConfig:
     device: str = arg("auto", "auto, cpu or cuda")
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); the score head is "
+                             "trained in full; r=0 trains all weights")
     output_dir: str = arg("runs/reward", "where the reward model, metrics and checkpoints go")
 
 
@@ -350,15 +353,14 @@ def run(cfg: RewardConfig) -> dict:
 
     # ---- model: the SFT model + a fresh scalar head (seeded), pad distinct from EOS
     tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
-    check_model_path(cfg.model)
     torch.manual_seed(cfg.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        cfg.model, num_labels=1, trust_remote_code=cfg.trust_remote_code, use_safetensors=True, dtype=torch.float32)
+    model = load_reward_model(cfg.model, cfg.trust_remote_code)  # a LoRA SFT folder loads merged
     if len(tok) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     disable_dropout(model)
     seq_len = cfg.seq_len or context_length(model)
+    model = apply_lora(model, cfg.lora, "SEQ_CLS")  # unchanged when lora.r == 0
 
     # ---- data: ranked lists (pairs = K of 2), one prompt per batch element
     train_rows, train_skipped = load_comparisons(cfg.data, cfg.train_split)
@@ -485,8 +487,8 @@ def run(cfg: RewardConfig) -> dict:
         tmp = out / ".final.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter (+ config), or merged
+        clear_model_files(out)  # a full model and an adapter must not sit side by side
         for f in tmp.iterdir():
             f.replace(out / f.name)
         tmp.rmdir()

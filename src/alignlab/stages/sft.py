@@ -38,6 +38,9 @@ from alignlab.data.collate import collate_sft
 from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.distributed import map_sharded, rank_share, reduce_sums
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.lora import (
+    LoraSettings, apply_lora, clear_model_files, is_adapter_folder, load_adapter_weights, save_model,
+)
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
 from alignlab.rl.losses import masked_lm_loss
 from alignlab.rollout.generate import generate_responses
@@ -81,6 +84,7 @@ class SFTConfig:
     device: str = arg("auto", "auto, cpu or cuda")
     resume: bool = arg(False, "continue from output_dir/checkpoint (saved after every epoch) if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); r=0 trains all weights")
     output_dir: str = arg("runs/sft", "where the selected model, metrics and checkpoints go")
 
 
@@ -179,6 +183,7 @@ def run(cfg: SFTConfig) -> dict:
     model.config.pad_token_id = tok.pad_token_id
     disable_dropout(model)
     seq_len = cfg.seq_len or context_length(model)
+    model = apply_lora(model, cfg.lora, "CAUSAL_LM")  # unchanged when lora.r == 0
 
     # ---- data: chat template, prompt masked with -100, EOS after the response
     _, train_prompts, train_responses = load_demonstrations(cfg.data, cfg.train_split)
@@ -331,7 +336,9 @@ def run(cfg: SFTConfig) -> dict:
     if is_main:
         unwrapped = accelerator.unwrap_model(model)
         best_dir = out / f"best-epoch{best['epoch']}"
-        if best_dir.is_dir():
+        if best_dir.is_dir() and is_adapter_folder(best_dir):
+            load_adapter_weights(unwrapped, best_dir)
+        elif best_dir.is_dir():
             from safetensors.torch import load_file
 
             unwrapped.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
@@ -340,8 +347,8 @@ def run(cfg: SFTConfig) -> dict:
         tmp = out / ".final.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter, or the merged model
+        clear_model_files(out)  # a full model and an adapter must not sit side by side
         for f in tmp.iterdir():
             f.replace(out / f.name)
         tmp.rmdir()
