@@ -145,16 +145,16 @@ def test_compare_on_gpt2_policy(smoke_world, tiny_gpt2, tmp_path):
 def test_compare_mixes_several_policies_slot_by_slot(smoke_world, tiny_gpt2, tmp_path):
     # source 0: the GPT-2 policy at T=1; source 1: the same at T=0 (greedy: one string); source 2: another model
     s = run_stage_module("compare", "alignlab.stages.compare", "CompareConfig", "smoke", policy=tiny_gpt2["model"],
-                         policies=f"['@0', '{tiny_gpt2['model']}@1.5']", data=str(Path(smoke_world["world"]) / "rm"),
-                         world_dir=smoke_world["world"], k="5", max_prompts="6", max_eval_prompts="3",
+                         policies=f"['@0', '{tiny_gpt2['model']}@1.5', '@1']", data=str(Path(smoke_world["world"]) / "rm"),
+                         world_dir=smoke_world["world"], k="7", max_prompts="6", max_eval_prompts="3",
                          max_new_tokens="6", output_dir=str(tmp_path / "c"))
-    assert s["sources"][0].endswith("@1 x2") and s["sources"][1].endswith("@0 x2") and s["sources"][2].endswith("@1.5 x1")
+    assert [x.rsplit("@", 1)[1] for x in s["sources"]] == ["1 x2", "0 x2", "1.5 x2", "1 x1"]
     ranked = datasets.load_from_disk(str(tmp_path / "c" / "comparisons"))
     for row in ranked["train"]:
-        assert sorted(row["sources"]) == [0, 0, 1, 1, 2]  # K=5 slots filled from 3 sources in turn
+        assert sorted(row["sources"]) == [0, 0, 0, 1, 1, 2, 2]  # K=7 slots from 4 sources in turn; '@1' repeats source 0
         greedy = [r for r, src in zip(row["responses"], row["sources"]) if src == 1]
         assert greedy[0] == greedy[1]  # temperature 0 really was used for source 1
-    assert [x["responses"] for x in s["splits"]["train"]["sources"]] == [12, 12, 6]
+    assert [x["responses"] for x in s["splits"]["train"]["sources"]] == [18, 12, 12]
 
 
 def test_compare_source_specs_are_checked():

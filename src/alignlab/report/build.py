@@ -108,16 +108,25 @@ def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None
                         "(InstructGPT 175B: 73.4% vs its SFT)"))
     if d["reward"] and d["world"]:
         r, w = d["reward"], d["world"]
-        for grp, acc_key, agr_key in (("training", "val_accuracy_train_labelers", "labeler_agreement"),
-                                      ("held-out", "val_accuracy_heldout_labelers", "labeler_agreement_heldout")):
-            acc, agr = r.get(acc_key), w.get(agr_key)
-            if acc is not None and agr is not None:
-                same = r.get("labeler_agreement_on_val_pairs" if grp == "training" else "labeler_agreement_heldout_on_val_pairs")
-                ceiling = r.get("ceiling_train_labelers" if grp == "training" else "ceiling_heldout_labelers")
-                extra = (f"; on the RM's own validation pairs labelers agree {100 * same:.1f}% and a perfect gold "
-                         f"reward model would score {100 * ceiling:.1f}%") if same is not None and ceiling is not None else ""
-                out.append((f"RM accuracy ({grp} labelers) within {100 * cfg.target_rm_gap:.0f} points of their agreement",
-                            abs(acc - agr) <= cfg.target_rm_gap, f"RM {100 * acc:.1f}% vs labelers {100 * agr:.1f}%{extra}"))
+        # Two comparators, both shown: the labelers' agreement on the RM's own validation pairs (what InstructGPT
+        # measured: agreement on its comparison data) and the world's calibrated figure on its candidate sets.
+        for grp, acc_key, agr_key, same_key, ceil_key in (
+                ("training", "val_accuracy_train_labelers", "labeler_agreement", "labeler_agreement_on_val_pairs",
+                 "ceiling_train_labelers"),
+                ("held-out", "val_accuracy_heldout_labelers", "labeler_agreement_heldout",
+                 "labeler_agreement_heldout_on_val_pairs", "ceiling_heldout_labelers")):
+            acc, agr, same, ceiling = r.get(acc_key), w.get(agr_key), r.get(same_key), r.get(ceil_key)
+            if acc is None:
+                continue
+            ceil_note = f"; a perfect gold reward model would score {100 * ceiling:.1f}%" if ceiling is not None else ""
+            if same is not None:
+                out.append((f"RM accuracy ({grp} labelers) within {100 * cfg.target_rm_gap:.0f} points of the labelers' "
+                            "agreement on the same validation pairs", abs(acc - same) <= cfg.target_rm_gap,
+                            f"RM {100 * acc:.1f}% vs labelers {100 * same:.1f}% on {r.get('val_pairs')} pairs{ceil_note}"))
+            if agr is not None:
+                out.append((f"RM accuracy ({grp} labelers) within {100 * cfg.target_rm_gap:.0f} points of the world's "
+                            "labeler agreement (its candidate sets)", abs(acc - agr) <= cfg.target_rm_gap,
+                            f"RM {100 * acc:.1f}% vs labelers {100 * agr:.1f}%"))
     if "ppo" in pol and "ppo_ptx" in pol:
         tax_ppo, tax_ptx = _v(pol["ppo"], "heldout_ptx_loss_delta"), _v(pol["ppo_ptx"], "heldout_ptx_loss_delta")
         if tax_ppo is not None and tax_ptx is not None:
@@ -286,12 +295,23 @@ def run(cfg: ReportConfig) -> dict:
         doc.h("Reward model")
         acc = {"training labelers": r.get("val_accuracy_train_labelers") or 0, "held-out labelers": r.get("val_accuracy_heldout_labelers") or 0}
         agr = {"training labelers": w["labeler_agreement"], "held-out labelers": w["labeler_agreement_heldout"]}
-        doc.p(f"Pairwise accuracy on held-out prompts: {100 * acc['training labelers']:.1f}% (training labelers), "
-              f"{100 * acc['held-out labelers']:.1f}% (held-out labelers); against the noise-free gold ordering "
-              f"{100 * (r.get('val_accuracy_gold') or 0):.1f}%. Labelers agree with each other "
-              f"{100 * agr['training labelers']:.1f}% / {100 * agr['held-out labelers']:.1f}% "
+        same = {"training labelers": r.get("labeler_agreement_on_val_pairs"), "held-out labelers": r.get("labeler_agreement_heldout_on_val_pairs")}
+        pct = lambda v: f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "–"  # noqa: E731
+        doc.p(f"Pairwise accuracy on {r.get('val_prompts')} held-out prompts ({r.get('val_pairs')} pairs): "
+              f"{pct(acc['training labelers'])} (training labelers), {pct(acc['held-out labelers'])} (held-out labelers); "
+              f"against the noise-free gold ordering {pct(r.get('val_accuracy_gold'))}. On these very pairs the labelers "
+              f"agree with each other {pct(same['training labelers'])} / {pct(same['held-out labelers'])}; on the world's "
+              f"candidate sets {pct(agr['training labelers'])} / {pct(agr['held-out labelers'])} "
               "(InstructGPT: RM 72.4% / 69.6%, labelers 72.6% / 77.3%).")
-        doc.image(plots.rm_accuracy(acc, agr, out / "report_rm_accuracy.png"), "RM accuracy vs labeler agreement")
+        if r.get("policy_pairs"):
+            doc.p(f"The comparisons mix the SFT policy's samples with the base model's. On the {r['policy_pairs']} pairs of two "
+                  f"SFT samples alone (what PPO's reward depends on) the RM scores {pct(r.get('policy_pairs_accuracy_train_labelers'))} / "
+                  f"{pct(r.get('policy_pairs_accuracy_heldout_labelers'))}, the labelers agree "
+                  f"{pct(r.get('policy_pairs_labeler_agreement_on_val_pairs'))} / "
+                  f"{pct(r.get('policy_pairs_labeler_agreement_heldout_on_val_pairs'))}, and against gold the RM scores "
+                  f"{pct(r.get('policy_pairs_val_accuracy_gold'))}: most SFT samples of a small model are equally wrong, "
+                  "so their pairs are close to coin flips for labelers and RM alike.")
+        doc.image(plots.rm_accuracy(acc, agr, out / "report_rm_accuracy.png", same), "RM accuracy vs labeler agreement")
 
     if d["flan"]:
         f = d["flan"]

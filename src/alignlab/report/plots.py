@@ -54,14 +54,21 @@ def gold_vs_proxy(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def rm_accuracy(acc: dict[str, float], agreement: dict[str, float], path: Path) -> Path:
-    """RM pairwise accuracy beside the labelers' own agreement (its practical ceiling)."""
-    fig = Figure(figsize=(5, 3.4))
+def rm_accuracy(acc: dict[str, float], agreement: dict[str, float], path: Path,
+                same_pairs: dict[str, float | None] | None = None) -> Path:
+    """RM pairwise accuracy beside the labelers' own agreement (its practical ceiling): on the RM's
+    validation pairs, when known, and on the world's candidate sets."""
+    fig = Figure(figsize=(5.5, 3.4))
     ax = fig.subplots()
     groups = ["training labelers", "held-out labelers"]
     xs = range(len(groups))
-    ax.bar([x - 0.2 for x in xs], [acc.get(g, 0) for g in groups], 0.4, label="reward model accuracy", color="#4c72b0")
-    ax.bar([x + 0.2 for x in xs], [agreement.get(g, 0) for g in groups], 0.4, label="labeler agreement", color="#aaaaaa")
+    bars = [("reward model accuracy", acc, "#4c72b0")]
+    if same_pairs and all(same_pairs.get(g) is not None for g in groups):
+        bars.append(("labelers agree, same pairs", same_pairs, "#dd8452"))
+    bars.append(("labelers agree, world candidates", agreement, "#aaaaaa"))
+    width = 0.8 / len(bars)
+    for b, (label, values, color) in enumerate(bars):
+        ax.bar([x - 0.4 + width * (b + 0.5) for x in xs], [values.get(g) or 0 for g in groups], width, label=label, color=color)
     ax.set_xticks(list(xs), groups)
     ax.set(ylim=(0.5, 1.0), ylabel="pairwise agreement", title="reward model vs labelers")
     ax.legend(fontsize=8, loc="upper left")

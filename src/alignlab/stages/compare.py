@@ -27,7 +27,9 @@ Several policies: InstructGPT's labelers ranked outputs of several models (SFT, 
 earlier models), not of one. ``policies`` lists extra sources as ``path`` or
 ``path@temperature``; the K slots of every prompt are filled from the sources in turn
 (slot j from source j mod n, where source 0 is ``policy`` at ``temperature``), and each row
-records which source wrote each response (``sources``). A single tiny SFT policy is wrong
+records which source wrote each response (``sources``: the index of the first entry with
+the same path and temperature, so listing the policy twice gives it more slots under one
+id). A single tiny SFT policy is wrong
 on most prompts, so most of its pairs tie on gold and the labels are coin flips; mixing in
 other policies (e.g. the SFT policy at a low temperature, or the base model) gives pairs
 that differ in quality, which is what a reward model can learn from.
@@ -117,7 +119,9 @@ PRESETS = {
     "smoke": {"max_new_tokens": 24, "batch_size": 128, "chunk_prompts": 64},
     # 2000 of the world's 3135 RM prompts keep this stage under ~2 min on 2 CPU cores; the reward
     # model's held-out accuracy was the same with 1800 prompts as with all of them (see the report).
-    "default": {"max_prompts": 2000},
+    # K=6: the pipeline fills 4 slots from the SFT policy and 2 from the base model (see its wiring); with the
+    # SFT policy alone, 60% of its pairs tie on gold and the reward model learns from coin flips (report.md).
+    "default": {"max_prompts": 2000, "k": 6},
 }
 
 
@@ -238,6 +242,8 @@ def _source_stats(rows: list[dict], sources: list[tuple[str, float]]) -> list[di
     """Per source: mean gold of its responses and how often the labeler ranked it first."""
     out = []
     for j, (path, temp) in enumerate(sources):
+        if sources.index((path, temp)) != j:
+            continue
         golds = [g for r in rows for g, s in zip(r["gold"], r["sources"]) if s == j]
         firsts = sum(r["sources"][0] == j for r in rows)
         out.append({"source": f"{path}@{temp:g}", "responses": len(golds),
@@ -300,7 +306,9 @@ def _run(cfg: CompareConfig) -> dict:
     stats: dict[str, Any] = {}
     t_label = 0.0
     for split, s_i, records, of_prompts in jobs:
-        samples, source_ids = interleave(per_source[split])
+        samples, slot_ids = interleave(per_source[split])
+        same = [sources.index(x) for x in sources]  # a repeated (path, temperature) is one policy
+        source_ids = [[same[j] for j in row] for row in slot_ids]
         t = time.time()
         rows = rank_split(world, records, samples, f"{cfg.seed}-{split}", heldout=(split == cfg.eval_split),
                           sources=source_ids if len(sources) > 1 else None)

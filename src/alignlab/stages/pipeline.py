@@ -71,7 +71,9 @@ def wiring(step: str, run: Path, shared: Path) -> dict:
         "tokenizer": {"data": str(w / "corpus")},
         "pretrain": {"data": str(w / "corpus"), "tokenizer": str(shared / "tokenizer")},
         "sft": {"model": str(shared / "pretrain"), "data": str(w / "sft"), "world_dir": str(w)},
-        "compare": {"policy": str(run / "sft"), "data": str(w / "rm"), "world_dir": str(w)},
+        # as InstructGPT ranked outputs of several models: the SFT policy fills 2 of every 3 slots, the base model 1
+        "compare": {"policy": str(run / "sft"), "policies": [str(run / "sft"), str(shared / "pretrain")],
+                    "data": str(w / "rm"), "world_dir": str(w)},
         "reward": {"model": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
         "ppo": ppo, "ppo_ptx": ppo, "ppo_hack": ppo,
         "dpo": {"policy": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
