@@ -45,3 +45,29 @@ def test_missed_targets_are_reported_as_missed(tmp_path):
     assert verdict["PPO-ptx removes at least 50% of that tax"] is False  # only 20% removed
     assert verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time"] is False
     assert "MISSED: PPO-ptx removes" in (run_dir / "report.md").read_text()
+
+
+def test_flan_is_averaged_over_seeds_and_rm_is_checked_against_both_agreements(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)
+    clusters = {"world_qa": {"base": {"accuracy": 0.1}, "instruction": {"accuracy": 0.3}, "no_template": {"accuracy": 0.2}}}
+    for folder, seed, instr in ((run_dir, 0, 0.30), (run_dir / "seeds" / "1", 1, 0.04)):
+        (folder / "instruct_tune").mkdir(parents=True)
+        (folder / "instruct_tune" / "results.json").write_text(json.dumps({
+            "clusters": clusters, "config": {"seed": seed},
+            "mean": {"base": 0.10, "instruction": instr, "no_template": 0.20}}))
+    (run_dir / "world").mkdir()
+    (run_dir / "world" / "stats.json").write_text(json.dumps({"labeler_agreement": 0.72, "labeler_agreement_heldout": 0.77}))
+    (run_dir / "reward").mkdir()
+    (run_dir / "reward" / "summary.json").write_text(json.dumps({
+        "val_accuracy_train_labelers": 0.64, "val_accuracy_heldout_labelers": 0.66, "val_prompts": 10, "val_pairs": 90,
+        "labeler_agreement_on_val_pairs": 0.66, "labeler_agreement_heldout_on_val_pairs": 0.70}))
+    summary = run(ReportConfig(run_dir=str(run_dir)))
+    verdict = {v["claim"]: (v["met"], v["numbers"]) for v in summary["verdict"]}
+    # seed 0 alone beats the no-template ablation (30% vs 20%); the mean over seeds (17%) does not
+    met, detail = verdict["FLAN: instructions beat tuning without templates"]
+    assert met is False and "17.0% vs 20.0%" in detail and "2 seeds" in detail
+    assert verdict["FLAN: instruction tuning beats the base model on unseen clusters"][0] is True  # 17% vs 10%
+    same = "RM accuracy (training labelers) within 5 points of the labelers' agreement on the same validation pairs"
+    world = "RM accuracy (training labelers) within 5 points of the world's labeler agreement (its candidate sets)"
+    assert verdict[same][0] is True and verdict[world][0] is False  # 64 vs 66 (same pairs) and vs 72 (world)
+    assert "Cluster means per seed" in (run_dir / "report.md").read_text()

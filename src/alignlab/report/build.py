@@ -65,6 +65,8 @@ def gather(run: Path) -> dict[str, Any]:
         "evaluate": _json(main_eval),
         "seeds": compare_seeds([main_eval, *seeds]) if main_eval.exists() and seeds else None,
         "flan": _json(run / "instruct_tune" / "results.json"),
+        "flan_seeds": [x for x in [_json(run / "instruct_tune" / "results.json"),
+                                   *(_json(f) for f in sorted((run / "seeds").glob("*/instruct_tune/results.json")))] if x],
         "timings": _json(run / "timings.json"),
         "scaling": _json(run / "scaling" / "predict" / "prediction.json"),
         "ppo_metrics": {n: read_metrics(run / n) for n in ("ppo", "ppo_ptx", "ppo_hack") if (run / n / "metrics.jsonl").exists()},
@@ -161,13 +163,20 @@ def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None
                     f"RM {h.get('heldout_rm_score_initial', 0):.3f} → {h.get('heldout_rm_score_final', 0):.3f}, "
                     f"gold {h.get('heldout_gold_initial', 0):.3f} → {h.get('heldout_gold_final', 0):.3f}"))
     if d["flan"]:
-        m = d["flan"]["mean"]
+        m, n = flan_mean_over_seeds(d["flan_seeds"] or [d["flan"]])
+        over = f" (mean over clusters and {n} seeds)" if n > 1 else " (mean over clusters, one seed)"
         out.append(("FLAN: instruction tuning beats the base model on unseen clusters", m["instruction"] > m["base"],
-                    f"{100 * m['instruction']:.1f}% vs {100 * m['base']:.1f}%"))
+                    f"{100 * m['instruction']:.1f}% vs {100 * m['base']:.1f}%{over}"))
         if "no_template" in m:
             out.append(("FLAN: instructions beat tuning without templates", m["instruction"] > m["no_template"],
-                        f"{100 * m['instruction']:.1f}% vs {100 * m['no_template']:.1f}%"))
+                        f"{100 * m['instruction']:.1f}% vs {100 * m['no_template']:.1f}%{over}"))
     return out
+
+
+def flan_mean_over_seeds(results: list[dict]) -> tuple[dict[str, float], int]:
+    """Each seed's cluster-mean accuracy per model kind, averaged over seeds (kinds present in every seed)."""
+    kinds = set.intersection(*(set(r["mean"]) for r in results))
+    return {k: sum(r["mean"][k] for r in results) / len(results) for k in sorted(kinds)}, len(results)
 
 
 # ------------------------------------------------------------------ rendering
@@ -320,6 +329,12 @@ def run(cfg: ReportConfig) -> dict:
         doc.table(["held-out cluster", *next(iter(acc.values())).keys()],
                   [[c, *(f"{100 * x:.1f}%" for x in a.values())] for c, a in acc.items()]
                   + [["mean", *(f"{100 * x:.1f}%" for x in f["mean"].values())]])
+        if len(d["flan_seeds"]) > 1:
+            kinds = list(f["mean"])
+            doc.p(f"Cluster means per seed (the table above is seed {f['config'].get('seed', 0)}):")
+            doc.table(["seed", *kinds], [[str(r["config"].get("seed", i)), *(f"{100 * r['mean'].get(k, float('nan')):.1f}%" for k in kinds)]
+                                         for i, r in enumerate(d["flan_seeds"])]
+                      + [["mean", *(f"{100 * flan_mean_over_seeds(d['flan_seeds'])[0].get(k, float('nan')):.1f}%" for k in kinds)]])
         doc.image(plots.flan_clusters(acc, out / "report_flan.png"), "FLAN held-out cluster accuracy")
 
     if d["scaling"]:
@@ -346,7 +361,8 @@ def run(cfg: ReportConfig) -> dict:
     atomic_write_text(out / "report.html", doc.render_html("alignlab run report"))
     report = {"verdict": [{"claim": c, "met": ok, "numbers": n} for c, ok, n in claims],
               "results": {k: {m: pol[k].get(m) for m in pol[k] if not m.startswith("path")} for k in pol},
-              "seeds": d["seeds"], "flan": (d["flan"] or {}).get("mean"), "timings": d["timings"]}
+              "seeds": d["seeds"], "flan": (d["flan"] or {}).get("mean"),
+              "flan_over_seeds": flan_mean_over_seeds(d["flan_seeds"])[0] if d["flan_seeds"] else None, "timings": d["timings"]}
     atomic_write_json(out / "report.json", report)
     print(f"report: {out / 'report.html'} ({sum(1 for _, ok, _ in claims if ok)}/{len(claims)} expected results hold)")
     for c, ok, n in claims:

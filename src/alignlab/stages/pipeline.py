@@ -5,8 +5,8 @@
 
 A step whose folder already holds ``summary.json`` finished and is skipped (unless named
 in ``redo``); one without it is (re)started with ``resume`` on, so a killed pipeline
-continues where it stopped. Extra ``seeds`` retrain everything from SFT on (the world and
-the base model are shared) under ``RUN/seeds/<seed>/`` and are evaluated the same way, so
+continues where it stopped. Extra ``seeds`` retrain everything from SFT on, FLAN included
+(the world and the base model are shared) under ``RUN/seeds/<seed>/`` and are evaluated the same way, so
 the report can give per-seed values. Per-step settings: ``--stage_overrides
 '{pretrain: {max_steps: 100}}'`` or the same mapping in a YAML file.
 """
@@ -39,7 +39,7 @@ STEPS: dict[str, tuple[str, str | None]] = {
     "evaluate": ("evaluate", None),
     "report": ("report", None),
 }
-SHARED = {"world", "tokenizer", "pretrain", "instruct_tune", "report"}  # run once, not per seed
+SHARED = {"world", "tokenizer", "pretrain", "report"}  # run once, not per seed (FLAN is retrained per seed)
 ORDER = list(STEPS)
 
 
