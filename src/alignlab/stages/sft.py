@@ -3,7 +3,8 @@
 Read top to bottom: config, data (chat-formatted, prompt masked), model, optimiser +
 cosine schedule, resume, the epoch loop with per-epoch validation, final save.
 
-Loss falls on response tokens only (``masked_lm_loss``: the prompt is labelled -100).
+Loss falls on response tokens only (``response_lm_loss``: the prompt is labelled -100, and the output
+layer runs only where a response token is predicted).
 Every epoch is validated twice: validation LOSS, and validation REWARD of responses the
 model itself writes for the validation prompts (greedy by default), scored by a judge:
 the world's gold labelers (``world_dir``, when the data are the world's prompts) or a
@@ -37,8 +38,8 @@ from alignlab.data.chat import encode_example, encode_prompt, split_messages
 from alignlab.data.collate import collate_sft
 from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.response_logits import response_lm_loss
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
-from alignlab.rl.losses import masked_lm_loss
 from alignlab.rollout.generate import generate_responses
 from alignlab.training import (checkpoint_exists, load_checkpoint, make_optimizer, read_trainer_state,
                                resolve_device, save_checkpoint)
@@ -229,9 +230,8 @@ def run(cfg: SFTConfig) -> dict:
         with torch.no_grad():
             for i in range(0, len(val_ex), cfg.eval_batch_size):
                 b = {k: v.to(accelerator.device) for k, v in collate_sft(val_ex[i : i + cfg.eval_batch_size], tok.pad_token_id).items()}
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                k = int((b["labels"][:, 1:] != -100).sum())
-                nll += masked_lm_loss(logits, b["labels"]).item() * k
+                loss, k = response_lm_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
+                nll += loss.item() * k
                 n_tok += k
         model.train()
         return nll / max(n_tok, 1)
@@ -273,9 +273,9 @@ def run(cfg: SFTConfig) -> dict:
                 b = {k: v.to(accelerator.device) for k, v in collate_sft([train_ex[j] for j in chunk], tok.pad_token_id).items()}
                 ctx = accelerator.no_sync(model) if m < len(chunks) - 1 else nullcontext()
                 with ctx:
-                    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                    k = int((b["labels"][:, 1:] != -100).sum())
-                    loss = masked_lm_loss(logits, b["labels"]) * (k / max(n_tok, 1))  # token-weighted over the step
+                    # = masked_lm_loss(model(...).logits, labels), with logits only where a response token is predicted
+                    loss, k = response_lm_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
+                    loss = loss * (k / max(n_tok, 1))  # token-weighted over the step
                     accelerator.backward(loss)
                 loss_sum += loss.detach()
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
