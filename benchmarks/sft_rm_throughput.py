@@ -6,16 +6,18 @@
 
 Both sides run their real training loop (our ``stages.sft.run`` / ``stages.reward.run``, TRL's
 ``Trainer.train``) and are timed over ``--steps`` optimiser steps after ``--warmup`` steps.
-We time each side from inside its loop: ours at each call of the stage's collator (one per
-step), TRL's at each ``on_step_end``; a wrapper around each side's collator counts the tokens of
-every batch, so the headline -- non-pad tokens trained per second -- counts exactly what each
-loop consumed.
+We time each side from inside its loop: ours at the start of each step (the SFT stage's collator
+call, the reward stage's ``forward_scores`` call), TRL's at each ``on_step_end``; a wrapper around
+each side's collator counts the tokens of every batch, so the headline -- non-pad tokens trained
+per second -- counts exactly what each loop consumed.
 
 Held equal: the model (the default preset's SFT Llama, fp32, CPU), the token ids (TRL gets the
 sequences our stages' own encoders produce: chat template, prompt masked with -100, EOS), right
 padding to the longest row of each batch, batch size, AdamW with the same lr / betas / eps /
 weight decay, gradient clipping at 1.0, cosine schedule with warm-up, logging every 10 steps,
-one torch thread, the same process.
+one torch thread, the same process, no gradient checkpointing (TRL's configs turn it on by
+default, which recomputes the forward pass in the backward: we turn it off, as our stages
+never recompute), fp32 (TRL's default would be bf16).
 
 Not equal:
   * data order: each library shuffles with its own generator, so batches differ; tokens are
@@ -23,8 +25,11 @@ Not equal:
   * RM data are pairs (K = 2): TRL's RewardTrainer only takes chosen/rejected, so both train on
     (best, worst) of each ranked list; our stage's K-way lists (K = 4 in the default data) are
     not what is measured here;
-  * TRL's SFT loss runs through its chunked "fused LM head" and also computes entropy and
-    top-1 accuracy every step; ours computes full logits and the masked cross-entropy;
+  * how each computes the same loss: TRL's SFT loss runs its chunked "fused LM head" over every
+    position (on CPU) and also computes entropy and top-1 accuracy every step; our SFT stage
+    runs the output layer only where a response token is predicted (models/response_logits.py).
+    TRL's RM pads each batch (chosen + rejected) to its longest sequence; our reward stage runs
+    the same batch in up to 3 passes of similar lengths (data/length_groups.py), padding less;
   * what else each loop does per step (our stage's NaN check and progress bar, TRL's metric
     gathering and callbacks) is left in: it is part of each trainer's cost.
 """
@@ -44,31 +49,44 @@ import torch
 
 
 class Meter:
-    """Timestamps and token counts of each batch a training loop consumes."""
+    """Start time and token counts of each step a training loop runs (a step may collate several batches)."""
 
     def __init__(self):
-        self.times: list[float] = []
+        self.times: list[tuple[float, float]] = []  # (wall, CPU time of this process)
         self.tokens: list[int] = []  # non-pad tokens
         self.padded: list[int] = []  # tokens including padding (what the model computes on)
         self.rows: list[int] = []
 
-    def record(self, attention_mask: torch.Tensor, t: float | None = None) -> None:
-        self.times.append(time.perf_counter() if t is None else t)
-        self.tokens.append(int(attention_mask.sum()))
-        self.padded.append(attention_mask.numel())
-        self.rows.append(attention_mask.shape[0])
+    def step(self) -> None:
+        self.times.append(now())
+        self.tokens.append(0)
+        self.padded.append(0)
+        self.rows.append(0)
+
+    def add(self, attention_mask: torch.Tensor) -> None:
+        self.tokens[-1] += int(attention_mask.sum())
+        self.padded[-1] += attention_mask.numel()
+        self.rows[-1] += attention_mask.shape[0]
 
 
-def window(times: list[float], meter: Meter, warmup: int, steps: int, pairs: bool = False) -> dict:
-    """Throughput over batches [warmup, warmup + steps), timed by times[warmup] -> times[warmup + steps]."""
+def now() -> tuple[float, float]:
+    """(wall clock, CPU time of this process). The machine is shared: CPU time leaves out the moments
+    another job held the core, so it is the steadier of the two; both are reported."""
+    return time.perf_counter(), time.process_time()
+
+
+def window(times: list[tuple[float, float]], meter: Meter, warmup: int, steps: int, pairs: bool = False) -> dict:
+    """Throughput over steps [warmup, warmup + steps), timed by times[warmup] -> times[warmup + steps]."""
     if len(times) < warmup + steps + 1 or len(meter.tokens) < warmup + steps:
         raise RuntimeError(f"only {len(times)} timestamps / {len(meter.tokens)} batches for {warmup}+{steps} steps")
     sl = slice(warmup, warmup + steps)
-    wall = times[warmup + steps] - times[warmup]
+    wall = times[warmup + steps][0] - times[warmup][0]
+    cpu = times[warmup + steps][1] - times[warmup][1]
     tokens, padded, rows = sum(meter.tokens[sl]), sum(meter.padded[sl]), sum(meter.rows[sl])
     res = {"steps": steps, "seconds": round(wall, 3), "seconds_per_step": round(wall / steps, 4),
-           "tokens": tokens, "padded_tokens": padded, "padding_share": round(1 - tokens / padded, 3),
-           "tokens_per_sec": round(tokens / wall, 1)}
+           "cpu_seconds": round(cpu, 3), "tokens": tokens, "padded_tokens": padded,
+           "padding_share": round(1 - tokens / padded, 3),
+           "tokens_per_sec": round(tokens / wall, 1), "tokens_per_cpu_sec": round(tokens / cpu, 1)}
     if pairs:  # RM batches hold chosen then rejected (TRL) or each pair's 2 responses (ours)
         res.update({"pairs": rows // 2, "pairs_per_sec": round(rows / 2 / wall, 2)})
     else:
@@ -93,9 +111,10 @@ def sft_ours(a, tmp: Path) -> dict:
     meter = Meter()
     original = sft.collate_sft
 
-    def counting_collate(examples, pad_token_id):
+    def counting_collate(examples, pad_token_id):  # micro_batch = batch: one call per step
+        meter.step()
         batch = original(examples, pad_token_id)
-        meter.record(batch["attention_mask"])
+        meter.add(batch["attention_mask"])
         return batch
 
     cfg = sft.SFTConfig(model=a.model, data=a.sft_data, judge="loss", world_dir=None, seq_len=a.seq_len, epochs=1,
@@ -123,22 +142,23 @@ def sft_trl(a, tok, examples, tmp: Path) -> dict:
     class CountingCollator(DataCollatorForLanguageModeling):
         def torch_call(self, batch_examples):
             batch = super().torch_call(batch_examples)
-            meter.record(batch["attention_mask"])
+            meter.step()
+            meter.add(batch["attention_mask"])
             return batch
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args_, state, control, **kw):
-            ends.append(time.perf_counter())
+            ends.append(now())
 
         def on_step_end(self, args_, state, control, **kw):
-            ends.append(time.perf_counter())
+            ends.append(now())
 
     ds = datasets.Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
     args = SFTConfig(output_dir=str(tmp / "trl_sft"), per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
                      learning_rate=a.lr, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
                      max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=10, optim="adamw_torch",
                      max_steps=a.warmup + a.steps + 1, max_length=a.seq_len, logging_steps=10, save_strategy="no",
-                     report_to="none", use_cpu=True, bf16=False, fp16=False, seed=a.seed, dataloader_num_workers=0,
+                     report_to="none", use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, seed=a.seed, dataloader_num_workers=0,
                      disable_tqdm=True)
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
@@ -168,22 +188,26 @@ def rm_ours(a, data: Path, tmp: Path) -> dict:
     import alignlab.stages.reward as reward
 
     meter = Meter()
-    original = reward.collate_sequences
+    original_collate, original_forward = reward.collate_sequences, reward.forward_scores
 
-    def counting_collate(seqs, pad_token_id):
-        batch = original(seqs, pad_token_id)
-        meter.record(batch["attention_mask"])
+    def counting_forward(*args, **kwargs):  # one call per step (micro_batch = batch)
+        meter.step()
+        return original_forward(*args, **kwargs)
+
+    def counting_collate(seqs, pad_token_id):  # each length group of the step
+        batch = original_collate(seqs, pad_token_id)
+        meter.add(batch["attention_mask"])
         return batch
 
     cfg = reward.RewardConfig(model=a.model, data=str(data), eval_split="", world_dir=None, demonstrations=None,
                               seq_len=a.seq_len, epochs=1, batch_size=a.batch, lr=a.lr, warmup_steps=5,
                               weight_decay=0.0, checkpoint_interval=0, log_interval=10, seed=a.seed, device="cpu",
                               tensorboard=False, output_dir=str(tmp / "ours_rm"))
-    reward.collate_sequences = counting_collate
+    reward.collate_sequences, reward.forward_scores = counting_collate, counting_forward
     try:
         reward.run(cfg)
     finally:
-        reward.collate_sequences = original
+        reward.collate_sequences, reward.forward_scores = original_collate, original_forward
     return window(meter.times, meter, a.warmup, a.steps, pairs=True)
 
 
@@ -201,15 +225,16 @@ def rm_trl(a, tok, pairs: list[dict], tmp: Path) -> dict:
     class CountingCollator(DataCollatorForPreference):
         def torch_call(self, batch_examples):
             batch = super().torch_call(batch_examples)
-            meter.record(batch["attention_mask"])
+            meter.step()
+            meter.add(batch["attention_mask"])
             return batch
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args_, state, control, **kw):
-            ends.append(time.perf_counter())
+            ends.append(now())
 
         def on_step_end(self, args_, state, control, **kw):
-            ends.append(time.perf_counter())
+            ends.append(now())
 
     rows = [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]]} for p in pairs]
     encode_sequences(tok, rows, a.seq_len)  # the very ids our stage trains on
@@ -218,7 +243,7 @@ def rm_trl(a, tok, pairs: list[dict], tmp: Path) -> dict:
                         learning_rate=a.lr, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
                         max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=5, optim="adamw_torch",
                         max_steps=a.warmup + a.steps + 1, max_length=a.seq_len, logging_steps=10, save_strategy="no",
-                        report_to="none", use_cpu=True, bf16=False, fp16=False, seed=a.seed, dataloader_num_workers=0,
+                        report_to="none", use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, seed=a.seed, dataloader_num_workers=0,
                         disable_tqdm=True)
     torch.manual_seed(a.seed)
     model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, dtype=torch.float32)
@@ -237,7 +262,9 @@ def rm_trl(a, tok, pairs: list[dict], tmp: Path) -> dict:
 def best(runs: list[dict]) -> dict:
     """The fastest of repeated runs (the least disturbed by other jobs on a shared machine), plus all rates."""
     top = max(runs, key=lambda r: r["tokens_per_sec"])
-    return {**top, "tokens_per_sec_all_runs": [r["tokens_per_sec"] for r in runs]}
+    return {**top, "tokens_per_sec_all_runs": [r["tokens_per_sec"] for r in runs],
+            "tokens_per_cpu_sec_best": max(r["tokens_per_cpu_sec"] for r in runs),
+            "tokens_per_cpu_sec_all_runs": [r["tokens_per_cpu_sec"] for r in runs]}
 
 
 def main() -> None:
@@ -278,6 +305,9 @@ def main() -> None:
                 result["sft"]["trl_sfttrainer"] = best(trl_runs)
                 result["sft"]["ratio_tokens_per_sec_ours_over_trl"] = round(
                     result["sft"]["alignlab"]["tokens_per_sec"] / result["sft"]["trl_sfttrainer"]["tokens_per_sec"], 3)
+                result["sft"]["ratio_tokens_per_cpu_sec_ours_over_trl"] = round(
+                    result["sft"]["alignlab"]["tokens_per_cpu_sec_best"]
+                    / result["sft"]["trl_sfttrainer"]["tokens_per_cpu_sec_best"], 3)
         if a.only in ("rm", "both"):
             pairs = write_pairs(a, tmp / "pairs.jsonl")
             ours, trl_runs = [], []
@@ -290,6 +320,9 @@ def main() -> None:
                 result["rm"]["trl_rewardtrainer"] = best(trl_runs)
                 result["rm"]["ratio_tokens_per_sec_ours_over_trl"] = round(
                     result["rm"]["alignlab"]["tokens_per_sec"] / result["rm"]["trl_rewardtrainer"]["tokens_per_sec"], 3)
+                result["rm"]["ratio_tokens_per_cpu_sec_ours_over_trl"] = round(
+                    result["rm"]["alignlab"]["tokens_per_cpu_sec_best"]
+                    / result["rm"]["trl_rewardtrainer"]["tokens_per_cpu_sec_best"], 3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["loadavg_end"] = os.getloadavg()
@@ -301,10 +334,11 @@ def main() -> None:
                 rate = r.get("pairs_per_sec", r.get("examples_per_sec"))
                 print(f"{stage:3} {side:18}: {r['tokens_per_sec']:9.1f} non-pad tokens/s, {rate:7.2f} {unit}, "
                       f"{r['seconds_per_step'] * 1000:6.1f} ms/step, padding {100 * r['padding_share']:.0f}% "
-                      f"(runs: {r['tokens_per_sec_all_runs']})")
+                      f"(runs: {r['tokens_per_sec_all_runs']}; per CPU second: {r['tokens_per_cpu_sec_all_runs']})")
         ratio = result.get(stage, {}).get("ratio_tokens_per_sec_ours_over_trl")
         if ratio is not None:
-            print(f"{stage:3} ratio ours / TRL (tokens/s): {ratio}")
+            print(f"{stage:3} ratio ours / TRL, tokens per wall second: {ratio}, per CPU second: "
+                  f"{result[stage]['ratio_tokens_per_cpu_sec_ours_over_trl']}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}  (load average {result['loadavg_start']} -> {result['loadavg_end']})")
