@@ -285,9 +285,11 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/sft_rm_throughput.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    import alignlab
     from alignlab.models.load import load_tokenizer
 
-    result = {"setting": {k: v for k, v in vars(a).items() if k != "out"}, "torch_threads": torch.get_num_threads(),
+    result = {"setting": {k: v for k, v in vars(a).items() if k != "out"}, "alignlab_code": alignlab.__file__,
+              "torch_threads": torch.get_num_threads(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "loadavg_start": os.getloadavg(),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
     tok = load_tokenizer(a.model)

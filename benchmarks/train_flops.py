@@ -20,8 +20,11 @@ the headline uses CPU time, best against best, because the machine is shared and
 also counts the moments another job held the core. The wall-time fractions are in the JSON.
 
 Configurations: the default SFT step (32 demonstrations, padded to the longest, loss on response
-tokens only), the same with larger micro-batches, and a pretraining step (32 packed blocks of 128
-tokens, every position predicted). None of them changes what the default preset trains.
+tokens only, output layer only where a response token is predicted), the same with larger
+micro-batches, the same step computing logits at every position (how the stage did it before:
+more FLOPs, more of them at the matmul rate, yet a slower step -- the fraction measures how well
+the machine is used, not how little work is done), and a pretraining step (32 packed blocks of
+128 tokens, every position predicted). None of them changes what the default preset trains.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def formula_flops(model, batch: dict, head_positions: int) -> dict:
 
 def make_step(model, batch: dict, lm_loss: str):
     from alignlab.models.response_logits import response_lm_loss
+    from alignlab.rl.losses import masked_lm_loss
     from alignlab.training import make_optimizer
 
     optimizer = make_optimizer(model, 1e-4, 0.1, (0.9, 0.95))
@@ -82,6 +86,9 @@ def make_step(model, batch: dict, lm_loss: str):
     def forward_backward():
         if lm_loss == "response":  # the SFT stage's loss
             loss, _ = response_lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        elif lm_loss == "full_logits":  # the same loss from logits at every position (the SFT stage before)
+            loss = masked_lm_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                  batch["labels"])
         else:  # pretraining: every next token
             loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
         loss.backward()
@@ -191,6 +198,7 @@ def main() -> None:
     tok = load_tokenizer(a.model)
     runs = [("sft default step", sft_batch(a, tok, a.batch), "response")]
     runs += [(f"sft micro-batch {b}", sft_batch(a, tok, b), "response") for b in map(int, filter(None, a.larger_batches.split(",")))]
+    runs += [("sft default, full logits (before)", runs[0][1], "full_logits")]
     runs += [("pretrain step (packed blocks)", packed_batch(a, tok, a.batch), "all")]
     result["configs"] = [measure(name, a.model, batch, loss, a.steps, a.warmup, peak) for name, batch, loss in runs]
     # the peak again at the end: the machine is shared, so say how much it moved
