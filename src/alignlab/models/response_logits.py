@@ -28,6 +28,8 @@ def lm_head_only_at(model: torch.nn.Module, keep: Tensor):
     """Inside, ``model(...).logits`` is [N, V]: the output layer applied where ``keep`` [B, T] is True (row-major)."""
     inner = getattr(model, "module", model)  # DDP keeps the model in .module
     head = inner.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"lm_head_only_at: {type(inner).__name__} has no output layer (get_output_embeddings() is None)")
 
     def only_kept(module, args):
         hidden = args[0]
