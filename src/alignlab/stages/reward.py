@@ -48,6 +48,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from alignlab.config import arg
 from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
+from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.distributed import map_sharded, rank_share
 from alignlab.models.load import disable_dropout, load_tokenizer
@@ -180,12 +181,18 @@ def encode_sequences(tok, rows: list[dict], max_len: int) -> None:
 
 
 def forward_scores(model, rows: list[dict], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores [B, K_max] (one forward pass over all B x K_b responses, flattened) and valid [B, K_max]."""
+    """Scores [B, K_max] (one forward pass per response: the B x K_b responses, flattened, in a few
+    passes of similar lengths to pad less) and valid [B, K_max]."""
     flat = [s for row in rows for s in row["ids"]]
     counts = [len(row["ids"]) for row in rows]
-    batch = collate_sequences(flat, pad_token_id)
-    out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-    flat_scores = out.logits[:, 0]
+    groups = length_groups([len(s) for s in flat])
+    pieces = []
+    for idx in groups:
+        batch = collate_sequences([flat[i] for i in idx], pad_token_id)
+        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        pieces.append(out.logits[:, 0])
+    order = torch.tensor([i for idx in groups for i in idx])
+    flat_scores = torch.cat(pieces)[torch.argsort(order).to(pieces[0].device)]  # back to row-major order
     k_max = max(counts)
     valid = torch.arange(k_max).unsqueeze(0) < torch.tensor(counts).unsqueeze(1)  # [B, K_max]
     rewards = torch.zeros(len(rows), k_max, dtype=flat_scores.dtype, device=flat_scores.device)

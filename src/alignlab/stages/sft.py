@@ -3,7 +3,8 @@
 Read top to bottom: config, data (chat-formatted, prompt masked), model, optimiser +
 cosine schedule, resume, the epoch loop with per-epoch validation, final save.
 
-Loss falls on response tokens only (``masked_lm_loss``: the prompt is labelled -100).
+Loss falls on response tokens only (``response_lm_loss``: the prompt is labelled -100, and the output
+layer runs only where a response token is predicted).
 Every epoch is validated twice: validation LOSS, and validation REWARD of responses the
 model itself writes for the validation prompts (greedy by default), scored by a judge:
 the world's gold labelers (``world_dir``, when the data are the world's prompts) or a
@@ -41,8 +42,8 @@ from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import (
     LoraSettings, apply_lora, clear_model_files, is_adapter_folder, load_adapter_weights, save_model,
 )
+from alignlab.models.response_logits import response_lm_loss
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
-from alignlab.rl.losses import masked_lm_loss
 from alignlab.rollout.generate import generate_responses
 from alignlab.training import (checkpoint_exists, load_checkpoint, make_optimizer, read_trainer_state,
                                resolve_device, save_checkpoint)
@@ -236,9 +237,8 @@ def run(cfg: SFTConfig) -> dict:
             for i in rank_share(range(0, len(val_ex), cfg.eval_batch_size), accelerator):
                 b = {k: v.to(accelerator.device) for k, v in collate_sft(val_ex[i : i + cfg.eval_batch_size], tok.pad_token_id).items()}
                 # the bare model: ranks run different numbers of batches, so no DDP wrapper hooks here
-                logits = accelerator.unwrap_model(model)(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                k = int((b["labels"][:, 1:] != -100).sum())
-                nll += masked_lm_loss(logits, b["labels"]).item() * k
+                loss, k = response_lm_loss(accelerator.unwrap_model(model), b["input_ids"], b["attention_mask"], b["labels"])
+                nll += loss.item() * k
                 n_tok += k
         model.train()
         sums = reduce_sums(accelerator, {"nll": nll, "n_tok": n_tok})
@@ -291,9 +291,9 @@ def run(cfg: SFTConfig) -> dict:
                 b = {k: v.to(accelerator.device) for k, v in collate_sft([train_ex[j] for j in chunk], tok.pad_token_id).items()}
                 ctx = accelerator.no_sync(model) if m < len(chunks) - 1 else nullcontext()
                 with ctx:
-                    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                    k = int((b["labels"][:, 1:] != -100).sum())
-                    loss = masked_lm_loss(logits, b["labels"]) * (k / max(n_tok, 1))  # token-weighted over the step
+                    # = masked_lm_loss(model(...).logits, labels), with logits only where a response token is predicted
+                    loss, k = response_lm_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
+                    loss = loss * (k / max(n_tok, 1))  # token-weighted over the step
                     accelerator.backward(loss)
                 loss_sum += loss.detach()
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
