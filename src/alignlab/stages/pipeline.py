@@ -5,7 +5,8 @@
 
 A step whose folder already holds ``summary.json`` finished and is skipped (unless named
 in ``redo``); one without it is (re)started with ``resume`` on, so a killed pipeline
-continues where it stopped. Extra ``seeds`` retrain everything from SFT on, FLAN included
+continues where it stopped. Extra ``seeds`` retrain everything from SFT on, FLAN included,
+the hack run excepted
 (the world and the base model are shared) under ``RUN/seeds/<seed>/`` and are evaluated the same way, so
 the report can give per-seed values. Per-step settings: ``--stage_overrides
 '{pretrain: {max_steps: 100}}'`` or the same mapping in a YAML file.
@@ -40,6 +41,7 @@ STEPS: dict[str, tuple[str, str | None]] = {
     "report": ("report", None),
 }
 SHARED = {"world", "tokenizer", "pretrain", "report"}  # run once, not per seed (FLAN is retrained per seed)
+FIRST_SEED_ONLY = {"ppo_hack"}  # a demonstration of over-optimisation, not a row of the per-seed table
 ORDER = list(STEPS)
 
 
@@ -121,7 +123,7 @@ def run(cfg: PipelineConfig) -> dict:
     t0 = time.time()
     plan = [(step, cfg.seeds[0], shared) for step in cfg.stages if step != "report"]
     for seed in cfg.seeds[1:]:
-        plan += [(step, seed, shared / "seeds" / str(seed)) for step in cfg.stages if step not in SHARED]
+        plan += [(step, seed, shared / "seeds" / str(seed)) for step in cfg.stages if step not in SHARED | FIRST_SEED_ONLY]
     if "report" in cfg.stages:
         plan.append(("report", cfg.seeds[0], shared))
     for step, seed, run_dir in plan:
@@ -144,7 +146,10 @@ def run(cfg: PipelineConfig) -> dict:
             results[label] = STAGES[stage].load()[2](sc)
         else:
             results[label] = run_stage(stage, sc)
-        times[label] = all_times[label] = round(time.time() - t, 1)
+        times[label] = round(time.time() - t, 1)
+        # re-read before writing: another invocation (e.g. a second seed run beside this one) may have added times
+        on_disk = json.loads((shared / "timings.json").read_text()) if (shared / "timings.json").exists() else {}
+        all_times = {**all_times, **on_disk, label: times[label]}
         atomic_write_json(shared / "timings.json", all_times)
         print(f"[pipeline] {label} finished in {times[label]:.1f}s", flush=True)
     total = round(time.time() - t0, 1)
