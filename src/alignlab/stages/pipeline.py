@@ -5,10 +5,9 @@
 
 A step whose folder already holds ``summary.json`` finished and is skipped (unless named
 in ``redo``); one without it is (re)started with ``resume`` on, so a killed pipeline
-continues where it stopped. Extra ``seeds`` retrain everything from SFT on, FLAN included,
-the hack run excepted
-(the world and the base model are shared) under ``RUN/seeds/<seed>/`` and are evaluated the same way, so
-the report can give per-seed values. Per-step settings: ``--stage_overrides
+continues where it stopped. Extra ``seeds`` retrain everything from SFT on, FLAN included
+and the hack run excepted (the world and the base model are shared), under
+``RUN/seeds/<seed>/``, and are evaluated the same way, so the report can give per-seed values. Per-step settings: ``--stage_overrides
 '{pretrain: {max_steps: 100}}'`` or the same mapping in a YAML file.
 """
 
