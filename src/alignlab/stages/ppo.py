@@ -44,6 +44,7 @@ import random
 import shutil
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -70,6 +71,9 @@ from alignlab.rl.ppo_loss import (
 )
 from alignlab.rl.rollout_batch import Experience
 from alignlab.rollout.generate import Rollout, generate_responses
+from alignlab.rollout.packed import (
+    pack_sequences, packed_last_values, packed_logprobs, packed_values, packing_matches_padding,
+)
 from alignlab.rollout.scoring import sequence_logprobs
 from alignlab.training import make_optimizer, read_trainer_state, resolve_device
 
@@ -130,6 +134,8 @@ class PPOConfig:
     ptx_eval_blocks: int = arg(64, "held-out (validation split) blocks for the pretraining loss before/after")
     hack_margin: float = arg(0.02, "reward hacking = held-out RM score up AND gold down (sampled or greedy), each by more than this")
     gen_batch_size: int = arg(64, "prompts per generate() call")
+    pack_sequences: bool = arg(True, "score and train on episodes packed several per row with one attention block "
+                               "each (no padding; the same numbers up to float rounding); false = the padded layout")
     checkpoint_interval: int = arg(20, "iterations between resumable checkpoints (0 = none)")
     log_interval: int = arg(1, "iterations between metrics.jsonl lines")
     seed: int = arg(0, "seed for prompt order, sampling and minibatch order")
@@ -210,6 +216,10 @@ class PPOTrainer:
         self.ref.to(accelerator.device)
         if self.rm is not None:
             self.rm.to(accelerator.device)
+        self.pack = cfg.pack_sequences  # checked against the padded layout on the first rollout (score)
+        self._pack_checked = False
+        pc = self.ref.config  # the row width of a packed batch trades dense work against attention work
+        self._pack_hidden = int(getattr(pc, "hidden_size", None) or getattr(pc, "n_embd", None) or 256)
 
     # -- 1. rollout
     def rollout(self, prompt_ids: list[list[int]], iteration: int) -> Rollout:
@@ -226,16 +236,23 @@ class PPOTrainer:
         c = self.cfg
         ids, attn, Tq, mask = ro.input_ids, ro.attention_mask, ro.response_start, ro.response_mask
         R = mask.shape[1]
-        pol = sequence_logprobs(self.policy, ids, attn, Tq, c.temperature, return_entropy=True)
-        ref = sequence_logprobs(self.ref, ids, attn, Tq, c.temperature)
+        self._check_packing(ids, attn, Tq)
+        if self.pack:  # same numbers as the padded branch, without computing on padding
+            packed = pack_sequences(ids, attn, Tq, self._pack_hidden)
+            pol = packed_logprobs(self.policy, packed, c.temperature, return_entropy=True)
+            ref = packed_logprobs(self.ref, packed, c.temperature)
+        else:
+            pol = sequence_logprobs(self.policy, ids, attn, Tq, c.temperature, return_entropy=True)
+            ref = sequence_logprobs(self.ref, ids, attn, Tq, c.temperature)
         if self.reward_fn is not None:
             raw = self.reward_fn(ro).to(ids.device).float()
         else:
             rm_ids, rm_mask = with_eos(ids, attn, ro.ended_with_eos, self.tok.eos_token_id, self.tok.pad_token_id)
-            raw = rm_scores(self.rm, rm_ids, rm_mask).float()
+            raw = (packed_last_values(self.rm, pack_sequences(rm_ids, rm_mask, Tq, self._pack_hidden)) if self.pack
+                   else rm_scores(self.rm, rm_ids, rm_mask)).float()
         penalty = torch.full_like(raw, c.no_eos_penalty)
         scores = torch.where(ro.ended_with_eos, raw, penalty if c.no_eos_mode == "replace" else raw + penalty)
-        values = response_values(self.value(ids, attn), Tq, R) * mask
+        values = (packed_values(self.value, packed) if self.pack else response_values(self.value(ids, attn), Tq, R)) * mask
         beta = self.kl_ctl.beta
         rewards = per_token_kl_rewards(pol.logprobs, ref.logprobs, scores, mask, beta)
         advantages, returns = compute_gae(rewards, values, mask, c.gamma, c.lam)
@@ -271,9 +288,14 @@ class PPOTrainer:
             for start in range(0, exp.batch_size, c.minibatch_size):
                 mb = exp.select(perm[start : start + c.minibatch_size])
                 R = mb.response_mask.shape[1]
-                new = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask, mb.response_start, c.temperature)
+                if self.pack:
+                    packed = pack_sequences(mb.input_ids, mb.attention_mask, mb.response_start, self._pack_hidden)
+                    new = packed_logprobs(self.policy, packed, c.temperature)
+                    vpred = packed_values(self.value, packed)
+                else:
+                    new = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask, mb.response_start, c.temperature)
+                    vpred = response_values(self.value(mb.input_ids, mb.attention_mask), mb.response_start, R)
                 pg_loss, pg = ppo_policy_loss(new.logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, c.clip)
-                vpred = response_values(self.value(mb.input_ids, mb.attention_mask), mb.response_start, R)
                 vf_loss, vf = ppo_value_loss(vpred, mb.values, mb.returns, mb.response_mask, c.vf_clip)
                 self.acc.backward(pg_loss + c.vf_coef * vf_loss)
                 stats = {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), **{n: v.item() for n, v in {**pg, **vf}.items()}}
@@ -294,6 +316,19 @@ class PPOTrainer:
                 mb_stats.append(stats)
                 k += 1
         return mb_stats
+
+    def _check_packing(self, ids: torch.Tensor, attn: torch.Tensor, Tq: int) -> None:
+        """Once: an architecture that packing does not suit (it ignores a 4-D attention mask or explicit
+        positions) gets the padded layout, with a warning, instead of wrong numbers. The RM is the
+        value model's architecture (the value model starts as a copy of it)."""
+        if not self.pack or self._pack_checked:
+            return
+        self._pack_checked = True
+        ok, diff = packing_matches_padding(self.policy, self.value, ids, attn, Tq, self.cfg.temperature)
+        if not ok:
+            self.pack = False
+            warnings.warn(f"pack_sequences: packed scores differ from padded ones by {diff:.3g} for "
+                          f"{type(self.acc.unwrap_model(self.policy)).__name__}; using the padded layout")
 
     def iteration(self, iteration: int, prompt_ids: list[list[int]], judge=None, records=None) -> dict[str, Any]:
         t0 = time.time()
