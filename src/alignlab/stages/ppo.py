@@ -70,7 +70,8 @@ from alignlab.rl.ppo_loss import (
     explained_variance, masked_mean, masked_var, masked_whiten, ppo_policy_loss, ppo_value_loss,
 )
 from alignlab.rl.rollout_batch import Experience
-from alignlab.rollout.generate import Rollout, generate_responses
+from alignlab.rollout.backends import make_rollout_backend, vllm_unavailable_reason
+from alignlab.rollout.generate import Rollout
 from alignlab.rollout.packed import (
     pack_sequences, packed_last_values, packed_logprobs, packed_values, packing_matches_padding,
 )
@@ -134,6 +135,10 @@ class PPOConfig:
     ptx_eval_blocks: int = arg(64, "held-out (validation split) blocks for the pretraining loss before/after")
     hack_margin: float = arg(0.02, "reward hacking = held-out RM score up AND gold down (sampled or greedy), each by more than this")
     gen_batch_size: int = arg(64, "prompts per generate() call")
+    rollout_backend: Literal["transformers", "vllm"] = arg(
+        "transformers", "who samples the episodes: transformers (KV-cache loop on the policy itself; CPU or GPU) "
+        "or vllm (a vLLM engine on the GPU, policy weights pushed into it after every update)")
+    vllm_gpu_memory: float = arg(0.3, "vllm backend: fraction of GPU memory the engine may take (weights + KV cache)")
     pack_sequences: bool = arg(True, "score and train on episodes packed several per row with one attention block "
                                "each (no padding; the same numbers up to float rounding); false = the padded layout")
     checkpoint_interval: int = arg(20, "iterations between resumable checkpoints (0 = none)")
@@ -218,17 +223,17 @@ class PPOTrainer:
             self.rm.to(accelerator.device)
         self.pack = cfg.pack_sequences  # checked against the padded layout on the first rollout (score)
         self._pack_checked = False
+        self.backend = make_rollout_backend(cfg.rollout_backend, accelerator.unwrap_model(self.policy), tokenizer,
+                                            batch_size=cfg.gen_batch_size, max_model_len=_context_len(self.ref),
+                                            gpu_memory_utilization=cfg.vllm_gpu_memory, seed=cfg.seed)
         pc = self.ref.config  # the row width of a packed batch trades dense work against attention work
         self._pack_hidden = int(getattr(pc, "hidden_size", None) or getattr(pc, "n_embd", None) or 256)
 
     # -- 1. rollout
     def rollout(self, prompt_ids: list[list[int]], iteration: int) -> Rollout:
         c = self.cfg
-        return generate_responses(
-            self.acc.unwrap_model(self.policy), self.tok, prompt_ids, max_new_tokens=c.max_new_tokens,
-            temperature=c.temperature, batch_size=c.gen_batch_size,
-            seed=c.seed * 1_000_003 + iteration * 7919 + self.acc.process_index,
-        )
+        return self.backend.generate(prompt_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                                     seed=c.seed * 1_000_003 + iteration * 7919 + self.acc.process_index)
 
     # -- 2. scoring: everything about the episodes that needs no gradient, computed once
     @torch.no_grad()
@@ -339,6 +344,7 @@ class PPOTrainer:
             stats["gold_mean"] = statistics.fmean(judge.gold(records, ro.texts))
         t2 = time.time()
         mb = self.update(exp, iteration)
+        self.backend.sync_weights(self.acc.unwrap_model(self.policy))  # the next rollout samples the new policy
         t3 = time.time()
         self.kl_ctl.update(stats["kl"], exp.batch_size * self.acc.num_processes)
         for key in mb[0]:
@@ -411,6 +417,8 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout], torch.Tensor] | None) ->
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")
     if cfg.temperature <= 0:
         raise ValueError("temperature must be > 0: PPO needs sampled responses and their probabilities")
+    if cfg.rollout_backend == "vllm" and vllm_unavailable_reason():
+        raise ValueError(f"rollout_backend='vllm': {vllm_unavailable_reason()}; use rollout_backend='transformers'")
     torch.manual_seed(cfg.seed)
 
     # ---- models: policy (SFT), frozen reference (SFT), frozen RM, value model (from RM)
