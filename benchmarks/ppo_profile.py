@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import os
 import pstats
@@ -37,11 +38,14 @@ def _labelled_forwards(trainer):
     for name, m in models.items():
         saved[name] = m.forward
 
-        def fwd(*args, _orig=m.forward, _name=name, **kw):
-            with record_function(f"model::{_name}"):
-                return _orig(*args, **kw)
+        def labelled(orig, label):
+            @functools.wraps(orig)  # keeps the signature visible (callers inspect it for logits_to_keep)
+            def fwd(*args, **kw):
+                with record_function(label):
+                    return orig(*args, **kw)
+            return fwd
 
-        m.forward = fwd
+        m.forward = labelled(m.forward, f"model::{name}")
     try:
         yield
     finally:
