@@ -8,7 +8,9 @@ Held equal: the policy checkpoint (fp32, CPU or the same GPU), the reward model,
 (chat template applied by each library), episodes per iteration (``--batch``), response cap
 (``--max_new_tokens``), sampling temperature 1 with no top-k/top-p, minibatch size, passes over
 each batch (``--epochs``: our ppo_epochs = TRL's num_iterations), a KL-to-reference term
-(so all three load and run the frozen reference: TRL's beta = 0.02), AdamW, threads.
+(so all three load and run the frozen reference: TRL's beta = 0.02), AdamW, threads, and no
+activation checkpointing (TRL turns it on by default, which recomputes every forward in the
+backward; ``--trl_gradient_checkpointing`` measures TRL with its default).
 
 Not equal, by algorithm (TRL 1.x has no PPO in its stable API, only RLOO/GRPO):
   * RLOO and GRPO have no value model: they skip the value forward/backward and its optimiser
@@ -116,7 +118,7 @@ def bench_trl(kind: str, a, rows, tok, ours: Ours) -> dict:
         num_iterations=a.epochs, max_completion_length=a.max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
         beta=0.02, learning_rate=1e-5, max_steps=(a.iterations + 1) * per_gen,
         logging_steps=1, save_strategy="no", report_to="none", use_cpu=a.device == "cpu", bf16=False,
-        seed=a.seed, dataloader_num_workers=0, disable_tqdm=True,
+        seed=a.seed, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=a.trl_gradient_checkpointing,
     )
     if kind == "rloo":
         from trl import RLOOConfig as Config, RLOOTrainer as Trainer
@@ -193,6 +195,8 @@ def main() -> None:
     p.add_argument("--pack_sequences", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                    help="ours: packed scoring/training (default: the config's default)")
     p.add_argument("--rollout_backend", default=None, help="ours: transformers or vllm (default: the config's)")
+    p.add_argument("--trl_gradient_checkpointing", action="store_true",
+                   help="TRL with its default activation checkpointing (off by default: not the same work as ours)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)

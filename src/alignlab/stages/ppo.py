@@ -5,13 +5,17 @@ the stage's run(): load, resume, loop, held-out evaluation, save.
 
 One iteration:
   1. rollout   sample ``batch_size`` prompts (a function of the iteration number alone, so a
-               resumed run sees the same prompts) and one response each at temperature T.
+               resumed run sees the same prompts) and one response each at temperature T, by
+               the rollout backend (``rollout/backends.py``: a KV-cache loop on the policy, or
+               vLLM with the policy's weights pushed after every update).
   2. scoring   no grad, once per rollout: policy log-probs (the "old" ones) and reference
                log-probs, both at the SAME temperature T; the RM score of prompt+response+EOS
                minus ``reward_shift``, replaced by (or added to) ``no_eos_penalty`` for
                responses that hit the length cap; values V(s_t) of the value model;
                per-token rewards -beta*(logp - logp_ref) with the score at the last token;
-               GAE (gamma 1, lambda 0.95); advantages whitened.
+               GAE (gamma 1, lambda 0.95); advantages whitened. Forwards here and in the update
+               run on episodes packed several per row (``rollout/packed.py``; no padding, same
+               numbers), unless ``pack_sequences`` is off or the model fails the packing check.
   3. update    ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss +
                vf_coef * clipped value loss, backward; then (PPO-ptx) ptx_coef * LM loss on
                a batch of packed pretraining text, backward into the same gradients
