@@ -1,28 +1,43 @@
-"""Throughput of one RL iteration: alignlab's PPO against TRL's RLOOTrainer, same model and setting.
+"""Throughput of one RL iteration: alignlab's PPO against TRL's RLOOTrainer and GRPOTrainer, same model and setting.
 
-    python benchmarks/ppo_throughput.py --policy runs/default/sft --reward_model runs/default/reward \
-        --data runs/default/world/ppo --iterations 3 --out benchmarks/results/ppo_throughput.json
+    OMP_NUM_THREADS=1 python benchmarks/ppo_throughput.py --policy runs/default/sft \
+        --reward_model runs/default/reward --data runs/default/world/ppo --threads 1 --iterations 3 \
+        --out benchmarks/results/ppo_throughput.json
 
 Held equal: the policy checkpoint (fp32, CPU or the same GPU), the reward model, the prompts
 (chat template applied by each library), episodes per iteration (``--batch``), response cap
 (``--max_new_tokens``), sampling temperature 1 with no top-k/top-p, minibatch size, passes over
 each batch (``--epochs``: our ppo_epochs = TRL's num_iterations), a KL-to-reference term
-(so both load and run the frozen reference), AdamW, threads.
+(so all three load and run the frozen reference: TRL's beta = 0.02), AdamW, threads, and no
+activation checkpointing (TRL turns it on by default, which recomputes every forward in the
+backward; ``--trl_gradient_checkpointing`` measures TRL with its default).
 
 Not equal, by algorithm (TRL 1.x has no PPO in its stable API, only RLOO/GRPO):
-  * RLOO has no value model: it skips the value forward/backward and its optimiser that PPO
-    pays for, and it needs >= 2 samples per prompt (``--rloo_k``), so the same number of
-    episodes covers batch/k distinct prompts;
+  * RLOO and GRPO have no value model: they skip the value forward/backward and its optimiser
+    that PPO pays for, and need >= 2 samples per prompt (``--group``), so the same number of
+    episodes covers batch/group distinct prompts;
   * response lengths come from each policy's own sampling, so we count the tokens actually
     generated: the headline is generated response tokens per second of wall time over whole
-    iterations (generation + scoring + updates), after one warm-up iteration.
-Prints a table and writes JSON (tokens/s each, and ours/TRL).
+    iterations (generation + scoring + updates), after one warm-up iteration each.
+
+Interleaved, because the machine is shared: our iterations run inside TRL's training loop (a
+callback at the end of each TRL iteration runs one of ours), so both see the same load; each
+side's clock excludes the other's iterations. The pairing is per TRL trainer: ratios compare TRL
+with our iterations that ran between its own. Load average is recorded at start and end.
+
+Per-phase split: ours from the trainer's timers (rollout = generation; score = policy/ref/value/RM
+forwards, rewards, GAE; update = PPO epochs). TRL's from its own profiling timers (we capture
+``trl.extras.profiling`` durations, which TRL only sends to wandb/mlflow/trackio): generation =
+``transformers.generate``; score = ``_prepare_inputs`` minus generation (old/ref log-probs, rewards,
+advantages); update = the rest of the iteration (forward, backward, optimiser steps).
+Prints a table and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -32,66 +47,102 @@ from pathlib import Path
 import torch
 
 
-def bench_ours(a, rows, tok) -> dict:
-    from accelerate import Accelerator
+class Ours:
+    """Our PPO trainer, stepped one iteration at a time (so it can be interleaved with TRL's)."""
 
-    from alignlab.config import apply
-    from alignlab.evaluate.heldout_samples import encode_prompts
-    from alignlab.models.load import load_causal_lm
-    from alignlab.models.reward_model import load_reward_model
-    from alignlab.models.value_model import ValueModel
-    from alignlab.stages.ppo import PPOConfig, PPOTrainer
+    def __init__(self, a, rows, tok):
+        from accelerate import Accelerator
 
-    cfg = apply(PPOConfig(), dict(policy=a.policy, reward_model=a.reward_model, batch_size=a.batch, minibatch_size=a.minibatch,
-                                  ppo_epochs=a.epochs, max_new_tokens=a.max_new_tokens, gen_batch_size=a.batch,
-                                  temperature=1.0, iterations=a.iterations + 1, warmup_iterations=0,
-                                  device=a.device, seed=a.seed), "bench")
-    acc = Accelerator(cpu=a.device == "cpu")
-    trainer = PPOTrainer(cfg, load_causal_lm(a.policy), load_causal_lm(a.policy),
-                         ValueModel(load_reward_model(a.reward_model)), ValueModel(load_reward_model(a.reward_model)),
-                         tok, acc)
-    prompts = encode_prompts(tok, rows, "prompt", 96)
-    tokens = episodes = 0
-    parts = {"rollout": 0.0, "score": 0.0, "update": 0.0}
-    t0 = None
-    for it in range(a.iterations + 1):
-        batch = [prompts[(it * a.batch + i) % len(prompts)] for i in range(a.batch)]
-        if it == 1:
-            t0 = time.perf_counter()  # iteration 0 is the warm-up
-        s = trainer.iteration(it, batch)
-        if it >= 1:
-            tokens += int(s["_rollout"].response_mask.sum())
-            episodes += a.batch
-            for p in parts:
-                parts[p] += s[f"t_{p}"]
-    wall = time.perf_counter() - t0
-    return {"response_tokens": tokens, "episodes": episodes, "seconds": round(wall, 3),
-            "response_tokens_per_sec": round(tokens / wall, 2), "episodes_per_sec": round(episodes / wall, 3),
-            "seconds_per_iteration": {k: round(v / a.iterations, 3) for k, v in parts.items()},
-            "optimizer_steps_per_iteration": trainer.updates_per_iteration}
+        from alignlab.config import apply
+        from alignlab.evaluate.heldout_samples import encode_prompts
+        from alignlab.models.load import load_causal_lm
+        from alignlab.models.reward_model import load_reward_model
+        from alignlab.models.value_model import ValueModel
+        from alignlab.stages.ppo import PPOConfig, PPOTrainer
+
+        overrides = dict(policy=a.policy, reward_model=a.reward_model, batch_size=a.batch, minibatch_size=a.minibatch,
+                         ppo_epochs=a.epochs, max_new_tokens=a.max_new_tokens, gen_batch_size=a.batch,
+                         temperature=1.0, iterations=1000, warmup_iterations=0, device=a.device, seed=a.seed)
+        for key in ("pack_sequences", "rollout_backend"):  # knobs of this version (absent in older ones)
+            if getattr(a, key) is not None and key in PPOConfig.__dataclass_fields__:
+                overrides[key] = getattr(a, key)
+        cfg = apply(PPOConfig(), overrides, "bench")
+        self.trainer = PPOTrainer(cfg, load_causal_lm(a.policy), load_causal_lm(a.policy),
+                                  ValueModel(load_reward_model(a.reward_model)),
+                                  ValueModel(load_reward_model(a.reward_model)), tok, Accelerator(cpu=a.device == "cpu"))
+        self.prompts = encode_prompts(tok, rows, "prompt", 96)
+        self.batch, self.it = a.batch, 0
+        self.records: list[dict] = []
+        self.step(timed=False)  # warm-up
+
+    def step(self, timed: bool = True, phase: str = "") -> None:
+        batch = [self.prompts[(self.it * self.batch + i) % len(self.prompts)] for i in range(self.batch)]
+        t0 = time.perf_counter()
+        s = self.trainer.iteration(self.it, batch)
+        wall = time.perf_counter() - t0
+        self.it += 1
+        if timed:
+            self.records.append({"phase": phase, "wall": wall, "tokens": int(s["_rollout"].response_mask.sum()),
+                                 "rollout": s["t_rollout"], "score": s["t_score"], "update": s["t_update"]})
+
+    def summary(self, phase: str) -> dict:
+        recs = [r for r in self.records if r["phase"] == phase]
+        return _summary(sum(r["tokens"] for r in recs), len(recs) * self.batch, sum(r["wall"] for r in recs),
+                        {p: sum(r[p] for r in recs) for p in ("rollout", "score", "update")}, len(recs),
+                        optimizer_steps_per_iteration=self.trainer.updates_per_iteration)
 
 
-def bench_trl(a, rows, tok) -> dict:
+def _summary(tokens: float, episodes: int, wall: float, parts: dict[str, float], iterations: int, **extra) -> dict:
+    out = {"iterations": iterations, "response_tokens": round(tokens), "episodes": episodes, "seconds": round(wall, 3),
+           "response_tokens_per_sec": round(tokens / wall, 2), "episodes_per_sec": round(episodes / wall, 3),
+           "seconds_per_iteration": {k: round(v / iterations, 3) for k, v in parts.items()},
+           "generation_tokens_per_sec": round(tokens / parts["rollout"], 1) if parts.get("rollout") else None,
+           "training_tokens_per_sec": round(tokens / (parts["score"] + parts["update"]), 1) if "update" in parts else None}
+    out.update(extra)
+    return out
+
+
+def bench_trl(kind: str, a, rows, tok, ours: Ours) -> dict:
+    """One TRL trainer (``kind`` = "rloo" or "grpo") for 1 + a.iterations iterations, with one of
+    our iterations run after each of its timed ones."""
     import datasets
     import trl
+    import trl.extras.profiling as trl_profiling
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
-    from trl import RLOOConfig, RLOOTrainer
 
     steps_per_gen = a.batch // a.minibatch
-    args = RLOOConfig(
-        output_dir=tempfile.mkdtemp(prefix="trl_rloo_"), per_device_train_batch_size=a.minibatch,
-        gradient_accumulation_steps=1, steps_per_generation=steps_per_gen, num_generations=a.rloo_k,
+    per_gen = steps_per_gen * a.epochs  # optimiser steps per generation round = one iteration
+    common = dict(
+        output_dir=tempfile.mkdtemp(prefix=f"trl_{kind}_"), per_device_train_batch_size=a.minibatch,
+        gradient_accumulation_steps=1, steps_per_generation=steps_per_gen, num_generations=a.group,
         num_iterations=a.epochs, max_completion_length=a.max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-        beta=0.02, learning_rate=1e-5, max_steps=(a.iterations + 1) * steps_per_gen * a.epochs,
+        beta=0.02, learning_rate=1e-5, max_steps=(a.iterations + 1) * per_gen,
         logging_steps=1, save_strategy="no", report_to="none", use_cpu=a.device == "cpu", bf16=False,
-        seed=a.seed, dataloader_num_workers=0, disable_tqdm=True,
+        seed=a.seed, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=a.trl_gradient_checkpointing,
     )
-    per_gen = steps_per_gen * a.epochs
-    marks, lengths = {}, []
+    if kind == "rloo":
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+    else:
+        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+    args = Config(**common)
 
-    class Clock(TrainerCallback):
+    timers: list[tuple[float, str, float]] = []  # (when, name, seconds) from TRL's own profiling contexts
+    original_log = trl_profiling.ProfilingContext._log_metrics
+
+    def capture(self, duration):
+        timers.append((time.perf_counter(), self.name, duration))
+        return original_log(self, duration)
+
+    ends, resumes, lengths = {}, {}, []
+
+    class Interleave(TrainerCallback):
         def on_step_end(self, args_, state, control, **kw):
-            marks[state.global_step] = time.perf_counter()
+            if state.global_step % per_gen == 0:
+                i = state.global_step // per_gen  # TRL iteration i-1 just ended (0 = warm-up)
+                ends[i - 1] = time.perf_counter()
+                if i - 1 >= 1:
+                    ours.step(phase=kind)  # one of ours, between two of TRL's
+                resumes[i - 1] = time.perf_counter()
 
         def on_log(self, args_, state, control, logs=None, **kw):
             if logs and "completions/mean_length" in logs:
@@ -99,21 +150,35 @@ def bench_trl(a, rows, tok) -> dict:
 
     ds = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in rows])
     rm = AutoModelForSequenceClassification.from_pretrained(a.reward_model, num_labels=1)
-    trainer = RLOOTrainer(model=AutoModelForCausalLM.from_pretrained(a.policy), reward_funcs=rm, args=args,
-                          train_dataset=ds, processing_class=tok, reward_processing_classes=tok, callbacks=[Clock()])
-    trainer.train()
-    shutil.rmtree(args.output_dir, ignore_errors=True)
-    # iterations 1..N (step per_gen ends the warm-up); each iteration generates `batch` completions
-    t0, t1 = marks[per_gen], marks[(a.iterations + 1) * per_gen]
+    trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(a.policy), reward_funcs=rm, args=args,
+                      train_dataset=ds, processing_class=tok, reward_processing_classes=tok, callbacks=[Interleave()])
+    trl_profiling.ProfilingContext._log_metrics = capture
+    try:
+        trainer.train()
+    finally:
+        trl_profiling.ProfilingContext._log_metrics = original_log
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+
     gen_lengths = {}
-    for step, length in lengths:  # completions/mean_length is logged at every step of a generation round
+    for step, length in lengths:  # logged at every step of a round; the first of a round is its batch's
         gen_lengths.setdefault((step - 1) // per_gen, length)
-    tokens = sum(gen_lengths.get(i, 0.0) * a.batch for i in range(1, a.iterations + 1))
-    wall = t1 - t0
-    return {"trl_version": trl.__version__, "response_tokens": round(tokens), "episodes": a.iterations * a.batch,
-            "seconds": round(wall, 3), "response_tokens_per_sec": round(tokens / wall, 2),
-            "episodes_per_sec": round(a.iterations * a.batch / wall, 3), "rloo_k": a.rloo_k,
-            "optimizer_steps_per_iteration": per_gen}
+    tokens = wall = 0.0
+    parts = {"rollout": 0.0, "score": 0.0, "update": 0.0}
+    for i in range(1, a.iterations + 1):
+        t0, t1 = resumes[i - 1], ends[i]
+        tokens += gen_lengths.get(i, 0.0) * a.batch
+        wall += t1 - t0
+        inside = [(n, d) for when, n, d in timers if t0 <= when <= t1]
+        gen = sum(d for n, d in inside if n.endswith(".transformers.generate") or n.endswith(".transformers.generate_batch"))
+        prep = sum(d for n, d in inside if n.endswith("._prepare_inputs"))
+        parts["rollout"] += gen
+        parts["score"] += max(prep - gen, 0.0)
+        parts["update"] += (t1 - t0) - prep
+    if parts["rollout"] == 0.0:  # this TRL version names its timers otherwise: no split
+        parts = {}
+    return _summary(tokens, a.iterations * a.batch, wall, parts, a.iterations,
+                    trl_version=trl.__version__, group_size=a.group, optimizer_steps_per_iteration=per_gen,
+                    phase_split="from TRL's profiling timers" if parts else "unavailable (timer names not found)")
 
 
 def main() -> None:
@@ -121,16 +186,21 @@ def main() -> None:
     p.add_argument("--policy", default="runs/default/sft")
     p.add_argument("--reward_model", default="runs/default/reward")
     p.add_argument("--data", default="runs/default/world/ppo")
-    p.add_argument("--iterations", type=int, default=3, help="timed iterations (after one warm-up)")
+    p.add_argument("--iterations", type=int, default=3, help="timed iterations per TRL trainer (after one warm-up)")
     p.add_argument("--batch", type=int, default=64, help="episodes per iteration")
     p.add_argument("--minibatch", type=int, default=16)
     p.add_argument("--epochs", type=int, default=4, help="passes over each batch (ppo_epochs / num_iterations)")
     p.add_argument("--max_new_tokens", type=int, default=32)
-    p.add_argument("--rloo_k", type=int, default=2, help="RLOO samples per prompt")
+    p.add_argument("--group", "--rloo_k", type=int, default=2, help="RLOO/GRPO samples per prompt")
+    p.add_argument("--pack_sequences", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                   help="ours: packed scoring/training (default: the config's default)")
+    p.add_argument("--rollout_backend", default=None, help="ours: transformers or vllm (default: the config's)")
+    p.add_argument("--trl_gradient_checkpointing", action="store_true",
+                   help="TRL with its default activation checkpointing (off by default: not the same work as ours)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip_trl", action="store_true")
+    p.add_argument("--trl", default="rloo,grpo", help="TRL trainers to compare with (comma list; empty = ours only)")
     p.add_argument("--out", default="benchmarks/results/ppo_throughput.json")
     a = p.parse_args()
     if a.threads:
@@ -138,25 +208,44 @@ def main() -> None:
     from alignlab.data.load import load_dataset_any
     from alignlab.models.load import load_tokenizer
 
+    load_start = os.getloadavg()
     tok = load_tokenizer(a.policy)
-    rows = list(load_dataset_any(a.data, "train"))[: a.batch * (a.iterations + 1)]
+    rows = list(load_dataset_any(a.data, "train"))[: a.batch * (2 * a.iterations + 2)]
     result = {"setting": {k: v for k, v in vars(a).items() if k != "out"}, "torch_threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
-    result["alignlab_ppo"] = bench_ours(a, rows, tok)
-    print(f"alignlab PPO : {result['alignlab_ppo']['response_tokens_per_sec']:8.1f} response tokens/s "
-          f"({result['alignlab_ppo']['episodes_per_sec']:.2f} episodes/s) {result['alignlab_ppo']['seconds_per_iteration']}")
-    if not a.skip_trl:
-        result["trl_rloo"] = bench_trl(a, rows, tok)
-        print(f"TRL RLOO     : {result['trl_rloo']['response_tokens_per_sec']:8.1f} response tokens/s "
-              f"({result['trl_rloo']['episodes_per_sec']:.2f} episodes/s), TRL {result['trl_rloo']['trl_version']}")
-        result["ratio_ours_over_trl"] = round(result["alignlab_ppo"]["response_tokens_per_sec"]
-                                              / result["trl_rloo"]["response_tokens_per_sec"], 3)
-        result["ratio_episodes_ours_over_trl"] = round(result["alignlab_ppo"]["episodes_per_sec"]
-                                                       / result["trl_rloo"]["episodes_per_sec"], 3)
-        print(f"ratio (ours / TRL), response tokens/s: {result['ratio_ours_over_trl']}; episodes/s: {result['ratio_episodes_ours_over_trl']}")
+              "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "torch": torch.__version__, "load_average_start": [round(x, 2) for x in load_start]}
+    ours = Ours(a, rows, tok)
+    kinds = [k for k in a.trl.split(",") if k]
+    if not kinds:
+        for _ in range(a.iterations):
+            ours.step(phase="alone")
+        result["alignlab_ppo"] = ours.summary("alone")
+        _print("alignlab PPO", result["alignlab_ppo"])
+    for kind in kinds:
+        trl_res = bench_trl(kind, a, rows, tok, ours)
+        ours_res = ours.summary(kind)
+        result[f"alignlab_ppo_during_{kind}"] = ours_res
+        result[f"trl_{kind}"] = trl_res
+        _print(f"alignlab PPO", ours_res)
+        _print(f"TRL {kind.upper()} {trl_res['trl_version']}", trl_res)
+        ratio = {"response_tokens_per_sec": round(ours_res["response_tokens_per_sec"] / trl_res["response_tokens_per_sec"], 3),
+                 "episodes_per_sec": round(ours_res["episodes_per_sec"] / trl_res["episodes_per_sec"], 3)}
+        for key in ("generation_tokens_per_sec", "training_tokens_per_sec"):
+            if ours_res.get(key) and trl_res.get(key):
+                ratio[key] = round(ours_res[key] / trl_res[key], 3)
+        result[f"ratio_ours_over_trl_{kind}"] = ratio
+        print(f"ratio ours / TRL {kind.upper()}: {ratio}")
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average (1, 5, 15 min): start {result['load_average_start']}, end {result['load_average_end']}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}")
+
+
+def _print(name: str, r: dict) -> None:
+    print(f"{name:22s}: {r['response_tokens_per_sec']:8.1f} response tokens/s ({r['episodes_per_sec']:.2f} episodes/s); "
+          f"s/iteration {r['seconds_per_iteration']}; generation {r.get('generation_tokens_per_sec')} tok/s, "
+          f"training {r.get('training_tokens_per_sec')} tok/s")
 
 
 if __name__ == "__main__":

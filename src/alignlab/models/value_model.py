@@ -54,13 +54,14 @@ class ValueModel(nn.Module):
     def config(self):
         return self.model.config
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Values at every position [B, T] (float32); positions from the mask, so left padding is harmless."""
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None = None) -> Tensor:
+        """Values at every position [B, T] (float32); positions from the mask, so left padding is harmless.
+        Give ``position_ids`` with a 4-D (packed, ``rollout/packed.py``) mask, from which they cannot be read."""
         model = inner_model(self.model)  # with LoRA: the transformers model, adapters injected in place
         out = model.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
+            position_ids=position_ids_from_mask(attention_mask) if position_ids is None else position_ids,
             use_cache=False,
         )
         return model.score(out.last_hidden_state).squeeze(-1).float() - self.shift

@@ -165,8 +165,14 @@ def generate_responses(
                     results[i] = (rows[j], resp[j], None if lps is None else lps[j])
     finally:
         model.train(was_training)
+    return assemble_rollout(results, tokenizer, eos_token_id, pad_token_id, device, return_logprobs)
 
-    # one tensor per field, original order; responses right-padded to the longest
+
+def assemble_rollout(results: list[tuple[list[int], Tensor, Tensor | None]], tokenizer, eos_token_id, pad_token_id: int,
+                     device: torch.device, return_logprobs: bool) -> Rollout:
+    """Per-prompt (prompt ids, raw generated ids, their log-probs or None), in the original order,
+    -> one ``Rollout``: queries left-padded, responses cut after the first EOS and right-padded
+    to the longest. Shared by every rollout backend, so all return the same layout."""
     R = max(r[1].shape[0] for r in results)
     query, query_mask = _left_pad([r[0] for r in results], pad_token_id, max(len(r[0]) for r in results))
     raw = torch.stack([_right_pad(r[1], R, pad_token_id) for r in results])

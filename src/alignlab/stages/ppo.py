@@ -5,13 +5,17 @@ the stage's run(): load, resume, loop, held-out evaluation, save.
 
 One iteration:
   1. rollout   sample ``batch_size`` prompts (a function of the iteration number alone, so a
-               resumed run sees the same prompts) and one response each at temperature T.
+               resumed run sees the same prompts) and one response each at temperature T, by
+               the rollout backend (``rollout/backends.py``: a KV-cache loop on the policy, or
+               vLLM with the policy's weights pushed after every update).
   2. scoring   no grad, once per rollout: policy log-probs (the "old" ones) and reference
                log-probs, both at the SAME temperature T; the RM score of prompt+response+EOS
                minus ``reward_shift``, replaced by (or added to) ``no_eos_penalty`` for
                responses that hit the length cap; values V(s_t) of the value model;
                per-token rewards -beta*(logp - logp_ref) with the score at the last token;
-               GAE (gamma 1, lambda 0.95); advantages whitened.
+               GAE (gamma 1, lambda 0.95); advantages whitened. Forwards here and in the update
+               run on episodes packed several per row (``rollout/packed.py``; no padding, same
+               numbers), unless ``pack_sequences`` is off or the model fails the packing check.
   3. update    ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss +
                vf_coef * clipped value loss, backward; then (PPO-ptx) ptx_coef * LM loss on
                a batch of packed pretraining text, backward into the same gradients
@@ -44,6 +48,7 @@ import random
 import shutil
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -73,7 +78,11 @@ from alignlab.rl.ppo_loss import (
     explained_variance, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss,
 )
 from alignlab.rl.rollout_batch import Experience
-from alignlab.rollout.generate import Rollout, generate_responses
+from alignlab.rollout.backends import make_rollout_backend, vllm_unavailable_reason
+from alignlab.rollout.generate import Rollout
+from alignlab.rollout.packed import (
+    pack_sequences, packed_last_values, packed_logprobs, packed_values, packing_matches_padding,
+)
 from alignlab.rollout.scoring import sequence_logprobs
 from alignlab.training import make_optimizer, read_trainer_state, resolve_device
 
@@ -134,6 +143,12 @@ class PPOConfig:
     ptx_eval_blocks: int = arg(64, "held-out (validation split) blocks for the pretraining loss before/after")
     hack_margin: float = arg(0.02, "reward hacking = held-out RM score up AND gold down (sampled or greedy), each by more than this")
     gen_batch_size: int = arg(64, "prompts per generate() call")
+    rollout_backend: Literal["transformers", "vllm"] = arg(
+        "transformers", "who samples the episodes: transformers (KV-cache loop on the policy itself; CPU or GPU) "
+        "or vllm (a vLLM engine on the GPU, policy weights pushed into it after every update)")
+    vllm_gpu_memory: float = arg(0.3, "vllm backend: fraction of GPU memory the engine may take (weights + KV cache)")
+    pack_sequences: bool = arg(True, "score and train on episodes packed several per row with one attention block "
+                               "each (no padding; the same numbers up to float rounding); false = the padded layout")
     checkpoint_interval: int = arg(20, "iterations between resumable checkpoints (0 = none)")
     log_interval: int = arg(1, "iterations between metrics.jsonl lines")
     seed: int = arg(0, "seed for prompt order, sampling and minibatch order")
@@ -229,15 +244,19 @@ class PPOTrainer:
             self.ref.to(accelerator.device)
         if self.rm is not None:
             self.rm.to(accelerator.device)
+        self.pack = cfg.pack_sequences  # checked against the padded layout on the first rollout (score)
+        self._pack_checked = False
+        self.backend = make_rollout_backend(cfg.rollout_backend, accelerator.unwrap_model(self.policy), tokenizer,
+                                            batch_size=cfg.gen_batch_size, max_model_len=_context_len(accelerator.unwrap_model(self.policy)),
+                                            gpu_memory_utilization=cfg.vllm_gpu_memory, seed=cfg.seed)
+        pc = accelerator.unwrap_model(self.policy).config  # the row width of a packed batch trades dense work against attention work
+        self._pack_hidden = int(getattr(pc, "hidden_size", None) or getattr(pc, "n_embd", None) or 256)
 
     # -- 1. rollout
     def rollout(self, prompt_ids: list[list[int]], iteration: int) -> Rollout:
         c = self.cfg
-        return generate_responses(
-            self.acc.unwrap_model(self.policy), self.tok, prompt_ids, max_new_tokens=c.max_new_tokens,
-            temperature=c.temperature, batch_size=c.gen_batch_size,
-            seed=c.seed * 1_000_003 + iteration * 7919 + self.acc.process_index,
-        )
+        return self.backend.generate(prompt_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                                     seed=c.seed * 1_000_003 + iteration * 7919 + self.acc.process_index)
 
     # -- 2. scoring: everything about the episodes that needs no gradient, computed once
     @torch.no_grad()
@@ -245,17 +264,26 @@ class PPOTrainer:
         c = self.cfg
         ids, attn, Tq, mask = ro.input_ids, ro.attention_mask, ro.response_start, ro.response_mask
         R = mask.shape[1]
-        pol = sequence_logprobs(self.policy, ids, attn, Tq, c.temperature, return_entropy=True)
-        with reference_model(self.acc.unwrap_model(self.policy), self.ref) as ref_model:
-            ref = sequence_logprobs(ref_model, ids, attn, Tq, c.temperature)
+        self._check_packing(ids, attn, Tq)
+        policy = self.acc.unwrap_model(self.policy)
+        if self.pack:  # same numbers as the padded branch, without computing on padding
+            packed = pack_sequences(ids, attn, Tq, self._pack_hidden)
+            pol = packed_logprobs(self.policy, packed, c.temperature, return_entropy=True)
+            with reference_model(policy, self.ref) as ref_model:  # LoRA: the policy with its adapter off
+                ref = packed_logprobs(ref_model, packed, c.temperature)
+        else:
+            pol = sequence_logprobs(self.policy, ids, attn, Tq, c.temperature, return_entropy=True)
+            with reference_model(policy, self.ref) as ref_model:
+                ref = sequence_logprobs(ref_model, ids, attn, Tq, c.temperature)
         if self.reward_fn is not None:
             raw = self.reward_fn(ro).to(ids.device).float()
         else:
             rm_ids, rm_mask = with_eos(ids, attn, ro.ended_with_eos, self.tok.eos_token_id, self.tok.pad_token_id)
-            raw = rm_scores(self.rm, rm_ids, rm_mask).float()
+            raw = (packed_last_values(self.rm, pack_sequences(rm_ids, rm_mask, Tq, self._pack_hidden)) if self.pack
+                   else rm_scores(self.rm, rm_ids, rm_mask)).float()
         penalty = torch.full_like(raw, c.no_eos_penalty)
         scores = torch.where(ro.ended_with_eos, raw, penalty if c.no_eos_mode == "replace" else raw + penalty)
-        values = response_values(self.value(ids, attn), Tq, R) * mask
+        values = (packed_values(self.value, packed) if self.pack else response_values(self.value(ids, attn), Tq, R)) * mask
         beta = self.kl_ctl.beta
         rewards = per_token_kl_rewards(pol.logprobs, ref.logprobs, scores, mask, beta)
         advantages, returns = compute_gae(rewards, values, mask, c.gamma, c.lam)
@@ -291,31 +319,53 @@ class PPOTrainer:
             for start in range(0, exp.batch_size, self.local_minibatch):
                 mb = exp.select(perm[start : start + self.local_minibatch])
                 R = mb.response_mask.shape[1]
-                new = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask, mb.response_start, c.temperature)
+                if self.pack:
+                    packed = pack_sequences(mb.input_ids, mb.attention_mask, mb.response_start, self._pack_hidden)
+                    new = packed_logprobs(self.policy, packed, c.temperature)
+                    vpred = packed_values(self.value, packed)
+                else:
+                    new = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask, mb.response_start, c.temperature)
+                    vpred = response_values(self.value(mb.input_ids, mb.attention_mask), mb.response_start, R)
                 pg_loss, pg = ppo_policy_loss(new.logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, c.clip)
-                vpred = response_values(self.value(mb.input_ids, mb.attention_mask), mb.response_start, R)
                 vf_loss, vf = ppo_value_loss(vpred, mb.values, mb.returns, mb.response_mask, c.vf_clip)
                 # both losses are token means: weigh this rank's tokens in the global minibatch's mean
                 share = token_share(self.acc, mb.response_mask.sum())
                 self.acc.backward((pg_loss + c.vf_coef * vf_loss) * share)
-                stats = {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), **{n: v.item() for n, v in {**pg, **vf}.items()}}
+                # stats stay tensors until the end of the update: one device sync per iteration, not ~8 per minibatch
+                stats = {"pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(), **pg, **vf}
                 if self.ptx_blocks is not None:  # PPO-ptx: pretraining gradient accumulated in a consecutive backward
                     step = iteration * self.updates_per_iteration + k
                     idx = rank_share(block_indices(step, c.ptx_batch_size, self.ptx_blocks.shape[0], c.seed).tolist(), self.acc)
                     x = self.ptx_blocks[torch.tensor(idx)].to(exp.input_ids.device)
                     ptx_loss = self.policy(input_ids=x, labels=x, use_cache=False).loss
                     self.acc.backward(c.ptx_coef * ptx_loss)
-                    stats["ptx_loss"] = ptx_loss.item()
+                    stats["ptx_loss"] = ptx_loss.detach()
                 if c.grad_clip > 0:
-                    stats["grad_norm"] = float(self.acc.clip_grad_norm_(self.policy.parameters(), c.grad_clip))
-                    stats["value_grad_norm"] = float(self.acc.clip_grad_norm_(self.value.parameters(), c.grad_clip))
+                    stats["grad_norm"] = self.acc.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
+                    stats["value_grad_norm"] = self.acc.clip_grad_norm_(self.value.parameters(), c.grad_clip)
                 for opt, sched in ((self.opt_policy, self.sched_policy), (self.opt_value, self.sched_value)):
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                 mb_stats.append(stats)
                 k += 1
-        return mb_stats
+        keys = list(mb_stats[0])
+        values = torch.stack([torch.stack([torch.as_tensor(s[key], dtype=torch.float32, device=exp.input_ids.device)
+                                           for key in keys]) for s in mb_stats]).tolist()
+        return [dict(zip(keys, row)) for row in values]
+
+    def _check_packing(self, ids: torch.Tensor, attn: torch.Tensor, Tq: int) -> None:
+        """Once: an architecture that packing does not suit (it ignores a 4-D attention mask or explicit
+        positions) gets the padded layout, with a warning, instead of wrong numbers. The RM is the
+        value model's architecture (the value model starts as a copy of it)."""
+        if not self.pack or self._pack_checked:
+            return
+        self._pack_checked = True
+        ok, diff = packing_matches_padding(self.policy, self.value, ids, attn, Tq, self.cfg.temperature)
+        if not ok:
+            self.pack = False
+            warnings.warn(f"pack_sequences: packed scores differ from padded ones by {diff:.3g} for "
+                          f"{type(self.acc.unwrap_model(self.policy)).__name__}; using the padded layout")
 
     def iteration(self, iteration: int, prompt_ids: list[list[int]], judge=None, records=None) -> dict[str, Any]:
         t0 = time.time()
@@ -326,6 +376,7 @@ class PPOTrainer:
             stats["gold_mean"] = statistics.fmean(judge.gold(records, ro.texts))
         t2 = time.time()
         mb = self.update(exp, iteration)
+        self.backend.sync_weights(self.acc.unwrap_model(self.policy))  # the next rollout samples the new policy
         t3 = time.time()
         for key in mb[0]:
             stats[key] = statistics.fmean(s[key] for s in mb)
@@ -402,6 +453,8 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout], torch.Tensor] | None) ->
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")
     if cfg.temperature <= 0:
         raise ValueError("temperature must be > 0: PPO needs sampled responses and their probabilities")
+    if cfg.rollout_backend == "vllm" and vllm_unavailable_reason():
+        raise ValueError(f"rollout_backend='vllm': {vllm_unavailable_reason()}; use rollout_backend='transformers'")
     torch.manual_seed(cfg.seed)
 
     # ---- models: policy (SFT), frozen reference (SFT), frozen RM, value model (from RM)

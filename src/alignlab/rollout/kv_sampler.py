@@ -1,0 +1,107 @@
+"""A plain sampling loop over a transformers model's KV cache: the rollout sampler of the
+transformers backend.
+
+Why not ``model.generate``: for small models generation is dominated by per-step overhead
+(logits processors, stopping criteria, bookkeeping of finished rows), and ``generate`` keeps
+computing finished rows until the longest one stops. This loop does one forward per token,
+samples from softmax(logits / temperature) exactly as ``generate(do_sample=True, top_k=0,
+top_p=1)`` does, and drops each row from the batch (and its KV cache) once it has emitted EOS.
+
+Same distribution as ``generate_responses``: left-padded prompts with positions from the
+attention mask; token t ~ softmax(logits_t / T) over the full vocabulary; a row stops at its
+first EOS (included in the response) or after ``max_new_tokens``. The draws differ (rows leave
+the batch, and a ``torch.Generator`` seeded with ``seed`` replaces the global RNG), not their law.
+The log-probs of the sampled tokens come for free: log softmax(logits / T) at the sampled token,
+the same quantity ``sequence_logprobs`` recomputes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from alignlab.rollout.generate import Rollout, _left_pad, assemble_rollout
+from alignlab.rollout.scoring import _accepts, position_ids_from_mask
+
+
+def _cache(model):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers: no config argument
+        return DynamicCache()
+
+
+@torch.no_grad()
+def sample_with_kv_cache(
+    model: torch.nn.Module,
+    tokenizer,  # optional: only used to decode ``texts``
+    prompts_ids: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    seed: int | None = None,
+) -> Rollout:
+    """One sampled response per prompt, in the PPO layout, with ``Rollout.logprobs`` filled in
+    (log-probs at ``temperature``, 0 on padding). temperature must be > 0. Prompts are sorted by
+    length (longest first) into batches; results come back in the original order."""
+    if temperature <= 0:
+        raise ValueError("sample_with_kv_cache samples: temperature must be > 0 (use generate_responses for greedy)")
+    eos_token_id = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
+    if any(len(p) == 0 for p in prompts_ids):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    device = next(model.parameters()).device
+    eos = torch.as_tensor(eos_token_id, device=device).reshape(-1)
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+
+    order = sorted(range(len(prompts_ids)), key=lambda i: -len(prompts_ids[i]))
+    results: list = [None] * len(prompts_ids)
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            rows = [list(prompts_ids[i]) for i in idx]
+            ids, mask = _left_pad(rows, pad_token_id, max(len(r) for r in rows))
+            ids, mask = ids.to(device), mask.to(device)
+            n = len(rows)
+            tokens = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+            logps = torch.zeros((n, max_new_tokens), device=device)
+            alive = torch.arange(n, device=device)  # batch row -> row of `tokens`
+            next_pos = mask.sum(-1)  # position of the token about to be sampled, per row
+            cache = _cache(model)
+            cache_kw = {"cache" if _accepts(model, "cache") else "past_key_values": cache, "use_cache": True}
+            first = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # no LM head on the prompt
+            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), **cache_kw, **first)
+            for step in range(max_new_tokens):
+                logp = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
+                tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
+                tokens[alive, step] = tok
+                logps[alive, step] = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+                if step == max_new_tokens - 1:
+                    break
+                done = torch.isin(tok, eos)
+                if bool(done.any()):  # finished rows leave the batch and the cache
+                    keep = (~done).nonzero().squeeze(-1)
+                    if keep.numel() == 0:
+                        break
+                    alive, tok, mask, next_pos = alive[keep], tok[keep], mask[keep], next_pos[keep]
+                    cache.batch_select_indices(keep)
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1), **cache_kw)
+                next_pos = next_pos + 1
+            steps = step + 1
+            for j, i in enumerate(idx):
+                results[i] = (rows[j], tokens[j, :steps], logps[j, :steps])
+    finally:
+        model.train(was_training)
+    return assemble_rollout(results, tokenizer, eos_token_id, pad_token_id, device, return_logprobs=True)
