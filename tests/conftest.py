@@ -38,3 +38,15 @@ def tiny_corpus(tmp_path_factory):
     tok = train_bpe(list(dd["train"]["text"]), vocab_size=320)
     tok.save_pretrained(str(root / "tok"))
     return {"root": root, "corpus": str(root / "corpus"), "tokenizer": str(root / "tok"), "jsonl": str(root / "train.jsonl")}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps one process-wide state: a test that made a CUDA Accelerator would make the next
+    test's Accelerator(cpu=True) fail ("AcceleratorState has already been initialized"). Reset it after each test."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
