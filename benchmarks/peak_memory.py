@@ -1,6 +1,6 @@
 """Peak resident memory (RSS) of each training stage, each run in a fresh process.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/peak_memory.py --runs /work/main/runs/default
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/peak_memory.py --runs runs/default
 
 Each stage runs through the CLI (``python -m alignlab.cli <stage> --preset <preset> ...``) in its own
 child process, on the models and data of a finished pipeline run (``--runs``), with a few steps
@@ -58,7 +58,7 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="/work/main/runs/default", help="a finished pipeline run: its models and data are read")
+    p.add_argument("--runs", default="runs/default", help="a finished pipeline run: its models and data are read")
     p.add_argument("--preset", default="default", help="preset of every stage (default or smoke)")
     p.add_argument("--stages", default="sft,reward,ppo,dpo")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the children")

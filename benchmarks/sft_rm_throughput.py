@@ -1,8 +1,8 @@
 """Training throughput of alignlab's SFT and reward stages against TRL's SFTTrainer and RewardTrainer.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/sft_rm_throughput.py \
-        --model /work/main/runs/default/sft --sft_data /work/main/runs/default/world/sft \
-        --rm_data /work/main/runs/default/compare/comparisons
+        --model runs/default/sft --sft_data runs/default/world/sft \
+        --rm_data runs/default/compare/comparisons
 
 Both sides run their real training loop (our ``stages.sft.run`` / ``stages.reward.run``, TRL's
 ``Trainer.train``) and are timed over ``--steps`` optimiser steps after ``--warmup`` steps.
@@ -269,9 +269,9 @@ def best(runs: list[dict]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="/work/main/runs/default/sft")
-    p.add_argument("--sft_data", default="/work/main/runs/default/world/sft")
-    p.add_argument("--rm_data", default="/work/main/runs/default/compare/comparisons")
+    p.add_argument("--model", default="runs/default/sft")
+    p.add_argument("--sft_data", default="runs/default/world/sft")
+    p.add_argument("--rm_data", default="runs/default/compare/comparisons")
     p.add_argument("--batch", type=int, default=32, help="examples (SFT) or pairs (RM) per optimiser step")
     p.add_argument("--seq_len", type=int, default=128, help="max tokens per sequence (the default model's context)")
     p.add_argument("--lr", type=float, default=1e-3)

@@ -1,7 +1,7 @@
 """Achieved FLOP/s of a training step of the default model, as a fraction of this machine's matmul FLOP/s.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/train_flops.py \
-        --model /work/main/runs/default/sft --sft_data /work/main/runs/default/world/sft
+        --model runs/default/sft --sft_data runs/default/world/sft
 
 1. Peak: the best FLOP/s of fp32 ``torch.matmul`` on square matrices (sizes that saturate one
    core), best of ``--repeats``, at the same thread count as the training steps.
@@ -170,8 +170,8 @@ def packed_batch(a, tok, size: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="/work/main/runs/default/sft")
-    p.add_argument("--sft_data", default="/work/main/runs/default/world/sft")
+    p.add_argument("--model", default="runs/default/sft")
+    p.add_argument("--sft_data", default="runs/default/world/sft")
     p.add_argument("--seq_len", type=int, default=128, help="max tokens per example / packed block length")
     p.add_argument("--batch", type=int, default=32, help="the default preset's batch (SFT and pretraining)")
     p.add_argument("--larger_batches", default="64,128", help="extra SFT micro-batch sizes to try")
