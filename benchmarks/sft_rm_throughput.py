@@ -97,6 +97,27 @@ def window(times: list[tuple[float, float]], meter: Meter, warmup: int, steps: i
 # ------------------------------------------------------------------------------------ SFT
 
 
+def trl_meters(collator_cls, meter: Meter, ends: list):
+    """TRL's collator, counting each step's tokens into ``meter``, and a callback stamping step ends."""
+    from transformers import TrainerCallback
+
+    class CountingCollator(collator_cls):
+        def torch_call(self, batch_examples):
+            batch = super().torch_call(batch_examples)
+            meter.step()
+            meter.add(batch["attention_mask"])
+            return batch
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args_, state, control, **kw):
+            ends.append(now())
+
+        def on_step_end(self, args_, state, control, **kw):
+            ends.append(now())
+
+    return CountingCollator, Clock
+
+
 def sft_examples(a, tok) -> list[dict]:
     from alignlab.data.chat import encode_example
     from alignlab.stages.sft import load_demonstrations
@@ -133,25 +154,12 @@ def sft_ours(a, tmp: Path) -> dict:
 def sft_trl(a, tok, examples, tmp: Path) -> dict:
     import datasets
     import trl
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     meter, ends = Meter(), []
-
-    class CountingCollator(DataCollatorForLanguageModeling):
-        def torch_call(self, batch_examples):
-            batch = super().torch_call(batch_examples)
-            meter.step()
-            meter.add(batch["attention_mask"])
-            return batch
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args_, state, control, **kw):
-            ends.append(now())
-
-        def on_step_end(self, args_, state, control, **kw):
-            ends.append(now())
+    CountingCollator, Clock = trl_meters(DataCollatorForLanguageModeling, meter, ends)
 
     ds = datasets.Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
     args = SFTConfig(output_dir=str(tmp / "trl_sft"), per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
@@ -214,27 +222,14 @@ def rm_ours(a, data: Path, tmp: Path) -> dict:
 def rm_trl(a, tok, pairs: list[dict], tmp: Path) -> dict:
     import datasets
     import trl
-    from transformers import AutoModelForSequenceClassification, TrainerCallback
+    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     from alignlab.stages.reward import encode_sequences
 
     meter, ends = Meter(), []
-
-    class CountingCollator(DataCollatorForPreference):
-        def torch_call(self, batch_examples):
-            batch = super().torch_call(batch_examples)
-            meter.step()
-            meter.add(batch["attention_mask"])
-            return batch
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args_, state, control, **kw):
-            ends.append(now())
-
-        def on_step_end(self, args_, state, control, **kw):
-            ends.append(now())
+    CountingCollator, Clock = trl_meters(DataCollatorForPreference, meter, ends)
 
     rows = [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]]} for p in pairs]
     encode_sequences(tok, rows, a.seq_len)  # the very ids our stage trains on

@@ -229,8 +229,7 @@ def _gold_tie_share(rows: list[dict]) -> float:
     """Share of distinct-response pairs whose two responses have the same gold reward (coin flips for labelers)."""
     tied = total = 0
     for r in rows:
-        first = dict(zip(reversed(r["responses"]), reversed(r["gold"])))  # string -> gold
-        golds = list(first.values())
+        golds = list(dict(zip(r["responses"], r["gold"])).values())  # one gold per distinct string
         for i in range(len(golds)):
             for j in range(i + 1, len(golds)):
                 total += 1
