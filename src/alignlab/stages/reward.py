@@ -419,8 +419,8 @@ def run(cfg: RewardConfig) -> dict:
         res.update(gold_accuracy(val_rows, scores))
         p_rows, p_scores = policy_view(val_rows, scores)
         if p_rows:  # comparisons mixed several policies: also on the main policy's own pairs
-            res["policy_pairs"] = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)[1]
-            res["policy_pairs_accuracy_train_labelers"] = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)[0]
+            acc, n = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)
+            res["policy_pairs"], res["policy_pairs_accuracy_train_labelers"] = n, acc
             if all("heldout" in r for r in p_rows):
                 res["policy_pairs_accuracy_heldout_labelers"] = pair_accuracy([r["heldout"] for r in p_rows], p_rows, p_scores)[0]
             res.update({f"policy_pairs_{k}": v for k, v in gold_accuracy(p_rows, p_scores).items()})
