@@ -184,3 +184,17 @@ def test_reward_resume_from_a_step_checkpoint_reproduces_the_run(tiny_gpt2, tmp_
                              resume="true", **common)
     for key in ("val_loss", "val_accuracy_train_labelers", "final_train_loss", "reward_shift"):
         assert abs(first[key] - again[key]) < 1e-4, key
+
+
+def test_policy_view_keeps_only_the_main_policys_responses():
+    from alignlab.stages.reward import pair_accuracy, policy_view
+
+    row = {"prompt": "p", "record": {}, "responses": ["a", "b", "c", "d"], "sources": [0, 1, 0, 0],
+           "gold": [1.0, 0.9, 0.5, 0.2], "heldout": ["c", "b", "a", "d"]}
+    alone = {"prompt": "q", "record": {}, "responses": ["x", "y"], "sources": [0, 1], "gold": [1.0, 0.0]}
+    rows, scores = policy_view([row, alone], [[3.0, 9.0, 1.0, 2.0], [1.0, 0.0]])
+    assert len(rows) == 1  # the second prompt has one main-policy response: no pair
+    assert rows[0]["responses"] == ["a", "c", "d"] and rows[0]["gold"] == [1.0, 0.5, 0.2]
+    assert rows[0]["heldout"] == ["c", "a", "d"] and scores == [[3.0, 1.0, 2.0]]
+    # training order a > c > d; scores 3, 1, 2 get (a, c) and (a, d) right, (c, d) wrong
+    assert pair_accuracy([rows[0]["responses"]], rows, scores) == (2 / 3, 3)
