@@ -36,12 +36,22 @@ def resolve_device(device: str) -> str:
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8):
-    """AdamW with decay on matrices only (not on norms, biases or scalar heads' biases)."""
+    """AdamW with decay on matrices only (not on norms, biases or scalar heads' biases).
+
+    The fused kernel (one pass over all parameters) where torch has it for these tensors: on
+    CPU torch otherwise loops tensor by tensor, which costs a small model's PPO update ~5% of its
+    time; TRL's trainers use the fused kernel too (``adamw_torch_fused``). Same update rule."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=_fused_ok(params))
+
+
+def _fused_ok(params: list[torch.Tensor]) -> bool:
+    """Plain float tensors on CPU or CUDA (not sharded DTensors, not meta): what torch's fused AdamW takes."""
+    return bool(params) and all(type(p) is torch.nn.Parameter and p.is_floating_point()
+                                and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def checkpoint_exists(ckpt_dir: str | Path) -> bool:
