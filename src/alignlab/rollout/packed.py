@@ -22,6 +22,7 @@ from torch import Tensor
 
 from alignlab.rl.ppo_loss import entropy_from_logits
 from alignlab.rollout.scoring import Scores, _accepts, logprobs_from_logits
+from alignlab.rollout.tail_layer import tail_only_last_layer
 
 
 @dataclass
@@ -30,8 +31,9 @@ class PackedSequences:
     prefix is its query minus the last token and its tail is that last query token plus the
     response, so every position that predicts a response token lies in the last ``tail_width``
     columns: the LM head (the [*, vocab] logits, the largest activation for real vocabularies)
-    only runs there. Token order inside a row does not matter to the model: the 4-D mask lets a
-    token see the tokens of its own episode at positions <= its own, exactly as in the padded layout."""
+    only runs there, and so does the last decoder layer's query/MLP work (``tail_layer.py``). Token
+    order inside a row does not matter to the model: the 4-D mask lets a token see the tokens of its
+    own episode at positions <= its own, exactly as in the padded layout."""
 
     input_ids: Tensor  # [P, W]
     position_ids: Tensor  # [P, W] position within the episode (0 on filler)
@@ -178,7 +180,8 @@ def packed_logprobs(model, packed: PackedSequences, temperature: float = 1.0, re
         index = packed.tail_index(packed.predict_index)
     else:
         index = packed.predict_index
-    logits = model(**kwargs, use_cache=False).logits
+    with tail_only_last_layer(model, packed.tail_width, packed.input_ids.shape[1]):
+        logits = model(**kwargs, use_cache=False).logits
     logits = logits.reshape(-1, logits.shape[-1])[index].float() / temperature  # [N, V]
     logprobs = packed.to_layout(logprobs_from_logits(logits, packed.target_ids))
     entropy = packed.to_layout(entropy_from_logits(logits)) if return_entropy else None
@@ -188,14 +191,16 @@ def packed_logprobs(model, packed: PackedSequences, temperature: float = 1.0, re
 def packed_values(value_model, packed: PackedSequences) -> Tensor:
     """V(s_t) [B, R] from a ``ValueModel`` (the value of the state before response token t), 0 on padding."""
     kw = packed.model_inputs(value_model)
-    values = value_model(kw["input_ids"], kw["attention_mask"], position_ids=kw["position_ids"])
+    with tail_only_last_layer(value_model, packed.tail_width, packed.input_ids.shape[1]):
+        values = value_model(kw["input_ids"], kw["attention_mask"], position_ids=kw["position_ids"])
     return packed.to_layout(values.reshape(-1)[packed.predict_index])
 
 
 def packed_last_values(value_model, packed: PackedSequences) -> Tensor:
     """[B] a ``ValueModel``'s output at each episode's last real token: the RM score."""
     kw = packed.model_inputs(value_model)
-    values = value_model(kw["input_ids"], kw["attention_mask"], position_ids=kw["position_ids"])
+    with tail_only_last_layer(value_model, packed.tail_width, packed.input_ids.shape[1]):
+        values = value_model(kw["input_ids"], kw["attention_mask"], position_ids=kw["position_ids"])
     return values.reshape(-1)[packed.last_index]
 
 
