@@ -160,7 +160,7 @@ def test_reward_for_a_token_raises_its_probability(rlhf_inputs):
     ids = torch.tensor([[tok.pad_token_id] * (w - len(p)) + p for p in prompts])
     mask = (ids != tok.pad_token_id).long()
 
-    def reward_fn(ro):  # a huge signal: +10 per occurrence of the target token
+    def reward_fn(ro, records):  # a huge signal: +10 per occurrence of the target token
         return 10.0 * ((ro.response == target) & ro.response_mask.bool()).float().sum(-1)
 
     def p_target(model):

@@ -23,7 +23,8 @@ from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics,
 from alignlab.report import plots
 
 POLICY_ORDER = ["base", "sft", "ppo", "ppo_ptx", "dpo"]
-LABELS = {"base": "base (pretrained, prompted)", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx", "dpo": "DPO"}
+LABELS = {"base": "base (pretrained, prompted)", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx", "dpo": "DPO",
+          "ppo_gold": "PPO, perfect RM (first seed)"}
 
 
 @dataclass
@@ -61,6 +62,7 @@ def gather(run: Path) -> dict[str, Any]:
         "ppo": read_summary(run / "ppo"),
         "ppo_ptx": read_summary(run / "ppo_ptx"),
         "ppo_hack": read_summary(run / "ppo_hack"),
+        "ppo_gold": read_summary(run / "ppo_gold"),
         "dpo": read_summary(run / "dpo"),
         "evaluate": _json(main_eval),
         "seeds": compare_seeds([main_eval, *seeds]) if main_eval.exists() and seeds else None,
@@ -173,6 +175,19 @@ def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None
     return out
 
 
+def perfect_rm_note(ppo: dict, gold: dict) -> str:
+    """PPO with the learned RM next to PPO with the world's labelers as the reward: is the RM the limit?"""
+    def delta(s: dict, key: str) -> str:
+        a, b = s.get(f"heldout_{key}_initial"), s.get(f"heldout_{key}_final")
+        return "–" if a is None or b is None else f"{a:.3f} → {b:.3f} ({b - a:+.3f})"
+
+    return ("ppo_gold is PPO with a perfect reward model: the world's training labelers score every episode, "
+            "the rest as in ppo. Held-out gold, sampled: learned RM " + delta(ppo, "gold") + ", perfect RM "
+            + delta(gold, "gold") + "; greedy: learned RM " + delta(ppo, "gold_greedy") + ", perfect RM "
+            + delta(gold, "gold_greedy") + ". The difference is what a better RM could buy; what the perfect RM does "
+            "not gain is out of this policy's reach at this PPO budget, whatever the RM.")
+
+
 def flan_mean_over_seeds(results: list[dict]) -> tuple[dict[str, float], int]:
     """Each seed's cluster-mean accuracy per model kind, averaged over seeds (kinds present in every seed)."""
     kinds = set.intersection(*(set(r["mean"]) for r in results))
@@ -269,7 +284,7 @@ def run(cfg: ReportConfig) -> dict:
         header, rows = results_table(pol)
         doc.table(header, rows)
         ci_rows = {k: {"train": pol[k]["win_rate_train_labelers"], "heldout": pol[k]["win_rate_heldout_labelers"]}
-                   for k in POLICY_ORDER if k in pol and isinstance(pol[k].get("win_rate_heldout_labelers"), dict)
+                   for k in POLICY_ORDER + ["ppo_gold"] if k in pol and isinstance(pol[k].get("win_rate_heldout_labelers"), dict)
                    and pol[k]["win_rate_heldout_labelers"].get("value") is not None}
         if ci_rows:
             doc.image(plots.win_rates(ci_rows, out / "report_win_rates.png"), "win rates against SFT")
@@ -291,13 +306,15 @@ def run(cfg: ReportConfig) -> dict:
         doc.image(plots.ppo_curves(d["ppo_metrics"], out / "report_ppo_curves.png"), "PPO reward and KL")
         doc.image(plots.gold_vs_proxy(d["ppo_metrics"], out / "report_gold_vs_proxy.png"), "gold vs proxy reward")
         rows = []
-        for name in ("ppo", "ppo_ptx", "ppo_hack"):
+        for name in ("ppo", "ppo_ptx", "ppo_hack", "ppo_gold"):
             s = d[name]
             if s:
                 rows.append([name, *(f"{s.get(k):.3f}" if isinstance(s.get(k), (int, float)) else "–" for k in
                              ("heldout_rm_score_initial", "heldout_rm_score_final", "heldout_gold_initial",
                               "heldout_gold_final", "final_kl", "final_beta")), str(s.get("seconds", "–"))])
         doc.table(["run", "RM score before", "RM score after", "gold before", "gold after", "final KL", "final β", "seconds"], rows)
+        if d["ppo_gold"] and d["ppo"] and "heldout_gold_final" in d["ppo_gold"] and "heldout_gold_final" in d["ppo"]:
+            doc.p(perfect_rm_note(d["ppo"], d["ppo_gold"]))
 
     if d["reward"] and d["world"]:
         r, w = d["reward"], d["world"]

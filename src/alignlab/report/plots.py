@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 POLICY_COLOURS = {"base": "#888888", "sft": "#4c72b0", "ppo": "#dd8452", "ppo_ptx": "#55a868", "dpo": "#c44e52",
-                  "ppo_hack": "#8172b3"}
+                  "ppo_hack": "#8172b3", "ppo_gold": "#937860"}
 
 
 def _save(fig: Figure, path: Path) -> Path:
