@@ -71,3 +71,14 @@ def test_flan_is_averaged_over_seeds_and_rm_is_checked_against_both_agreements(t
     world = "RM accuracy (training labelers) within 5 points of the world's labeler agreement (its candidate sets)"
     assert verdict[same][0] is True and verdict[world][0] is False  # 64 vs 66 (same pairs) and vs 72 (world)
     assert "Cluster means per seed" in (run_dir / "report.md").read_text()
+
+    # a second seed's RM: the same-pairs gap is judged on the mean over seeds (2 and 7 points -> 4.5), both listed
+    (run_dir / "seeds" / "1" / "reward").mkdir(parents=True)
+    (run_dir / "seeds" / "1" / "reward" / "summary.json").write_text(json.dumps({
+        "val_accuracy_train_labelers": 0.59, "val_accuracy_heldout_labelers": 0.60,
+        "labeler_agreement_on_val_pairs": 0.66, "labeler_agreement_heldout_on_val_pairs": 0.70}))
+    verdict = {v["claim"]: (v["met"], v["numbers"]) for v in run(ReportConfig(run_dir=str(run_dir)))["verdict"]}
+    met, detail = verdict[same]
+    assert met is True and "gap per seed 2.0, 7.0 pts, mean 4.5 over 2 seeds" in detail
+    held = same.replace("training", "held-out")
+    assert verdict[held][0] is False and "4.0, 10.0" in verdict[held][1]  # mean 7 points
