@@ -218,3 +218,18 @@ def test_accelerate_config_files_are_valid(name):
     for key in list(cfg.fsdp_config) + list(cfg.deepspeed_config):
         assert key in known, f"{name}.yaml: {key} is not an accelerate launch option"
     assert cfg.num_processes >= 1
+
+
+def test_sharded_parameters_and_ppo_under_deepspeed_are_refused_with_the_reason():
+    """FSDP and ZeRO-3 would save and sample from sharded parameters; PPO's two optimisers do not fit
+    one DeepSpeed engine: each is refused before any work, the others run."""
+    from accelerate.utils import DistributedType
+
+    from alignlab.distributed import unsupported_parallelism
+
+    assert "sharded" in unsupported_parallelism(DistributedType.FSDP, None, "sft")
+    assert "ZeRO-3" in unsupported_parallelism(DistributedType.DEEPSPEED, 3, "reward")
+    assert "two optimisers" in unsupported_parallelism(DistributedType.DEEPSPEED, 2, "ppo")
+    assert unsupported_parallelism(DistributedType.DEEPSPEED, 2, "sft") is None
+    for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        assert unsupported_parallelism(kind, None, "ppo") is None

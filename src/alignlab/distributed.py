@@ -21,9 +21,39 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 
 T = TypeVar("T")
+
+
+def make_accelerator(device: str, stage: str) -> Accelerator:
+    """The stage's Accelerator (``device`` already resolved to cpu/cuda), refusing set-ups it would get wrong."""
+    acc = Accelerator(cpu=device == "cpu")
+    why = unsupported_parallelism(acc.distributed_type, _zero_stage(acc), stage)
+    if why:
+        raise ValueError(f"{stage} under accelerate {acc.distributed_type.value}: {why}. Supported: one process, "
+                         "multi-process DDP (configs/accelerate/multi_gpu_ddp.yaml, cpu_2proc.yaml) and, except for "
+                         "ppo, DeepSpeed ZeRO-1/2 (deepspeed_zero2.yaml)")
+    return acc
+
+
+def _zero_stage(acc: Accelerator) -> int | None:
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    return getattr(plugin, "zero_stage", None) if plugin is not None else None
+
+
+def unsupported_parallelism(distributed_type: DistributedType, zero_stage: int | None, stage: str) -> str | None:
+    """Why this sharding cannot run ``stage`` correctly yet (None = it can). Sharded parameters (FSDP,
+    ZeRO-3) would need gathering for saving and for generation, which the stages do not do; PPO's
+    two trained models with two optimisers do not fit one DeepSpeed engine."""
+    if distributed_type == DistributedType.FSDP:
+        return "parameters are sharded, and saving and sampling would need them gathered (not implemented)"
+    if distributed_type == DistributedType.DEEPSPEED:
+        if zero_stage == 3:
+            return "ZeRO-3 shards parameters, and saving and sampling would need them gathered (not implemented)"
+        if stage == "ppo":
+            return "PPO trains two models (policy and value) with two optimisers, which one DeepSpeed engine does not take"
+    return None
 
 
 def rank_share(items: Sequence[T], acc: Accelerator) -> list[T]:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -30,7 +29,7 @@ from alignlab.config import arg
 from alignlab.data.chat import encode_example
 from alignlab.data.load import load_dataset_any, require_format
 from alignlab.data.packing import block_indices
-from alignlab.distributed import rank_share, reduce_means, reduce_sums, token_share
+from alignlab.distributed import make_accelerator, rank_share, reduce_means, reduce_sums, token_share
 from alignlab.evaluate.heldout_samples import cpu_threads, paired_delta_ci, prompt_of, sample_and_score
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, reference_model, save_model
@@ -157,7 +156,7 @@ def _run(cfg: DPOConfig) -> dict:
     t_start = time.time()
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoint"
-    accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
+    accelerator = make_accelerator(resolve_device(cfg.device), "dpo")
     is_main = accelerator.is_main_process
     if cfg.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "

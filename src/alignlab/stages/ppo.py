@@ -61,7 +61,7 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 from alignlab.config import arg
 from alignlab.data.load import load_dataset_any
 from alignlab.data.packing import block_indices, pack_documents
-from alignlab.distributed import masked_whiten_across, rank_share, reduce_means, token_share
+from alignlab.distributed import make_accelerator, masked_whiten_across, rank_share, reduce_means, token_share
 from alignlab.evaluate.heldout_samples import (
     cpu_threads, encode_prompts, paired_delta_ci, rm_scores, sample_and_score, with_eos,
 )
@@ -455,7 +455,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
     t_start = time.time()
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoint"
-    accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
+    accelerator = make_accelerator(resolve_device(cfg.device), "ppo")
     is_main = accelerator.is_main_process
     if cfg.batch_size % cfg.minibatch_size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")

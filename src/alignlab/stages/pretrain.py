@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
 from alignlab.data.load import load_dataset_any
+from alignlab.distributed import make_accelerator
 from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
 from alignlab.models.llama import build_llama, llama_config, non_embedding_params
 from alignlab.models.load import load_causal_lm, load_tokenizer
@@ -82,7 +82,7 @@ PRESETS = {
 def run(cfg: PretrainConfig) -> dict:
     t_start = time.time()
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
+    accelerator = make_accelerator(resolve_device(cfg.device), "pretrain")
     is_main = accelerator.is_main_process
     world = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)

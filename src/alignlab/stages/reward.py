@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -50,7 +49,7 @@ from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, load_dataset_any, require_format
-from alignlab.distributed import map_sharded, rank_share
+from alignlab.distributed import make_accelerator, map_sharded, rank_share
 from alignlab.models.load import disable_dropout, load_tokenizer
 from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, save_model
 from alignlab.models.reward_model import load_reward_model, score_texts
@@ -350,7 +349,7 @@ def run(cfg: RewardConfig) -> dict:
 
     t_start = time.time()
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
+    accelerator = make_accelerator(resolve_device(cfg.device), "reward")
     is_main = accelerator.is_main_process
     device = accelerator.device
     n_proc = accelerator.num_processes

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -37,7 +36,7 @@ from alignlab.config import arg
 from alignlab.data.chat import encode_example, encode_prompt, split_messages
 from alignlab.data.collate import collate_sft
 from alignlab.data.load import DataError, load_dataset_any, require_format
-from alignlab.distributed import map_sharded, rank_share, reduce_sums
+from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import (
     LoraSettings, apply_lora, clear_model_files, is_adapter_folder, load_adapter_weights, save_model,
@@ -167,7 +166,7 @@ def make_judge(cfg: SFTConfig, val_ds, device):
 def run(cfg: SFTConfig) -> dict:
     t_start = time.time()
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(cpu=resolve_device(cfg.device) == "cpu")
+    accelerator = make_accelerator(resolve_device(cfg.device), "sft")
     is_main = accelerator.is_main_process
     n_proc = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // n_proc)
