@@ -82,3 +82,13 @@ def test_flan_is_averaged_over_seeds_and_rm_is_checked_against_both_agreements(t
     assert met is True and "gap per seed 2.0, 7.0 pts, mean 4.5 over 2 seeds" in detail
     held = same.replace("training", "held-out")
     assert verdict[held][0] is False and "4.0, 10.0" in verdict[held][1]  # mean 7 points
+
+
+def test_perfect_rm_note_says_which_limits_ppo():
+    from alignlab.report.build import perfect_rm_note
+
+    learned = {"heldout_gold_initial": 0.70, "heldout_gold_final": 0.72}
+    flat = {"heldout_gold_initial": 0.70, "heldout_gold_final": 0.71, "heldout_gold_delta_ci95": [-0.01, 0.03]}
+    big = {"heldout_gold_initial": 0.70, "heldout_gold_final": 0.80, "heldout_gold_delta_ci95": [0.08, 0.12]}
+    assert "the policy is" in perfect_rm_note(learned, flat) and "+0.010" in perfect_rm_note(learned, flat)
+    assert "what a better reward model would buy" in perfect_rm_note(learned, big)

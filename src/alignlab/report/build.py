@@ -198,11 +198,20 @@ def perfect_rm_note(ppo: dict, gold: dict) -> str:
         a, b = s.get(f"heldout_{key}_initial"), s.get(f"heldout_{key}_final")
         return "–" if a is None or b is None else f"{a:.3f} → {b:.3f} ({b - a:+.3f})"
 
-    return ("ppo_gold is PPO with a perfect reward model: the world's training labelers score every episode, "
+    text = ("ppo_gold is PPO with a perfect reward model: the world's training labelers score every episode, "
             "the rest as in ppo. Held-out gold, sampled: learned RM " + delta(ppo, "gold") + ", perfect RM "
             + delta(gold, "gold") + "; greedy: learned RM " + delta(ppo, "gold_greedy") + ", perfect RM "
-            + delta(gold, "gold_greedy") + ". The difference is what a better RM could buy; what the perfect RM does "
-            "not gain is out of this policy's reach at this PPO budget, whatever the RM.")
+            + delta(gold, "gold_greedy") + ".")
+    gain = lambda s: s["heldout_gold_final"] - s["heldout_gold_initial"]  # noqa: E731
+    lo, hi = gold.get("heldout_gold_delta_ci95") or (None, None)
+    if lo is None:
+        return text
+    half = (hi - lo) / 2
+    if gain(gold) > gain(ppo) + half:
+        return text + (f" The perfect RM gains more than the learned one by more than the ±{half:.3f} interval of its "
+                       "own gain: that gap is what a better reward model would buy.")
+    return text + (f" The perfect RM gains no more than the learned one (its gain's 95% interval is ±{half:.3f}): at "
+                   "this model size and PPO budget the reward model is not what limits PPO; the policy is.")
 
 
 def flan_mean_over_seeds(results: list[dict]) -> tuple[dict[str, float], int]:
