@@ -262,6 +262,22 @@ def best(runs: list[dict]) -> dict:
             "tokens_per_cpu_sec_all_runs": [r["tokens_per_cpu_sec"] for r in runs]}
 
 
+def compare(a, trl_name: str, ours_fn, trl_fn) -> dict:
+    """Alternate our run and TRL's ``a.repeats`` times; keep each side's fastest run and the ratios."""
+    ours, trl_runs = [], []
+    for _ in range(a.repeats):
+        ours.append(ours_fn())
+        if not a.skip_trl:
+            trl_runs.append(trl_fn())
+    out = {"alignlab": best(ours)}
+    if trl_runs:
+        out[trl_name] = best(trl_runs)
+        out["ratio_tokens_per_sec_ours_over_trl"] = round(out["alignlab"]["tokens_per_sec"] / out[trl_name]["tokens_per_sec"], 3)
+        out["ratio_tokens_per_cpu_sec_ours_over_trl"] = round(
+            out["alignlab"]["tokens_per_cpu_sec_best"] / out[trl_name]["tokens_per_cpu_sec_best"], 3)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="runs/default/sft")
@@ -292,34 +308,12 @@ def main() -> None:
     try:
         if a.only in ("sft", "both"):
             examples = sft_examples(a, tok)
-            ours, trl_runs = [], []
-            for _ in range(a.repeats):
-                ours.append(sft_ours(a, tmp))
-                if not a.skip_trl:
-                    trl_runs.append(sft_trl(a, tok, examples, tmp))
-            result["sft"] = {"alignlab": best(ours)}
-            if trl_runs:
-                result["sft"]["trl_sfttrainer"] = best(trl_runs)
-                result["sft"]["ratio_tokens_per_sec_ours_over_trl"] = round(
-                    result["sft"]["alignlab"]["tokens_per_sec"] / result["sft"]["trl_sfttrainer"]["tokens_per_sec"], 3)
-                result["sft"]["ratio_tokens_per_cpu_sec_ours_over_trl"] = round(
-                    result["sft"]["alignlab"]["tokens_per_cpu_sec_best"]
-                    / result["sft"]["trl_sfttrainer"]["tokens_per_cpu_sec_best"], 3)
+            result["sft"] = compare(a, "trl_sfttrainer", lambda: sft_ours(a, tmp),
+                                    lambda: sft_trl(a, tok, examples, tmp))
         if a.only in ("rm", "both"):
             pairs = write_pairs(a, tmp / "pairs.jsonl")
-            ours, trl_runs = [], []
-            for _ in range(a.repeats):
-                ours.append(rm_ours(a, tmp / "pairs.jsonl", tmp))
-                if not a.skip_trl:
-                    trl_runs.append(rm_trl(a, tok, pairs, tmp))
-            result["rm"] = {"alignlab": best(ours)}
-            if trl_runs:
-                result["rm"]["trl_rewardtrainer"] = best(trl_runs)
-                result["rm"]["ratio_tokens_per_sec_ours_over_trl"] = round(
-                    result["rm"]["alignlab"]["tokens_per_sec"] / result["rm"]["trl_rewardtrainer"]["tokens_per_sec"], 3)
-                result["rm"]["ratio_tokens_per_cpu_sec_ours_over_trl"] = round(
-                    result["rm"]["alignlab"]["tokens_per_cpu_sec_best"]
-                    / result["rm"]["trl_rewardtrainer"]["tokens_per_cpu_sec_best"], 3)
+            result["rm"] = compare(a, "trl_rewardtrainer", lambda: rm_ours(a, tmp / "pairs.jsonl", tmp),
+                                   lambda: rm_trl(a, tok, pairs, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["loadavg_end"] = os.getloadavg()
