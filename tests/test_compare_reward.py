@@ -74,6 +74,7 @@ def test_rm_loads_with_plain_transformers_and_demonstrations_average_zero(smoke_
     assert abs(raw.mean().item() - rm.config.reward_shift) < 1e-4
     s = json.loads((Path(path) / "summary.json").read_text())
     for key in ("val_accuracy_train_labelers", "val_accuracy_heldout_labelers", "val_accuracy_gold",
+                "val_expected_accuracy_train_labelers", "val_expected_accuracy_heldout_labelers",
                 "labeler_agreement", "labeler_agreement_heldout", "labeler_agreement_on_val_pairs", "reward_shift"):
         assert isinstance(s[key], float) and math.isfinite(s[key]), key
     assert 0.0 <= s["val_accuracy_train_labelers"] <= 1.0 and s["val_pairs"] > 0
@@ -123,6 +124,7 @@ def test_reward_on_plain_gpt2_with_jsonl(tiny_gpt2, tmp_path, fmt):
                          demonstrations=tiny_gpt2["pc_validation"], batch_size="8", tensorboard="false",
                          output_dir=str(out))
     assert 0.0 <= s["val_accuracy_train_labelers"] <= 1.0 and s["val_accuracy_heldout_labelers"] is None
+    assert s["val_expected_accuracy_heldout_labelers"] is None  # no world: no labelers to take the expectation over
     n_demo = len(Path(tiny_gpt2["pc_validation"]).read_text().splitlines())
     assert s["demonstrations_n"] == n_demo and abs(s["demonstrations_mean_after_shift"]) < 1e-4
     rm = AutoModelForSequenceClassification.from_pretrained(str(out), num_labels=1)

@@ -84,6 +84,29 @@ def test_flan_is_averaged_over_seeds_and_rm_is_checked_against_both_agreements(t
     assert verdict[held][0] is False and "4.0, 10.0" in verdict[held][1]  # mean 7 points
 
 
+def test_rm_claim_uses_expected_accuracy_when_every_seed_has_it(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)
+    (run_dir / "world").mkdir()
+    (run_dir / "world" / "stats.json").write_text(json.dumps({"labeler_agreement": 0.72, "labeler_agreement_heldout": 0.77}))
+    rm = {"val_accuracy_train_labelers": 0.64, "val_accuracy_heldout_labelers": 0.62, "val_prompts": 10, "val_pairs": 90,
+          "val_expected_accuracy_train_labelers": 0.65, "val_expected_accuracy_heldout_labelers": 0.67,
+          "labeler_agreement_on_val_pairs": 0.66, "labeler_agreement_heldout_on_val_pairs": 0.70}
+    (run_dir / "reward").mkdir()
+    (run_dir / "reward" / "summary.json").write_text(json.dumps(rm))
+    held = "RM accuracy (held-out labelers) within 5 points of the labelers' agreement on the same validation pairs"
+    verdict = {v["claim"]: (v["met"], v["numbers"]) for v in run(ReportConfig(run_dir=str(run_dir)))["verdict"]}
+    met, detail = verdict[held]  # expected 67 vs 70 (3 points) although the sampled labels give 62 (8 points)
+    assert met is True and detail.startswith("RM 67.0% (in expectation") and "vs labelers 70.0%" in detail
+    assert "sampled labels 62.0%" in detail
+    # a seed without the expected figure (an older run): every seed falls back to the sampled labels
+    (run_dir / "seeds" / "1" / "reward").mkdir(parents=True)
+    (run_dir / "seeds" / "1" / "reward" / "summary.json").write_text(json.dumps({
+        "val_accuracy_train_labelers": 0.64, "val_accuracy_heldout_labelers": 0.64,
+        "labeler_agreement_on_val_pairs": 0.66, "labeler_agreement_heldout_on_val_pairs": 0.70}))
+    met, detail = {v["claim"]: (v["met"], v["numbers"]) for v in run(ReportConfig(run_dir=str(run_dir)))["verdict"]}[held]
+    assert met is False and "gap per seed 8.0, 6.0 pts" in detail
+
+
 def test_perfect_rm_note_says_which_limits_ppo():
     from alignlab.report.build import perfect_rm_note
 

@@ -193,6 +193,42 @@ def test_labeler_agreement_is_realistic(world):
     assert 0.65 <= fresh <= 0.80
 
 
+def test_expected_accuracy_by_hand_and_against_sampled_rankings():
+    import random
+
+    import numpy as np
+
+    from alignlab.world.agreement import expected_accuracy
+    from alignlab.world.personas import rank_by_utilities
+
+    sig = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
+    p1 = {"weights": {"helpful": 1.0, "truthful": 0.0, "harmless": 0.0, "style": 0.0}, "tau": 0.5}
+    p2 = {"weights": {"helpful": 0.0, "truthful": 0.0, "harmless": 0.0, "style": 1.0}, "tau": 0.25}
+    diffs = np.array([[1.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, -0.5], [0.2, 0.0, 0.0, 0.0]])
+    # p1 prefers a with P sig(2), sig(0), sig(0.4); p2 with sig(2), sig(-2), sig(0)
+    directions = [1.0, 1.0, 0.0]  # the scorer puts a above b, a above b, tie
+    want = np.mean([sig(2.0), sig(0.0), 0.5, sig(2.0), sig(-2.0), 0.5])
+    assert expected_accuracy(diffs, directions, [p1, p2]) == pytest.approx(want)
+    assert expected_accuracy(diffs, [-1.0, -1.0, 0.0], [p1]) == pytest.approx(np.mean([1 - sig(2.0), 0.5, 0.5]))
+    assert math.isnan(expected_accuracy(diffs[:0], [], [p1]))
+    # it is what accuracy against sampled Plackett-Luce rankings averages to
+    rng = random.Random(0)
+    comps = np.array([[0.9, 1, 1, 0.2], [0.5, 1, 1, 0.9], [0.1, 1, 1, 0.6], [0.4, 1, 1, 0.1]])
+    scores = [0.3, 1.2, -0.4, 0.0]  # a scorer's order, not the labelers'
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    d = np.array([comps[i] - comps[j] for i, j in pairs])
+    want = expected_accuracy(d, [scores[i] - scores[j] for i, j in pairs], [p1, p2])
+    right = total = 0
+    for _ in range(4000):
+        p = rng.choice([p1, p2])
+        utils = [sum(p["weights"][c] * x for c, x in zip(("helpful", "truthful", "harmless", "style"), row)) for row in comps]
+        order = rank_by_utilities(utils, p["tau"], rng)
+        for a, b in ((order[x], order[y]) for x in range(4) for y in range(x + 1, 4)):
+            right += scores[a] > scores[b]
+            total += 1
+    assert right / total == pytest.approx(want, abs=0.01)
+
+
 # ----------------------------------------------------------------- nlp tasks
 
 

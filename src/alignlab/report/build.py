@@ -119,27 +119,40 @@ def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None
         # measured: agreement on its comparison data) and the world's calibrated figure on its candidate sets.
         # With several seeds the gap is judged on its mean over seeds (each seed has its own comparisons and RM),
         # as FLAN is: one seed's gap moves by a few points from seed to seed.
-        for grp, acc_key, agr_key, same_key, ceil_key in (
+        # The agreement is an exact expectation over the labelers' Bradley-Terry choices, so the RM's accuracy is
+        # taken the same way where the reward stage measured it (``val_expected_accuracy_*``); accuracy against the
+        # one sampled ranking per prompt estimates the same quantity with sampling noise and is shown beside it.
+        for grp, sampled_key, agr_key, same_key, ceil_key in (
                 ("training", "val_accuracy_train_labelers", "labeler_agreement", "labeler_agreement_on_val_pairs",
                  "ceiling_train_labelers"),
                 ("held-out", "val_accuracy_heldout_labelers", "labeler_agreement_heldout",
                  "labeler_agreement_heldout_on_val_pairs", "ceiling_heldout_labelers")):
+            expected_key = sampled_key.replace("val_accuracy", "val_expected_accuracy")
+            use_expected = all(x.get(expected_key) is not None for x in per_seed)
+            acc_key = expected_key if use_expected else sampled_key
             acc, agr, same, ceiling = r.get(acc_key), w.get(agr_key), r.get(same_key), r.get(ceil_key)
             if acc is None:
                 continue
             ceil_note = f"; a perfect gold reward model would score {100 * ceiling:.1f}%" if ceiling is not None else ""
+            rm_note = ""
+            if use_expected and r.get(sampled_key) is not None:
+                sampled = [x[sampled_key] for x in per_seed if x.get(sampled_key) is not None]
+                rm_note = (f" (in expectation over the labelers' choices, as their agreement is; against the sampled labels "
+                           f"{100 * r[sampled_key]:.1f}%"
+                           + (f", mean over seeds {100 * sum(sampled) / len(sampled):.1f}%)" if len(sampled) > 1 else ")"))
             if same is not None:
                 gaps = [abs(x[acc_key] - x[same_key]) for x in per_seed if x.get(acc_key) is not None and x.get(same_key) is not None]
                 gap, over = _mean_gap(gaps)
                 out.append((f"RM accuracy ({grp} labelers) within {100 * cfg.target_rm_gap:.0f} points of the labelers' "
                             "agreement on the same validation pairs", gap <= cfg.target_rm_gap,
-                            f"RM {100 * acc:.1f}% vs labelers {100 * same:.1f}% on {r.get('val_pairs')} pairs{ceil_note}{over}"))
+                            f"RM {100 * acc:.1f}%{rm_note} vs labelers {100 * same:.1f}% on {r.get('val_pairs')} pairs"
+                            f"{ceil_note}{over}"))
             if agr is not None:
                 gaps = [abs(x[acc_key] - agr) for x in per_seed if x.get(acc_key) is not None]
                 gap, over = _mean_gap(gaps)
                 out.append((f"RM accuracy ({grp} labelers) within {100 * cfg.target_rm_gap:.0f} points of the world's "
                             "labeler agreement (its candidate sets)", gap <= cfg.target_rm_gap,
-                            f"RM {100 * acc:.1f}% vs labelers {100 * agr:.1f}%{over}"))
+                            f"RM {100 * acc:.1f}%{' (expected)' if use_expected else ''} vs labelers {100 * agr:.1f}%{over}"))
     if "ppo" in pol and "ppo_ptx" in pol:
         tax_ppo, tax_ptx = _v(pol["ppo"], "heldout_ptx_loss_delta"), _v(pol["ppo_ptx"], "heldout_ptx_loss_delta")
         if tax_ppo is not None and tax_ptx is not None:
@@ -348,10 +361,16 @@ def run(cfg: ReportConfig) -> dict:
         acc = {"training labelers": r.get("val_accuracy_train_labelers") or 0, "held-out labelers": r.get("val_accuracy_heldout_labelers") or 0}
         agr = {"training labelers": w["labeler_agreement"], "held-out labelers": w["labeler_agreement_heldout"]}
         same = {"training labelers": r.get("labeler_agreement_on_val_pairs"), "held-out labelers": r.get("labeler_agreement_heldout_on_val_pairs")}
+        expected = {"training labelers": r.get("val_expected_accuracy_train_labelers"),
+                    "held-out labelers": r.get("val_expected_accuracy_heldout_labelers")}
         pct = lambda v: f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "–"  # noqa: E731
         doc.p(f"Pairwise accuracy on {r.get('val_prompts')} held-out prompts ({r.get('val_pairs')} pairs): "
-              f"{pct(acc['training labelers'])} (training labelers), {pct(acc['held-out labelers'])} (held-out labelers); "
-              f"against the noise-free gold ordering {pct(r.get('val_accuracy_gold'))}. On these very pairs the labelers "
+              f"{pct(acc['training labelers'])} (training labelers), {pct(acc['held-out labelers'])} (held-out labelers) "
+              "against their sampled rankings"
+              + (f"; in expectation over each group's labelers, computed exactly as their agreement is, "
+                 f"{pct(expected['training labelers'])} / {pct(expected['held-out labelers'])}"
+                 if expected['held-out labelers'] is not None else "")
+              + f"; against the noise-free gold ordering {pct(r.get('val_accuracy_gold'))}. On these very pairs the labelers "
               f"agree with each other {pct(same['training labelers'])} / {pct(same['held-out labelers'])}; on the world's "
               f"candidate sets {pct(agr['training labelers'])} / {pct(agr['held-out labelers'])} "
               "(InstructGPT: RM 72.4% / 69.6%, labelers 72.6% / 77.3%).")
@@ -363,7 +382,7 @@ def run(cfg: ReportConfig) -> dict:
                   f"{pct(r.get('policy_pairs_labeler_agreement_heldout_on_val_pairs'))}, and against gold the RM scores "
                   f"{pct(r.get('policy_pairs_val_accuracy_gold'))}: most SFT samples of a small model are equally wrong, "
                   "so their pairs are close to coin flips for labelers and RM alike.")
-        doc.image(plots.rm_accuracy(acc, agr, out / "report_rm_accuracy.png", same), "RM accuracy vs labeler agreement")
+        doc.image(plots.rm_accuracy(acc, agr, out / "report_rm_accuracy.png", same, expected), "RM accuracy vs labeler agreement")
 
     if d["flan"]:
         f = d["flan"]

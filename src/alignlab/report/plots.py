@@ -55,14 +55,18 @@ def gold_vs_proxy(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
 
 
 def rm_accuracy(acc: dict[str, float], agreement: dict[str, float], path: Path,
-                same_pairs: dict[str, float | None] | None = None) -> Path:
-    """RM pairwise accuracy beside the labelers' own agreement (its practical ceiling): on the RM's
+                same_pairs: dict[str, float | None] | None = None,
+                expected: dict[str, float | None] | None = None) -> Path:
+    """RM pairwise accuracy (against the sampled labels and, when known, in expectation over the
+    labelers' choices) beside the labelers' own agreement (its practical ceiling): on the RM's
     validation pairs, when known, and on the world's candidate sets."""
     fig = Figure(figsize=(5.5, 3.4))
     ax = fig.subplots()
     groups = ["training labelers", "held-out labelers"]
     xs = range(len(groups))
-    bars = [("reward model accuracy", acc, "#4c72b0")]
+    bars = [("RM vs sampled labels", acc, "#4c72b0")]
+    if expected and all(expected.get(g) is not None for g in groups):
+        bars.append(("RM, expected over labelers", expected, "#8172b3"))
     if same_pairs and all(same_pairs.get(g) is not None for g in groups):
         bars.append(("labelers agree, same pairs", same_pairs, "#dd8452"))
     bars.append(("labelers agree, world candidates", agreement, "#aaaaaa"))

@@ -64,6 +64,24 @@ def expected_agreement(diffs: np.ndarray, personas: Sequence[dict[str, Any]], no
     return total / n
 
 
+def expected_accuracy(diffs: np.ndarray, directions: np.ndarray, personas: Sequence[dict[str, Any]]) -> float:
+    """Mean P(a persona's Bradley-Terry choice matches a scorer's order) over pairs and personas.
+
+    ``directions[n]`` is +1 where the scorer (a reward model) puts pair n's ``a`` above ``b``,
+    -1 where it puts ``b`` above, 0 for a tie (counts 1/2). This is the expected accuracy
+    against one labeler drawn at random from ``personas`` -- what accuracy against their
+    sampled labels estimates -- computed exactly, as ``expected_agreement`` is, so a
+    comparison of the two carries no label-sampling noise on either side.
+    """
+    if len(personas) == 0 or len(diffs) == 0:
+        return float("nan")
+    w = np.array([[p["weights"][c] for c in COMPONENTS] for p in personas])  # (P, 4)
+    tau = np.array([p["tau"] for p in personas])
+    prob = 1.0 / (1.0 + np.exp(-np.clip((diffs @ w.T) / tau, -60, 60)))  # P(persona prefers a), (n_pairs, P)
+    d = np.sign(np.asarray(directions, dtype=np.float64))[:, None]
+    return float(np.mean(np.where(d > 0, prob, np.where(d < 0, 1.0 - prob, 0.5))))
+
+
 def labeler_agreement(world, records: Sequence[dict], personas: Sequence[dict] | None = None, k: int = 4, seed: int = 0) -> float:
     """Agreement rate of different personas (default: training personas) on candidate pairs."""
     personas = list(personas) if personas is not None else world.training_personas()
