@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignlab.config import resolve
-from alignlab.stages.pipeline import PRESETS, PipelineConfig
+from alignlab.stages.pipeline import PRESETS, PipelineConfig, newer_upstream, upstream_folders
 from alignlab.stages.registry import run_stage
 
 
-def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path):
+def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path, capsys):
     run = tmp_path / "run"
     cfg = resolve(PipelineConfig, PRESETS, "smoke", None,
                   {"output_dir": str(run), "stages": "[world, tokenizer, pretrain]"})
@@ -43,3 +44,32 @@ def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path):
     # A second run skips every finished stage.
     again = run_stage("pipeline", cfg)
     assert all(v == 0.0 for v in again["stage_seconds"].values())
+
+    # As with make: a finished step whose input step finished after it is rerun; the others are not.
+    tok_summary = run / "tokenizer" / "summary.json"
+    before = (run / "world" / "summary.json").stat().st_mtime - 60
+    os.utime(tok_summary, (before, before))
+    short = resolve(PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(run), "stages": "[world, tokenizer]"})
+    again = run_stage("pipeline", short)
+    assert again["stage_seconds"]["world"] == 0.0 and again["stage_seconds"]["tokenizer"] > 0.0
+    assert "tokenizer: world finished after it; rerunning it" in capsys.readouterr().out
+    # ... and pretrain, which read the old tokenizer, is now behind it
+    assert newer_upstream(run / "pretrain", upstream_folders("pretrain", run, run)) == ["tokenizer"]
+
+    # A finished step whose settings changed is kept, and the warning names the key.
+    changed = resolve(PipelineConfig, PRESETS, "smoke", None, {
+        "output_dir": str(run), "stages": "[world, tokenizer]", "stage_overrides": "{tokenizer: {min_frequency: 3}}"})
+    again = run_stage("pipeline", changed)
+    out = capsys.readouterr().out
+    assert again["stage_seconds"]["tokenizer"] == 0.0
+    assert "tokenizer: finished with a different config (min_frequency (2 -> 3))" in out and "--redo" in out
+
+
+def test_upstream_folders_follow_the_wiring(tmp_path):
+    shared, seed1 = tmp_path, tmp_path / "seeds" / "1"
+    assert upstream_folders("ppo", seed1, shared) == sorted([seed1 / "reward", seed1 / "sft", shared / "world"])
+    assert upstream_folders("reward", shared, shared) == sorted([shared / "compare", shared / "sft", shared / "world"])
+    assert upstream_folders("world", shared, shared) == []
+    evaluate = upstream_folders("evaluate", seed1, shared)
+    assert shared / "pretrain" in evaluate and seed1 / "dpo" in evaluate and seed1 / "ppo_ptx" in evaluate
+    assert seed1 / "reward" not in evaluate  # evaluation judges with the world's labelers, not the RM

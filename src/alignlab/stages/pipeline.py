@@ -5,7 +5,10 @@
 
 A step whose folder already holds ``summary.json`` finished and is skipped (unless named
 in ``redo``); one without it is (re)started with ``resume`` on, so a killed pipeline
-continues where it stopped. Extra ``seeds`` retrain everything from SFT on, FLAN included
+continues where it stopped. As with ``make``, a finished step is rerun when a step it reads
+from (its wiring below) finished after it, so ``--redo reward`` also reruns PPO and the
+evaluation; a finished step whose resolved config differs from the one it ran with is kept,
+with a warning that names the changed keys (add it to ``redo`` to rerun it). Extra ``seeds`` retrain everything from SFT on, FLAN included
 and the hack and perfect-RM runs excepted (the world and the base model are shared), under
 ``RUN/seeds/<seed>/``, and are evaluated the same way, so the report can give per-seed values. Per-step settings: ``--stage_overrides
 '{pretrain: {max_steps: 100}}'`` or the same mapping in a YAML file.
@@ -86,6 +89,51 @@ def wiring(step: str, run: Path, shared: Path) -> dict:
     }[step]
 
 
+def _paths(value) -> list[Path]:
+    if isinstance(value, str):
+        return [Path(value)]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [p for v in value for p in _paths(v)] if isinstance(value, list) else []
+
+
+def upstream_folders(step: str, run: Path, shared: Path) -> list[Path]:
+    """The step folders ``step`` reads from (read off its wiring), e.g. sft and reward for ppo."""
+    folders = {(shared if s in SHARED else run) / s for s in STEPS if s not in (step, "report")}
+    wired = _paths(wiring(step, run, shared))
+    return sorted(f for f in folders if any(p == f or f in p.parents for p in wired))
+
+
+def newer_upstream(out: Path, upstream: list[Path]) -> list[str]:
+    """Upstream steps that finished after the step in ``out`` did (its outputs predate their inputs)."""
+    mine = (out / "summary.json").stat().st_mtime
+    return [u.name for u in upstream if (u / "summary.json").is_file() and (u / "summary.json").stat().st_mtime > mine]
+
+
+def config_changes(out: Path, sc, wired: set[str] = frozenset()) -> list[str]:
+    """Dotted keys whose value in ``sc`` differs from the config.yaml the finished step ran with.
+
+    ``wired`` keys (paths the pipeline itself sets from the run folder), ``output_dir`` and ``resume``
+    are left out: they change when a run folder is moved or resumed, not when a setting does."""
+    import yaml
+
+    from alignlab.config import to_yaml
+
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        return []
+    saved, now = yaml.safe_load(saved_file.read_text()) or {}, yaml.safe_load(to_yaml(sc))  # tuples -> lists, as saved
+
+    def diff(a, b, prefix=""):
+        keys = sorted(set(a) | set(b)) if isinstance(a, dict) and isinstance(b, dict) else None
+        if keys is None:
+            return [] if a == b else [f"{prefix[:-1]} ({a!r} -> {b!r})"]
+        skip = {"resume", "output_dir", *wired} if not prefix else set()
+        return [d for k in keys if k not in skip for d in diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+
+    return diff(saved, now)
+
+
 def step_config(step: str, cfg: PipelineConfig, seed: int, run: Path):
     stage, extra = STEPS[step]
     cls, presets, _ = STAGES[stage].load()
@@ -134,7 +182,15 @@ def run(cfg: PipelineConfig) -> dict:
         if step in cfg.redo or "all" in cfg.redo:
             shutil.rmtree(out, ignore_errors=True)
         done = read_summary(out) if step != "report" else None
+        if done is not None and (newer := newer_upstream(out, upstream_folders(step, run_dir, shared))):
+            print(f"[pipeline] {label}: {', '.join(newer)} finished after it; rerunning it", flush=True)
+            shutil.rmtree(out)
+            done = None
         if done is not None:
+            changed = config_changes(out, sc, set(wiring(step, run_dir, shared)))
+            if changed:
+                print(f"[pipeline] {label}: finished with a different config ({'; '.join(changed)}); keeping it -- "
+                      f"add '{step}' to --redo to rerun it")
             print(f"[pipeline] {label}: already finished ({out}), skipping")
             results[label] = done
             times[label] = 0.0
