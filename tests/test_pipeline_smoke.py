@@ -45,11 +45,17 @@ def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path, capsys):
     again = run_stage("pipeline", cfg)
     assert all(v == 0.0 for v in again["stage_seconds"].values())
 
-    # As with make: a finished step whose input step finished after it is rerun; the others are not.
+    # File times reset by a copy (cp -r writes them in copy order) do not matter: finished_at does.
     tok_summary = run / "tokenizer" / "summary.json"
-    before = (run / "world" / "summary.json").stat().st_mtime - 60
-    os.utime(tok_summary, (before, before))
+    world_at = json.loads((run / "world" / "summary.json").read_text())["finished_at"]
+    os.utime(run / "world" / "summary.json", (world_at + 600, world_at + 600))
     short = resolve(PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(run), "stages": "[world, tokenizer]"})
+    assert all(v == 0.0 for v in run_stage("pipeline", short)["stage_seconds"].values())
+
+    # As with make: a finished step whose input step finished after it is rerun; the others are not.
+    tok = json.loads(tok_summary.read_text())
+    tok_summary.write_text(json.dumps({**tok, "finished_at": world_at - 60}))
+    capsys.readouterr()
     again = run_stage("pipeline", short)
     assert again["stage_seconds"]["world"] == 0.0 and again["stage_seconds"]["tokenizer"] > 0.0
     assert "tokenizer: world finished after it; rerunning it" in capsys.readouterr().out

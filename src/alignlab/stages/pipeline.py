@@ -104,10 +104,26 @@ def upstream_folders(step: str, run: Path, shared: Path) -> list[Path]:
     return sorted(f for f in folders if any(p == f or f in p.parents for p in wired))
 
 
+def _finished(folder: Path) -> tuple[float | None, float]:
+    """(``finished_at`` from summary.json, the file's modification time)."""
+    path = folder / "summary.json"
+    return json.loads(path.read_text()).get("finished_at"), path.stat().st_mtime
+
+
 def newer_upstream(out: Path, upstream: list[Path]) -> list[str]:
-    """Upstream steps that finished after the step in ``out`` did (its outputs predate their inputs)."""
-    mine = (out / "summary.json").stat().st_mtime
-    return [u.name for u in upstream if (u / "summary.json").is_file() and (u / "summary.json").stat().st_mtime > mine]
+    """Upstream steps that finished after the step in ``out`` did (its outputs predate their inputs).
+
+    Judged on the ``finished_at`` both summaries record (it survives ``cp -r``, which resets file
+    times in copy order), on file times for steps run before summaries recorded it."""
+    mine_at, mine_mtime = _finished(out)
+    newer = []
+    for u in upstream:
+        if not (u / "summary.json").is_file():
+            continue
+        at, mtime = _finished(u)
+        if (at > mine_at) if (at is not None and mine_at is not None) else (mtime > mine_mtime):
+            newer.append(u.name)
+    return newer
 
 
 def config_changes(out: Path, sc, wired: set[str] = frozenset()) -> list[str]:

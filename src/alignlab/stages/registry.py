@@ -2,7 +2,8 @@
 
 Each stage module defines a config dataclass, a ``PRESETS`` dict and ``run(cfg) -> dict``.
 :func:`run_stage` wraps it with what every stage owes its user: the resolved
-``config.yaml`` written first, ``summary.json`` (with the wall time) written last.
+``config.yaml`` written first, ``summary.json`` (with the wall time and the time it
+finished) written last.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def run_stage(name: str, cfg: Any) -> dict:
         write_config(out, cfg)
     t0 = time.time()
     summary = run(cfg) or {}
-    summary = {"stage": name, **summary, "wall_seconds": round(time.time() - t0, 2)}
+    # finished_at (Unix time) lets the pipeline order steps even after a copy that resets file times
+    summary = {"stage": name, **summary, "wall_seconds": round(time.time() - t0, 2), "finished_at": round(time.time(), 3)}
     if is_main:
         write_summary(out, summary)
     return summary
