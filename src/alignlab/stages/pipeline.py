@@ -8,10 +8,12 @@ in ``redo``); one without it is (re)started with ``resume`` on, so a killed pipe
 continues where it stopped. As with ``make``, a finished step is rerun when a step it reads
 from (its wiring below) finished after it, so ``--redo reward`` also reruns PPO and the
 evaluation; a finished step whose resolved config differs from the one it ran with is kept,
-with a warning that names the changed keys (add it to ``redo`` to rerun it). Extra ``seeds`` retrain everything from SFT on, FLAN included
-and the hack and perfect-RM runs excepted (the world and the base model are shared), under
-``RUN/seeds/<seed>/``, and are evaluated the same way, so the report can give per-seed values. Per-step settings: ``--stage_overrides
-'{pretrain: {max_steps: 100}}'`` or the same mapping in a YAML file.
+with a warning that names the changed keys (add it to ``redo`` to rerun it).
+
+Extra ``seeds`` retrain everything from SFT on, FLAN included and the hack and perfect-RM
+runs excepted (the world and the base model are shared), under ``RUN/seeds/<seed>/``, and
+are evaluated the same way, so the report can give per-seed values. Per-step settings:
+``--stage_overrides '{pretrain: {max_steps: 100}}'`` or the same mapping in a YAML file.
 """
 
 from __future__ import annotations

@@ -48,14 +48,20 @@ def pair_differences(component_sets: Sequence[np.ndarray]) -> np.ndarray:
     return np.array(diffs, dtype=np.float64).reshape(-1, len(COMPONENTS))
 
 
+def choice_probabilities(diffs: np.ndarray, personas: Sequence[dict[str, Any]], noise_scale: float = 1.0,
+                         use_base_tau: bool = False) -> np.ndarray:
+    """(n_pairs, P): each persona's Bradley-Terry probability of preferring ``a`` in each pair."""
+    w = np.array([[p["weights"][c] for c in COMPONENTS] for p in personas])  # (P, 4)
+    tau = np.array([p["base_tau"] if use_base_tau else p["tau"] for p in personas]) * noise_scale
+    z = (diffs @ w.T) / tau  # (n_pairs, P)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
 def expected_agreement(diffs: np.ndarray, personas: Sequence[dict[str, Any]], noise_scale: float = 1.0, use_base_tau: bool = False) -> float:
     """Mean P(two different personas make the same choice) over pairs and persona pairs."""
     if len(personas) < 2 or len(diffs) == 0:
         return float("nan")
-    w = np.array([[p["weights"][c] for c in COMPONENTS] for p in personas])  # (P, 4)
-    tau = np.array([p["base_tau"] if use_base_tau else p["tau"] for p in personas]) * noise_scale
-    z = (diffs @ w.T) / tau  # (n_pairs, P)
-    prob = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+    prob = choice_probabilities(diffs, personas, noise_scale, use_base_tau)
     total, n = 0.0, 0
     for a, b in itertools.combinations(range(len(personas)), 2):
         pa, pb = prob[:, a], prob[:, b]
@@ -75,9 +81,7 @@ def expected_accuracy(diffs: np.ndarray, directions: np.ndarray, personas: Seque
     """
     if len(personas) == 0 or len(diffs) == 0:
         return float("nan")
-    w = np.array([[p["weights"][c] for c in COMPONENTS] for p in personas])  # (P, 4)
-    tau = np.array([p["tau"] for p in personas])
-    prob = 1.0 / (1.0 + np.exp(-np.clip((diffs @ w.T) / tau, -60, 60)))  # P(persona prefers a), (n_pairs, P)
+    prob = choice_probabilities(diffs, personas)
     d = np.sign(np.asarray(directions, dtype=np.float64))[:, None]
     return float(np.mean(np.where(d > 0, prob, np.where(d < 0, 1.0 - prob, 0.5))))
 
