@@ -69,6 +69,11 @@ def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path, capsys):
     out = capsys.readouterr().out
     assert again["stage_seconds"]["tokenizer"] == 0.0
     assert "tokenizer: finished with a different config (min_frequency (2 -> 3))" in out and "--redo" in out
+    # a damaged config.yaml is named in the warning; the finished step is still kept
+    (run / "tokenizer" / "config.yaml").write_text("vocab_size: [unclosed\n")
+    again = run_stage("pipeline", short)
+    out = capsys.readouterr().out
+    assert again["stage_seconds"]["tokenizer"] == 0.0 and f"{run / 'tokenizer' / 'config.yaml'} is not valid YAML" in out
 
 
 def test_upstream_folders_follow_the_wiring(tmp_path):

@@ -199,6 +199,7 @@ def test_expected_accuracy_by_hand_and_against_sampled_rankings():
     import numpy as np
 
     from alignlab.world.agreement import expected_accuracy
+    from alignlab.world.labelers import COMPONENTS
     from alignlab.world.personas import rank_by_utilities
 
     sig = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
@@ -221,7 +222,7 @@ def test_expected_accuracy_by_hand_and_against_sampled_rankings():
     right = total = 0
     for _ in range(4000):
         p = rng.choice([p1, p2])
-        utils = [sum(p["weights"][c] * x for c, x in zip(("helpful", "truthful", "harmless", "style"), row)) for row in comps]
+        utils = [sum(p["weights"][c] * x for c, x in zip(COMPONENTS, row)) for row in comps]
         order = rank_by_utilities(utils, p["tau"], rng)
         for a, b in ((order[x], order[y]) for x in range(4) for y in range(x + 1, 4)):
             right += scores[a] > scores[b]

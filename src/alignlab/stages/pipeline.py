@@ -140,7 +140,11 @@ def config_changes(out: Path, sc, wired: set[str] = frozenset()) -> list[str]:
     saved_file = out / "config.yaml"
     if not saved_file.is_file():
         return []
-    saved, now = yaml.safe_load(saved_file.read_text()) or {}, yaml.safe_load(to_yaml(sc))  # tuples -> lists, as saved
+    try:
+        saved = yaml.safe_load(saved_file.read_text()) or {}
+    except yaml.YAMLError as e:  # a hand-edited or damaged file: say so, keep the finished step
+        return [f"{saved_file} is not valid YAML ({e.__class__.__name__}), so the settings cannot be compared"]
+    now = yaml.safe_load(to_yaml(sc))  # tuples -> lists, as saved
 
     def diff(a, b, prefix=""):
         keys = sorted(set(a) | set(b)) if isinstance(a, dict) and isinstance(b, dict) else None
