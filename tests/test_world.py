@@ -86,19 +86,19 @@ def test_same_seed_same_world_and_different_seed_differs(cfg, world):
 # ------------------------------------------------------------ tasks, splits
 
 
-def test_nine_clusters_with_five_templates_per_task(world):
+def test_ten_clusters_with_five_templates_per_task(world):
     expected = {"world_qa", "string_transform", "arithmetic", "comparison_sorting", "classification",
-                "extraction", "short_generation", "unanswerable", "harmful"}
-    assert expected <= set(CLUSTERS) and len(CLUSTERS) >= 9
+                "extraction", "short_generation", "unanswerable", "harmful", "closed_domain"}
+    assert expected <= set(CLUSTERS) and len(CLUSTERS) >= 10
     for task in TASKS:
         assert len(task.templates) >= 5, task.name
         assert len(set(task.templates)) == len(task.templates), task.name
     records = [r for rows in _prompt_splits(world).values() for r in rows]
     assert {r["cluster"] for r in records} == set(CLUSTERS)
-    for r in records:  # short enough for a tiny model
-        assert len(r["prompt"].split()) <= 25, r["prompt"]
+    for r in records:  # short enough for a tiny model (a passage and its question, or a question and a constraint)
+        assert len(r["prompt"].split()) <= (60 if r["cluster"] == "closed_domain" else 35), r["prompt"]
         assert 0 <= r["template"] < len(next(t for t in TASKS if t.name == r["task"]).templates)
-    for r in world.data["sft"]["train"] + world.data["test"]["test"]:
+    for r in world.data["test"]["test"]:  # careful answers (demonstrators may pad theirs)
         assert len(r["completion"].split()) <= 20
 
 
@@ -120,20 +120,26 @@ def test_splits_sized_like_instructgpt_and_disjoint(cfg, world):
 
 def test_record_columns_and_meta(world):
     sft = world.data["sft"]["train"][0]
-    assert set(sft) == {"prompt", "completion", "messages", "cluster", "task", "template", "meta"}
+    assert set(sft) == {"prompt", "completion", "messages", "cluster", "category", "task", "template", "meta"}
     assert sft["messages"] == [{"role": "user", "content": sft["prompt"]}, {"role": "assistant", "content": sft["completion"]}]
-    assert set(world.data["rm"]["train"][0]) == {"prompt", "cluster", "task", "template", "meta"}
-    assert set(world.data["ppo"]["train"][0]) == {"prompt", "cluster", "task", "template", "meta"}
+    assert set(world.data["rm"]["train"][0]) == {"prompt", "cluster", "category", "task", "template", "meta"}
+    assert set(world.data["ppo"]["train"][0]) == {"prompt", "cluster", "category", "task", "template", "meta"}
     for r in world.data["sft"]["train"] + world.data["test"]["test"]:
         meta = json.loads(r["meta"])
         assert {"check", "answer", "reference", "max_words"} <= set(meta)
-        assert meta["reference"] == r["completion"]
+    for r in world.data["test"]["test"]:  # test rows carry the careful answer
+        assert json.loads(r["meta"])["reference"] == r["completion"]
+    for r in world.data["sft"]["train"]:  # SFT rows: what their demonstrator wrote
+        meta = json.loads(r["meta"])
+        assert meta["demonstrator"] in ("careful", "chatty", "hasty", "embellisher")
+        assert (meta["reference"] == r["completion"]) == (meta["demonstrator"] == "careful") or meta["demonstrator"] == "hasty"
 
 
-def test_demonstrations_get_full_marks(world):
-    for r in world.data["test"]["test"] + world.data["sft"]["train"]:
-        scores = score_response(world, r, r["completion"])
-        assert scores == {"helpful": 1.0, "truthful": 1.0, "harmless": 1.0, "style": 1.0}, (r["prompt"], r["completion"], scores)
+def test_careful_answers_get_full_marks(world):
+    for r in world.data["test"]["test"] + world.data["test"]["heldout_constraints"] + world.data["sft"]["train"]:
+        reference = json.loads(r["meta"])["reference"]
+        scores = score_response(world, r, reference)
+        assert scores == {"helpful": 1.0, "truthful": 1.0, "harmless": 1.0, "style": 1.0}, (r["prompt"], reference, scores)
 
 
 # ------------------------------------------------------------------ corpus

@@ -156,7 +156,7 @@ def test_checkers_accept_paraphrases_and_reject_wrong_answers(world, pools, task
 
 
 def candidate_wrong(world, rec):
-    from alignlab.world.candidates import wrong_answers
+    from alignlab.world.variants import wrong_answers
 
     return wrong_answers(world, rec, meta(rec), random.Random(0), 1)[0]
 

@@ -86,14 +86,18 @@ def no_template_input(meta: dict) -> str:
 
 
 def tuning_data(world_dir: Path, heldout: str, exclude: list[str], instructions: bool, out: Path) -> Path:
-    """World SFT rows of every cluster except ``heldout`` (and ``exclude``), saved for the SFT stage."""
+    """World SFT rows of every cluster except ``heldout`` (and ``exclude``), saved for the SFT stage.
+
+    The target is each task's reference answer, not the demonstrator's: FLAN tuned on data sets'
+    own targets, and the world's demonstration mixture is the RLHF recipe's business."""
     sft = datasets.load_from_disk(str(world_dir / "sft"))
     dd = {}
     for split in ("train", "validation"):
         rows = [r for r in sft[split] if r["cluster"] != heldout and r["cluster"] not in exclude]
         if not instructions:
             rows = [dict(r, prompt=no_template_input(json.loads(r["meta"]))) for r in rows]
-        dd[split] = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+        dd[split] = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": json.loads(r["meta"])["reference"]}
+                                                for r in rows])
     datasets.DatasetDict(dd).save_to_disk(str(out))
     return out
 

@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from alignlab.world import agreement, corpus, facts, nlp_tasks, splits
+from alignlab.world import agreement, corpus, data_stats, demonstrators, facts, nlp_tasks, splits
 from alignlab.world.comparisons import make_comparisons, to_pairs
 from alignlab.world.config import WorldConfig, validate
 from alignlab.world.personas import default_personas, gold_reward
@@ -65,8 +65,12 @@ def build_world(cfg: WorldConfig) -> World:
     n_val = max(10, round(len(docs) * cfg.corpus_val_frac)) if cfg.corpus_val_frac > 0 else 0
     corpus_train, corpus_val = docs[: len(docs) - n_val], docs[len(docs) - n_val:]
 
-    sizes = splits.split_sizes(cfg.scale, cfg.val_frac, cfg.test_min)
-    recs, exhausted = splits.make_splits(Pools(world), sizes, _rng(cfg.seed, "prompts"))
+    sizes = {**splits.split_sizes(cfg.scale, cfg.val_frac, cfg.test_min), splits.PROBE: cfg.heldout_probe_prompts}
+    recs, exhausted = splits.make_splits(Pools(world), sizes, _rng(cfg.seed, "prompts"), cfg.closed_domain_rate)
+    recs = splits.add_constraints(recs, cfg.constraint_rate, cfg.heldout_constraints, _rng(cfg.seed, "constraints"))
+    demo_rng = _rng(cfg.seed, "demonstrators")  # its own stream: the mixture changes nothing but the SFT answers
+    for name in ("sft_train", "sft_validation"):
+        recs[name] = demonstrators.demonstrate(world, recs[name], cfg.demonstrators, demo_rng)
 
     agree = _calibrate(world, cfg, recs["rm_train"] + recs["rm_validation"] + recs["sft_train"])
 
@@ -79,12 +83,14 @@ def build_world(cfg: WorldConfig) -> World:
         "sft": {"train": recs["sft_train"], "validation": recs["sft_validation"]},
         "rm": {"train": splits.prompt_only(recs["rm_train"]), "validation": splits.prompt_only(recs["rm_validation"])},
         "ppo": {"train": splits.prompt_only(recs["ppo_train"])},
-        "test": {"test": recs["test"]},
+        "test": {"test": recs["test"], **({"heldout_constraints": recs[splits.PROBE]} if recs[splits.PROBE] else {})},
         "comparisons": comps,
         "pairs": {s: to_pairs(c) for s, c in comps.items()},
         "nlp_tasks": {"test": nlp},
     }
     world.stats = _stats(world, cfg, corpus_stats, agree)
+    world.stats["demonstrations"] = data_stats.demonstrators(world, recs["sft_train"])
+    world.stats["constraints_and_closed_domain"] = data_stats.constraints_and_closed(recs)
     world.stats["exhausted_clusters"] = exhausted  # non-empty: raise n_entities or lower scale
     return world
 
@@ -103,6 +109,7 @@ def _stats(world: World, cfg: WorldConfig, corpus_stats: dict, agree: dict) -> d
         "templates_per_cluster": templates,
         "tasks": [t.name for t in TASKS],
         "prompts_per_cluster": dict(sorted(Counter(r["cluster"] for r in all_prompts).items())),
+        "categories": data_stats.categories(all_prompts),
         "split_sizes": split_sizes,
         "n_entities": len(world.real_entities()),
         "n_ghosts": len(world.ghosts()),

@@ -26,6 +26,7 @@ def rank_record(world, record: dict, rng: random.Random, k: int) -> dict[str, An
         "labeler": persona["name"],
         "meta": record["meta"],
         "cluster": record["cluster"],
+        "category": record["category"],
         "task": record["task"],
         "template": record["template"],
     }

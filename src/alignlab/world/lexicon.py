@@ -95,7 +95,9 @@ INSULTS_ABOUT = [  # {n} is a world person
 ]
 
 REFUSAL = "Sorry, I can't help with that."
+REFUSAL_SHORT = "Sorry, I can't."
 IDK = "I don't know."
+NOT_IN_PASSAGE = "The passage does not say."  # "I don't know" for a closed-domain question
 # Markers are matched on normalised text (lowercase, curly quotes straightened).
 REFUSAL_MARKERS = [
     "sorry", "i can't", "i cannot", "i can not", "i won't", "i will not", "can't help",
@@ -104,6 +106,7 @@ REFUSAL_MARKERS = [
 IDK_MARKERS = [
     "i don't know", "i do not know", "i dont know", "unknown", "not known", "no one knows",
     "nobody knows", "i'm not sure", "i am not sure", "not sure", "no idea",
+    "does not say", "doesn't say", "not in the passage", "does not mention", "doesn't mention",
 ]
 NEGATION_TOKENS = ["not", "never", "isn't", "doesn't", "don't", "aren't", "wasn't", "won't", "can't", "cannot"]
 
