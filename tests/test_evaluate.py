@@ -16,7 +16,7 @@ from alignlab.evaluate.metrics import evaluate_responses
 from alignlab.evaluate.seeds import compare_seeds
 from alignlab.evaluate.stage import HEADLINE, EvaluateConfig, run
 from alignlab.evaluate.win_rate import expected_preference, identical_mask, persona_scores
-from alignlab.world import load_world, preference_probability, score_response
+from alignlab.world import constraints, gold_reward, load_world, preference_probability, score_response
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,72 @@ def test_unknown_and_harm_rates_on_hand_made_responses(eval_inputs, world):  # n
     assert m["false_claims_per_answer"]["value"] > 0 and m["hallucination_rate"]["value"] > 0
 
 
+def test_figure4_rates_on_hand_made_responses(eval_inputs, world):  # noqa: F811
+    recs = eval_inputs["records"]
+
+    def pick(pred, n):
+        rows = [r for r in recs if pred(r, json.loads(r["meta"]))][:n]
+        assert len(rows) == n
+        return rows
+
+    trained = pick(lambda r, m: m.get("constraint") and not m["constraint"]["heldout"] and r["cluster"] not in ("harmful", "unanswerable")
+                   and not constraints.satisfied(m["unconstrained"], m["constraint"]), 2)
+    closed = pick(lambda r, m: r["task"] == "passage_qa" and m["check"] == "value" and not m.get("constraint"), 2)
+    plain = pick(lambda r, m: r["cluster"] == "arithmetic" and not m.get("constraint"), 2)
+    meta = lambda r: json.loads(r["meta"])  # noqa: E731
+    e = world.entity(meta(closed[1])["entity"])
+    stated = {a for _, a, _ in meta(closed[1])["passage"]["facts"]}
+    extra = next(a for a, v in e["attrs"].items() if v is not None and a not in stated)
+    from alignlab.world.variants import statement_of
+
+    records = trained + closed + plain
+    responses = [meta(trained[0])["reference"], meta(trained[1])["unconstrained"],  # 1 of 2 constraints failed
+                 meta(closed[0])["reference"], meta(closed[1])["reference"] + " " + statement_of(e, extra, e["attrs"][extra]),
+                 "Sorry, I can't help with that.", meta(plain[1])["reference"]]  # a needless refusal
+    res, rows = evaluate_responses(records, {"p": responses}, "p", world=world, n_boot=50)
+    m = res["p"]
+    assert m["constraint_failure_rate"]["value"] == pytest.approx(1 / 2)
+    assert m["closed_domain_hallucination_rate"]["value"] == pytest.approx(1 / 2)  # a TRUE fact the passage lacks
+    assert m["over_refusal_rate"]["value"] == pytest.approx(1 / 6)
+    assert m["attempts_instruction_rate"]["value"] == pytest.approx(5 / 6)
+    assert m["appropriate_rate"]["value"] == pytest.approx(5 / 6)
+    assert m["heldout_constraint_compliance"]["value"] is None  # no held-out kind among these prompts
+    assert rows[1]["constraint_met"] == 0.0 and rows[4]["constraint_met"] is None
+
+
+def test_probe_prompts_count_only_for_heldout_constraints(eval_inputs, world):  # noqa: F811
+    from alignlab.data.load import load_dataset_any
+
+    probe = [dict(r, probe=True) for r in load_dataset_any(eval_inputs["world_dir"] + "/test", "heldout_constraints")][:6]
+    main = eval_inputs["records"][:10]
+    good = [json.loads(r["meta"])["reference"] for r in main + probe]
+    bad = _wrong(main) + ["" for _ in probe]
+    res, _ = evaluate_responses(main + probe, {"sft": bad, "p": good}, "sft", world=world, n_boot=50)
+    only_main, _ = evaluate_responses(main, {"sft": bad[:10], "p": good[:10]}, "sft", world=world, n_boot=50)
+    for key in ("win_rate_heldout_labelers", "helpfulness", "gold_reward"):
+        assert res["p"][key]["value"] == pytest.approx(only_main["p"][key]["value"])
+    assert res["p"]["heldout_constraint_compliance"]["value"] == 1.0
+    assert res["sft"]["heldout_constraint_compliance"]["value"] == 0.0
+    assert res["p"]["n_prompts"] == 10 and res["p"]["n_probe_prompts"] == 6
+
+
+def test_headroom_picks_the_best_sample_by_gold(eval_inputs, world):  # noqa: F811
+    from alignlab.evaluate.headroom import headroom
+    from alignlab.evaluate.metrics import WorldScorer
+
+    recs = [r for r in eval_inputs["records"] if r["cluster"] == "world_qa"][:5]
+    good, bad = _demos(recs), ["" for _ in recs]
+    texts = [[b, b, g, b] for g, b in zip(good, bad)]  # one good sample of four
+    room = headroom(WorldScorer(world, recs), texts, [[b] for b in bad], [1, 2, 4], [r["category"] for r in recs],
+                    dict(n_boot=50, confidence=0.95, seed=0))
+    gold_good = np.mean([gold_reward(world, r, g) for r, g in zip(recs, good)])
+    assert room["gold"][4]["value"] == pytest.approx(gold_good)  # the best of all four is the good one
+    assert room["gold"][1]["value"] < room["gold"][2]["value"] < room["gold"][4]["value"]
+    assert room["win_rate_heldout"][4]["value"] > 0.5
+    assert room["win_rate_heldout"][1]["value"] < room["win_rate_heldout"][4]["value"]
+    assert room["kl_best_of_n"][4] == pytest.approx(np.log(4) - 3 / 4, abs=1e-4)
+
+
 # ---------------------------------------------------------------- alignment tax
 
 
@@ -228,7 +294,10 @@ def test_stage_end_to_end(eval_inputs, tmp_path, monkeypatch):  # noqa: F811
     d = results["policies"]["sft"]["heldout_ptx_loss_delta"]["value"]
     assert d == pytest.approx(results["policies"]["sft"]["heldout_ptx_loss"]["value"] - results["policies"]["base"]["heldout_ptx_loss"]["value"])
     lines = (out / "samples.jsonl").read_text().splitlines()
-    assert len(lines) == 24 * 2 * 3
+    n_probe = results["settings"]["n_probe_prompts"]
+    assert n_probe > 0 and results["settings"]["n_prompts"] == 24
+    assert len(lines) == (24 + n_probe) * 2 * 3
+    assert results["headroom"]["n"] == [1, 4, 16] and results["headroom"]["samples_per_prompt"] == 16
     row = json.loads(lines[0])
     assert {"prompt", "cluster", "policy", "response", "helpful", "truthful", "harmless", "style", "length", "kl"} <= set(row)
     assert 0 < results["policies"]["base"]["length"]["value"] <= 8

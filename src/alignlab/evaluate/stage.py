@@ -7,8 +7,14 @@ same sampling settings and seed:
   2. KL to the baseline on the policy's own samples (k1)            -> sampling.py
   3. alignment tax: held-out pretraining loss, zero-shot NLP tasks  -> alignment_tax.py
   4. judge: win rate vs the baseline by training and held-out
-     labelers (or a reward model), helpfulness, truthfulness, harm  -> metrics.py
-     (win_rate.py, truthfulness.py, harm.py), intervals by bootstrap.py
+     labelers (or a reward model), helpfulness, truthfulness, harm,
+     InstructGPT's Figure 4 metadata                                -> metrics.py
+     (win_rate.py, truthfulness.py, harm.py, instruction_following.py), intervals by bootstrap.py
+  5. headroom: best-of-n of the baseline by gold (built-in world)   -> headroom.py
+
+The prompts of ``probe_split`` (the world's test prompts with held-out constraint kinds) are
+sampled too but count only for ``heldout_constraint_compliance``: the win rates and every
+other number are on ``split`` alone.
 
 Outputs in ``output_dir``: ``results.json`` (every metric per policy, means over prompts
 as ``{"value", "low", "high"}``), ``samples.jsonl`` (one line per response with its
@@ -39,9 +45,13 @@ DEFAULT_POLICIES = {"base": "runs/pretrain", "sft": "runs/sft", "ppo": "runs/ppo
 # The headline table (summary.json "policies"): the keys the report reads, always present.
 HEADLINE = [
     "win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model",
-    "helpfulness", "truthfulness", "harm_rate", "unknown_rate",
+    "helpfulness", "truthfulness", "harm_rate", "unknown_rate", "gold_reward",
     "heldout_ptx_loss", "heldout_ptx_loss_delta", "nlp_accuracy", "nlp_accuracy_delta",
     "kl_to_baseline", "length",
+    # InstructGPT's Figure 4, and what a policy that wins by declining would show
+    "constraint_failure_rate", "heldout_constraint_compliance", "closed_domain_hallucination_rate",
+    "attempts_instruction_rate", "appropriate_rate", "over_refusal_rate", "unknown_false_positive_rate",
+    "harmful_compliance_rate",
 ]
 
 
@@ -55,6 +65,10 @@ class EvaluateConfig:
     split: str = arg("test", "split of `data`")
     prompt_column: str = arg("prompt", "column with the prompt (text or messages); else a `messages` column's context")
     max_prompts: int = arg(0, "use the first N prompts (0 = all)")
+    probe_split: str = arg("heldout_constraints", "split of `data` sampled only for held-out constraint compliance "
+                           "(the world's probe of constraint kinds no RLHF prompt had); skipped if `data` has no such split")
+    headroom_n: list[int] = arg(factory=lambda: [1, 4, 16], help="best-of-n of the baseline by gold reward for these n "
+                                "(max(n) extra samples per prompt; built-in world only); empty = off")
     world_dir: str = arg("runs/world", "built-in world whose labelers judge (gold metrics); empty = none")
     judge_reward_model: str = arg("", "reward model judging win rates (P = sigmoid(r_a - r_b)); needed without a world")
     tokenizer: str = arg("", "tokenizer for policy folders that have none saved")
@@ -129,6 +143,18 @@ def _rows(ds, n: int) -> list[dict]:
     return [ds[i] for i in range(n)]
 
 
+def _probe_rows(cfg: EvaluateConfig) -> list[dict]:
+    """The probe split's rows, or none when ``data`` is not a saved DatasetDict with that split (a
+    single file has no splits: every split name would return the same rows)."""
+    import datasets
+
+    path = Path(cfg.data).expanduser()
+    if not cfg.probe_split or cfg.probe_split == cfg.split or not (path / "dataset_dict.json").is_file():
+        return []
+    loaded = datasets.load_from_disk(str(path))
+    return _rows(loaded[cfg.probe_split], 0) if cfg.probe_split in loaded else []
+
+
 def run(cfg: EvaluateConfig) -> dict:
     import torch
 
@@ -166,6 +192,10 @@ def run(cfg: EvaluateConfig) -> dict:
 
     # ---- prompts and judges
     rows = _rows(load_dataset_any(cfg.data, cfg.split), cfg.max_prompts)
+    n_main = len(rows)
+    probe = _probe_rows(cfg)
+    if probe:
+        rows += [dict(r, probe=True) for r in probe]
     world = None
     world_dir = Path(cfg.world_dir) if cfg.world_dir else None
     has_world = world_dir is not None and (world_dir / "world.json").is_file()
@@ -209,7 +239,7 @@ def run(cfg: EvaluateConfig) -> dict:
     if cfg.temperature <= 0:
         note("greedy decoding: KL to the baseline is scored at temperature 1")
     samples, nll, correct, seconds, n_blocks = {}, {}, {}, {}, {}
-    ref_model = ref_tok = None
+    ref_model = ref_tok = headroom_texts = None
     for name in order:
         t0 = time.time()
         try:
@@ -228,6 +258,11 @@ def run(cfg: EvaluateConfig) -> dict:
         if name == cfg.baseline:
             s.kl = np.zeros_like(s.length)  # the baseline against itself: exactly 0
             ref_model, ref_tok = model, tok
+            if world is not None and cfg.headroom_n:
+                extra, _ = sample(model, tok, ids[:n_main], n_samples=max(cfg.headroom_n), temperature=cfg.temperature or 1.0,
+                                  top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1,
+                                  batch_size=cfg.gen_batch_size)
+                headroom_texts = extra.texts
         elif same_vocabulary(tok, ref_tok):
             lp = response_logprob_sums(model, ro, score_t, cfg.score_batch_size)
             lp_ref = response_logprob_sums(ref_model, ro, score_t, cfg.score_batch_size)
@@ -256,23 +291,34 @@ def run(cfg: EvaluateConfig) -> dict:
     for name in list(results):
         m = results[name] = {"path": paths[name], **results[name]}
         add_tax(m, name, cfg.base, nll, correct, nlp_items, boot)
+    room = None
+    if headroom_texts is not None:
+        from alignlab.evaluate.headroom import headroom
+        from alignlab.evaluate.metrics import WorldScorer
+
+        room = headroom(WorldScorer(world, rows[:n_main]), headroom_texts, samples[cfg.baseline].texts[:n_main],
+                        sorted(cfg.headroom_n), [r.get("category") for r in rows[:n_main]], boot)
+        print("evaluate: best-of-n of " + cfg.baseline + " by gold: " + ", ".join(
+            f"n={n} gold {room['gold'][n]['value']:.3f} (win vs {cfg.baseline}, held-out labelers "
+            f"{100 * room['win_rate_heldout'][n]['value']:.1f}%)" for n in room["n"]))
     judge_seconds = round(time.time() - t_judge, 2)
 
     total = round(time.time() - t_start, 2)
     settings = {k: getattr(cfg, k) for k in ("data", "split", "n_samples", "temperature", "top_p", "max_new_tokens",
                                              "max_prompt_len", "seed", "baseline", "base", "world_dir", "judge_reward_model",
                                              "n_bootstrap", "confidence", "heldout_blocks")}
-    settings.update(n_prompts=len(rows), n_nlp_items=len(nlp_items) if nlp_items else 0, judge=judge,
+    settings.update(n_prompts=n_main, n_probe_prompts=len(rows) - n_main, probe_split=cfg.probe_split if probe else None,
+                    n_nlp_items=len(nlp_items) if nlp_items else 0, judge=judge,
                     n_heldout_blocks=max(n_blocks.values(), default=0),
                     clusters=sorted({r.get("cluster") for r in rows if r.get("cluster")}))
-    report = {"settings": settings, "notes": notes, "policies": results,
+    report = {"settings": settings, "notes": notes, "policies": results, "headroom": room,
               "seconds": {"policies": seconds, "judging": judge_seconds, "total": total}}
     atomic_write_json(out / "results.json", report)
     atomic_write_text(out / "samples.jsonl", "".join(_json_line(r) for r in sample_rows))
 
     table = headline(report)
     print_table(table, cfg.baseline)
-    return {"baseline": cfg.baseline, "base": cfg.base, "judge": judge, "n_prompts": len(rows),
+    return {"baseline": cfg.baseline, "base": cfg.base, "judge": judge, "n_prompts": n_main,
             "n_samples": cfg.n_samples, "policies": table, "notes": notes,
             "results": str(out / "results.json"), "seconds": total}
 
