@@ -32,7 +32,7 @@ def test_verdict_follows_the_numbers_and_html_embeds_images(tmp_path):
     verdict = {v["claim"]: v["met"] for v in summary["verdict"]}
     assert verdict["PPO pays an alignment tax (held-out pretraining loss rises over base)"] is True
     assert verdict["PPO-ptx removes at least 50% of that tax"] is True  # 80% removed
-    assert verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time"] is True
+    assert verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time (mean over 1 seed)"] is True
     html = (run_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
     assert "MET: PPO-ptx removes" in (run_dir / "report.md").read_text()
@@ -43,7 +43,7 @@ def test_missed_targets_are_reported_as_missed(tmp_path):
     summary = run(ReportConfig(run_dir=str(run_dir)))
     verdict = {v["claim"]: v["met"] for v in summary["verdict"]}
     assert verdict["PPO-ptx removes at least 50% of that tax"] is False  # only 20% removed
-    assert verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time"] is False
+    assert verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time (mean over 1 seed)"] is False
     assert "MISSED: PPO-ptx removes" in (run_dir / "report.md").read_text()
 
 
@@ -115,3 +115,71 @@ def test_perfect_rm_note_says_which_limits_ppo():
     big = {"heldout_gold_initial": 0.70, "heldout_gold_final": 0.80, "heldout_gold_delta_ci95": [0.08, 0.12]}
     assert "the policy is" in perfect_rm_note(learned, flat) and "+0.010" in perfect_rm_note(learned, flat)
     assert "what a better reward model would buy" in perfect_rm_note(learned, big)
+
+
+def _add_seed(run_dir, seed, win, low):
+    folder = run_dir / "seeds" / str(seed) / "evaluate"
+    folder.mkdir(parents=True)
+    main = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    main["policies"]["ppo_ptx"]["win_rate_heldout_labelers"] = _iv(win, low, win + 0.03)
+    (folder / "results.json").write_text(json.dumps(main))
+
+
+def test_win_rate_is_judged_on_the_mean_over_seeds_and_each_seeds_lower_bound(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)  # seed 0: 75% [73, 77]
+    _add_seed(run_dir, 1, 0.70, 0.58)
+    _add_seed(run_dir, 2, 0.66, 0.62)
+    verdict = {v["claim"]: (v["met"], v["numbers"]) for v in run(ReportConfig(run_dir=str(run_dir)))["verdict"]}
+    met, numbers = verdict["PPO-ptx is preferred over SFT by held-out labelers at least 70% of the time (mean over 3 seeds)"]
+    assert met is True and "mean 70.3%" in numbers  # (75 + 70 + 66) / 3
+    met, numbers = verdict["PPO-ptx: every seed's 95% lower bound is at least 60%"]
+    assert met is False and "58.0%" in numbers
+
+
+def test_figure4_claims_catch_a_win_by_declining(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)
+    res = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    fig4 = {"sft": dict(over_refusal_rate=0.02, unknown_false_positive_rate=0.04, constraint_failure_rate=0.40,
+                        closed_domain_hallucination_rate=0.30, heldout_constraint_compliance=0.30),
+            "ppo_ptx": dict(over_refusal_rate=0.15, unknown_false_positive_rate=0.06, constraint_failure_rate=0.18,
+                            closed_domain_hallucination_rate=0.10, heldout_constraint_compliance=0.35)}
+    for name, m in fig4.items():
+        res["policies"][name].update({k: _iv(v) for k, v in m.items()})
+    (run_dir / "evaluate" / "results.json").write_text(json.dumps(res))
+    samples = [{"prompt": f"q{i}", "policy": p, "sample": 0, "probe": False, "response": f"{p} says {i}", "gold_reward": 0.5}
+               for i in range(12) for p in ("sft", "ppo_ptx")]
+    (run_dir / "evaluate" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    verdict = {v["claim"]: v["met"] for v in run(ReportConfig(run_dir=str(run_dir)))["verdict"]}
+    assert verdict["PPO-ptx refuses harmless prompts at most 5 points more often than SFT"] is False  # +13 points
+    assert verdict["PPO-ptx says \"I don't know\" on answerable prompts at most 5 points more often than SFT"] is True
+    assert verdict["PPO-ptx fails explicit constraints at most half as often as SFT"] is True  # 18% <= 20%
+    assert verdict["PPO-ptx hallucinates less than SFT on closed-domain prompts"] is True
+    assert verdict["On held-out constraint kinds PPO-ptx complies at least 10 points more often than SFT"] is False
+    md = (run_dir / "report.md").read_text()
+    assert "Figure 4" in md and "report_figure4.png" in md
+    assert "SFT and PPO-ptx side by side" in md and md.count("ppo_ptx says") == 10
+
+
+def test_gold_claims_need_the_interval_of_the_change_above_zero(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)
+    (run_dir / "ppo").mkdir()
+    (run_dir / "ppo" / "summary.json").write_text(json.dumps({
+        "heldout_gold_initial": 0.60, "heldout_gold_final": 0.66, "heldout_gold_delta_ci95": [0.03, 0.09],
+        "heldout_gold_greedy_initial": 0.70, "heldout_gold_greedy_final": 0.71, "heldout_gold_greedy_delta_ci95": [-0.01, 0.03],
+        "reward_hacking_detected": False, "heldout_rm_score_initial": 0.0, "heldout_rm_score_final": 0.5}))
+    verdict = {v["claim"]: v["met"] for v in run(ReportConfig(run_dir=str(run_dir)))["verdict"]}
+    assert verdict["PPO raises held-out gold over SFT (sampled decoding), the 95% interval of the change above 0"] is True
+    assert verdict["PPO raises held-out gold over SFT (greedy decoding), the 95% interval of the change above 0"] is False
+    assert verdict["The default PPO run is not flagged for reward hacking"] is True
+
+
+def test_demonstration_quality_study_is_drawn(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)
+    (run_dir / "study_demonstrators").mkdir()
+    points = [{"setting": s, "mixture": {"careful": c}, "demo_gold": g, "win": _iv(w, w - 0.03, w + 0.03),
+               "sft_gold": _iv(0.6), "ptx_gold": _iv(0.6 + (w - 0.5) / 2)}
+              for s, c, g, w in (("careful", 1.0, 1.0, 0.51), ("default", 0.4, 0.9, 0.6), ("poor", 0.1, 0.8, 0.66))]
+    (run_dir / "study_demonstrators" / "summary.json").write_text(json.dumps({"run_dir": str(run_dir), "points": points}))
+    run(ReportConfig(run_dir=str(run_dir)))
+    md = (run_dir / "report.md").read_text()
+    assert "gain against demonstration quality" in md and (run_dir / "report_demonstration_quality.png").is_file()

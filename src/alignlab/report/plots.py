@@ -112,3 +112,58 @@ def flan_clusters(results: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set(ylabel="zero-shot accuracy", title="FLAN: accuracy on unseen task clusters")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def figure4(metrics: dict[str, dict[str, dict[str, float | None]]], labels: dict[str, str], path: Path) -> Path:
+    """InstructGPT's Figure 4 for our policies: one panel per metadata rate, a bar per policy with its 95% CI.
+
+    ``metrics[metric][policy] = {"value", "low", "high"}``; ``labels[metric]`` the panel title."""
+    names = list(labels)
+    policies = list(dict.fromkeys(p for m in names for p in metrics.get(m, {})))
+    cols = 4
+    rows_n = (len(names) + cols - 1) // cols
+    fig = Figure(figsize=(3.1 * cols, 2.7 * rows_n))
+    axes = fig.subplots(rows_n, cols, squeeze=False).reshape(-1)
+    for ax, metric in zip(axes, names):
+        cells = metrics.get(metric, {})
+        ps = [p for p in policies if cells.get(p, {}).get("value") is not None]
+        vals = [cells[p]["value"] for p in ps]
+        err = [[v - (cells[p]["low"] if cells[p]["low"] is not None else v) for p, v in zip(ps, vals)],
+               [(cells[p]["high"] if cells[p]["high"] is not None else v) - v for p, v in zip(ps, vals)]]
+        ax.bar(range(len(ps)), vals, yerr=err, capsize=2, color=[POLICY_COLOURS.get(p, "#999999") for p in ps])
+        ax.set_xticks(range(len(ps)), ps, fontsize=7, rotation=30)
+        ax.set_ylim(0, 1)
+        ax.set_title(labels[metric], fontsize=9)
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    fig.suptitle("InstructGPT Figure 4 metadata, held-out prompts (95% CI)", fontsize=10)
+    return _save(fig, path)
+
+
+def demonstration_quality(points: list[dict[str, Any]], path: Path) -> Path:
+    """Why RLHF helps: win rate of PPO-ptx over its SFT, and gold of both, against the demonstrations' quality.
+
+    ``points``: [{"setting", "demo_gold", "win": {value, low, high}, "sft_gold": {...}, "ptx_gold": {...}}]."""
+    fig = Figure(figsize=(10, 3.6))
+    ax_win, ax_gold = fig.subplots(1, 2)
+    pts = sorted(points, key=lambda p: p["demo_gold"])
+    x = [p["demo_gold"] for p in pts]
+
+    def bars(key):
+        v = [p[key]["value"] for p in pts]
+        return v, [[a - p[key]["low"] for a, p in zip(v, pts)], [p[key]["high"] - a for a, p in zip(v, pts)]]
+
+    v, e = bars("win")
+    ax_win.errorbar(x, v, yerr=e, fmt="o-", capsize=3, color=POLICY_COLOURS["ppo_ptx"])
+    for p, xi, yi in zip(pts, x, v):
+        ax_win.annotate(p["setting"], (xi, yi), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax_win.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax_win.set(xlabel="mean gold reward of the demonstrations", ylabel="PPO-ptx win rate vs its SFT",
+               title="RLHF gain (held-out labelers, 95% CI)")
+    for key, name in (("sft_gold", "sft"), ("ptx_gold", "ppo_ptx")):
+        v, e = bars(key)
+        ax_gold.errorbar(x, v, yerr=e, fmt="o-", capsize=3, label=name, color=POLICY_COLOURS[name])
+    ax_gold.set(xlabel="mean gold reward of the demonstrations", ylabel="gold reward, held-out prompts",
+                title="gold of SFT and PPO-ptx")
+    ax_gold.legend(fontsize=8)
+    return _save(fig, path)
