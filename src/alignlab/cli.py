@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
+    if name == "study" and rest and not rest[0].startswith("-"):  # alignlab study <name>: one stage per study
+        name, rest = f"study {rest[0]}", rest[1:]
     if name == "scaling":  # alignlab scaling sweep|fit|predict: sub-commands live in alignlab.scaling.stage
         from alignlab.scaling.stage import main as scaling_main
         return scaling_main(rest)

@@ -59,6 +59,8 @@ STAGES: dict[str, Stage] = {
               help="report.md/.html of a run: results table, plots, and a plain verdict"),
         Stage("pipeline", "alignlab.stages.pipeline", "PipelineConfig",
               help="run the whole recipe on the built-in world, each stage in RUN/<stage>"),
+        Stage("study demonstrators", "alignlab.studies.demonstrators", "DemonstratorStudyConfig",
+              help="the RLHF gain against demonstration quality: SFT -> RM -> PPO-ptx per demonstrator mixture"),
     ]
 }
 

@@ -1,0 +1,1 @@
+"""Multi-run experiments built from the pipeline's stages (``alignlab study <name>``)."""
