@@ -119,7 +119,17 @@ def generate_responses(
     Prompts are sorted by length (longest first) into batches to cut padding; results come
     back in the original order, as tensors on the model's device. Eval mode (dropout off)
     during generation, the previous mode restored after.
+
+    Without top-k/top-p (the rollouts, comparisons and evaluations all sample so), the work is
+    done by the KV-cache loop of ``kv_sampler.py`` -- the same distribution (or the same greedy
+    argmax) with less per-step overhead, and finished rows leave the batch -- rather than by
+    ``model.generate``.
     """
+    if top_k == 0 and top_p >= 1.0 and getattr(model, "config", None) is not None:  # a transformers model
+        from alignlab.rollout.kv_sampler import sample_with_kv_cache
+
+        return sample_with_kv_cache(model, tokenizer, prompts_ids, max_new_tokens, temperature, batch_size,
+                                    eos_token_id, pad_token_id, seed)
     if eos_token_id is None or pad_token_id is None:
         eos_token_id = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
         pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id

@@ -48,10 +48,11 @@ def sample_with_kv_cache(
     seed: int | None = None,
 ) -> Rollout:
     """One sampled response per prompt, in the PPO layout, with ``Rollout.logprobs`` filled in
-    (log-probs at ``temperature``, 0 on padding). temperature must be > 0. Prompts are sorted by
-    length (longest first) into batches; results come back in the original order."""
-    if temperature <= 0:
-        raise ValueError("sample_with_kv_cache samples: temperature must be > 0 (use generate_responses for greedy)")
+    (log-probs at ``temperature``, 0 on padding). temperature 0 decodes greedily (log-probs 0: there
+    is no distribution to score). Prompts are sorted by length (longest first) into batches;
+    results come back in the original order."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     eos_token_id = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
     if any(len(p) == 0 for p in prompts_ids):
@@ -83,10 +84,13 @@ def sample_with_kv_cache(
             first = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # no LM head on the prompt
             out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), **cache_kw, **first)
             for step in range(max_new_tokens):
-                logp = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
-                tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
+                if temperature == 0:
+                    tok = out.logits[:, -1].argmax(-1)
+                else:
+                    logp = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
+                    tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
+                    logps[alive, step] = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
                 tokens[alive, step] = tok
-                logps[alive, step] = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
                 if step == max_new_tokens - 1:
                     break
                 done = torch.isin(tok, eos)
