@@ -35,6 +35,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from alignlab.config import arg
 from alignlab.data.chat import encode_example, encode_prompt, split_messages
 from alignlab.data.collate import collate_sft
+from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
@@ -282,7 +283,9 @@ def run(cfg: SFTConfig) -> dict:
             step = (epoch - 1) * steps_per_epoch + s + 1
             global_idx = perm[s * batch : (s + 1) * batch]
             idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
-            chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
+            # micro-batches, each run in a few passes of similar lengths (same loss and gradient, less padding)
+            chunks = [[chunk[i] for i in group] for k in range(0, len(idx), micro) for chunk in [idx[k : k + micro]]
+                      for group in length_groups([len(train_ex[j]["input_ids"]) for j in chunk])]
             # token-weighted mean over the GLOBAL batch: x n_proc because DDP averages gradients over ranks
             n_tok = sum(sum(1 for t in train_ex[j]["labels"][1:] if t != -100) for j in global_idx) / n_proc
             loss_sum = torch.zeros((), device=accelerator.device)
