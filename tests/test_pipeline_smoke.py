@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignlab.config import resolve
-from alignlab.stages.pipeline import PRESETS, PipelineConfig, newer_upstream, upstream_folders
+from alignlab.stages.pipeline import PRESETS, PipelineConfig, newer_upstream, planned_stages, upstream_folders
 from alignlab.stages.registry import run_stage
 
 
@@ -84,3 +84,12 @@ def test_upstream_folders_follow_the_wiring(tmp_path):
     evaluate = upstream_folders("evaluate", seed1, shared)
     assert shared / "pretrain" in evaluate and seed1 / "dpo" in evaluate and seed1 / "ppo_ptx" in evaluate
     assert seed1 / "reward" not in evaluate  # evaluation judges with the world's labelers, not the RM
+
+
+def test_the_perfect_rm_diagnostic_runs_only_when_asked():
+    default = PipelineConfig()
+    assert "ppo_gold" not in planned_stages(default)
+    with_gold = planned_stages(PipelineConfig(diagnostics=True))
+    assert with_gold.index("ppo_hack") < with_gold.index("ppo_gold") < with_gold.index("dpo")
+    assert planned_stages(PipelineConfig(stages=["ppo", "evaluate"], diagnostics=True)) == ["ppo", "ppo_gold", "evaluate"]
+    assert planned_stages(PipelineConfig(stages=["evaluate", "ppo"])) == ["evaluate", "ppo"]  # the user's order

@@ -49,13 +49,17 @@ SHARED = {"world", "tokenizer", "pretrain", "report"}  # run once, not per seed 
 # demonstrations, not rows of the per-seed table: over-optimisation, and PPO's ceiling with a perfect RM
 FIRST_SEED_ONLY = {"ppo_hack", "ppo_gold"}
 ORDER = list(STEPS)
+# ppo_gold (PPO against the labelers themselves) is a diagnostic a run asks for: `--diagnostics true`
+DIAGNOSTICS = ["ppo_gold"]
 
 
 @dataclass
 class PipelineConfig:
     preset: str = arg("default", "preset applied to every stage (smoke: about a minute; default: the real demo)")
     output_dir: str = arg("runs/default", "the run folder; each step writes a sub-folder")
-    stages: list[str] = arg(factory=lambda: list(ORDER), help="steps to run, in order")
+    stages: list[str] = arg(factory=lambda: [s for s in ORDER if s not in DIAGNOSTICS], help="steps to run, in order")
+    diagnostics: bool = arg(False, "also run ppo_gold, PPO with the world's labelers as a perfect reward model (first "
+                            "seed): does the RM or the policy limit PPO? (~2 min on 2 CPU cores)")
     redo: list[str] = arg(factory=list, help="steps to rerun even if finished ('all' for every step)")
     seeds: list[int] = arg(factory=lambda: [0], help="training seeds; the first writes RUN/<step>, others RUN/seeds/<seed>/<step>")
     stage_overrides: dict = arg(factory=dict, help="per-step config overrides, e.g. {pretrain: {max_steps: 100}}")
@@ -177,6 +181,17 @@ def step_config(step: str, cfg: PipelineConfig, seed: int, run: Path):
     return stage, c
 
 
+def planned_stages(cfg: PipelineConfig) -> list[str]:
+    """``stages`` in the given order, plus the diagnostic steps when asked for, each placed before the
+    first step that follows it in ORDER."""
+    stages = list(cfg.stages)
+    for extra in (DIAGNOSTICS if cfg.diagnostics else []):
+        if extra not in stages:
+            later = [i for i, s in enumerate(stages) if ORDER.index(s) > ORDER.index(extra)]
+            stages.insert(later[0] if later else len(stages), extra)
+    return stages
+
+
 def run(cfg: PipelineConfig) -> dict:
     unknown = [s for s in cfg.stages + [r for r in cfg.redo if r != "all"] if s not in STEPS]
     if unknown:
@@ -187,15 +202,16 @@ def run(cfg: PipelineConfig) -> dict:
     if not cfg.seeds:
         raise ConfigError("seeds: give at least one seed")
     shared = Path(cfg.output_dir)
+    stages = planned_stages(cfg)
     times: dict[str, float] = {}
     # Stage times of earlier invocations survive a resume: a skipped step keeps its time.
     all_times: dict[str, float] = json.loads((shared / "timings.json").read_text()) if (shared / "timings.json").exists() else {}
     results: dict[str, dict] = {}
     t0 = time.time()
-    plan = [(step, cfg.seeds[0], shared) for step in cfg.stages if step != "report"]
+    plan = [(step, cfg.seeds[0], shared) for step in stages if step != "report"]
     for seed in cfg.seeds[1:]:
-        plan += [(step, seed, shared / "seeds" / str(seed)) for step in cfg.stages if step not in SHARED | FIRST_SEED_ONLY]
-    if "report" in cfg.stages:
+        plan += [(step, seed, shared / "seeds" / str(seed)) for step in stages if step not in SHARED | FIRST_SEED_ONLY]
+    if "report" in stages:
         plan.append(("report", cfg.seeds[0], shared))
     for step, seed, run_dir in plan:
         stage, sc = step_config(step, cfg, seed, run_dir)

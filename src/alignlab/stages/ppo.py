@@ -108,7 +108,7 @@ class PPOConfig:
     world_dir: str = arg("runs/world", "built-in world folder for GOLD rewards (reward-hacking check); empty = off")
     eval_data: str = arg("", "held-out prompts for before/after numbers; empty = world_dir/test when world_dir is set")
     eval_split: str = arg("test", "split of eval_data")
-    eval_prompts: int = arg(256, "number of held-out prompts (the first N rows: a fixed set)")
+    eval_prompts: int = arg(256, "number of held-out prompts (the first N rows: a fixed set); 0 = no held-out evaluation")
     eval_temperature: float = arg(1.0, "held-out sampling temperature (same seed before and after); 0 = greedy")
     eval_greedy: bool = arg(True, "also evaluate greedy decoding on the held-out prompts (keys *_greedy)")
     eval_interval: int = arg(0, "iterations between extra held-out evaluations (0 = only before and after)")
@@ -157,7 +157,8 @@ class PPOConfig:
     log_interval: int = arg(1, "iterations between metrics.jsonl lines")
     seed: int = arg(0, "seed for prompt order, sampling and minibatch order")
     device: str = arg("auto", "auto, cpu or cuda")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default); 1 is much faster on a CPU shared with other jobs")
+    threads: int = arg(0, "torch CPU threads (0 = torch's default, every core); on a CPU shared with other jobs 1 "
+                          "can be much faster")
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
     lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8) on the policy and the "
@@ -165,13 +166,15 @@ class PPOConfig:
     output_dir: str = arg("runs/ppo", "where the policy, value model, metrics and checkpoints go")
 
 
-# Adaptive KL for the built-in world: on the over-optimisation curve of the `hack` preset the
-# gold reward peaks near KL ~ 1 nat and falls beyond ~2, so the target is 1 nat; beta may move
-# +-4% per iteration. beta is in units of the RM's score, so its start depends on the RM's
-# spread: the pipeline's RM (K=6 comparisons mixing SFT and base samples) scores demonstrations
-# with std ~0.7, and beta 0.1 let the KL reach 4 nats within 24 iterations (gold 0.659 -> 0.675);
-# 0.2 held it at 1.7 (gold -> 0.697). An RM half as spread needs half the beta.
-_LEASH = {"adaptive": True, "beta": 0.2, "target": 1.0, "horizon": 320}
+# Adaptive KL for the built-in world. The target is the KL at which the `hack` preset's run (beta 0)
+# reaches its highest training-prompt gold reward (5-iteration mean): past it, more KL buys proxy
+# reward, not gold. On the world with perfect demonstrations that was ~1 nat; on the world with
+# demonstrators of varied quality (where SFT leaves more to gain) 3.9 and 4.3 nats in two seed-0
+# runs, so 4 nats. beta may move +-4% per iteration. beta is in units of the RM's score, so its start
+# depends on the RM's spread: the pipeline's RM (K=6 comparisons mixing SFT and base samples) scores
+# demonstrations with std ~0.7; 0.2 holds the first iterations near 1-2 nats. An RM half as spread
+# needs half the beta.
+_LEASH = {"adaptive": True, "beta": 0.2, "target": 4.0, "horizon": 320}
 
 PRESETS = {
     "smoke": {
@@ -180,16 +183,16 @@ PRESETS = {
         "threads": 1,
     },
     # The demo: a KL leash with a target (beta adapts; horizon scaled to our ~1.5k-episode run).
-    "default": {"kl": _LEASH, "threads": 1},
+    "default": {"kl": _LEASH},
     # PPO-ptx: gamma = 1 at our scale (see the module notes for why not InstructGPT's 27.8).
-    "ptx": {"kl": _LEASH, "ptx_coef": 1.0, "threads": 1, "output_dir": "runs/ppo_ptx"},
+    "ptx": {"kl": _LEASH, "ptx_coef": 1.0, "output_dir": "runs/ppo_ptx"},
     # Reward hacking on purpose: no KL leash, more and bigger steps; held-out evals every 10
     # iterations trace the over-optimisation curve (gold peaks, then falls while the RM climbs).
-    "hack": {"kl": {"beta": 0.0, "adaptive": False}, "iterations": 40, "lr": 1e-4, "eval_interval": 10, "threads": 1,
+    "hack": {"kl": {"beta": 0.0, "adaptive": False}, "iterations": 40, "lr": 1e-4, "eval_interval": 10,
              "output_dir": "runs/ppo_hack"},
     # PPO against a perfect reward model (the world's labelers): is the RM what limits PPO here? Gold scores
     # spread about a quarter as wide as the pipeline RM's (std ~0.2 vs ~0.7), so beta starts a quarter as high.
-    "gold": {"kl": {**_LEASH, "beta": 0.05}, "reward_source": "world", "threads": 1, "output_dir": "runs/ppo_gold"},
+    "gold": {"kl": {**_LEASH, "beta": 0.05}, "reward_source": "world", "output_dir": "runs/ppo_gold"},
 }
 
 
@@ -527,7 +530,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
     device = accelerator.device
 
     def heldout(tag: str) -> dict[str, Any]:
-        if eval_rows is None:
+        if not eval_rows:  # no held-out prompts (eval_prompts 0, or no eval data)
             return {}
         res: dict[str, Any] = {}
         temps = [("", cfg.eval_temperature)] + ([("_greedy", 0.0)] if cfg.eval_greedy and cfg.eval_temperature > 0 else [])
