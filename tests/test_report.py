@@ -183,3 +183,17 @@ def test_demonstration_quality_study_is_drawn(tmp_path):
     run(ReportConfig(run_dir=str(run_dir)))
     md = (run_dir / "report.md").read_text()
     assert "gain against demonstration quality" in md and (run_dir / "report_demonstration_quality.png").is_file()
+
+
+def test_overoptimisation_is_judged_from_the_gold_peak():
+    from alignlab.report.why_rlhf import overoptimisation_claim
+
+    def rows(golds, rms):
+        return [{"step": 10 * i, "heldout_gold": g, "heldout_rm_score": r} for i, (g, r) in enumerate(zip(golds, rms))]
+
+    # gold ends above where it started, yet fell from its peak while the RM kept rising: over-optimisation
+    ((claim, met, numbers),) = overoptimisation_claim(rows([0.55, 0.68, 0.64, 0.60], [0.0, 0.7, 0.9, 1.1]), 0.02)
+    assert met is True and "it 10: RM 0.70 gold 0.680" in numbers
+    assert overoptimisation_claim(rows([0.55, 0.66, 0.65, 0.655], [0.0, 0.7, 0.9, 1.1]), 0.02)[0][1] is False  # no fall
+    assert overoptimisation_claim(rows([0.55, 0.60, 0.64, 0.68], [0.0, 0.7, 0.9, 1.1]), 0.02)[0][1] is False  # peak at the end
+    assert overoptimisation_claim(rows([0.55, 0.68], [0.0, 0.7]), 0.02) == []

@@ -122,7 +122,7 @@ class WorldScorer:
             f = dict(comps)
             f.update(truth_features(self.world, rec, response, comps["truthful"]))
             f.update(harm_features(self.world, rec, response, comps["harmless"]))
-            f.update(follow_features(rec, response))
+            f.update(follow_features(self.world, rec, response))
             for name, group in (("gold_reward", self.train), ("gold_reward_heldout", self.heldout)):
                 f[name] = float(np.mean([sum(g["weights"][c] * comps[c] for c in comps) for g in group]))
             self._cache[key] = f
@@ -201,6 +201,11 @@ def evaluate_responses(
             for heldout, key in ((False, "win_rate_train_labelers"), (True, "win_rate_heldout_labelers")):
                 pp = expected_preference(scorer.bt_scores(tables[name], heldout), scorer.bt_scores(tables[baseline], heldout), same)
                 m[key] = bootstrap_mean(pp[main], key=key, **boot)
+            # Does the win come from declining? The held-out win rate split by whether the policy attempted.
+            tried = tables[name]["attempted"].min(axis=1) == 1.0
+            m["win_rate_heldout_labelers_when_attempted"] = bootstrap_mean(pp[main & tried], key="win_attempted", **boot)
+            m["win_rate_heldout_labelers_when_declined"] = bootstrap_mean(pp[main & ~tried], key="win_declined", **boot)
+            m["declined_share"] = bootstrap_mean((~tried[main]).astype(float), key="declined_share", **boot)
         if name in rm:
             pp = expected_preference(rm[name], rm[baseline], same)
             m["win_rate_reward_model"] = bootstrap_mean(pp[main], key="win_rate_reward_model", **boot)

@@ -175,6 +175,8 @@ def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None
             if h_b is not None and h_p is not None:
                 out.append((f"{LABELS[best]} writes harmful output less often than the base model", h_p < h_b,
                             f"{100 * h_p:.1f}% vs {100 * h_b:.1f}%"))
+    if d["ppo_metrics"].get("ppo_hack"):
+        out += why_rlhf.overoptimisation_claim(d["ppo_metrics"]["ppo_hack"], (d["ppo_hack"] or {}).get("hack_margin", 0.02))
     if d["ppo_hack"] and "reward_hacking_detected" in d["ppo_hack"]:
         h = d["ppo_hack"]
         out.append(("With a tiny KL coefficient the policy hacks the reward model (proxy up, gold down)",
@@ -251,8 +253,11 @@ class Doc:
         self.html.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
 
     def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.md.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
-                       + "".join("| " + " | ".join(r) + " |\n" for r in rows))
+        def cell(c: str) -> str:  # a newline or a bare '|' would end or split a Markdown table row
+            return " / ".join(x.strip() for x in c.splitlines()).replace("|", "\\|")
+
+        self.md.append("| " + " | ".join(map(cell, header)) + " |\n|" + "---|" * len(header) + "\n"
+                       + "".join("| " + " | ".join(map(cell, r)) + " |\n" for r in rows))
         self.html.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"
                          + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
                          + "</table>")

@@ -93,6 +93,21 @@ def gold_claims(ppo: dict | None) -> list[tuple[str, bool, str]]:
     return out
 
 
+def overoptimisation_claim(rows: list[dict], margin: float) -> list[tuple[str, bool, str]]:
+    """Gao et al.'s over-optimisation on the no-KL run's held-out evaluations: gold peaks, then falls
+    while the reward model's score keeps rising (judged from the peak, not from the start)."""
+    pts = [r for r in rows if "heldout_gold" in r and "heldout_rm_score" in r]
+    if len(pts) < 3:
+        return []
+    peak = max(range(len(pts)), key=lambda i: pts[i]["heldout_gold"])
+    end = pts[-1]
+    fell = peak < len(pts) - 1 and end["heldout_gold"] < pts[peak]["heldout_gold"] - margin
+    rose = end["heldout_rm_score"] > pts[peak]["heldout_rm_score"] + margin
+    trail = ", ".join(f"it {r['step']}: RM {r['heldout_rm_score']:.2f} gold {r['heldout_gold']:.3f}" for r in pts)
+    return [("With no KL penalty, held-out gold peaks and then falls while the RM score keeps rising (over-optimisation)",
+             fell and rose, f"{trail}; margin {margin}")]
+
+
 def figure4_claims(pol: dict, cfg) -> list[tuple[str, bool, str]]:
     """PPO-ptx against SFT on the Figure 4 metadata: the win must not come from declining."""
     if "ppo_ptx" not in pol or "sft" not in pol:
@@ -150,6 +165,14 @@ def figure4_section(doc, pol: dict, out: Path) -> None:
     doc.table(["policy", *FIGURE4.values()], rows)
     metrics = {k: {p: pol[p].get(k) for p in names if isinstance(pol[p].get(k), dict)} for k in FIGURE4}
     doc.image(plots.figure4(metrics, FIGURE4, out / "report_figure4.png"), "InstructGPT Figure 4 metadata")
+    split = [p for p in names if _v(pol[p], "declined_share") is not None and p != "sft"]
+    if split:
+        doc.p("Does the win come from declining? Each policy's held-out win rate against SFT, split by whether it "
+              "attempted the instruction (declined = a refusal, \"I don't know\" or off-task text where an answer was "
+              "asked for; on harmful and unanswerable prompts declining is the attempt).")
+        doc.table(["policy", "declined", "win when it attempted", "win when it declined"],
+                  [[plots_label(p), _ci(pol[p], "declined_share"), _ci(pol[p], "win_rate_heldout_labelers_when_attempted"),
+                    _ci(pol[p], "win_rate_heldout_labelers_when_declined")] for p in split])
 
 
 def plots_label(p: str) -> str:
@@ -221,9 +244,13 @@ def side_by_side_section(doc, samples_path: Path, n: int = 10, seed: int = 0) ->
 
     def cell(r):
         g = r.get("gold_reward")
-        return f"{r['response']}" + (f" (gold {g:.2f})" if g is not None else "")
+        return _one_line(r["response"]) + (f" (gold {g:.2f})" if g is not None else "")
 
-    doc.table(["prompt", "SFT", "PPO-ptx"], [[p, cell(by[(p, "sft")]), cell(by[(p, "ppo_ptx")])] for p in chosen])
+    doc.table(["prompt", "SFT", "PPO-ptx"], [[_one_line(p), cell(by[(p, "sft")]), cell(by[(p, "ppo_ptx")])] for p in chosen])
+
+
+def _one_line(text: str) -> str:
+    return text.strip() or "(empty)"
 
 
 def study_section(doc, study: dict | None, out: Path) -> None:
