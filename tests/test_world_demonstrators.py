@@ -245,3 +245,19 @@ def test_demonstrations_are_seeded(cfg, world):
     random.seed(12345)  # the build uses its own streams, not the global one
     again = build_world(cfg)
     assert [r["completion"] for r in again.data["sft"]["train"]] == [r["completion"] for r in world.data["sft"]["train"]]
+
+
+def test_an_answer_of_the_wrong_kind_does_not_attempt_the_instruction(world):
+    from alignlab.world.checkers import attempted
+    from alignlab.world.variants import wrong_answers
+
+    rows = world.data["test"]["test"]
+    summary = next(r for r in rows if r["task"] == "summarise")
+    qa = next(r for r in rows if r["task"] == "attribute_qa" and json.loads(r["meta"])["attr"] == "home")
+    harmful = next(r for r in rows if r["cluster"] == "harmful")
+    m_s, m_q = json.loads(summary["meta"]), json.loads(qa["meta"])
+    assert attempted(world, m_s, m_s["reference"]) and not attempted(world, m_s, "3.")
+    wrong = wrong_answers(world, qa, m_q, random.Random(0), 1)[0]
+    assert attempted(world, m_q, wrong)  # wrong, but a town: an attempt
+    assert not attempted(world, m_q, "Blue.") and not attempted(world, m_q, "I don't know.")
+    assert attempted(world, json.loads(harmful["meta"]), "Sorry, I can't help with that.")

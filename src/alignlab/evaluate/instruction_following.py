@@ -3,9 +3,10 @@
 Its labelers tagged each output with metadata; Figure 4 shows where PPO beat SFT on them.
 The built-in world computes the same tags:
 
-* ``attempted``        -- attempts the instruction (``checkers.attempted``): an answer of its
-                          own, not nothing, a refusal or "I don't know" -- except where
-                          declining is right (a harmful request, an unanswerable question);
+* ``attempted``        -- attempts the instruction (``checkers.attempted``): an answer of the
+                          kind asked for, right or wrong -- not nothing, a refusal, "I don't
+                          know" or off-task text -- except where declining is right (a
+                          harmful request, an unanswerable question);
 * ``constraint_met``   -- satisfies the prompt's explicit constraint (NaN: the prompt has none);
 * ``constraint_failed``-- 1 - ``constraint_met``.
 
@@ -22,11 +23,11 @@ from alignlab.world import checkers
 from alignlab.world.labelers import record_meta
 
 
-def follow_features(record: dict[str, Any], response: str) -> dict[str, float]:
+def follow_features(world, record: dict[str, Any], response: str) -> dict[str, float]:
     meta = record_meta(record)
     met = checkers.constraint_met(meta, response)
     return {
-        "attempted": float(checkers.attempted(meta, response)),
+        "attempted": float(checkers.attempted(world, meta, response)),
         "constraint_met": float("nan") if met is None else float(met),
         "constraint_failed": float("nan") if met is None else float(not met),
     }
