@@ -21,10 +21,7 @@ from alignlab.config import arg
 from alignlab.evaluate.seeds import compare_seeds
 from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics, read_summary
 from alignlab.report import plots, why_rlhf
-
-POLICY_ORDER = ["base", "sft", "ppo", "ppo_ptx", "dpo"]
-LABELS = {"base": "base (pretrained, prompted)", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx", "dpo": "DPO",
-          "ppo_gold": "PPO, perfect RM (first seed)"}
+from alignlab.report.plots import LABELS, POLICY_ORDER
 
 
 @dataclass

@@ -8,6 +8,10 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+# How each policy is ordered and named in the report's tables and figures.
+POLICY_ORDER = ["base", "sft", "ppo", "ppo_ptx", "dpo"]
+LABELS = {"base": "base (pretrained, prompted)", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx", "dpo": "DPO",
+          "ppo_gold": "PPO, perfect RM (first seed)"}
 POLICY_COLOURS = {"base": "#888888", "sft": "#4c72b0", "ppo": "#dd8452", "ppo_ptx": "#55a868", "dpo": "#c44e52",
                   "ppo_hack": "#8172b3", "ppo_gold": "#937860"}
 

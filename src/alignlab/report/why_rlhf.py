@@ -161,7 +161,7 @@ def figure4_section(doc, pol: dict, out: Path) -> None:
           "constraint kinds never appear in an SFT, RM or PPO prompt; they are measured on the test prompts that "
           "carry one plus the world's probe split of such prompts. The last three columns are how a policy that "
           "won by declining would show.")
-    rows = [[plots_label(p)] + [_ci(pol[p], k) for k in FIGURE4] for p in names]
+    rows = [[plots.LABELS.get(p, p)] + [_ci(pol[p], k) for k in FIGURE4] for p in names]
     doc.table(["policy", *FIGURE4.values()], rows)
     metrics = {k: {p: pol[p].get(k) for p in names if isinstance(pol[p].get(k), dict)} for k in FIGURE4}
     doc.image(plots.figure4(metrics, FIGURE4, out / "report_figure4.png"), "InstructGPT Figure 4 metadata")
@@ -171,13 +171,8 @@ def figure4_section(doc, pol: dict, out: Path) -> None:
               "attempted the instruction (declined = a refusal, \"I don't know\" or off-task text where an answer was "
               "asked for; on harmful and unanswerable prompts declining is the attempt).")
         doc.table(["policy", "declined", "win when it attempted", "win when it declined"],
-                  [[plots_label(p), _ci(pol[p], "declined_share"), _ci(pol[p], "win_rate_heldout_labelers_when_attempted"),
+                  [[plots.LABELS.get(p, p), _ci(pol[p], "declined_share"), _ci(pol[p], "win_rate_heldout_labelers_when_attempted"),
                     _ci(pol[p], "win_rate_heldout_labelers_when_declined")] for p in split])
-
-
-def plots_label(p: str) -> str:
-    return {"sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx", "dpo": "DPO", "ppo_gold": "PPO, perfect RM",
-            "base": "base"}.get(p, p)
 
 
 def headroom_section(doc, room: dict | None) -> None:

@@ -35,8 +35,12 @@ class DemonstratorStudyConfig:
     settings: list[str] = arg(factory=lambda: ["careful", "default", "poor"],
                               help="demonstrator mixtures to compare (names in world.config.DEMONSTRATOR_MIXTURES)")
     seed: int = arg(0, "training seed of every setting")
-    output_dir: str = arg("", "where the settings' runs and summary.json go; empty = RUN/study_demonstrators")
+    study_dir: str = arg("", "where the settings' runs and summary.json go; empty = RUN/study_demonstrators")
     redo: list[str] = arg(factory=list, help="settings to rerun from scratch")
+
+    @property
+    def output_dir(self) -> str:
+        return self.study_dir or str(Path(self.run_dir) / "study_demonstrators")
 
     def __post_init__(self) -> None:
         from alignlab.world.config import DEMONSTRATOR_MIXTURES
@@ -47,8 +51,6 @@ class DemonstratorStudyConfig:
                               f"known: {', '.join(DEMONSTRATOR_MIXTURES)}")
         if len(self.settings) < 2:
             raise ConfigError("study demonstrators: 'settings' needs at least two mixtures to compare")
-        if not self.output_dir:
-            self.output_dir = str(Path(self.run_dir) / "study_demonstrators")
 
 
 PRESETS = {"smoke": {"settings": ["careful", "default"]}, "default": {}}

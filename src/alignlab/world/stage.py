@@ -33,6 +33,12 @@ def run(cfg: WorldConfig) -> dict[str, Any]:
         "rude_fraction": round(s["corpus"]["rude_fraction"], 4),
         "split_sizes": s["split_sizes"],
         "gold_reward_test_demonstrations": round(s["gold_reward_test_demonstrations"], 4),
+        "demonstrators": s["demonstrations"]["by_demonstrator"],
+        "demonstration_gold": s["demonstrations"]["all"]["mean_gold"],
+        "careful_win_rate_heldout": s["demonstrations"]["all"]["careful_win_rate_heldout"],
+        "category_shares": s["categories"]["shares"],
+        "constrained_share": {k: v["constrained"] for k, v in s["constraints_and_closed_domain"].items()},
+        "closed_domain_share": {k: v["closed_domain"] for k, v in s["constraints_and_closed_domain"].items()},
     }
     sz = s["split_sizes"]
     print(f"world: {s['n_entities']} entities, {s['n_facts']} facts, {s['n_clusters']} task clusters -> {out}")
@@ -43,6 +49,12 @@ def run(cfg: WorldConfig) -> dict[str, Any]:
           f"({sz['pairs_train']} pairs), nlp items {sz['nlp_tasks_test']}")
     print(f"  labeler agreement: training {s['labeler_agreement']:.1%}, held-out {s['labeler_agreement_heldout']:.1%} "
           f"(InstructGPT: 72.6% / 77.3%)")
+    demo = s["demonstrations"]
+    print("  demonstrations: " + ", ".join(f"{n} {d['share']:.0%} (gold {d['mean_gold']:.2f})" for n, d in demo["by_demonstrator"].items())
+          + f"; held-out labelers prefer the careful answer {demo['all']['careful_win_rate_heldout']:.1%} of the time")
+    rm = s["constraints_and_closed_domain"]["rm_train"]
+    print(f"  RM prompts: {rm['constrained']:.0%} with an explicit constraint, {rm['closed_domain']:.0%} closed-domain "
+          f"(InstructGPT Table 7: 26.3%, 19.4%); held-out constraint kinds: {', '.join(cfg.heldout_constraints)}")
     if s.get("exhausted_clusters"):
         print(f"  warning: clusters ran out of distinct prompts and were filled by others: "
               f"{', '.join(s['exhausted_clusters'])} (raise n_entities or lower scale)")
