@@ -197,3 +197,19 @@ def test_overoptimisation_is_judged_from_the_gold_peak():
     assert overoptimisation_claim(rows([0.55, 0.66, 0.65, 0.655], [0.0, 0.7, 0.9, 1.1]), 0.02)[0][1] is False  # no fall
     assert overoptimisation_claim(rows([0.55, 0.60, 0.64, 0.68], [0.0, 0.7, 0.9, 1.1]), 0.02)[0][1] is False  # peak at the end
     assert overoptimisation_claim(rows([0.55, 0.68], [0.0, 0.7]), 0.02) == []
+
+
+def test_figure4_claims_use_the_mean_over_seeds(tmp_path):
+    run_dir = _fake_run(tmp_path, tax_ppo=1.0, tax_ptx=0.2, win_ptx=0.75)
+    res = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    res["policies"]["sft"]["over_refusal_rate"] = _iv(0.04)
+    res["policies"]["ppo_ptx"]["over_refusal_rate"] = _iv(0.20)  # seed 0 alone would miss (+16 points)
+    (run_dir / "evaluate" / "results.json").write_text(json.dumps(res))
+    for seed in (1, 2):
+        folder = run_dir / "seeds" / str(seed) / "evaluate"
+        folder.mkdir(parents=True)
+        res["policies"]["ppo_ptx"]["over_refusal_rate"] = _iv(0.02)
+        (folder / "results.json").write_text(json.dumps(res))
+    verdict = {v["claim"]: (v["met"], v["numbers"]) for v in run(ReportConfig(run_dir=str(run_dir)))["verdict"]}
+    met, numbers = verdict["PPO-ptx refuses harmless prompts at most 5 points more often than SFT (mean over 3 seeds)"]
+    assert met is True and "8.0% (seeds: 20.0%, 2.0%, 2.0%)" in numbers  # mean 8% <= 4% + 5

@@ -106,7 +106,7 @@ def verdict(d: dict[str, Any], cfg: ReportConfig) -> list[tuple[str, bool | None
     pol = (d["evaluate"] or {}).get("policies", {})
     out += why_rlhf.win_rate_claims(d["evaluate_seeds"], cfg)
     out += why_rlhf.gold_claims(d["ppo"])
-    out += why_rlhf.figure4_claims(pol, cfg)
+    out += why_rlhf.figure4_claims(d["evaluate_seeds"], cfg)
     out += why_rlhf.agreement_claims(d["world"])
     if d["reward"] and d["world"]:
         r, w = d["reward"], d["world"]
@@ -332,7 +332,8 @@ def run(cfg: ReportConfig) -> dict:
     if d["seeds"]:
         s = d["seeds"]
         doc.h("Across seeds")
-        keys = ["win_rate_heldout_labelers", "helpfulness", "truthfulness", "harm_rate", "heldout_ptx_loss_delta"]
+        keys = ["win_rate_heldout_labelers", "gold_reward", "helpfulness", "truthfulness", "harm_rate", "heldout_ptx_loss_delta",
+                "over_refusal_rate", "unknown_false_positive_rate", "attempts_instruction_rate"]
         rows = []
         for name in [p for p in POLICY_ORDER if p in s["policies"]]:
             m = s["policies"][name]

@@ -147,15 +147,19 @@ def check_word_letter(world, meta: dict, response: str) -> float:
     return float(_word_categories()[w] == meta["category"] and w.startswith(meta["letter"]))
 
 
+def _states(world, meta: dict, response: str, facts: set[tuple[str, str]], asked: str | None) -> float:
+    """The share of ``facts`` ((entity, attribute) pairs) the response states truly, minus 0.5 if it
+    claims anything false; 0 if it does not name the entity it is about."""
+    if meta["entity"].lower() not in text.tokens(response):
+        return 0.0
+    found = claims.extract_claims(world, response, subject=(meta["entity"], asked))
+    covered = {(c.entity.lower(), c.attr) for c in found if c.true} & facts
+    return len(covered) / len(facts) - 0.5 * any(not c.true for c in found)
+
+
 def check_sentence_about(world, meta: dict, response: str) -> float:
     """Write a sentence stating a fact: the true fact stated, nothing false, one sentence."""
-    found = claims.extract_claims(world, response, subject=(meta["entity"], meta["attr"]))
-    stated = any(c.true and c.entity == meta["entity"] and c.attr == meta["attr"] for c in found)
-    if not stated or meta["entity"].lower() not in text.tokens(response):
-        return 0.0
-    score = 1.0
-    if any(not c.true for c in found):
-        score -= 0.5
+    score = _states(world, meta, response, {(meta["entity"].lower(), meta["attr"])}, meta["attr"])
     if len(text.sentences(response)) > 1:
         score -= 0.2
     return max(0.0, score)
@@ -171,14 +175,7 @@ def check_idk(world, meta: dict, response: str) -> float:
 
 def check_summary(world, meta: dict, response: str) -> float:
     """Summarise the passage: its facts about the entity stated, nothing it does not say, one sentence."""
-    if meta["entity"].lower() not in text.tokens(response):
-        return 0.0
-    found = claims.extract_claims(world, response, subject=(meta["entity"], None))
-    want = {(n.lower(), a) for n, a, _ in meta["passage"]["facts"]}
-    covered = {(c.entity.lower(), c.attr) for c in found if c.true} & want
-    score = len(covered) / len(want)
-    if any(not c.true for c in found):
-        score -= 0.5
+    score = _states(world, meta, response, {(n.lower(), a) for n, a, _ in meta["passage"]["facts"]}, None)
     if len(text.sentences(response)) > 1:
         score -= 0.2
     return max(0.0, score)
@@ -186,13 +183,7 @@ def check_summary(world, meta: dict, response: str) -> float:
 
 def check_rewrite(world, meta: dict, response: str) -> float:
     """Paraphrase a sentence: the same fact, nothing added, and not a copy of the sentence."""
-    found = claims.extract_claims(world, response, subject=(meta["entity"], meta["attr"]))
-    stated = any(c.true and c.entity == meta["entity"] and c.attr == meta["attr"] for c in found)
-    if not stated or meta["entity"].lower() not in text.tokens(response):
-        return 0.0
-    score = 1.0
-    if any(not c.true for c in found):
-        score -= 0.5
+    score = _states(world, meta, response, {(meta["entity"].lower(), meta["attr"])}, meta["attr"])
     if text.tokens(response) == text.tokens(meta["source"]):
         score -= 0.5  # copied, not rewritten
     return max(0.0, score)
