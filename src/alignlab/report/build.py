@@ -272,6 +272,15 @@ class Doc:
                 f"<style>{style}</style></head><body>" + "\n".join(self.html) + "</body></html>\n")
 
 
+def _seed_cell(m: dict | None, pct: bool) -> str:
+    """'61.7 ± 1.5 (61.0, 63.4, 60.8)' for a metric over seeds (percent points or plain numbers)."""
+    if not m:
+        return "–"
+    scale, fmt = (100, "{:.1f}") if pct else (1, "{:.3f}")
+    f = lambda v: fmt.format(scale * v)  # noqa: E731
+    return f"{f(m['mean'])} ± {f(m['std'])} ({', '.join(f(v) for v in m['values'])})"
+
+
 def results_table(pol: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     header = ["policy", "win vs SFT (training labelers)", "win vs SFT (held-out labelers)", "helpfulness",
               "truthfulness", "harm rate", "\"unknown\" on unanswerable", "Δ held-out LM loss", "Δ NLP accuracy",
@@ -332,16 +341,16 @@ def run(cfg: ReportConfig) -> dict:
     if d["seeds"]:
         s = d["seeds"]
         doc.h("Across seeds")
-        keys = ["win_rate_heldout_labelers", "gold_reward", "helpfulness", "truthfulness", "harm_rate", "heldout_ptx_loss_delta",
-                "over_refusal_rate", "unknown_false_positive_rate", "attempts_instruction_rate"]
-        rows = []
-        for name in [p for p in POLICY_ORDER if p in s["policies"]]:
-            m = s["policies"][name]
-            rows.append([LABELS[name]] + [
-                "–" if k not in m else ", ".join(f"{v:.3f}" for v in m[k]["values"]) + f" (mean {m[k]['mean']:.3f} ± {m[k]['std']:.3f})"
-                for k in keys])
-        doc.p(f"{s['n_seeds']} seeds (SFT onwards retrained per seed): per-seed values, mean ± sd.")
-        doc.table(["policy", *keys], rows)
+        # column header -> (metric, shown as a percentage?)
+        cols = {"win vs SFT (held-out)": ("win_rate_heldout_labelers", True), "gold": ("gold_reward", False),
+                "helpful": ("helpfulness", True), "truthful": ("truthfulness", True), "harm": ("harm_rate", True),
+                "Δ LM loss": ("heldout_ptx_loss_delta", False), "refuses harmless": ("over_refusal_rate", True),
+                "\"I don't know\", answerable": ("unknown_false_positive_rate", True),
+                "attempts": ("attempts_instruction_rate", True)}
+        rows = [[LABELS[name]] + [_seed_cell(s["policies"][name].get(k), pct) for k, pct in cols.values()]
+                for name in [p for p in POLICY_ORDER if p in s["policies"]]]
+        doc.p(f"{s['n_seeds']} seeds (SFT onwards retrained per seed): mean ± sd, and each seed's value.")
+        doc.table(["policy", *cols], rows)
 
     if d["ppo_metrics"]:
         doc.h("PPO training")
