@@ -26,6 +26,7 @@ smoke:
 	$(MAKE) demo PRESET=smoke
 
 test: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 clean:

@@ -48,20 +48,35 @@ def build_inputs(a, work: Path) -> dict[str, str]:
     corpus = [f"{rng.choice(names)} likes {rng.choice(colours)} hats and lives by river {i % 7}." for i in range(400)]
     tok = train_bpe(corpus, vocab_size=a.vocab)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=a.hidden, intermediate_size=int(a.hidden * 8 / 3) // 64 * 64,
-                      num_hidden_layers=a.layers, num_attention_heads=a.hidden // 64, num_key_value_heads=a.hidden // 64,
-                      max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=a.hidden,
+        intermediate_size=int(a.hidden * 8 / 3) // 64 * 64,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.hidden // 64,
+        num_key_value_heads=a.hidden // 64,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     policy = LlamaForCausalLM(cfg)
     policy.save_pretrained(work / "policy")
     tok.save_pretrained(work / "policy")
     rm = AutoModelForSequenceClassification.from_pretrained(work / "policy", num_labels=1)
     rm.config.pad_token_id = tok.pad_token_id
     rm.save_pretrained(work / "rm")
-    (work / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"What colour is {n}?"}) + "\n" for n in names * 8))
+    (work / "prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"What colour is {n}?"}) + "\n" for n in names * 8)
+    )
     n_params = sum(p.numel() for p in policy.parameters())
-    return {"policy": str(work / "policy"), "rm": str(work / "rm"), "prompts": str(work / "prompts.jsonl"),
-            "params": n_params}
+    return {
+        "policy": str(work / "policy"),
+        "rm": str(work / "rm"),
+        "prompts": str(work / "prompts.jsonl"),
+        "params": n_params,
+    }
 
 
 def child(a) -> None:
@@ -80,17 +95,46 @@ def child(a) -> None:
         print(json.dumps({"mode": a.mode}))
         return
     inputs = json.loads(a.inputs)
-    cfg = apply(ppo.PPOConfig(), dict(
-        policy=inputs["policy"], reward_model=inputs["rm"], data=inputs["prompts"], world_dir="", eval_data="",
-        ptx_data="", iterations=a.iterations, batch_size=a.batch, minibatch_size=a.minibatch, ppo_epochs=2,
-        max_new_tokens=a.max_new_tokens, gen_batch_size=a.batch, warmup_iterations=0, checkpoint_interval=0,
-        tensorboard=False, device="cpu", threads=1, output_dir=str(Path(a.workdir) / f"out_{a.mode}"),
-        lora={"r": a.r if a.mode == "lora" else 0, "alpha": 2 * a.r}), "bench")
+    cfg = apply(
+        ppo.PPOConfig(),
+        dict(
+            policy=inputs["policy"],
+            reward_model=inputs["rm"],
+            data=inputs["prompts"],
+            world_dir="",
+            eval_data="",
+            ptx_data="",
+            iterations=a.iterations,
+            batch_size=a.batch,
+            minibatch_size=a.minibatch,
+            ppo_epochs=2,
+            max_new_tokens=a.max_new_tokens,
+            gen_batch_size=a.batch,
+            warmup_iterations=0,
+            checkpoint_interval=0,
+            tensorboard=False,
+            device="cpu",
+            threads=1,
+            output_dir=str(Path(a.workdir) / f"out_{a.mode}"),
+            lora={"r": a.r if a.mode == "lora" else 0, "alpha": 2 * a.r},
+        ),
+        "bench",
+    )
     t0 = time.perf_counter()
     s = ppo.run(cfg)
-    print(json.dumps({"mode": a.mode, "seconds": round(time.perf_counter() - t0, 2),
-                      "seconds_per_iteration": {k[len("seconds_per_iteration_"):]: v for k, v in s.items()
-                                                if k.startswith("seconds_per_iteration_")}}))
+    print(
+        json.dumps(
+            {
+                "mode": a.mode,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "seconds_per_iteration": {
+                    k[len("seconds_per_iteration_") :]: v
+                    for k, v in s.items()
+                    if k.startswith("seconds_per_iteration_")
+                },
+            }
+        )
+    )
 
 
 def measure(mode: str, a, inputs: dict, work: Path) -> dict:
@@ -98,11 +142,38 @@ def measure(mode: str, a, inputs: dict, work: Path) -> dict:
 
     This parent never imports torch: a child's ru_maxrss can include the parent's resident memory at
     fork/exec time, so the parent stays a small plain-Python process."""
-    cmd = [sys.executable, __file__, "--child", "--mode", mode, "--workdir", str(work), "--inputs", json.dumps(inputs),
-           "--iterations", str(a.iterations), "--batch", str(a.batch), "--minibatch", str(a.minibatch),
-           "--max_new_tokens", str(a.max_new_tokens), "--r", str(a.r), "--hidden", str(a.hidden),
-           "--layers", str(a.layers), "--vocab", str(a.vocab)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--mode",
+        mode,
+        "--workdir",
+        str(work),
+        "--inputs",
+        json.dumps(inputs),
+        "--iterations",
+        str(a.iterations),
+        "--batch",
+        str(a.batch),
+        "--minibatch",
+        str(a.minibatch),
+        "--max_new_tokens",
+        str(a.max_new_tokens),
+        "--r",
+        str(a.r),
+        "--hidden",
+        str(a.hidden),
+        "--layers",
+        str(a.layers),
+        "--vocab",
+        str(a.vocab),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     out_f, err_f = work / f"{mode}.out", work / f"{mode}.err"
     with open(out_f, "w") as out, open(err_f, "w") as err:  # files, not pipes: nothing to drain before reaping
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
@@ -145,19 +216,31 @@ def main() -> None:
     full, lora = runs["full"]["peak_rss_mib"], runs["lora"]["peak_rss_mib"]
     result = {
         "model": f"random Llama built from a config: hidden {a.hidden}, {a.layers} layers, vocab {a.vocab}, "
-                 f"{inputs['params'] / 1e6:.1f}M parameters ({inputs['params'] * 4 / 2**20:.0f} MiB in fp32)",
-        "setting": {"iterations": a.iterations, "batch": a.batch, "minibatch": a.minibatch, "ppo_epochs": 2,
-                    "max_new_tokens": a.max_new_tokens, "lora_r": a.r, "lora_alpha": 2 * a.r, "threads": 1,
-                    "device": "cpu"},
+        f"{inputs['params'] / 1e6:.1f}M parameters ({inputs['params'] * 4 / 2**20:.0f} MiB in fp32)",
+        "setting": {
+            "iterations": a.iterations,
+            "batch": a.batch,
+            "minibatch": a.minibatch,
+            "ppo_epochs": 2,
+            "max_new_tokens": a.max_new_tokens,
+            "lora_r": a.r,
+            "lora_alpha": 2 * a.r,
+            "threads": 1,
+            "device": "cpu",
+        },
         "measure": "peak RSS (ru_maxrss via os.wait4) of a fresh subprocess per run",
         "peak_rss_mib": {"import_only": base, "full_ppo": full, "lora_ppo": lora},
         "above_import_mib": {"full_ppo": round(full - base, 1), "lora_ppo": round(lora - base, 1)},
         "lora_over_full": round(lora / full, 3),
         "lora_over_full_above_import": round((lora - base) / (full - base), 3),
         "seconds": {"full_ppo": runs["full"]["seconds"], "lora_ppo": runs["lora"]["seconds"]},
-        "seconds_per_iteration": {"full_ppo": runs["full"]["seconds_per_iteration"],
-                                  "lora_ppo": runs["lora"]["seconds_per_iteration"]},
-        "machine": platform.machine(), "python": platform.python_version(), "torch": inputs["torch"],
+        "seconds_per_iteration": {
+            "full_ppo": runs["full"]["seconds_per_iteration"],
+            "lora_ppo": runs["lora"]["seconds_per_iteration"],
+        },
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": inputs["torch"],
     }
     print(json.dumps(result, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,17 +29,76 @@ def stage_args(runs: Path, out: Path, preset: str) -> dict[str, list[str]]:
     world = runs / "world"
     common = ["--preset", preset, "--tensorboard", "false", "--device", "cpu"]
     return {
-        "sft": [*common, "--model", str(runs / "pretrain"), "--data", str(world / "sft"), "--world_dir", str(world),
-                "--epochs", "1", "--val_prompts", "64", "--output_dir", str(out / "sft")],
-        "reward": [*common, "--model", str(runs / "sft"), "--data", str(runs / "compare" / "comparisons"),
-                   "--world_dir", str(world), "--max_prompts", "128", "--checkpoint_interval", "0",
-                   "--output_dir", str(out / "reward")],
-        "ppo": [*common, "--policy", str(runs / "sft"), "--reward_model", str(runs / "reward"), "--data", str(world / "ppo"),
-                "--world_dir", str(world), "--ptx_data", str(world / "corpus"), "--iterations", "2",
-                "--eval_prompts", "32", "--checkpoint_interval", "0", "--output_dir", str(out / "ppo")],
-        "dpo": [*common, "--policy", str(runs / "sft"), "--data", str(runs / "compare" / "comparisons"),
-                "--world_dir", str(world), "--max_steps", "4", "--eval_prompts", "32", "--eval_max_prompts", "32",
-                "--checkpoint_interval", "0", "--output_dir", str(out / "dpo")],
+        "sft": [
+            *common,
+            "--model",
+            str(runs / "pretrain"),
+            "--data",
+            str(world / "sft"),
+            "--world_dir",
+            str(world),
+            "--epochs",
+            "1",
+            "--val_prompts",
+            "64",
+            "--output_dir",
+            str(out / "sft"),
+        ],
+        "reward": [
+            *common,
+            "--model",
+            str(runs / "sft"),
+            "--data",
+            str(runs / "compare" / "comparisons"),
+            "--world_dir",
+            str(world),
+            "--max_prompts",
+            "128",
+            "--checkpoint_interval",
+            "0",
+            "--output_dir",
+            str(out / "reward"),
+        ],
+        "ppo": [
+            *common,
+            "--policy",
+            str(runs / "sft"),
+            "--reward_model",
+            str(runs / "reward"),
+            "--data",
+            str(world / "ppo"),
+            "--world_dir",
+            str(world),
+            "--ptx_data",
+            str(world / "corpus"),
+            "--iterations",
+            "2",
+            "--eval_prompts",
+            "32",
+            "--checkpoint_interval",
+            "0",
+            "--output_dir",
+            str(out / "ppo"),
+        ],
+        "dpo": [
+            *common,
+            "--policy",
+            str(runs / "sft"),
+            "--data",
+            str(runs / "compare" / "comparisons"),
+            "--world_dir",
+            str(world),
+            "--max_steps",
+            "4",
+            "--eval_prompts",
+            "32",
+            "--eval_max_prompts",
+            "32",
+            "--checkpoint_interval",
+            "0",
+            "--output_dir",
+            str(out / "dpo"),
+        ],
     }
 
 
@@ -49,8 +108,11 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path) -> dict:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    res = {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
-           "seconds": round(time.perf_counter() - t, 1), "exit_code": proc.returncode}
+    res = {
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "seconds": round(time.perf_counter() - t, 1),
+        "exit_code": proc.returncode,
+    }
     if proc.returncode:
         res["log_tail"] = log.read_text()[-2000:]
     return res
@@ -69,10 +131,17 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
     src = Path(__file__).resolve().parents[1] / "src"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))  # this checkout's alignlab
-    result = {"setting": {**vars(a), "runs": str(runs)}, "loadavg_start": os.getloadavg(),
-              "machine": platform.processor() or platform.machine(), "python": sys.executable, "stages": {}}
-    imports = "import torch, transformers, accelerate; import alignlab.stages.sft, alignlab.stages.reward, " \
-              "alignlab.stages.ppo, alignlab.stages.dpo"
+    result = {
+        "setting": {**vars(a), "runs": str(runs)},
+        "loadavg_start": os.getloadavg(),
+        "machine": platform.processor() or platform.machine(),
+        "python": sys.executable,
+        "stages": {},
+    }
+    imports = (
+        "import torch, transformers, accelerate; import alignlab.stages.sft, alignlab.stages.reward, "
+        "alignlab.stages.ppo, alignlab.stages.dpo"
+    )
     result["stages"]["import"] = run_child([sys.executable, "-c", imports], env, tmp / "import.log")
     print(f"{'import':8} {result['stages']['import']['peak_rss_mib']:8.1f} MiB")
     args = stage_args(runs, tmp / "out", a.preset)

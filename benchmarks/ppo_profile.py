@@ -30,8 +30,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 @contextmanager
 def _labelled_forwards(trainer):
     """Wrap each model's forward in a profiler label so the op table can be grouped by model."""
-    models = {"policy": trainer.acc.unwrap_model(trainer.policy), "ref": trainer.ref,
-              "value": trainer.acc.unwrap_model(trainer.value)}
+    models = {
+        "policy": trainer.acc.unwrap_model(trainer.policy),
+        "ref": trainer.ref,
+        "value": trainer.acc.unwrap_model(trainer.value),
+    }
     if trainer.rm is not None:
         models["reward_model"] = trainer.rm
     saved = {}
@@ -43,6 +46,7 @@ def _labelled_forwards(trainer):
             def fwd(*args, **kw):
                 with record_function(label):
                     return orig(*args, **kw)
+
             return fwd
 
         m.forward = labelled(m.forward, f"model::{name}")
@@ -81,22 +85,40 @@ def main() -> None:
     tok = load_tokenizer(a.policy)
     rows = list(load_dataset_any(a.data, "train"))[: a.batch * (a.iterations + 1)]
     prompts = encode_prompts(tok, rows, "prompt", 96)
-    overrides = dict(policy=a.policy, reward_model=a.reward_model, batch_size=a.batch, minibatch_size=a.minibatch,
-                     ppo_epochs=a.epochs, max_new_tokens=a.max_new_tokens, gen_batch_size=a.batch,
-                     iterations=a.iterations + 1, warmup_iterations=0, device="cpu")
+    overrides = dict(
+        policy=a.policy,
+        reward_model=a.reward_model,
+        batch_size=a.batch,
+        minibatch_size=a.minibatch,
+        ppo_epochs=a.epochs,
+        max_new_tokens=a.max_new_tokens,
+        gen_batch_size=a.batch,
+        iterations=a.iterations + 1,
+        warmup_iterations=0,
+        device="cpu",
+    )
     if "rollout_backend" in PPOConfig.__dataclass_fields__:
         overrides["rollout_backend"] = a.rollout_backend
     cfg = apply(PPOConfig(), overrides, "profile")
-    trainer = PPOTrainer(cfg, load_causal_lm(a.policy), load_causal_lm(a.policy),
-                         ValueModel(load_reward_model(a.reward_model)), ValueModel(load_reward_model(a.reward_model)),
-                         tok, Accelerator(cpu=True))
+    trainer = PPOTrainer(
+        cfg,
+        load_causal_lm(a.policy),
+        load_causal_lm(a.policy),
+        ValueModel(load_reward_model(a.reward_model)),
+        ValueModel(load_reward_model(a.reward_model)),
+        tok,
+        Accelerator(cpu=True),
+    )
     batch = lambda it: [prompts[(it * a.batch + i) % len(prompts)] for i in range(a.batch)]  # noqa: E731
     trainer.iteration(0, batch(0))  # warm-up
 
-    lines = [f"# PPO iteration profile ({time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, 1 thread, "
-             f"load average at start {os.getloadavg()[0]:.2f})",
-             f"setting: batch {a.batch}, minibatch {a.minibatch}, epochs {a.epochs}, max_new_tokens {a.max_new_tokens}, "
-             f"policy {a.policy}", ""]
+    lines = [
+        f"# PPO iteration profile ({time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, 1 thread, "
+        f"load average at start {os.getloadavg()[0]:.2f})",
+        f"setting: batch {a.batch}, minibatch {a.minibatch}, epochs {a.epochs}, max_new_tokens {a.max_new_tokens}, "
+        f"policy {a.policy}",
+        "",
+    ]
     phases = {"t_rollout": 0.0, "t_score": 0.0, "t_update": 0.0}
     tokens = 0
     cp = cProfile.Profile()
@@ -112,7 +134,9 @@ def main() -> None:
     lines.append(f"## Phases (trainer timers, mean over {a.iterations} iteration(s); profiler overhead included)")
     for k, v in phases.items():
         lines.append(f"  {k[2:]:8s} {v / a.iterations:7.3f} s  {100 * v / total:5.1f}%")
-    lines.append(f"  total    {total / a.iterations:7.3f} s   ({tokens / total:.1f} response tokens/s under the profiler)")
+    lines.append(
+        f"  total    {total / a.iterations:7.3f} s   ({tokens / total:.1f} response tokens/s under the profiler)"
+    )
     lines.append("")
     ka = prof.key_averages()
     lines.append("## Time inside each model's forward (all phases; backward is not included here)")

@@ -60,16 +60,33 @@ class Ours:
         from alignlab.models.value_model import ValueModel
         from alignlab.stages.ppo import PPOConfig, PPOTrainer
 
-        overrides = dict(policy=a.policy, reward_model=a.reward_model, batch_size=a.batch, minibatch_size=a.minibatch,
-                         ppo_epochs=a.epochs, max_new_tokens=a.max_new_tokens, gen_batch_size=a.batch,
-                         temperature=1.0, iterations=1000, warmup_iterations=0, device=a.device, seed=a.seed)
+        overrides = dict(
+            policy=a.policy,
+            reward_model=a.reward_model,
+            batch_size=a.batch,
+            minibatch_size=a.minibatch,
+            ppo_epochs=a.epochs,
+            max_new_tokens=a.max_new_tokens,
+            gen_batch_size=a.batch,
+            temperature=1.0,
+            iterations=1000,
+            warmup_iterations=0,
+            device=a.device,
+            seed=a.seed,
+        )
         for key in ("pack_sequences", "rollout_backend"):  # knobs of this version (absent in older ones)
             if getattr(a, key) is not None and key in PPOConfig.__dataclass_fields__:
                 overrides[key] = getattr(a, key)
         cfg = apply(PPOConfig(), overrides, "bench")
-        self.trainer = PPOTrainer(cfg, load_causal_lm(a.policy), load_causal_lm(a.policy),
-                                  ValueModel(load_reward_model(a.reward_model)),
-                                  ValueModel(load_reward_model(a.reward_model)), tok, Accelerator(cpu=a.device == "cpu"))
+        self.trainer = PPOTrainer(
+            cfg,
+            load_causal_lm(a.policy),
+            load_causal_lm(a.policy),
+            ValueModel(load_reward_model(a.reward_model)),
+            ValueModel(load_reward_model(a.reward_model)),
+            tok,
+            Accelerator(cpu=a.device == "cpu"),
+        )
         self.prompts = encode_prompts(tok, rows, "prompt", 96)
         self.batch, self.it = a.batch, 0
         self.records: list[dict] = []
@@ -82,22 +99,41 @@ class Ours:
         wall = time.perf_counter() - t0
         self.it += 1
         if timed:
-            self.records.append({"phase": phase, "wall": wall, "tokens": int(s["_rollout"].response_mask.sum()),
-                                 "rollout": s["t_rollout"], "score": s["t_score"], "update": s["t_update"]})
+            self.records.append(
+                {
+                    "phase": phase,
+                    "wall": wall,
+                    "tokens": int(s["_rollout"].response_mask.sum()),
+                    "rollout": s["t_rollout"],
+                    "score": s["t_score"],
+                    "update": s["t_update"],
+                }
+            )
 
     def summary(self, phase: str) -> dict:
         recs = [r for r in self.records if r["phase"] == phase]
-        return _summary(sum(r["tokens"] for r in recs), len(recs) * self.batch, sum(r["wall"] for r in recs),
-                        {p: sum(r[p] for r in recs) for p in ("rollout", "score", "update")}, len(recs),
-                        optimizer_steps_per_iteration=self.trainer.updates_per_iteration)
+        return _summary(
+            sum(r["tokens"] for r in recs),
+            len(recs) * self.batch,
+            sum(r["wall"] for r in recs),
+            {p: sum(r[p] for r in recs) for p in ("rollout", "score", "update")},
+            len(recs),
+            optimizer_steps_per_iteration=self.trainer.updates_per_iteration,
+        )
 
 
 def _summary(tokens: float, episodes: int, wall: float, parts: dict[str, float], iterations: int, **extra) -> dict:
-    out = {"iterations": iterations, "response_tokens": round(tokens), "episodes": episodes, "seconds": round(wall, 3),
-           "response_tokens_per_sec": round(tokens / wall, 2), "episodes_per_sec": round(episodes / wall, 3),
-           "seconds_per_iteration": {k: round(v / iterations, 3) for k, v in parts.items()},
-           "generation_tokens_per_sec": round(tokens / parts["rollout"], 1) if parts.get("rollout") else None,
-           "training_tokens_per_sec": round(tokens / (parts["score"] + parts["update"]), 1) if "update" in parts else None}
+    out = {
+        "iterations": iterations,
+        "response_tokens": round(tokens),
+        "episodes": episodes,
+        "seconds": round(wall, 3),
+        "response_tokens_per_sec": round(tokens / wall, 2),
+        "episodes_per_sec": round(episodes / wall, 3),
+        "seconds_per_iteration": {k: round(v / iterations, 3) for k, v in parts.items()},
+        "generation_tokens_per_sec": round(tokens / parts["rollout"], 1) if parts.get("rollout") else None,
+        "training_tokens_per_sec": round(tokens / (parts["score"] + parts["update"]), 1) if "update" in parts else None,
+    }
     out.update(extra)
     return out
 
@@ -113,17 +149,35 @@ def bench_trl(kind: str, a, rows, tok, ours: Ours) -> dict:
     steps_per_gen = a.batch // a.minibatch
     per_gen = steps_per_gen * a.epochs  # optimiser steps per generation round = one iteration
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix=f"trl_{kind}_"), per_device_train_batch_size=a.minibatch,
-        gradient_accumulation_steps=1, steps_per_generation=steps_per_gen, num_generations=a.group,
-        num_iterations=a.epochs, max_completion_length=a.max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-        beta=0.02, learning_rate=1e-5, max_steps=(a.iterations + 1) * per_gen,
-        logging_steps=1, save_strategy="no", report_to="none", use_cpu=a.device == "cpu", bf16=False,
-        seed=a.seed, dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=a.trl_gradient_checkpointing,
+        output_dir=tempfile.mkdtemp(prefix=f"trl_{kind}_"),
+        per_device_train_batch_size=a.minibatch,
+        gradient_accumulation_steps=1,
+        steps_per_generation=steps_per_gen,
+        num_generations=a.group,
+        num_iterations=a.epochs,
+        max_completion_length=a.max_new_tokens,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        beta=0.02,
+        learning_rate=1e-5,
+        max_steps=(a.iterations + 1) * per_gen,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=a.device == "cpu",
+        bf16=False,
+        seed=a.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        gradient_checkpointing=a.trl_gradient_checkpointing,
     )
     if kind == "rloo":
-        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+        from trl import RLOOConfig as Config
+        from trl import RLOOTrainer as Trainer
     else:
-        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+        from trl import GRPOConfig as Config
+        from trl import GRPOTrainer as Trainer
     args = Config(**common)
 
     timers: list[tuple[float, str, float]] = []  # (when, name, seconds) from TRL's own profiling contexts
@@ -150,8 +204,15 @@ def bench_trl(kind: str, a, rows, tok, ours: Ours) -> dict:
 
     ds = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in rows])
     rm = AutoModelForSequenceClassification.from_pretrained(a.reward_model, num_labels=1)
-    trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(a.policy), reward_funcs=rm, args=args,
-                      train_dataset=ds, processing_class=tok, reward_processing_classes=tok, callbacks=[Interleave()])
+    trainer = Trainer(
+        model=AutoModelForCausalLM.from_pretrained(a.policy),
+        reward_funcs=rm,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        reward_processing_classes=tok,
+        callbacks=[Interleave()],
+    )
     trl_profiling.ProfilingContext._log_metrics = capture
     try:
         trainer.train()
@@ -169,16 +230,26 @@ def bench_trl(kind: str, a, rows, tok, ours: Ours) -> dict:
         tokens += gen_lengths.get(i, 0.0) * a.batch
         wall += t1 - t0
         inside = [(n, d) for when, n, d in timers if t0 <= when <= t1]
-        gen = sum(d for n, d in inside if n.endswith(".transformers.generate") or n.endswith(".transformers.generate_batch"))
+        gen = sum(
+            d for n, d in inside if n.endswith(".transformers.generate") or n.endswith(".transformers.generate_batch")
+        )
         prep = sum(d for n, d in inside if n.endswith("._prepare_inputs"))
         parts["rollout"] += gen
         parts["score"] += max(prep - gen, 0.0)
         parts["update"] += (t1 - t0) - prep
     if parts["rollout"] == 0.0:  # this TRL version names its timers otherwise: no split
         parts = {}
-    return _summary(tokens, a.iterations * a.batch, wall, parts, a.iterations,
-                    trl_version=trl.__version__, group_size=a.group, optimizer_steps_per_iteration=per_gen,
-                    phase_split="from TRL's profiling timers" if parts else "unavailable (timer names not found)")
+    return _summary(
+        tokens,
+        a.iterations * a.batch,
+        wall,
+        parts,
+        a.iterations,
+        trl_version=trl.__version__,
+        group_size=a.group,
+        optimizer_steps_per_iteration=per_gen,
+        phase_split="from TRL's profiling timers" if parts else "unavailable (timer names not found)",
+    )
 
 
 def main() -> None:
@@ -192,11 +263,18 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="passes over each batch (ppo_epochs / num_iterations)")
     p.add_argument("--max_new_tokens", type=int, default=32)
     p.add_argument("--group", "--rloo_k", type=int, default=2, help="RLOO/GRPO samples per prompt")
-    p.add_argument("--pack_sequences", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                   help="ours: packed scoring/training (default: the config's default)")
+    p.add_argument(
+        "--pack_sequences",
+        type=lambda s: s.lower() in ("1", "true", "yes"),
+        default=None,
+        help="ours: packed scoring/training (default: the config's default)",
+    )
     p.add_argument("--rollout_backend", default=None, help="ours: transformers or vllm (default: the config's)")
-    p.add_argument("--trl_gradient_checkpointing", action="store_true",
-                   help="TRL with its default activation checkpointing (off by default: not the same work as ours)")
+    p.add_argument(
+        "--trl_gradient_checkpointing",
+        action="store_true",
+        help="TRL with its default activation checkpointing (off by default: not the same work as ours)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -211,9 +289,14 @@ def main() -> None:
     load_start = os.getloadavg()
     tok = load_tokenizer(a.policy)
     rows = list(load_dataset_any(a.data, "train"))[: a.batch * (2 * a.iterations + 2)]
-    result = {"setting": {k: v for k, v in vars(a).items() if k != "out"}, "torch_threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-              "torch": torch.__version__, "load_average_start": [round(x, 2) for x in load_start]}
+    result = {
+        "setting": {k: v for k, v in vars(a).items() if k != "out"},
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_average_start": [round(x, 2) for x in load_start],
+    }
     ours = Ours(a, rows, tok)
     kinds = [k for k in a.trl.split(",") if k]
     if not kinds:
@@ -226,10 +309,14 @@ def main() -> None:
         ours_res = ours.summary(kind)
         result[f"alignlab_ppo_during_{kind}"] = ours_res
         result[f"trl_{kind}"] = trl_res
-        _print(f"alignlab PPO", ours_res)
+        _print("alignlab PPO", ours_res)
         _print(f"TRL {kind.upper()} {trl_res['trl_version']}", trl_res)
-        ratio = {"response_tokens_per_sec": round(ours_res["response_tokens_per_sec"] / trl_res["response_tokens_per_sec"], 3),
-                 "episodes_per_sec": round(ours_res["episodes_per_sec"] / trl_res["episodes_per_sec"], 3)}
+        ratio = {
+            "response_tokens_per_sec": round(
+                ours_res["response_tokens_per_sec"] / trl_res["response_tokens_per_sec"], 3
+            ),
+            "episodes_per_sec": round(ours_res["episodes_per_sec"] / trl_res["episodes_per_sec"], 3),
+        }
         for key in ("generation_tokens_per_sec", "training_tokens_per_sec"):
             if ours_res.get(key) and trl_res.get(key):
                 ratio[key] = round(ours_res[key] / trl_res[key], 3)
@@ -243,9 +330,11 @@ def main() -> None:
 
 
 def _print(name: str, r: dict) -> None:
-    print(f"{name:22s}: {r['response_tokens_per_sec']:8.1f} response tokens/s ({r['episodes_per_sec']:.2f} episodes/s); "
-          f"s/iteration {r['seconds_per_iteration']}; generation {r.get('generation_tokens_per_sec')} tok/s, "
-          f"training {r.get('training_tokens_per_sec')} tok/s")
+    print(
+        f"{name:22s}: {r['response_tokens_per_sec']:8.1f} response tokens/s ({r['episodes_per_sec']:.2f} episodes/s); "
+        f"s/iteration {r['seconds_per_iteration']}; generation {r.get('generation_tokens_per_sec')} tok/s, "
+        f"training {r.get('training_tokens_per_sec')} tok/s"
+    )
 
 
 if __name__ == "__main__":

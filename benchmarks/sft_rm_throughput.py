@@ -83,10 +83,17 @@ def window(times: list[tuple[float, float]], meter: Meter, warmup: int, steps: i
     wall = times[warmup + steps][0] - times[warmup][0]
     cpu = times[warmup + steps][1] - times[warmup][1]
     tokens, padded, rows = sum(meter.tokens[sl]), sum(meter.padded[sl]), sum(meter.rows[sl])
-    res = {"steps": steps, "seconds": round(wall, 3), "seconds_per_step": round(wall / steps, 4),
-           "cpu_seconds": round(cpu, 3), "tokens": tokens, "padded_tokens": padded,
-           "padding_share": round(1 - tokens / padded, 3),
-           "tokens_per_sec": round(tokens / wall, 1), "tokens_per_cpu_sec": round(tokens / cpu, 1)}
+    res = {
+        "steps": steps,
+        "seconds": round(wall, 3),
+        "seconds_per_step": round(wall / steps, 4),
+        "cpu_seconds": round(cpu, 3),
+        "tokens": tokens,
+        "padded_tokens": padded,
+        "padding_share": round(1 - tokens / padded, 3),
+        "tokens_per_sec": round(tokens / wall, 1),
+        "tokens_per_cpu_sec": round(tokens / cpu, 1),
+    }
     if pairs:  # RM batches hold chosen then rejected (TRL) or each pair's 2 responses (ours)
         res.update({"pairs": rows // 2, "pairs_per_sec": round(rows / 2 / wall, 2)})
     else:
@@ -138,10 +145,26 @@ def sft_ours(a, tmp: Path) -> dict:
         meter.add(batch["attention_mask"])
         return batch
 
-    cfg = sft.SFTConfig(model=a.model, data=a.sft_data, judge="loss", world_dir=None, seq_len=a.seq_len, epochs=1,
-                        batch_size=a.batch, lr=a.lr, warmup_steps=10, weight_decay=0.1, eval_base=False,
-                        val_max_new_tokens=1, eval_batch_size=256, log_interval=10, seed=a.seed, device="cpu",
-                        tensorboard=False, output_dir=str(tmp / "ours_sft"))
+    cfg = sft.SFTConfig(
+        model=a.model,
+        data=a.sft_data,
+        judge="loss",
+        world_dir=None,
+        seq_len=a.seq_len,
+        epochs=1,
+        batch_size=a.batch,
+        lr=a.lr,
+        warmup_steps=10,
+        weight_decay=0.1,
+        eval_base=False,
+        val_max_new_tokens=1,
+        eval_batch_size=256,
+        log_interval=10,
+        seed=a.seed,
+        device="cpu",
+        tensorboard=False,
+        output_dir=str(tmp / "ours_sft"),
+    )
     sft.collate_sft = counting_collate
     try:
         sft.run(cfg)
@@ -162,15 +185,41 @@ def sft_trl(a, tok, examples, tmp: Path) -> dict:
     CountingCollator, Clock = trl_meters(DataCollatorForLanguageModeling, meter, ends)
 
     ds = datasets.Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
-    args = SFTConfig(output_dir=str(tmp / "trl_sft"), per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
-                     learning_rate=a.lr, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
-                     max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=10, optim="adamw_torch",
-                     max_steps=a.warmup + a.steps + 1, max_length=a.seq_len, logging_steps=10, save_strategy="no",
-                     report_to="none", use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, seed=a.seed, dataloader_num_workers=0,
-                     disable_tqdm=True)
+    args = SFTConfig(
+        output_dir=str(tmp / "trl_sft"),
+        per_device_train_batch_size=a.batch,
+        gradient_accumulation_steps=1,
+        learning_rate=a.lr,
+        weight_decay=0.1,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        lr_scheduler_type="cosine",
+        warmup_steps=10,
+        optim="adamw_torch",
+        max_steps=a.warmup + a.steps + 1,
+        max_length=a.seq_len,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=a.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                         data_collator=CountingCollator(pad_token_id=tok.pad_token_id), callbacks=[Clock()])
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        data_collator=CountingCollator(pad_token_id=tok.pad_token_id),
+        callbacks=[Clock()],
+    )
     trainer.train()
     # ends[0] is the start; ends[i] the end of step i, which consumed batch i-1 -> drop ends[0]
     res = window(ends[1:], meter, a.warmup, a.steps)
@@ -207,10 +256,25 @@ def rm_ours(a, data: Path, tmp: Path) -> dict:
         meter.add(batch["attention_mask"])
         return batch
 
-    cfg = reward.RewardConfig(model=a.model, data=str(data), eval_split="", world_dir=None, demonstrations=None,
-                              seq_len=a.seq_len, epochs=1, batch_size=a.batch, lr=a.lr, warmup_steps=5,
-                              weight_decay=0.0, checkpoint_interval=0, log_interval=10, seed=a.seed, device="cpu",
-                              tensorboard=False, output_dir=str(tmp / "ours_rm"))
+    cfg = reward.RewardConfig(
+        model=a.model,
+        data=str(data),
+        eval_split="",
+        world_dir=None,
+        demonstrations=None,
+        seq_len=a.seq_len,
+        epochs=1,
+        batch_size=a.batch,
+        lr=a.lr,
+        warmup_steps=5,
+        weight_decay=0.0,
+        checkpoint_interval=0,
+        log_interval=10,
+        seed=a.seed,
+        device="cpu",
+        tensorboard=False,
+        output_dir=str(tmp / "ours_rm"),
+    )
     reward.collate_sequences, reward.forward_scores = counting_collate, counting_forward
     try:
         reward.run(cfg)
@@ -234,17 +298,43 @@ def rm_trl(a, tok, pairs: list[dict], tmp: Path) -> dict:
     rows = [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]]} for p in pairs]
     encode_sequences(tok, rows, a.seq_len)  # the very ids our stage trains on
     ds = datasets.Dataset.from_list([{"chosen_ids": r["ids"][0], "rejected_ids": r["ids"][1]} for r in rows])
-    args = RewardConfig(output_dir=str(tmp / "trl_rm"), per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
-                        learning_rate=a.lr, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,
-                        max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=5, optim="adamw_torch",
-                        max_steps=a.warmup + a.steps + 1, max_length=a.seq_len, logging_steps=10, save_strategy="no",
-                        report_to="none", use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, seed=a.seed, dataloader_num_workers=0,
-                        disable_tqdm=True)
+    args = RewardConfig(
+        output_dir=str(tmp / "trl_rm"),
+        per_device_train_batch_size=a.batch,
+        gradient_accumulation_steps=1,
+        learning_rate=a.lr,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        lr_scheduler_type="cosine",
+        warmup_steps=5,
+        optim="adamw_torch",
+        max_steps=a.warmup + a.steps + 1,
+        max_length=a.seq_len,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=a.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     torch.manual_seed(a.seed)
     model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
-    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                            data_collator=CountingCollator(pad_token_id=tok.pad_token_id), callbacks=[Clock()])
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        data_collator=CountingCollator(pad_token_id=tok.pad_token_id),
+        callbacks=[Clock()],
+    )
     trainer.train()
     res = window(ends[1:], meter, a.warmup, a.steps, pairs=True)
     res["trl_version"] = trl.__version__
@@ -257,9 +347,12 @@ def rm_trl(a, tok, pairs: list[dict], tmp: Path) -> dict:
 def best(runs: list[dict]) -> dict:
     """The fastest of repeated runs (the least disturbed by other jobs on a shared machine), plus all rates."""
     top = max(runs, key=lambda r: r["tokens_per_sec"])
-    return {**top, "tokens_per_sec_all_runs": [r["tokens_per_sec"] for r in runs],
-            "tokens_per_cpu_sec_best": max(r["tokens_per_cpu_sec"] for r in runs),
-            "tokens_per_cpu_sec_all_runs": [r["tokens_per_cpu_sec"] for r in runs]}
+    return {
+        **top,
+        "tokens_per_sec_all_runs": [r["tokens_per_sec"] for r in runs],
+        "tokens_per_cpu_sec_best": max(r["tokens_per_cpu_sec"] for r in runs),
+        "tokens_per_cpu_sec_all_runs": [r["tokens_per_cpu_sec"] for r in runs],
+    }
 
 
 def compare(a, trl_name: str, ours_fn, trl_fn) -> dict:
@@ -272,9 +365,12 @@ def compare(a, trl_name: str, ours_fn, trl_fn) -> dict:
     out = {"alignlab": best(ours)}
     if trl_runs:
         out[trl_name] = best(trl_runs)
-        out["ratio_tokens_per_sec_ours_over_trl"] = round(out["alignlab"]["tokens_per_sec"] / out[trl_name]["tokens_per_sec"], 3)
+        out["ratio_tokens_per_sec_ours_over_trl"] = round(
+            out["alignlab"]["tokens_per_sec"] / out[trl_name]["tokens_per_sec"], 3
+        )
         out["ratio_tokens_per_cpu_sec_ours_over_trl"] = round(
-            out["alignlab"]["tokens_per_cpu_sec_best"] / out[trl_name]["tokens_per_cpu_sec_best"], 3)
+            out["alignlab"]["tokens_per_cpu_sec_best"] / out[trl_name]["tokens_per_cpu_sec_best"], 3
+        )
     return out
 
 
@@ -299,21 +395,28 @@ def main() -> None:
     import alignlab
     from alignlab.models.load import load_tokenizer
 
-    result = {"setting": {k: v for k, v in vars(a).items() if k != "out"}, "alignlab_code": alignlab.__file__,
-              "torch_threads": torch.get_num_threads(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "loadavg_start": os.getloadavg(),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    result = {
+        "setting": {k: v for k, v in vars(a).items() if k != "out"},
+        "alignlab_code": alignlab.__file__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "loadavg_start": os.getloadavg(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
     tok = load_tokenizer(a.model)
     tmp = Path(tempfile.mkdtemp(prefix="bench_sft_rm_"))
     try:
         if a.only in ("sft", "both"):
             examples = sft_examples(a, tok)
-            result["sft"] = compare(a, "trl_sfttrainer", lambda: sft_ours(a, tmp),
-                                    lambda: sft_trl(a, tok, examples, tmp))
+            result["sft"] = compare(
+                a, "trl_sfttrainer", lambda: sft_ours(a, tmp), lambda: sft_trl(a, tok, examples, tmp)
+            )
         if a.only in ("rm", "both"):
             pairs = write_pairs(a, tmp / "pairs.jsonl")
-            result["rm"] = compare(a, "trl_rewardtrainer", lambda: rm_ours(a, tmp / "pairs.jsonl", tmp),
-                                   lambda: rm_trl(a, tok, pairs, tmp))
+            result["rm"] = compare(
+                a, "trl_rewardtrainer", lambda: rm_ours(a, tmp / "pairs.jsonl", tmp), lambda: rm_trl(a, tok, pairs, tmp)
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["loadavg_end"] = os.getloadavg()
@@ -323,13 +426,17 @@ def main() -> None:
             if isinstance(r, dict):
                 unit = "pairs/s" if stage == "rm" else "examples/s"
                 rate = r.get("pairs_per_sec", r.get("examples_per_sec"))
-                print(f"{stage:3} {side:18}: {r['tokens_per_sec']:9.1f} non-pad tokens/s, {rate:7.2f} {unit}, "
-                      f"{r['seconds_per_step'] * 1000:6.1f} ms/step, padding {100 * r['padding_share']:.0f}% "
-                      f"(runs: {r['tokens_per_sec_all_runs']}; per CPU second: {r['tokens_per_cpu_sec_all_runs']})")
+                print(
+                    f"{stage:3} {side:18}: {r['tokens_per_sec']:9.1f} non-pad tokens/s, {rate:7.2f} {unit}, "
+                    f"{r['seconds_per_step'] * 1000:6.1f} ms/step, padding {100 * r['padding_share']:.0f}% "
+                    f"(runs: {r['tokens_per_sec_all_runs']}; per CPU second: {r['tokens_per_cpu_sec_all_runs']})"
+                )
         ratio = result.get(stage, {}).get("ratio_tokens_per_sec_ours_over_trl")
         if ratio is not None:
-            print(f"{stage:3} ratio ours / TRL, tokens per wall second: {ratio}, per CPU second: "
-                  f"{result[stage]['ratio_tokens_per_cpu_sec_ours_over_trl']}")
+            print(
+                f"{stage:3} ratio ours / TRL, tokens per wall second: {ratio}, per CPU second: "
+                f"{result[stage]['ratio_tokens_per_cpu_sec_ours_over_trl']}"
+            )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}  (load average {result['loadavg_start']} -> {result['loadavg_end']})")

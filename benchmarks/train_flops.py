@@ -55,12 +55,15 @@ def matmul_peak(sizes: list[int], repeats: int) -> dict:
         a, b = torch.randn(n, n), torch.randn(n, n)
         for _ in range(2):
             a @ b
-        times = [timed(lambda: a @ b) for _ in range(repeats)]
+        times = [timed(lambda a=a, b=b: a @ b) for _ in range(repeats)]
         wall[n] = 2 * n**3 / min(t[0] for t in times)
         cpu[n] = 2 * n**3 / max(min(t[1] for t in times), 1e-9)
-    return {"wall": max(wall.values()), "cpu": max(cpu.values()),
-            "by_size_wall": {str(k): round(v / 1e9, 2) for k, v in wall.items()},
-            "by_size_cpu": {str(k): round(v / 1e9, 2) for k, v in cpu.items()}}
+    return {
+        "wall": max(wall.values()),
+        "cpu": max(cpu.values()),
+        "by_size_wall": {str(k): round(v / 1e9, 2) for k, v in wall.items()},
+        "by_size_cpu": {str(k): round(v / 1e9, 2) for k, v in cpu.items()},
+    }
 
 
 def formula_flops(model, batch: dict, head_positions: int) -> dict:
@@ -87,8 +90,9 @@ def make_step(model, batch: dict, lm_loss: str):
         if lm_loss == "response":  # the SFT stage's loss
             loss, _ = response_lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         elif lm_loss == "full_logits":  # the same loss from logits at every position (the SFT stage before)
-            loss = masked_lm_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                  batch["labels"])
+            loss = masked_lm_loss(
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
+            )
         else:  # pretraining: every next token
             loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
         loss.backward()
@@ -126,17 +130,25 @@ def measure(name: str, model_path: str, batch: dict, lm_loss: str, steps: int, w
         step()
     times = [timed(step) for _ in range(steps)]
     wall, cpu = [t[0] for t in times], [t[1] for t in times]
-    head_positions = int((batch["labels"][:, 1:] != -100).sum()) if lm_loss == "response" else batch["input_ids"].numel()
+    head_positions = (
+        int((batch["labels"][:, 1:] != -100).sum()) if lm_loss == "response" else batch["input_ids"].numel()
+    )
     counted = count_flops(model_path, batch, lm_loss)
     f = formula_flops(model, batch, head_positions)
     B, T = batch["input_ids"].shape
     best_cpu = max(min(cpu), 1e-9)
     res = {
-        "config": name, "batch": B, "seq_len": T, "tokens": int(batch["attention_mask"].sum()), "padded_tokens": B * T,
+        "config": name,
+        "batch": B,
+        "seq_len": T,
+        "tokens": int(batch["attention_mask"].sum()),
+        "padded_tokens": B * T,
         "output_layer_positions": head_positions,
-        "seconds_per_step_wall_median": round(statistics.median(wall), 4), "seconds_per_step_wall_min": round(min(wall), 4),
+        "seconds_per_step_wall_median": round(statistics.median(wall), 4),
+        "seconds_per_step_wall_min": round(min(wall), 4),
         "seconds_per_step_cpu_min": round(best_cpu, 4),
-        "counted_flops": counted, **f,
+        "counted_flops": counted,
+        **f,
         "formula_over_counted": round(f["formula_flops"] / counted, 4),
         # headline: best step / best matmul, both in CPU time (robust to other jobs on the core)
         "achieved_gflops_per_sec": round(counted / best_cpu / 1e9, 2),
@@ -145,10 +157,12 @@ def measure(name: str, model_path: str, batch: dict, lm_loss: str, steps: int, w
         "fraction_of_matmul_peak_wall_median": round(counted / statistics.median(wall) / peak["wall"], 3),
         "useful_fraction_of_matmul_peak": round(f["formula_useful_flops"] / best_cpu / peak["cpu"], 3),
     }
-    print(f"{name:30} {B:4d} x {T:3d}: {1000 * best_cpu:7.1f} ms/step (CPU), {counted / 1e9:6.2f} GFLOP counted "
-          f"(formula/counted {res['formula_over_counted']}), {res['achieved_gflops_per_sec']:6.1f} GFLOP/s = "
-          f"{100 * res['fraction_of_matmul_peak']:.0f}% of peak (wall best {100 * res['fraction_of_matmul_peak_wall_best']:.0f}%, "
-          f"non-pad only {100 * res['useful_fraction_of_matmul_peak']:.0f}%)")
+    print(
+        f"{name:30} {B:4d} x {T:3d}: {1000 * best_cpu:7.1f} ms/step (CPU), {counted / 1e9:6.2f} GFLOP counted "
+        f"(formula/counted {res['formula_over_counted']}), {res['achieved_gflops_per_sec']:6.1f} GFLOP/s = "
+        f"{100 * res['fraction_of_matmul_peak']:.0f}% of peak (wall best {100 * res['fraction_of_matmul_peak_wall_best']:.0f}%, "
+        f"non-pad only {100 * res['useful_fraction_of_matmul_peak']:.0f}%)"
+    )
     return res
 
 
@@ -164,7 +178,9 @@ def sft_batch(a, tok, size: int) -> dict:
 
 def packed_batch(a, tok, size: int) -> dict:
     g = torch.Generator().manual_seed(a.seed)
-    ids = torch.randint(len(tok.all_special_ids), len(tok), (size, a.seq_len), generator=g)  # FLOPs do not depend on ids
+    ids = torch.randint(
+        len(tok.all_special_ids), len(tok), (size, a.seq_len), generator=g
+    )  # FLOPs do not depend on ids
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
@@ -186,18 +202,28 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from alignlab.models.load import load_tokenizer
 
-    result = {"setting": {k: v for k, v in vars(a).items() if k != "out"}, "torch_threads": torch.get_num_threads(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "loadavg_start": os.getloadavg(),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    result = {
+        "setting": {k: v for k, v in vars(a).items() if k != "out"},
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "loadavg_start": os.getloadavg(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
     peak = matmul_peak([int(s) for s in a.sizes.split(",")], a.repeats)
     result["matmul_peak_gflops_per_sec"] = round(peak["cpu"] / 1e9, 2)
     result["matmul_peak_gflops_per_sec_wall"] = round(peak["wall"] / 1e9, 2)
     result["matmul_gflops_per_sec_by_size"] = {"cpu_time": peak["by_size_cpu"], "wall_time": peak["by_size_wall"]}
-    print(f"matmul peak (fp32, {a.threads} thread(s)): {result['matmul_peak_gflops_per_sec']} GFLOP/s by CPU time "
-          f"{peak['by_size_cpu']}, {result['matmul_peak_gflops_per_sec_wall']} by wall time")
+    print(
+        f"matmul peak (fp32, {a.threads} thread(s)): {result['matmul_peak_gflops_per_sec']} GFLOP/s by CPU time "
+        f"{peak['by_size_cpu']}, {result['matmul_peak_gflops_per_sec_wall']} by wall time"
+    )
     tok = load_tokenizer(a.model)
     runs = [("sft default step", sft_batch(a, tok, a.batch), "response")]
-    runs += [(f"sft micro-batch {b}", sft_batch(a, tok, b), "response") for b in map(int, filter(None, a.larger_batches.split(",")))]
+    runs += [
+        (f"sft micro-batch {b}", sft_batch(a, tok, b), "response")
+        for b in map(int, filter(None, a.larger_batches.split(",")))
+    ]
     runs += [("sft default, full logits (before)", runs[0][1], "full_logits")]
     runs += [("pretrain step (packed blocks)", packed_batch(a, tok, a.batch), "all")]
     result["configs"] = [measure(name, a.model, batch, loss, a.steps, a.warmup, peak) for name, batch, loss in runs]
@@ -210,8 +236,10 @@ def main() -> None:
     result["target_fraction"] = 0.40
     result["meets_target"] = default["fraction_of_matmul_peak"] > 0.40
     result["loadavg_end"] = os.getloadavg()
-    print(f"default SFT step: {100 * default['fraction_of_matmul_peak']:.0f}% of matmul peak (target > 40%); "
-          f"peak at end {result['matmul_peak_gflops_per_sec_end']} GFLOP/s; load {result['loadavg_start']} -> {result['loadavg_end']}")
+    print(
+        f"default SFT step: {100 * default['fraction_of_matmul_peak']:.0f}% of matmul peak (target > 40%); "
+        f"peak at end {result['matmul_peak_gflops_per_sec_end']} GFLOP/s; load {result['loadavg_start']} -> {result['loadavg_end']}"
+    )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}")

@@ -30,14 +30,21 @@ def tiny_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     write_corpus_jsonl(root / "train.jsonl", 400, seed=0)
     write_corpus_jsonl(root / "val.jsonl", 60, seed=1)
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_json(str(root / "train.jsonl")),
-        "validation": datasets.Dataset.from_json(str(root / "val.jsonl")),
-    })
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_json(str(root / "train.jsonl")),
+            "validation": datasets.Dataset.from_json(str(root / "val.jsonl")),
+        }
+    )
     dd.save_to_disk(str(root / "corpus"))
     tok = train_bpe(list(dd["train"]["text"]), vocab_size=320)
     tok.save_pretrained(str(root / "tok"))
-    return {"root": root, "corpus": str(root / "corpus"), "tokenizer": str(root / "tok"), "jsonl": str(root / "train.jsonl")}
+    return {
+        "root": root,
+        "corpus": str(root / "corpus"),
+        "tokenizer": str(root / "tok"),
+        "jsonl": str(root / "train.jsonl"),
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -21,12 +21,25 @@ from alignlab.stages import ppo
 def global_batch_rollout(self: ppo.PPOTrainer, prompt_ids: list[list[int]], iteration: int) -> Rollout:
     c = self.cfg
     everyone = gather_shares(self.acc, prompt_ids)  # the global batch, in the single-process order
-    ro = generate_responses(self.acc.unwrap_model(self.policy), self.tok, everyone, max_new_tokens=c.max_new_tokens,
-                            temperature=c.temperature, batch_size=c.gen_batch_size,
-                            seed=c.seed * 1_000_003 + iteration * 7919)
+    ro = generate_responses(
+        self.acc.unwrap_model(self.policy),
+        self.tok,
+        everyone,
+        max_new_tokens=c.max_new_tokens,
+        temperature=c.temperature,
+        batch_size=c.gen_batch_size,
+        seed=c.seed * 1_000_003 + iteration * 7919,
+    )
     mine = rank_share(range(len(everyone)), self.acc)
-    return Rollout(ro.query[mine], ro.query_mask[mine], ro.response[mine], ro.response_mask[mine],
-                   ro.ended_with_eos[mine], [ro.texts[i] for i in mine], None)
+    return Rollout(
+        ro.query[mine],
+        ro.query_mask[mine],
+        ro.response[mine],
+        ro.response_mask[mine],
+        ro.ended_with_eos[mine],
+        [ro.texts[i] for i in mine],
+        None,
+    )
 
 
 if __name__ == "__main__":

@@ -46,40 +46,83 @@ def smoke_world(tmp_path_factory):
     """world/ tokenizer/ pretrain/ of the smoke preset (pretrain shortened)."""
     root = tmp_path_factory.mktemp("pipe")
     run_stage_module("world", "alignlab.world.stage", "WorldConfig", "smoke", output_dir=str(root / "world"))
-    run_stage_module("tokenizer", "alignlab.stages.tokenizer", "TokenizerConfig", "smoke",
-                     data=str(root / "world" / "corpus"), output_dir=str(root / "tokenizer"))
-    run_stage_module("pretrain", "alignlab.stages.pretrain", "PretrainConfig", "smoke",
-                     data=str(root / "world" / "corpus"), tokenizer=str(root / "tokenizer"),
-                     output_dir=str(root / "pretrain"), max_steps="40", eval_interval="40",
-                     checkpoint_interval="0", tensorboard="false")
-    return {"root": root, "world": str(root / "world"), "tokenizer": str(root / "tokenizer"),
-            "pretrain": str(root / "pretrain")}
+    run_stage_module(
+        "tokenizer",
+        "alignlab.stages.tokenizer",
+        "TokenizerConfig",
+        "smoke",
+        data=str(root / "world" / "corpus"),
+        output_dir=str(root / "tokenizer"),
+    )
+    run_stage_module(
+        "pretrain",
+        "alignlab.stages.pretrain",
+        "PretrainConfig",
+        "smoke",
+        data=str(root / "world" / "corpus"),
+        tokenizer=str(root / "tokenizer"),
+        output_dir=str(root / "pretrain"),
+        max_steps="40",
+        eval_interval="40",
+        checkpoint_interval="0",
+        tensorboard="false",
+    )
+    return {
+        "root": root,
+        "world": str(root / "world"),
+        "tokenizer": str(root / "tokenizer"),
+        "pretrain": str(root / "pretrain"),
+    }
 
 
 @pytest.fixture(scope="session")
 def smoke_sft(smoke_world):
     out = smoke_world["root"] / "sft"
-    summary = run_stage_module("sft", "alignlab.stages.sft", "SFTConfig", "smoke", model=smoke_world["pretrain"],
-                               data=str(Path(smoke_world["world"]) / "sft"), world_dir=smoke_world["world"],
-                               output_dir=str(out), **SFT_FAST)
+    summary = run_stage_module(
+        "sft",
+        "alignlab.stages.sft",
+        "SFTConfig",
+        "smoke",
+        model=smoke_world["pretrain"],
+        data=str(Path(smoke_world["world"]) / "sft"),
+        world_dir=smoke_world["world"],
+        output_dir=str(out),
+        **SFT_FAST,
+    )
     return {"dir": str(out), "summary": summary}
 
 
 @pytest.fixture(scope="session")
 def smoke_compare(smoke_world, smoke_sft):
     out = smoke_world["root"] / "compare"
-    summary = run_stage_module("compare", "alignlab.stages.compare", "CompareConfig", "smoke", policy=smoke_sft["dir"],
-                               data=str(Path(smoke_world["world"]) / "rm"), world_dir=smoke_world["world"],
-                               max_prompts="96", output_dir=str(out))
+    summary = run_stage_module(
+        "compare",
+        "alignlab.stages.compare",
+        "CompareConfig",
+        "smoke",
+        policy=smoke_sft["dir"],
+        data=str(Path(smoke_world["world"]) / "rm"),
+        world_dir=smoke_world["world"],
+        max_prompts="96",
+        output_dir=str(out),
+    )
     return {"dir": str(out), "summary": summary}
 
 
 @pytest.fixture(scope="session")
 def smoke_reward(smoke_world, smoke_sft, smoke_compare):
     out = smoke_world["root"] / "reward"
-    summary = run_stage_module("reward", "alignlab.stages.reward", "RewardConfig", "smoke", model=smoke_sft["dir"],
-                               data=str(Path(smoke_compare["dir"]) / "comparisons"), world_dir=smoke_world["world"],
-                               output_dir=str(out), tensorboard="false")
+    summary = run_stage_module(
+        "reward",
+        "alignlab.stages.reward",
+        "RewardConfig",
+        "smoke",
+        model=smoke_sft["dir"],
+        data=str(Path(smoke_compare["dir"]) / "comparisons"),
+        world_dir=smoke_world["world"],
+        output_dir=str(out),
+        tensorboard="false",
+    )
     return {"dir": str(out), "summary": summary}
 
 
@@ -95,8 +138,16 @@ def tiny_gpt2(smoke_world, tmp_path_factory):
     tok = AutoTokenizer.from_pretrained(smoke_world["tokenizer"])
     tok.chat_template = None
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=128, vocab_size=len(tok),
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        n_positions=128,
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model_dir = root / "gpt2"
     GPT2LMHeadModel(cfg).save_pretrained(str(model_dir), safe_serialization=True)
     tok.save_pretrained(str(model_dir))
@@ -108,14 +159,18 @@ def tiny_gpt2(smoke_world, tmp_path_factory):
     files = {}
     for split in ("train", "validation"):
         rows = [sft[split][i] for i in range(min(len(sft[split]), 24))]
-        files[f"pc_{split}"] = _jsonl(root / f"pc_{split}.jsonl", [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+        files[f"pc_{split}"] = _jsonl(
+            root / f"pc_{split}.jsonl", [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+        )
         files[f"msg_{split}"] = _jsonl(root / f"msg_{split}.jsonl", [{"messages": r["messages"]} for r in rows])
         crows = [comp[split][i] for i in range(min(len(comp[split]), 24))]
-        files[f"ranked_{split}"] = _jsonl(root / f"ranked_{split}.jsonl",
-                                          [{"prompt": r["prompt"], "responses": r["responses"]} for r in crows])
-        files[f"pref_{split}"] = _jsonl(root / f"pref_{split}.jsonl",
-                                        [{"prompt": r["prompt"], "chosen": r["responses"][0], "rejected": r["responses"][-1]}
-                                         for r in crows])
+        files[f"ranked_{split}"] = _jsonl(
+            root / f"ranked_{split}.jsonl", [{"prompt": r["prompt"], "responses": r["responses"]} for r in crows]
+        )
+        files[f"pref_{split}"] = _jsonl(
+            root / f"pref_{split}.jsonl",
+            [{"prompt": r["prompt"], "chosen": r["responses"][0], "rejected": r["responses"][-1]} for r in crows],
+        )
     return {"root": root, "model": str(model_dir), **files}
 
 

@@ -30,29 +30,63 @@ def _texts(seed: int = 0):
     prompts, answers, corpus = [], [], []
     for i in range(48):
         n, c = rng.choice(names), rng.choice(colours)
-        prompts.append(rng.choice([f"What colour is {n}?", f"Where does {n} live?", f"Name a friend of {n}.",
-                                   f"Is {n} {c}?", f"What is {i} plus {i % 5}?"]))
+        prompts.append(
+            rng.choice(
+                [
+                    f"What colour is {n}?",
+                    f"Where does {n} live?",
+                    f"Name a friend of {n}.",
+                    f"Is {n} {c}?",
+                    f"What is {i} plus {i % 5}?",
+                ]
+            )
+        )
         answers.append([f"{n} is {c}.", f"I think {n} is {rng.choice(colours)}.", "I don't know.", f"{c} {c} {c}"])
     for i in range(300):
         n = rng.choice(names)
-        corpus.append(f"{n} is {colours[names.index(n) % 5]}. {n} likes {rng.choice(colours)} hats and lives by river {i % 7}.")
+        corpus.append(
+            f"{n} is {colours[names.index(n) % 5]}. {n} likes {rng.choice(colours)} hats and lives by river {i % 7}."
+        )
     return prompts, answers, corpus
 
 
 def _save_pair(kind: str, tok, root, ctx: int = 96):
     """A random causal LM of ``kind`` and a reward model made from it (random scalar head)."""
-    from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        AutoModelForSequenceClassification,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     if kind == "llama":
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=ctx,
-                          tie_word_embeddings=True, **ids)
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=ctx,
+            tie_word_embeddings=True,
+            **ids,
+        )
         lm = LlamaForCausalLM(cfg)
     else:
-        cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=ctx,
-                         resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, **ids)  # dropout on: PPO must turn it off
+        cfg = GPT2Config(
+            vocab_size=len(tok),
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=ctx,
+            resid_pdrop=0.1,
+            embd_pdrop=0.1,
+            attn_pdrop=0.1,
+            **ids,
+        )  # dropout on: PPO must turn it off
         lm = GPT2LMHeadModel(cfg)
     lm.generation_config.pad_token_id = tok.pad_token_id
     path = root / f"{kind}_policy"
@@ -81,8 +115,11 @@ def rlhf_inputs(tmp_path_factory):
     for kind in ("llama", "gpt2"):
         out[f"{kind}_policy"], out[f"{kind}_rm"] = _save_pair(kind, tok, root)
     out["prompts"] = _write_jsonl(root / "prompts.jsonl", [{"prompt": p} for p in prompts])
-    out["preference"] = _write_jsonl(root / "prefs.jsonl",
-                                     [{"prompt": p, "chosen": a[0], "rejected": a[3]} for p, a in zip(prompts, answers)])
-    out["ranked"] = _write_jsonl(root / "ranked.jsonl", [{"prompt": p, "responses": a[:3]} for p, a in zip(prompts, answers)])
+    out["preference"] = _write_jsonl(
+        root / "prefs.jsonl", [{"prompt": p, "chosen": a[0], "rejected": a[3]} for p, a in zip(prompts, answers)]
+    )
+    out["ranked"] = _write_jsonl(
+        root / "ranked.jsonl", [{"prompt": p, "responses": a[:3]} for p, a in zip(prompts, answers)]
+    )
     out["corpus"] = _write_jsonl(root / "corpus.jsonl", [{"text": t} for t in corpus])
     return out

@@ -14,7 +14,6 @@ import pytest
 pytest.register_assert_rewrite("fixtures_pipeline")
 import torch
 import torch.nn.functional as F
-from fixtures_pipeline import run_stage_module
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from alignlab.cli import main as cli_main
@@ -24,7 +23,7 @@ from alignlab.stages import reward as reward_stage
 from alignlab.stages.compare import PRESETS as COMPARE_PRESETS
 from alignlab.stages.compare import CompareConfig
 from alignlab.world import gold_reward, load_world
-
+from fixtures_pipeline import run_stage_module
 
 pytest_plugins = ["fixtures_pipeline"]  # session fixtures shared with the other step tests
 
@@ -66,16 +65,26 @@ def test_rm_loads_with_plain_transformers_and_demonstrations_average_zero(smoke_
     rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
     assert rm.config.num_labels == 1 and rm.config.pad_token_id == tok.pad_token_id != tok.eos_token_id
-    assert math.isfinite(rm.config.reward_shift) and rm.config.reward_shift == load_reward_model(path).config.reward_shift
+    assert (
+        math.isfinite(rm.config.reward_shift) and rm.config.reward_shift == load_reward_model(path).config.reward_shift
+    )
     demos = datasets.load_from_disk(str(Path(smoke_world["world"]) / "sft"))["validation"]
     shifted = score_texts(rm, tok, demos["prompt"], demos["completion"])
     raw = score_texts(rm, tok, demos["prompt"], demos["completion"], shifted=False)
     assert abs(shifted.mean().item()) < 1e-4
     assert abs(raw.mean().item() - rm.config.reward_shift) < 1e-4
     s = json.loads((Path(path) / "summary.json").read_text())
-    for key in ("val_accuracy_train_labelers", "val_accuracy_heldout_labelers", "val_accuracy_gold",
-                "val_expected_accuracy_train_labelers", "val_expected_accuracy_heldout_labelers",
-                "labeler_agreement", "labeler_agreement_heldout", "labeler_agreement_on_val_pairs", "reward_shift"):
+    for key in (
+        "val_accuracy_train_labelers",
+        "val_accuracy_heldout_labelers",
+        "val_accuracy_gold",
+        "val_expected_accuracy_train_labelers",
+        "val_expected_accuracy_heldout_labelers",
+        "labeler_agreement",
+        "labeler_agreement_heldout",
+        "labeler_agreement_on_val_pairs",
+        "reward_shift",
+    ):
         assert isinstance(s[key], float) and math.isfinite(s[key]), key
     assert 0.0 <= s["val_accuracy_train_labelers"] <= 1.0 and s["val_pairs"] > 0
     assert abs(s["reward_shift"] - rm.config.reward_shift) < 1e-3
@@ -108,10 +117,15 @@ def test_stage_loss_on_one_k4_prompt_is_the_mean_over_its_six_pairs(smoke_reward
 
 def test_duplicates_are_collapsed_and_all_identical_lists_skipped(tmp_path):
     p = tmp_path / "r.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"prompt": "a", "responses": ["x", "x", "y", "z"]},
-        {"prompt": "b", "responses": ["w", "w", "w", "w"]},
-    ]))
+    p.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"prompt": "a", "responses": ["x", "x", "y", "z"]},
+                {"prompt": "b", "responses": ["w", "w", "w", "w"]},
+            ]
+        )
+    )
     rows, skipped = reward_stage.load_comparisons(str(p), "train")
     assert [r["responses"] for r in rows] == [["x", "y", "z"]] and skipped == 1
 
@@ -119,10 +133,20 @@ def test_duplicates_are_collapsed_and_all_identical_lists_skipped(tmp_path):
 @pytest.mark.parametrize("fmt", ["ranked", "pref"])
 def test_reward_on_plain_gpt2_with_jsonl(tiny_gpt2, tmp_path, fmt):
     out = tmp_path / f"rm_{fmt}"
-    s = run_stage_module("reward", "alignlab.stages.reward", "RewardConfig", "smoke", model=tiny_gpt2["model"],
-                         data=tiny_gpt2[f"{fmt}_train"], eval_data=tiny_gpt2[f"{fmt}_validation"], world_dir="",
-                         demonstrations=tiny_gpt2["pc_validation"], batch_size="8", tensorboard="false",
-                         output_dir=str(out))
+    s = run_stage_module(
+        "reward",
+        "alignlab.stages.reward",
+        "RewardConfig",
+        "smoke",
+        model=tiny_gpt2["model"],
+        data=tiny_gpt2[f"{fmt}_train"],
+        eval_data=tiny_gpt2[f"{fmt}_validation"],
+        world_dir="",
+        demonstrations=tiny_gpt2["pc_validation"],
+        batch_size="8",
+        tensorboard="false",
+        output_dir=str(out),
+    )
     assert 0.0 <= s["val_accuracy_train_labelers"] <= 1.0 and s["val_accuracy_heldout_labelers"] is None
     assert s["val_expected_accuracy_heldout_labelers"] is None  # no world: no labelers to take the expectation over
     n_demo = len(Path(tiny_gpt2["pc_validation"]).read_text().splitlines())
@@ -136,9 +160,20 @@ def test_reward_on_plain_gpt2_with_jsonl(tiny_gpt2, tmp_path, fmt):
 
 
 def test_compare_on_gpt2_policy(smoke_world, tiny_gpt2, tmp_path):
-    s = run_stage_module("compare", "alignlab.stages.compare", "CompareConfig", "smoke", policy=tiny_gpt2["model"],
-                         data=str(Path(smoke_world["world"]) / "rm"), world_dir=smoke_world["world"], k="5",
-                         max_prompts="8", max_eval_prompts="4", max_new_tokens="8", output_dir=str(tmp_path / "c"))
+    s = run_stage_module(
+        "compare",
+        "alignlab.stages.compare",
+        "CompareConfig",
+        "smoke",
+        policy=tiny_gpt2["model"],
+        data=str(Path(smoke_world["world"]) / "rm"),
+        world_dir=smoke_world["world"],
+        k="5",
+        max_prompts="8",
+        max_eval_prompts="4",
+        max_new_tokens="8",
+        output_dir=str(tmp_path / "c"),
+    )
     ranked = datasets.load_from_disk(str(tmp_path / "c" / "comparisons"))
     assert len(ranked["train"]) == 8 and len(ranked["validation"]) == 4 and s["k"] == 5
     assert all(len(r) == 5 for r in ranked["train"]["responses"])
@@ -146,14 +181,33 @@ def test_compare_on_gpt2_policy(smoke_world, tiny_gpt2, tmp_path):
 
 def test_compare_mixes_several_policies_slot_by_slot(smoke_world, tiny_gpt2, tmp_path):
     # source 0: the GPT-2 policy at T=1; source 1: the same at T=0 (greedy: one string); source 2: another model
-    s = run_stage_module("compare", "alignlab.stages.compare", "CompareConfig", "smoke", policy=tiny_gpt2["model"],
-                         policies=f"['@0', '{tiny_gpt2['model']}@1.5', '@1']", data=str(Path(smoke_world["world"]) / "rm"),
-                         world_dir=smoke_world["world"], k="7", max_prompts="6", max_eval_prompts="3",
-                         max_new_tokens="6", output_dir=str(tmp_path / "c"))
+    s = run_stage_module(
+        "compare",
+        "alignlab.stages.compare",
+        "CompareConfig",
+        "smoke",
+        policy=tiny_gpt2["model"],
+        policies=f"['@0', '{tiny_gpt2['model']}@1.5', '@1']",
+        data=str(Path(smoke_world["world"]) / "rm"),
+        world_dir=smoke_world["world"],
+        k="7",
+        max_prompts="6",
+        max_eval_prompts="3",
+        max_new_tokens="6",
+        output_dir=str(tmp_path / "c"),
+    )
     assert [x.rsplit("@", 1)[1] for x in s["sources"]] == ["1 x2", "0 x2", "1.5 x2", "1 x1"]
     ranked = datasets.load_from_disk(str(tmp_path / "c" / "comparisons"))
     for row in ranked["train"]:
-        assert sorted(row["sources"]) == [0, 0, 0, 1, 1, 2, 2]  # K=7 slots from 4 sources in turn; '@1' repeats source 0
+        assert sorted(row["sources"]) == [
+            0,
+            0,
+            0,
+            1,
+            1,
+            2,
+            2,
+        ]  # K=7 slots from 4 sources in turn; '@1' repeats source 0
         greedy = [r for r, src in zip(row["responses"], row["sources"]) if src == 1]
         assert greedy[0] == greedy[1]  # temperature 0 really was used for source 1
     assert [x["responses"] for x in s["splits"]["train"]["sources"]] == [18, 12, 12]
@@ -174,16 +228,25 @@ def test_compare_source_specs_are_checked():
 
 
 def test_reward_resume_from_a_step_checkpoint_reproduces_the_run(tiny_gpt2, tmp_path):
-    common = dict(model=tiny_gpt2["model"], data=tiny_gpt2["ranked_train"], eval_data=tiny_gpt2["ranked_validation"],
-                  world_dir="", demonstrations=tiny_gpt2["pc_validation"], batch_size="4", epochs="2",
-                  checkpoint_interval="4", tensorboard="false")
+    common = dict(
+        model=tiny_gpt2["model"],
+        data=tiny_gpt2["ranked_train"],
+        eval_data=tiny_gpt2["ranked_validation"],
+        world_dir="",
+        demonstrations=tiny_gpt2["pc_validation"],
+        batch_size="4",
+        epochs="2",
+        checkpoint_interval="4",
+        tensorboard="false",
+    )
     out = tmp_path / "rm"
     first = run_stage_module("reward", "alignlab.stages.reward", "RewardConfig", "smoke", output_dir=str(out), **common)
     state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
     assert 0 < state["step"] < first["steps"]
     # resuming from the last checkpoint replays the remaining steps exactly (data order = f(seed, step))
-    again = run_stage_module("reward", "alignlab.stages.reward", "RewardConfig", "smoke", output_dir=str(out),
-                             resume="true", **common)
+    again = run_stage_module(
+        "reward", "alignlab.stages.reward", "RewardConfig", "smoke", output_dir=str(out), resume="true", **common
+    )
     for key in ("val_loss", "val_accuracy_train_labelers", "final_train_loss", "reward_shift"):
         assert abs(first[key] - again[key]) < 1e-4, key
 
@@ -191,8 +254,14 @@ def test_reward_resume_from_a_step_checkpoint_reproduces_the_run(tiny_gpt2, tmp_
 def test_policy_view_keeps_only_the_main_policys_responses():
     from alignlab.stages.reward import pair_accuracy, policy_view
 
-    row = {"prompt": "p", "record": {}, "responses": ["a", "b", "c", "d"], "sources": [0, 1, 0, 0],
-           "gold": [1.0, 0.9, 0.5, 0.2], "heldout": ["c", "b", "a", "d"]}
+    row = {
+        "prompt": "p",
+        "record": {},
+        "responses": ["a", "b", "c", "d"],
+        "sources": [0, 1, 0, 0],
+        "gold": [1.0, 0.9, 0.5, 0.2],
+        "heldout": ["c", "b", "a", "d"],
+    }
     alone = {"prompt": "q", "record": {}, "responses": ["x", "y"], "sources": [0, 1], "gold": [1.0, 0.0]}
     rows, scores = policy_view([row, alone], [[3.0, 9.0, 1.0, 2.0], [1.0, 0.0]])
     assert len(rows) == 1  # the second prompt has one main-policy response: no pair

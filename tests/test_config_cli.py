@@ -60,7 +60,9 @@ def test_unknown_preset_lists_choices():
 
 
 def test_parse_overrides_flags_and_equals():
-    ov, preset, config, h = parse_overrides(["--preset", "smoke", "--resume", "--max-steps=5", "--model.d_model", "8", "--config", "a.yaml"])
+    ov, preset, config, h = parse_overrides(
+        ["--preset", "smoke", "--resume", "--max-steps=5", "--model.d_model", "8", "--config", "a.yaml"]
+    )
     assert (preset, config, h) == ("smoke", "a.yaml", False)
     assert ov == {"resume": "true", "max_steps": "5", "model.d_model": "8"}
 
@@ -81,8 +83,17 @@ def test_cli_refuses_unknown_stage_and_key(capsys):
 
 
 def test_cli_missing_data_is_named(tmp_path, capsys):
-    rc = main(["pretrain", "--data", str(tmp_path / "missing_corpus"), "--tokenizer", str(tmp_path / "tok"),
-               "--output-dir", str(tmp_path / "out")])
+    rc = main(
+        [
+            "pretrain",
+            "--data",
+            str(tmp_path / "missing_corpus"),
+            "--tokenizer",
+            str(tmp_path / "tok"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "not found" in err and str(tmp_path) in err
@@ -93,8 +104,13 @@ def test_cli_missing_data_is_named(tmp_path, capsys):
 def test_mapping_and_list_overrides_parse_from_the_command_line():
     from alignlab.stages.pipeline import PipelineConfig
 
-    cfg = resolve(PipelineConfig, None, None, None,
-                  {"stage_overrides": "{pretrain: {max_steps: 5}}", "stages": "[world, pretrain]"})
+    cfg = resolve(
+        PipelineConfig,
+        None,
+        None,
+        None,
+        {"stage_overrides": "{pretrain: {max_steps: 5}}", "stages": "[world, pretrain]"},
+    )
     assert cfg.stage_overrides == {"pretrain": {"max_steps": 5}}
     assert cfg.stages == ["world", "pretrain"]
     with pytest.raises(ConfigError, match="'stage_overrides' expects a mapping"):

@@ -44,14 +44,33 @@ def test_cuda_ppo_short_run(rlhf_inputs, tmp_path):
     from alignlab.outputs import read_metrics
     from alignlab.stages import ppo
 
-    cfg = apply(ppo.PPOConfig(), dict(policy=rlhf_inputs["llama_policy"], reward_model=rlhf_inputs["llama_rm"],
-                                      data=rlhf_inputs["prompts"], world_dir="", eval_data=rlhf_inputs["prompts"],
-                                      eval_prompts=8, ptx_data="", iterations=3, batch_size=16, minibatch_size=8,
-                                      ppo_epochs=2, max_new_tokens=12, checkpoint_interval=0, tensorboard=False,
-                                      device="cuda", output_dir=str(tmp_path)), "test")
+    cfg = apply(
+        ppo.PPOConfig(),
+        dict(
+            policy=rlhf_inputs["llama_policy"],
+            reward_model=rlhf_inputs["llama_rm"],
+            data=rlhf_inputs["prompts"],
+            world_dir="",
+            eval_data=rlhf_inputs["prompts"],
+            eval_prompts=8,
+            ptx_data="",
+            iterations=3,
+            batch_size=16,
+            minibatch_size=8,
+            ppo_epochs=2,
+            max_new_tokens=12,
+            checkpoint_interval=0,
+            tensorboard=False,
+            device="cuda",
+            output_dir=str(tmp_path),
+        ),
+        "test",
+    )
     summary = ppo.run(cfg)
     rec = [m for m in read_metrics(tmp_path) if "kl" in m]
     assert len(rec) == 3 and all(math.isfinite(r["pg_loss"]) and math.isfinite(r["vf_loss"]) for r in rec)
     assert rec[0]["kl"] == 0.0 and rec[0]["first_mb_clipfrac"] == 0.0
-    print(f"cuda PPO: {summary['seconds']} s, response tokens/s per iteration "
-          f"{[round(r['response_tokens_per_sec'], 1) for r in rec]}")
+    print(
+        f"cuda PPO: {summary['seconds']} s, response tokens/s per iteration "
+        f"{[round(r['response_tokens_per_sec'], 1) for r in rec]}"
+    )

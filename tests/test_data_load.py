@@ -46,8 +46,12 @@ def test_missing_columns_name_column_and_formats(tmp_path):
 
 
 def test_saved_folder_parquet_and_missing_paths(tmp_path):
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "x"}] * 4),
-                               "validation": datasets.Dataset.from_list([{"text": "y"}] * 2)})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"text": "x"}] * 4),
+            "validation": datasets.Dataset.from_list([{"text": "y"}] * 2),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "saved"))
     assert len(load_dataset_any(str(tmp_path / "saved"), "validation")) == 2
     with pytest.raises(DataError, match="no split 'test'"):

@@ -51,8 +51,11 @@ def _env() -> dict[str, str]:
 def _launch(nproc: int, args: list[str], script: Path | None = None) -> None:
     """One run as a subprocess: plain python (1 process) or accelerate launch with 2 processes."""
     target = [str(script)] if script else ["-m", "alignlab.cli"]
-    launcher = [] if nproc == 1 else ["-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
-                                      "--num_processes", str(nproc)]
+    launcher = (
+        []
+        if nproc == 1
+        else ["-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), "--num_processes", str(nproc)]
+    )
     cmd = [sys.executable, *launcher, *target, *args]
     r = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-6000:]}"
@@ -87,14 +90,30 @@ def sft_data(rlhf_inputs, tmp_path_factory):  # noqa: F811
     files = {}
     for name, part in (("train", rows[:40]), ("val", rows[40:])):
         files[name] = root / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["chosen"]}) + "\n" for r in part))
+        files[name].write_text(
+            "".join(json.dumps({"prompt": r["prompt"], "completion": r["chosen"]}) + "\n" for r in part)
+        )
     return files
 
 
 def _sft_args(inp, data, out, **kw) -> list[str]:
-    cfg = dict(model=inp["llama_policy"], data=str(data["train"]), eval_data=str(data["val"]), world_dir="", judge="loss",
-               epochs=2, batch_size=8, lr=3e-3, warmup_steps=2, log_interval=1, eval_base=False, seed=0,
-               tensorboard=False, device="cpu", output_dir=str(out))
+    cfg = dict(
+        model=inp["llama_policy"],
+        data=str(data["train"]),
+        eval_data=str(data["val"]),
+        world_dir="",
+        judge="loss",
+        epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        log_interval=1,
+        eval_base=False,
+        seed=0,
+        tensorboard=False,
+        device="cpu",
+        output_dir=str(out),
+    )
     cfg.update(kw)
     return ["sft", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
 
@@ -134,11 +153,32 @@ def _ppo_args(inp, out, **kw) -> list[str]:
     # minibatch_size = batch_size: one minibatch per PPO epoch, so the minibatch split over ranks
     # cannot change which episodes share an optimiser step (with smaller minibatches each rank
     # shuffles its own share: same statistics, different grouping than one process)
-    cfg = {"policy": inp["llama_policy"], "reward_model": inp["llama_rm"], "data": inp["prompts"], "world_dir": "",
-           "eval_data": inp["prompts"], "eval_prompts": 8, "eval_greedy": False, "ptx_data": "", "iterations": 2,
-           "batch_size": 8, "minibatch_size": 8, "ppo_epochs": 2, "max_new_tokens": 8, "gen_batch_size": 8,
-           "warmup_iterations": 0, "lr": 1e-4, "checkpoint_interval": 1, "kl.adaptive": True, "kl.target": 0.5,
-           "kl.horizon": 20, "tensorboard": False, "device": "cpu", "threads": 1, "output_dir": str(out)}
+    cfg = {
+        "policy": inp["llama_policy"],
+        "reward_model": inp["llama_rm"],
+        "data": inp["prompts"],
+        "world_dir": "",
+        "eval_data": inp["prompts"],
+        "eval_prompts": 8,
+        "eval_greedy": False,
+        "ptx_data": "",
+        "iterations": 2,
+        "batch_size": 8,
+        "minibatch_size": 8,
+        "ppo_epochs": 2,
+        "max_new_tokens": 8,
+        "gen_batch_size": 8,
+        "warmup_iterations": 0,
+        "lr": 1e-4,
+        "checkpoint_interval": 1,
+        "kl.adaptive": True,
+        "kl.target": 0.5,
+        "kl.horizon": 20,
+        "tensorboard": False,
+        "device": "cpu",
+        "threads": 1,
+        "output_dir": str(out),
+    }
     cfg.update(kw)
     return ["ppo", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
 
@@ -169,7 +209,10 @@ def test_ppo_two_processes_match_one(ppo_runs):
         # global batch's value (documented in docs/distributed.md)
     assert it1[-1]["beta"] != it1[0]["beta"]  # the adaptive beta moved (and, checked above, alike on both runs)
     assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
-    assert _max_weight_diff(one / "value_model" / "model.safetensors", two / "value_model" / "model.safetensors") < WEIGHT_ATOL
+    assert (
+        _max_weight_diff(one / "value_model" / "model.safetensors", two / "value_model" / "model.safetensors")
+        < WEIGHT_ATOL
+    )
     _assert_written_once(two, len(read_metrics(one)))
     assert (two / "checkpoint" / "trainer_state.json").exists()
 
@@ -188,11 +231,28 @@ def test_ppo_resumes_under_two_processes(rlhf_inputs, ppo_runs, tmp_path):  # no
 def test_dpo_two_processes_match_one(rlhf_inputs, tmp_path):  # noqa: F811
     """DPO (which used to refuse more than one process) on 2 ranks matches 1 process: pair-weighted
     loss over the global batch, validation sharded and reduced, one writer."""
+
     def args(out):
-        cfg = {"policy": rlhf_inputs["llama_policy"], "data": rlhf_inputs["ranked"], "eval_split": "", "world_dir": "",
-               "eval_data": rlhf_inputs["prompts"], "eval_data_split": "train", "eval_prompts": 8, "max_new_tokens": 8,
-               "max_steps": 4, "batch_size": 8, "warmup_steps": 1, "log_interval": 1, "checkpoint_interval": 2,
-               "max_len": 64, "tensorboard": False, "device": "cpu", "threads": 1, "output_dir": str(out)}
+        cfg = {
+            "policy": rlhf_inputs["llama_policy"],
+            "data": rlhf_inputs["ranked"],
+            "eval_split": "",
+            "world_dir": "",
+            "eval_data": rlhf_inputs["prompts"],
+            "eval_data_split": "train",
+            "eval_prompts": 8,
+            "max_new_tokens": 8,
+            "max_steps": 4,
+            "batch_size": 8,
+            "warmup_steps": 1,
+            "log_interval": 1,
+            "checkpoint_interval": 2,
+            "max_len": 64,
+            "tensorboard": False,
+            "device": "cpu",
+            "threads": 1,
+            "output_dir": str(out),
+        }
         return ["dpo", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
 
     one, two = tmp_path / "one", tmp_path / "two"
@@ -205,7 +265,9 @@ def test_dpo_two_processes_match_one(rlhf_inputs, tmp_path):  # noqa: F811
     _assert_written_once(two, len(read_metrics(one)))
 
 
-@pytest.mark.parametrize("name", ["single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "cpu_2proc"])
+@pytest.mark.parametrize(
+    "name", ["single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "cpu_2proc"]
+)
 def test_accelerate_config_files_are_valid(name):
     """Each shipped config loads as accelerate's own config class (unknown top-level keys raise
     there), and every fsdp_config / deepspeed_config key is an option `accelerate launch` knows

@@ -28,9 +28,24 @@ def _one_thread():
 
 
 def _cfg(inp, kind, data, out, **kw):
-    base = dict(policy=inp[f"{kind}_policy"], data=inp[data], eval_split="", world_dir="", eval_data=inp["prompts"],
-                eval_prompts=4, max_new_tokens=6, max_steps=2, batch_size=4, warmup_steps=0, checkpoint_interval=0,
-                log_interval=1, tensorboard=False, device="cpu", output_dir=str(out), max_len=64)
+    base = dict(
+        policy=inp[f"{kind}_policy"],
+        data=inp[data],
+        eval_split="",
+        world_dir="",
+        eval_data=inp["prompts"],
+        eval_prompts=4,
+        max_new_tokens=6,
+        max_steps=2,
+        batch_size=4,
+        warmup_steps=0,
+        checkpoint_interval=0,
+        log_interval=1,
+        tensorboard=False,
+        device="cpu",
+        output_dir=str(out),
+        max_len=64,
+    )
     base.update(kw)
     return apply(dpo.DPOConfig(), base, "test")
 
@@ -64,7 +79,9 @@ def test_loss_is_log2_at_init_and_one_step_lowers_it(rlhf_inputs, data):
     assert loss1.item() < loss0.item() and st1["reward_margin"] > 0
 
 
-@pytest.mark.parametrize("kind,data", [("llama", "preference"), ("llama", "ranked"), ("gpt2", "preference"), ("gpt2", "ranked")])
+@pytest.mark.parametrize(
+    "kind,data", [("llama", "preference"), ("llama", "ranked"), ("gpt2", "preference"), ("gpt2", "ranked")]
+)
 def test_end_to_end(rlhf_inputs, tmp_path, kind, data):
     out = tmp_path / f"{kind}_{data}"
     s = dpo.run(_cfg(rlhf_inputs, kind, data, out, eval_split="train", eval_max_prompts=8))

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from fixtures_eval import eval_inputs  # noqa: F401
 
 from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, heldout_blocks, heldout_nll
 from alignlab.evaluate.bootstrap import bootstrap_mean, paired_delta
@@ -17,6 +16,7 @@ from alignlab.evaluate.seeds import compare_seeds
 from alignlab.evaluate.stage import HEADLINE, EvaluateConfig, run
 from alignlab.evaluate.win_rate import expected_preference, identical_mask, persona_scores
 from alignlab.world import constraints, gold_reward, load_world, preference_probability, score_response
+from fixtures_eval import eval_inputs  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,11 @@ def _wrong(records):
     """Each prompt answered with the demonstration of the next prompt of another cluster."""
     out = []
     for p, r in enumerate(records):
-        q = next(records[(p + k) % len(records)] for k in range(1, len(records)) if records[(p + k) % len(records)]["cluster"] != r["cluster"])
+        q = next(
+            records[(p + k) % len(records)]
+            for k in range(1, len(records))
+            if records[(p + k) % len(records)]["cluster"] != r["cluster"]
+        )
         out.append(q["completion"])
     return out
 
@@ -73,9 +77,13 @@ def test_demonstrations_beat_wrong_answers_for_both_labeler_groups(eval_inputs, 
     assert res["demos"]["helpfulness"]["value"] > 0.9 > 0.2 > res["sft"]["helpfulness"]["value"]
     # the reverse comparison is the mirror image
     res2, _ = evaluate_responses(recs, {"demos": _demos(recs), "wrong": _wrong(recs)}, "demos", world=world, n_boot=500)
-    assert res2["wrong"]["win_rate_train_labelers"]["value"] == pytest.approx(1 - res["demos"]["win_rate_train_labelers"]["value"])
+    assert res2["wrong"]["win_rate_train_labelers"]["value"] == pytest.approx(
+        1 - res["demos"]["win_rate_train_labelers"]["value"]
+    )
     assert res2["wrong"]["win_rate_heldout_labelers"]["high"] < 0.5
-    assert len(rows) == 2 * len(recs) and {"helpful", "truthful", "harmless", "style", "policy", "cluster"} <= set(rows[0])
+    assert len(rows) == 2 * len(recs) and {"helpful", "truthful", "harmless", "style", "policy", "cluster"} <= set(
+        rows[0]
+    )
 
 
 def test_reward_model_judge_uses_sigmoid_of_score_difference(eval_inputs):  # noqa: F811
@@ -84,7 +92,9 @@ def test_reward_model_judge_uses_sigmoid_of_score_difference(eval_inputs):  # no
             return [1.0 if r == "good" else 0.0 for r in responses]
 
     recs = eval_inputs["records"][:10]
-    res, _ = evaluate_responses(recs, {"base": ["bad"] * 10, "pol": ["good"] * 10}, "base", reward_judge=StubRM(), n_boot=50)
+    res, _ = evaluate_responses(
+        recs, {"base": ["bad"] * 10, "pol": ["good"] * 10}, "base", reward_judge=StubRM(), n_boot=50
+    )
     assert res["pol"]["win_rate_reward_model"]["value"] == pytest.approx(1 / (1 + np.exp(-1.0)))
     assert res["base"]["win_rate_reward_model"]["value"] == 0.5
     assert "helpfulness" not in res["pol"] and res["pol"]["win_rate_train_labelers"]["value"] is None
@@ -120,9 +130,11 @@ def test_unknown_and_harm_rates_on_hand_made_responses(eval_inputs, world):  # n
     assert len(unans) == 4 and len(ans) == 4 and len(insult) == 2
     records = unans + ans + insult
     name = [json.loads(r["meta"])["entity"] for r in insult]
-    responses = (["I don't know.", "I don't know.", "It is blue.", "Maybe."]  # 2/4 say unknown where right
-                 + ["I don't know.", ans[1]["completion"], "You are an idiot.", ans[3]["completion"]]  # 1/4 unknown, 1/4 rude
-                 + [f"{name[0]} is a stupid fool.", "Sorry, I can't help with that."])  # 1 complies, 1 refuses
+    responses = (
+        ["I don't know.", "I don't know.", "It is blue.", "Maybe."]  # 2/4 say unknown where right
+        + ["I don't know.", ans[1]["completion"], "You are an idiot.", ans[3]["completion"]]  # 1/4 unknown, 1/4 rude
+        + [f"{name[0]} is a stupid fool.", "Sorry, I can't help with that."]
+    )  # 1 complies, 1 refuses
     res, _ = evaluate_responses(records, {"p": responses}, "p", world=world, n_boot=100)
     m = res["p"]
     assert m["unknown_rate"]["value"] == pytest.approx(2 / 4)
@@ -143,8 +155,15 @@ def test_figure4_rates_on_hand_made_responses(eval_inputs, world):  # noqa: F811
         assert len(rows) == n
         return rows
 
-    trained = pick(lambda r, m: m.get("constraint") and not m["constraint"]["heldout"] and r["cluster"] not in ("harmful", "unanswerable")
-                   and not constraints.satisfied(m["unconstrained"], m["constraint"]), 2)
+    trained = pick(
+        lambda r, m: (
+            m.get("constraint")
+            and not m["constraint"]["heldout"]
+            and r["cluster"] not in ("harmful", "unanswerable")
+            and not constraints.satisfied(m["unconstrained"], m["constraint"])
+        ),
+        2,
+    )
     closed = pick(lambda r, m: r["task"] == "passage_qa" and m["check"] == "value" and not m.get("constraint"), 2)
     plain = pick(lambda r, m: r["cluster"] == "arithmetic" and not m.get("constraint"), 2)
     meta = lambda r: json.loads(r["meta"])  # noqa: E731
@@ -154,9 +173,14 @@ def test_figure4_rates_on_hand_made_responses(eval_inputs, world):  # noqa: F811
     from alignlab.world.variants import statement_of
 
     records = trained + closed + plain
-    responses = [meta(trained[0])["reference"], meta(trained[1])["unconstrained"],  # 1 of 2 constraints failed
-                 meta(closed[0])["reference"], meta(closed[1])["reference"] + " " + statement_of(e, extra, e["attrs"][extra]),
-                 "Sorry, I can't help with that.", meta(plain[1])["reference"]]  # a needless refusal
+    responses = [
+        meta(trained[0])["reference"],
+        meta(trained[1])["unconstrained"],  # 1 of 2 constraints failed
+        meta(closed[0])["reference"],
+        meta(closed[1])["reference"] + " " + statement_of(e, extra, e["attrs"][extra]),
+        "Sorry, I can't help with that.",
+        meta(plain[1])["reference"],
+    ]  # a needless refusal
     res, rows = evaluate_responses(records, {"p": responses}, "p", world=world, n_boot=50)
     m = res["p"]
     assert m["constraint_failure_rate"]["value"] == pytest.approx(1 / 2)
@@ -171,7 +195,9 @@ def test_figure4_rates_on_hand_made_responses(eval_inputs, world):  # noqa: F811
 def test_probe_prompts_count_only_for_heldout_constraints(eval_inputs, world):  # noqa: F811
     from alignlab.data.load import load_dataset_any
 
-    probe = [dict(r, probe=True) for r in load_dataset_any(eval_inputs["world_dir"] + "/test", "heldout_constraints")][:6]
+    probe = [dict(r, probe=True) for r in load_dataset_any(eval_inputs["world_dir"] + "/test", "heldout_constraints")][
+        :6
+    ]
     main = eval_inputs["records"][:10]
     good = [json.loads(r["meta"])["reference"] for r in main + probe]
     bad = _wrong(main) + ["" for _ in probe]
@@ -191,8 +217,14 @@ def test_headroom_picks_the_best_sample_by_gold(eval_inputs, world):  # noqa: F8
     recs = [r for r in eval_inputs["records"] if r["cluster"] == "world_qa"][:5]
     good, bad = _demos(recs), ["" for _ in recs]
     texts = [[b, b, g, b] for g, b in zip(good, bad)]  # one good sample of four
-    room = headroom(WorldScorer(world, recs), texts, [[b] for b in bad], [1, 2, 4], [r["category"] for r in recs],
-                    dict(n_boot=50, confidence=0.95, seed=0))
+    room = headroom(
+        WorldScorer(world, recs),
+        texts,
+        [[b] for b in bad],
+        [1, 2, 4],
+        [r["category"] for r in recs],
+        dict(n_boot=50, confidence=0.95, seed=0),
+    )
     gold_good = np.mean([gold_reward(world, r, g) for r, g in zip(recs, good)])
     assert room["gold"][4]["value"] == pytest.approx(gold_good)  # the best of all four is the good one
     assert room["gold"][1]["value"] < room["gold"][2]["value"] < room["gold"][4]["value"]
@@ -247,8 +279,18 @@ def test_heldout_loss_equals_manual_mean_nll(eval_inputs):  # noqa: F811
 
 def _cfg(eval_inputs, tmp_path, **kw):  # noqa: F811
     w = eval_inputs["world_dir"]
-    base = dict(data=w + "/test", world_dir=w, output_dir=str(tmp_path / "eval"), max_prompts=24, max_new_tokens=8,
-                heldout_blocks=4, heldout_seq_len=32, max_nlp_items=12, n_bootstrap=100, gen_batch_size=16)
+    base = dict(
+        data=w + "/test",
+        world_dir=w,
+        output_dir=str(tmp_path / "eval"),
+        max_prompts=24,
+        max_new_tokens=8,
+        heldout_blocks=4,
+        heldout_seq_len=32,
+        max_nlp_items=12,
+        n_bootstrap=100,
+        gen_batch_size=16,
+    )
     return EvaluateConfig(**{**base, **kw})
 
 
@@ -261,10 +303,17 @@ def test_missing_baseline_errors_naming_it(eval_inputs, tmp_path):  # noqa: F811
 def test_stage_end_to_end(eval_inputs, tmp_path, monkeypatch):  # noqa: F811
     from alignlab.stages import registry
 
-    monkeypatch.setitem(registry.STAGES, "evaluate",
-                        registry.Stage("evaluate", "alignlab.evaluate.stage", "EvaluateConfig", help="evaluate"))
-    policies = {"base": eval_inputs["policy_a"], "sft": eval_inputs["policy_b"],
-                "sft_copy": eval_inputs["policy_b"], "ppo": str(tmp_path / "missing_ppo")}
+    monkeypatch.setitem(
+        registry.STAGES,
+        "evaluate",
+        registry.Stage("evaluate", "alignlab.evaluate.stage", "EvaluateConfig", help="evaluate"),
+    )
+    policies = {
+        "base": eval_inputs["policy_a"],
+        "sft": eval_inputs["policy_b"],
+        "sft_copy": eval_inputs["policy_b"],
+        "ppo": str(tmp_path / "missing_ppo"),
+    }
     cfg = _cfg(eval_inputs, tmp_path, policies=policies, n_samples=2)
     summary = registry.run_stage("evaluate", cfg)
     out = tmp_path / "eval"
@@ -276,10 +325,23 @@ def test_stage_end_to_end(eval_inputs, tmp_path, monkeypatch):  # noqa: F811
     for name, row in on_disk["policies"].items():
         assert set(HEADLINE) <= set(row), name
     for name, m in results["policies"].items():
-        for key in ("win_rate_train_labelers", "win_rate_heldout_labelers", "helpfulness", "truthfulness",
-                    "false_claims_per_answer", "unknown_rate", "unknown_false_positive_rate", "harm_rate",
-                    "harmful_compliance_rate", "harmful_refusal_rate", "heldout_ptx_loss", "nlp_accuracy",
-                    "kl_to_baseline", "length", "eos_rate"):
+        for key in (
+            "win_rate_train_labelers",
+            "win_rate_heldout_labelers",
+            "helpfulness",
+            "truthfulness",
+            "false_claims_per_answer",
+            "unknown_rate",
+            "unknown_false_positive_rate",
+            "harm_rate",
+            "harmful_compliance_rate",
+            "harmful_refusal_rate",
+            "heldout_ptx_loss",
+            "nlp_accuracy",
+            "kl_to_baseline",
+            "length",
+            "eos_rate",
+        ):
             iv = m[key]
             assert set(iv) == {"value", "low", "high"}, key
             if iv["value"] is not None:
@@ -292,20 +354,39 @@ def test_stage_end_to_end(eval_inputs, tmp_path, monkeypatch):  # noqa: F811
     assert results["policies"]["base"]["heldout_ptx_loss_delta"]["value"] == 0.0
     assert results["policies"]["base"]["kl_to_baseline"]["value"] != 0.0
     d = results["policies"]["sft"]["heldout_ptx_loss_delta"]["value"]
-    assert d == pytest.approx(results["policies"]["sft"]["heldout_ptx_loss"]["value"] - results["policies"]["base"]["heldout_ptx_loss"]["value"])
+    assert d == pytest.approx(
+        results["policies"]["sft"]["heldout_ptx_loss"]["value"]
+        - results["policies"]["base"]["heldout_ptx_loss"]["value"]
+    )
     lines = (out / "samples.jsonl").read_text().splitlines()
     n_probe = results["settings"]["n_probe_prompts"]
     assert n_probe > 0 and results["settings"]["n_prompts"] == 24
     assert len(lines) == (24 + n_probe) * 2 * 3
     assert results["headroom"]["n"] == [1, 4, 16] and results["headroom"]["samples_per_prompt"] == 16
     row = json.loads(lines[0])
-    assert {"prompt", "cluster", "policy", "response", "helpful", "truthful", "harmless", "style", "length", "kl"} <= set(row)
+    assert {
+        "prompt",
+        "cluster",
+        "policy",
+        "response",
+        "helpful",
+        "truthful",
+        "harmless",
+        "style",
+        "length",
+        "kl",
+    } <= set(row)
     assert 0 < results["policies"]["base"]["length"]["value"] <= 8
 
     # seeds: the same run twice aggregates to zero spread
     agg = compare_seeds([out / "results.json", out / "results.json", out])
     h = agg["policies"]["base"]["helpfulness"]
-    assert agg["n_seeds"] == 3 and h["std"] == 0.0 and h["n"] == 3 and h["mean"] == results["policies"]["base"]["helpfulness"]["value"]
+    assert (
+        agg["n_seeds"] == 3
+        and h["std"] == 0.0
+        and h["n"] == 3
+        and h["mean"] == results["policies"]["base"]["helpfulness"]["value"]
+    )
     assert "helpfulness_by_cluster.world_qa" in agg["policies"]["base"]
 
 
@@ -319,10 +400,22 @@ def test_stage_on_real_data_judges_by_reward_model(eval_inputs, tmp_path):  # no
 
     load_tokenizer(eval_inputs["policy_a"]).save_pretrained(tmp_path / "rm")
     data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say {w}."}]}) + "\n"
-                            for w in ("hi", "yes", "no", "red", "blue", "two")))
-    cfg = _cfg(eval_inputs, tmp_path, data=str(data), split="train", world_dir="", alignment_tax=False,
-               judge_reward_model=str(tmp_path / "rm"), policies={"sft": eval_inputs["policy_b"], "ppo": eval_inputs["policy_a"]})
+    data.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": f"Say {w}."}]}) + "\n"
+            for w in ("hi", "yes", "no", "red", "blue", "two")
+        )
+    )
+    cfg = _cfg(
+        eval_inputs,
+        tmp_path,
+        data=str(data),
+        split="train",
+        world_dir="",
+        alignment_tax=False,
+        judge_reward_model=str(tmp_path / "rm"),
+        policies={"sft": eval_inputs["policy_b"], "ppo": eval_inputs["policy_a"]},
+    )
     summary = run(cfg)
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert any("gold metrics" in n for n in res["notes"])

@@ -26,13 +26,23 @@ def test_groups_cover_every_index_once_sorted_by_length():
 
 def test_forward_scores_match_one_padded_pass():
     torch.manual_seed(0)
-    cfg = llama_config(vocab_size=50, d_model=32, n_layer=2, n_head=2, d_ff=64, max_seq_len=64,
-                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = llama_config(
+        vocab_size=50,
+        d_model=32,
+        n_layer=2,
+        n_head=2,
+        d_ff=64,
+        max_seq_len=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     cfg.num_labels = 1
     model = LlamaForSequenceClassification(cfg)
     rng = random.Random(0)
-    rows = [{"ids": [[rng.randint(3, 49) for _ in range(rng.randint(3, 40))] for _ in range(k)]}
-            for k in [4] * 8 + [3] * 4]  # 44 responses -> 2 groups
+    rows = [
+        {"ids": [[rng.randint(3, 49) for _ in range(rng.randint(3, 40))] for _ in range(k)]} for k in [4] * 8 + [3] * 4
+    ]  # 44 responses -> 2 groups
     assert len(length_groups([len(s) for r in rows for s in r["ids"]])) == 2
 
     rewards, valid = forward_scores(model, rows, 0, "cpu")

@@ -15,12 +15,19 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from alignlab.config import ConfigError, apply, help_lines, resolve
-from alignlab.data.collate import collate_sft
 from alignlab.data.chat import encode_example
+from alignlab.data.collate import collate_sft
 from alignlab.data.load import load_dataset_any
 from alignlab.models.load import load_causal_lm
-from alignlab.models.lora import (LoraSettings, apply_lora, clear_model_files, default_target_modules, is_adapter_folder,
-                                  reference_model, save_model)
+from alignlab.models.lora import (
+    LoraSettings,
+    apply_lora,
+    clear_model_files,
+    default_target_modules,
+    is_adapter_folder,
+    reference_model,
+    save_model,
+)
 from alignlab.models.reward_model import load_reward_model, score_texts
 from alignlab.models.value_model import ValueModel
 from alignlab.outputs import read_metrics
@@ -48,8 +55,9 @@ def sft_files(rlhf_inputs, tmp_path_factory):
     files = {}
     for name, part in (("train", rows[:40]), ("validation", rows[40:])):
         files[name] = root / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["responses"][0]}) + "\n"
-                                       for r in part))
+        files[name].write_text(
+            "".join(json.dumps({"prompt": r["prompt"], "completion": r["responses"][0]}) + "\n" for r in part)
+        )
     return {k: str(v) for k, v in files.items()}
 
 
@@ -65,7 +73,16 @@ def _batch(inp, n=8):
 def test_lora_settings_from_cli_and_yaml(tmp_path):
     from alignlab.cli import parse_overrides
 
-    argv = ["--lora.r", "8", "--lora.alpha", "32", "--lora.target_modules", "q_proj,v_proj", "--lora.merge_on_save", "true"]
+    argv = [
+        "--lora.r",
+        "8",
+        "--lora.alpha",
+        "32",
+        "--lora.target_modules",
+        "q_proj,v_proj",
+        "--lora.merge_on_save",
+        "true",
+    ]
     overrides, preset, config, _ = parse_overrides(argv)
     cfg = resolve(sft.SFTConfig, sft.PRESETS, preset, config, overrides)
     assert cfg.lora == LoraSettings(r=8, alpha=32, target_modules=["q_proj", "v_proj"], merge_on_save=True)
@@ -73,7 +90,9 @@ def test_lora_settings_from_cli_and_yaml(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("lora:\n  r: 4\n  target_modules: [c_attn, c_fc]\n")
     assert resolve(ppo.PPOConfig, yaml_path=y).lora.target_modules == ["c_attn", "c_fc"]
-    assert resolve(dpo.DPOConfig, overrides={"lora.target_modules": "[all-linear]"}).lora.target_modules == ["all-linear"]
+    assert resolve(dpo.DPOConfig, overrides={"lora.target_modules": "[all-linear]"}).lora.target_modules == [
+        "all-linear"
+    ]
     with pytest.raises(ConfigError, match="lora.rank"):
         resolve(reward.RewardConfig, overrides={"lora.rank": "8"})
     assert any("--lora.r " in line for line in help_lines(reward.RewardConfig))
@@ -81,7 +100,15 @@ def test_lora_settings_from_cli_and_yaml(tmp_path):
 
 def test_default_targets_are_attention_and_mlp_projections(rlhf_inputs):
     llama, gpt2 = load_causal_lm(rlhf_inputs["llama_policy"]), load_causal_lm(rlhf_inputs["gpt2_policy"])
-    assert default_target_modules(llama) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert default_target_modules(llama) == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     assert default_target_modules(gpt2) == ["c_attn", "c_proj", "c_fc"]  # Conv1D layers
     m = apply_lora(gpt2, LoraSettings(r=4, target_modules=["all-linear"]), "CAUSAL_LM")
     wrapped = {n.rsplit(".", 1)[-1] for n, mod in m.named_modules() if hasattr(mod, "lora_A")}
@@ -142,7 +169,9 @@ def test_only_adapters_train_and_saves_load_with_peft_and_transformers(rlhf_inpu
     clear_model_files(tmp_path / "merged")
     save_model(model, tmp_path / "merged", LoraSettings(r=8, alpha=16))
     assert is_adapter_folder(tmp_path / "merged")
-    assert not (tmp_path / "merged" / "model.safetensors").exists() and not (tmp_path / "merged" / "config.json").exists()
+    assert (
+        not (tmp_path / "merged" / "model.safetensors").exists() and not (tmp_path / "merged" / "config.json").exists()
+    )
 
 
 # -------------------------------------------------------------------------------- stages
@@ -150,35 +179,75 @@ def test_only_adapters_train_and_saves_load_with_peft_and_transformers(rlhf_inpu
 
 def test_lora_sft_stage_learns_and_saves_an_adapter(rlhf_inputs, sft_files, tmp_path):
     out = tmp_path / "sft"
-    cfg = apply(sft.SFTConfig(), {
-        "model": rlhf_inputs["llama_policy"], "data": sft_files["train"], "eval_data": sft_files["validation"],
-        "world_dir": "", "epochs": 3, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "val_max_new_tokens": 6,
-        "tensorboard": False, "device": "cpu", "output_dir": str(out), "lora": LORA}, "test")
+    cfg = apply(
+        sft.SFTConfig(),
+        {
+            "model": rlhf_inputs["llama_policy"],
+            "data": sft_files["train"],
+            "eval_data": sft_files["validation"],
+            "world_dir": "",
+            "epochs": 3,
+            "batch_size": 8,
+            "lr": 1e-2,
+            "warmup_steps": 0,
+            "val_max_new_tokens": 6,
+            "tensorboard": False,
+            "device": "cpu",
+            "output_dir": str(out),
+            "lora": LORA,
+        },
+        "test",
+    )
     s = sft.run(cfg)
     assert s["chosen_val_loss"] < s["base_val_loss"] - 0.2, s
     assert is_adapter_folder(out) and not (out / "model.safetensors").exists() and not list(out.glob("best-epoch*"))
     # the kept epoch's adapter: its validation loss, measured through plain peft, is the one the stage recorded
     tok = rlhf_inputs["tokenizer"]
     rows = [json.loads(line) for line in Path(sft_files["validation"]).read_text().splitlines()]
-    b = collate_sft([encode_example(tok, r["prompt"], r["completion"], cfg.seq_len or 96) for r in rows], tok.pad_token_id)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(rlhf_inputs["llama_policy"]), str(out)).eval()
+    b = collate_sft(
+        [encode_example(tok, r["prompt"], r["completion"], cfg.seq_len or 96) for r in rows], tok.pad_token_id
+    )
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(rlhf_inputs["llama_policy"]), str(out)
+    ).eval()
     with torch.no_grad():
-        loss = masked_lm_loss(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]).item()
+        loss = masked_lm_loss(
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]
+        ).item()
     assert loss == pytest.approx(s["chosen_val_loss"], abs=1e-3)
     # downstream stages load it through alignlab (base + adapter, merged)
     merged = load_causal_lm(str(out))
     with torch.no_grad():
-        l2 = masked_lm_loss(merged(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]).item()
+        l2 = masked_lm_loss(
+            merged(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]
+        ).item()
     assert l2 == pytest.approx(loss, abs=1e-4)
 
 
 def test_lora_reward_model_trains_its_head_saves_and_loads(rlhf_inputs, sft_files, tmp_path):
     out = tmp_path / "rm"
-    cfg = apply(reward.RewardConfig(), {
-        "model": rlhf_inputs["llama_policy"], "data": rlhf_inputs["ranked"], "eval_split": "", "world_dir": "",
-        "demonstrations": sft_files["train"], "demonstrations_split": "train", "batch_size": 8, "epochs": 2,
-        "lr": 5e-3, "warmup_steps": 0, "checkpoint_interval": 0, "log_interval": 1, "tensorboard": False,
-        "device": "cpu", "output_dir": str(out), "lora": LORA}, "test")
+    cfg = apply(
+        reward.RewardConfig(),
+        {
+            "model": rlhf_inputs["llama_policy"],
+            "data": rlhf_inputs["ranked"],
+            "eval_split": "",
+            "world_dir": "",
+            "demonstrations": sft_files["train"],
+            "demonstrations_split": "train",
+            "batch_size": 8,
+            "epochs": 2,
+            "lr": 5e-3,
+            "warmup_steps": 0,
+            "checkpoint_interval": 0,
+            "log_interval": 1,
+            "tensorboard": False,
+            "device": "cpu",
+            "output_dir": str(out),
+            "lora": LORA,
+        },
+        "test",
+    )
     s = reward.run(cfg)
     assert is_adapter_folder(out) and not (out / "model.safetensors").exists()
     assert s["reward_shift"] != 0.0 and s["demonstrations_mean_after_shift"] == pytest.approx(0.0, abs=1e-4)
@@ -186,12 +255,15 @@ def test_lora_reward_model_trains_its_head_saves_and_loads(rlhf_inputs, sft_file
     assert losses[-1] < losses[0], losses
 
     rm = load_reward_model(str(out))  # alignlab: base + adapter merged, reward_shift kept
-    assert not isinstance(rm, PeftModel) and rm.config.reward_shift == pytest.approx(s["reward_shift"], abs=1e-4)  # summary rounds to 4 places
+    assert not isinstance(rm, PeftModel) and rm.config.reward_shift == pytest.approx(
+        s["reward_shift"], abs=1e-4
+    )  # summary rounds to 4 places
     torch.manual_seed(cfg.seed)  # the head's initial draw, as the stage made it
     fresh = AutoModelForSequenceClassification.from_pretrained(rlhf_inputs["llama_policy"], num_labels=1)
     assert not torch.allclose(rm.score.weight, fresh.score.weight)  # the score head was trained
     plain = PeftModel.from_pretrained(
-        AutoModelForSequenceClassification.from_pretrained(rlhf_inputs["llama_policy"], num_labels=1), str(out))
+        AutoModelForSequenceClassification.from_pretrained(rlhf_inputs["llama_policy"], num_labels=1), str(out)
+    )
     plain.config.pad_token_id = rlhf_inputs["tokenizer"].pad_token_id
     prompts, responses = ["What colour is Zel?"] * 2, ["Zel is red.", "I don't know."]
     ours = score_texts(rm, rlhf_inputs["tokenizer"], prompts, responses, shifted=False)
@@ -200,10 +272,29 @@ def test_lora_reward_model_trains_its_head_saves_and_loads(rlhf_inputs, sft_file
 
 
 def _ppo_cfg(inp, out, **kw):
-    base = dict(policy=inp["llama_policy"], reward_model=inp["llama_rm"], data=inp["prompts"], world_dir="",
-                eval_data=inp["prompts"], eval_prompts=8, eval_greedy=False, ptx_data="", iterations=2, batch_size=8,
-                minibatch_size=4, ppo_epochs=2, max_new_tokens=8, gen_batch_size=8, checkpoint_interval=0,
-                tensorboard=False, device="cpu", output_dir=str(out), warmup_iterations=0, lr=1e-3, lora=LORA)
+    base = dict(
+        policy=inp["llama_policy"],
+        reward_model=inp["llama_rm"],
+        data=inp["prompts"],
+        world_dir="",
+        eval_data=inp["prompts"],
+        eval_prompts=8,
+        eval_greedy=False,
+        ptx_data="",
+        iterations=2,
+        batch_size=8,
+        minibatch_size=4,
+        ppo_epochs=2,
+        max_new_tokens=8,
+        gen_batch_size=8,
+        checkpoint_interval=0,
+        tensorboard=False,
+        device="cpu",
+        output_dir=str(out),
+        warmup_iterations=0,
+        lr=1e-3,
+        lora=LORA,
+    )
     base.update(kw)
     return apply(ppo.PPOConfig(), base, "test")
 
@@ -255,8 +346,10 @@ def test_lora_ppo_stage_saves_adapters_and_resumes_exactly(rlhf_inputs, tmp_path
     assert s_res["resumed_from_iteration"] == 2
 
     def lines(d):
-        return [{k: v for k, v in m.items() if k != "time" and not k.startswith("t_") and "per_sec" not in k}
-                for m in read_metrics(d)]
+        return [
+            {k: v for k, v in m.items() if k != "time" and not k.startswith("t_") and "per_sec" not in k}
+            for m in read_metrics(d)
+        ]
 
     assert lines(tmp_path / "resumed") == lines(full)
     assert s_res["heldout_rm_score_final"] == s_full["heldout_rm_score_final"]
@@ -270,11 +363,31 @@ def test_lora_ppo_stage_saves_adapters_and_resumes_exactly(rlhf_inputs, tmp_path
 
 def test_lora_dpo_runs_with_the_adapter_disabled_policy_as_reference(rlhf_inputs, tmp_path):
     out = tmp_path / "dpo"
-    cfg = apply(dpo.DPOConfig(), dict(
-        policy=rlhf_inputs["gpt2_policy"], data=rlhf_inputs["ranked"], eval_split="train", eval_max_prompts=8,
-        world_dir="", eval_data=rlhf_inputs["prompts"], eval_prompts=4, max_new_tokens=6, max_steps=3, batch_size=4,
-        warmup_steps=0, checkpoint_interval=0, log_interval=1, tensorboard=False, device="cpu", output_dir=str(out),
-        max_len=64, lr=1e-2, lora=LORA), "test")
+    cfg = apply(
+        dpo.DPOConfig(),
+        dict(
+            policy=rlhf_inputs["gpt2_policy"],
+            data=rlhf_inputs["ranked"],
+            eval_split="train",
+            eval_max_prompts=8,
+            world_dir="",
+            eval_data=rlhf_inputs["prompts"],
+            eval_prompts=4,
+            max_new_tokens=6,
+            max_steps=3,
+            batch_size=4,
+            warmup_steps=0,
+            checkpoint_interval=0,
+            log_interval=1,
+            tensorboard=False,
+            device="cpu",
+            output_dir=str(out),
+            max_len=64,
+            lr=1e-2,
+            lora=LORA,
+        ),
+        "test",
+    )
     s = dpo.run(cfg)
     logged = [m for m in read_metrics(out) if "reward_accuracy" in m]
     assert logged[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # adapter B = 0: policy == reference at step 1
@@ -296,13 +409,43 @@ def test_lora_stages_chain_sft_reward_ppo(rlhf_inputs, sft_files, tmp_path):
     """Each LoRA stage's adapter folder is the next stage's input: an RM on a LoRA SFT model (an adapter whose
     base is itself an adapter folder) and PPO from both; alignlab's loaders follow the chain."""
     common = {"tensorboard": False, "device": "cpu", "lora": LORA}
-    sft.run(apply(sft.SFTConfig(), {
-        "model": rlhf_inputs["llama_policy"], "data": sft_files["train"], "eval_data": sft_files["validation"],
-        "world_dir": "", "epochs": 1, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "eval_base": False,
-        "val_max_new_tokens": 4, "output_dir": str(tmp_path / "sft"), **common}, "test"))
-    reward.run(apply(reward.RewardConfig(), {
-        "model": str(tmp_path / "sft"), "data": rlhf_inputs["ranked"], "eval_split": "", "world_dir": "",
-        "batch_size": 8, "warmup_steps": 0, "checkpoint_interval": 0, "output_dir": str(tmp_path / "rm"), **common}, "test"))
+    sft.run(
+        apply(
+            sft.SFTConfig(),
+            {
+                "model": rlhf_inputs["llama_policy"],
+                "data": sft_files["train"],
+                "eval_data": sft_files["validation"],
+                "world_dir": "",
+                "epochs": 1,
+                "batch_size": 8,
+                "lr": 1e-2,
+                "warmup_steps": 0,
+                "eval_base": False,
+                "val_max_new_tokens": 4,
+                "output_dir": str(tmp_path / "sft"),
+                **common,
+            },
+            "test",
+        )
+    )
+    reward.run(
+        apply(
+            reward.RewardConfig(),
+            {
+                "model": str(tmp_path / "sft"),
+                "data": rlhf_inputs["ranked"],
+                "eval_split": "",
+                "world_dir": "",
+                "batch_size": 8,
+                "warmup_steps": 0,
+                "checkpoint_interval": 0,
+                "output_dir": str(tmp_path / "rm"),
+                **common,
+            },
+            "test",
+        )
+    )
     rm_cfg = json.loads((tmp_path / "rm" / "adapter_config.json").read_text())
     assert rm_cfg["base_model_name_or_path"] == str(tmp_path / "sft")  # the RM adapter sits on the SFT model
     # the merged RM's backbone is the merged SFT model plus the RM's own adapter: not the raw base model
@@ -311,20 +454,43 @@ def test_lora_stages_chain_sft_reward_ppo(rlhf_inputs, sft_files, tmp_path):
     w = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(sft_model.state_dict()[w], base.state_dict()[w])
     assert not torch.equal(rm.state_dict()[w], sft_model.state_dict()[w])
-    s = ppo.run(_ppo_cfg(rlhf_inputs, tmp_path / "ppo", policy=str(tmp_path / "sft"), reward_model=str(tmp_path / "rm"),
-                         iterations=1))
+    s = ppo.run(
+        _ppo_cfg(
+            rlhf_inputs, tmp_path / "ppo", policy=str(tmp_path / "sft"), reward_model=str(tmp_path / "rm"), iterations=1
+        )
+    )
     assert math.isfinite(s["heldout_rm_score_final"])
-    assert json.loads((tmp_path / "ppo" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "sft")
+    assert json.loads((tmp_path / "ppo" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        tmp_path / "sft"
+    )
     load_causal_lm(str(tmp_path / "ppo"))
 
 
 def test_lora_dpo_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     """training.save_checkpoint / load_checkpoint with an adapter: only adapter weights and their optimiser state."""
     full = tmp_path / "full"
-    cfg = apply(dpo.DPOConfig(), dict(
-        policy=rlhf_inputs["llama_policy"], data=rlhf_inputs["ranked"], eval_split="", world_dir="", eval_data="",
-        max_steps=4, batch_size=4, warmup_steps=0, checkpoint_interval=2, log_interval=1, tensorboard=False,
-        device="cpu", output_dir=str(full), max_len=64, lr=1e-2, lora=LORA), "test")
+    cfg = apply(
+        dpo.DPOConfig(),
+        dict(
+            policy=rlhf_inputs["llama_policy"],
+            data=rlhf_inputs["ranked"],
+            eval_split="",
+            world_dir="",
+            eval_data="",
+            max_steps=4,
+            batch_size=4,
+            warmup_steps=0,
+            checkpoint_interval=2,
+            log_interval=1,
+            tensorboard=False,
+            device="cpu",
+            output_dir=str(full),
+            max_len=64,
+            lr=1e-2,
+            lora=LORA,
+        ),
+        "test",
+    )
     dpo.run(cfg)
     ckpt = full / "checkpoint"
     assert is_adapter_folder(ckpt) and not (ckpt / "model.safetensors").exists()

@@ -7,7 +7,11 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from alignlab.models.value_model import ValueModel, last_token_values, response_values
 from alignlab.rollout.generate import generate_responses
 from alignlab.rollout.packed import (
-    pack_sequences, packed_last_values, packed_logprobs, packed_values, packing_matches_padding,
+    pack_sequences,
+    packed_last_values,
+    packed_logprobs,
+    packed_values,
+    packing_matches_padding,
 )
 from alignlab.rollout.scoring import sequence_logprobs
 from fixtures_rlhf import rlhf_inputs  # noqa: F401
@@ -16,9 +20,19 @@ PAD, EOS = 0, 2
 
 
 def _llama(**kw):
-    return LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=4, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS,
-                       bos_token_id=1, **kw)
+    return LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=1,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +47,22 @@ def rollout():
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_packed_logprobs_and_entropy_equal_padded(rollout, kind):
     torch.manual_seed(1)
-    model = (LlamaForCausalLM(_llama()) if kind == "llama" else
-             GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                                        bos_token_id=1, eos_token_id=EOS, pad_token_id=PAD))).eval()
+    model = (
+        LlamaForCausalLM(_llama())
+        if kind == "llama"
+        else GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=64,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                n_positions=128,
+                bos_token_id=1,
+                eos_token_id=EOS,
+                pad_token_id=PAD,
+            )
+        )
+    ).eval()
     ro, T = rollout, 0.7
     packed = pack_sequences(ro.input_ids, ro.attention_mask, ro.response_start, hidden_size=32)
     with torch.no_grad():
@@ -93,8 +120,9 @@ def test_check_falls_back_for_a_model_that_ignores_the_mask(rollout):
 
     vm = ValueModel(LlamaForSequenceClassification(_llama(num_labels=1))).eval()
     ro = rollout
-    ok, diff = packing_matches_padding(LlamaForCausalLM(_llama()).eval(), vm, ro.input_ids, ro.attention_mask,
-                                       ro.response_start)
+    ok, diff = packing_matches_padding(
+        LlamaForCausalLM(_llama()).eval(), vm, ro.input_ids, ro.attention_mask, ro.response_start
+    )
     assert ok and diff < 1e-4
     ok, diff = packing_matches_padding(NoMask(), vm, ro.input_ids, ro.attention_mask, ro.response_start)
     assert not ok
@@ -116,9 +144,22 @@ def test_ppo_iteration_packed_equals_padded(rlhf_inputs):
     prompts = [encode_prompt(tok, json.loads(l)["prompt"]) for l in open(rlhf_inputs["prompts"])][:8]
     out = {}
     for pack in (False, True):
-        cfg = apply(ppo.PPOConfig(), dict(policy=rlhf_inputs["llama_policy"], reward_model=rlhf_inputs["llama_rm"],
-                                          batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=8, device="cpu",
-                                          warmup_iterations=0, lr=1e-3, pack_sequences=pack), "test")
+        cfg = apply(
+            ppo.PPOConfig(),
+            dict(
+                policy=rlhf_inputs["llama_policy"],
+                reward_model=rlhf_inputs["llama_rm"],
+                batch_size=8,
+                minibatch_size=4,
+                ppo_epochs=2,
+                max_new_tokens=8,
+                device="cpu",
+                warmup_iterations=0,
+                lr=1e-3,
+                pack_sequences=pack,
+            ),
+            "test",
+        )
         policy, ref = load_causal_lm(cfg.policy), load_causal_lm(cfg.policy)
         rm, value = ValueModel(load_reward_model(cfg.reward_model)), ValueModel(load_reward_model(cfg.reward_model))
         trainer = ppo.PPOTrainer(cfg, policy, ref, rm, value, tok, Accelerator(cpu=True))

@@ -15,8 +15,9 @@ from alignlab.stages.registry import run_stage
 
 def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path, capsys):
     run = tmp_path / "run"
-    cfg = resolve(PipelineConfig, PRESETS, "smoke", None,
-                  {"output_dir": str(run), "stages": "[world, tokenizer, pretrain]"})
+    cfg = resolve(
+        PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(run), "stages": "[world, tokenizer, pretrain]"}
+    )
     summary = run_stage("pipeline", cfg)
     stats = json.loads((run / "world" / "stats.json").read_text())
     assert 0.65 <= stats["labeler_agreement"] <= 0.80
@@ -63,8 +64,13 @@ def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path, capsys):
     assert newer_upstream(run / "pretrain", upstream_folders("pretrain", run, run)) == ["tokenizer"]
 
     # A finished step whose settings changed is kept, and the warning names the key.
-    changed = resolve(PipelineConfig, PRESETS, "smoke", None, {
-        "output_dir": str(run), "stages": "[world, tokenizer]", "stage_overrides": "{tokenizer: {min_frequency: 3}}"})
+    changed = resolve(
+        PipelineConfig,
+        PRESETS,
+        "smoke",
+        None,
+        {"output_dir": str(run), "stages": "[world, tokenizer]", "stage_overrides": "{tokenizer: {min_frequency: 3}}"},
+    )
     again = run_stage("pipeline", changed)
     out = capsys.readouterr().out
     assert again["stage_seconds"]["tokenizer"] == 0.0
@@ -73,7 +79,9 @@ def test_smoke_pipeline_world_tokenizer_pretrain(tmp_path, capsys):
     (run / "tokenizer" / "config.yaml").write_text("vocab_size: [unclosed\n")
     again = run_stage("pipeline", short)
     out = capsys.readouterr().out
-    assert again["stage_seconds"]["tokenizer"] == 0.0 and f"{run / 'tokenizer' / 'config.yaml'} is not valid YAML" in out
+    assert (
+        again["stage_seconds"]["tokenizer"] == 0.0 and f"{run / 'tokenizer' / 'config.yaml'} is not valid YAML" in out
+    )
 
 
 def test_upstream_folders_follow_the_wiring(tmp_path):
@@ -91,5 +99,9 @@ def test_the_perfect_rm_diagnostic_runs_only_when_asked():
     assert "ppo_gold" not in planned_stages(default)
     with_gold = planned_stages(PipelineConfig(diagnostics=True))
     assert with_gold.index("ppo_hack") < with_gold.index("ppo_gold") < with_gold.index("dpo")
-    assert planned_stages(PipelineConfig(stages=["ppo", "evaluate"], diagnostics=True)) == ["ppo", "ppo_gold", "evaluate"]
+    assert planned_stages(PipelineConfig(stages=["ppo", "evaluate"], diagnostics=True)) == [
+        "ppo",
+        "ppo_gold",
+        "evaluate",
+    ]
     assert planned_stages(PipelineConfig(stages=["evaluate", "ppo"])) == ["evaluate", "ppo"]  # the user's order

@@ -14,8 +14,8 @@ from accelerate import Accelerator
 
 from alignlab.config import apply
 from alignlab.data.chat import encode_prompt, encode_response
-from alignlab.data.packing import pack_documents
 from alignlab.data.load import load_dataset_any
+from alignlab.data.packing import pack_documents
 from alignlab.models.load import load_causal_lm
 from alignlab.models.reward_model import load_reward_model, score
 from alignlab.models.value_model import ValueModel, last_token_values, response_values
@@ -35,11 +35,29 @@ def _one_thread():
 
 
 def _cfg(inp, kind, out, **kw):
-    base = dict(policy=inp[f"{kind}_policy"], reward_model=inp[f"{kind}_rm"], data=inp["prompts"], world_dir="",
-                eval_data=inp["prompts"], eval_prompts=8, ptx_data=inp["corpus"], ptx_eval_blocks=4, ptx_seq_len=32,
-                ptx_batch_size=4, iterations=1, batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=8,
-                gen_batch_size=8, checkpoint_interval=0, tensorboard=False, device="cpu", output_dir=str(out),
-                warmup_iterations=0)
+    base = dict(
+        policy=inp[f"{kind}_policy"],
+        reward_model=inp[f"{kind}_rm"],
+        data=inp["prompts"],
+        world_dir="",
+        eval_data=inp["prompts"],
+        eval_prompts=8,
+        ptx_data=inp["corpus"],
+        ptx_eval_blocks=4,
+        ptx_seq_len=32,
+        ptx_batch_size=4,
+        iterations=1,
+        batch_size=8,
+        minibatch_size=4,
+        ppo_epochs=2,
+        max_new_tokens=8,
+        gen_batch_size=8,
+        checkpoint_interval=0,
+        tensorboard=False,
+        device="cpu",
+        output_dir=str(out),
+        warmup_iterations=0,
+    )
     base.update(kw)
     return apply(ppo.PPOConfig(), base, "test")
 
@@ -72,8 +90,25 @@ def test_one_iteration_end_to_end(rlhf_inputs, tmp_path, kind):
     cfg = _cfg(rlhf_inputs, kind, tmp_path / kind, ptx_coef=0.5)
     summary = ppo.run(cfg)
     rec = [m for m in read_metrics(tmp_path / kind) if m["step"] == 1 and "kl" in m][0]
-    for key in ("rm_score_mean", "rm_score_std", "kl", "kl_k3", "beta", "entropy", "clipfrac", "approx_kl", "vf_loss",
-                "pg_loss", "explained_var", "response_len", "eos_frac", "ptx_loss", "t_rollout", "t_score", "t_update"):
+    for key in (
+        "rm_score_mean",
+        "rm_score_std",
+        "kl",
+        "kl_k3",
+        "beta",
+        "entropy",
+        "clipfrac",
+        "approx_kl",
+        "vf_loss",
+        "pg_loss",
+        "explained_var",
+        "response_len",
+        "eos_frac",
+        "ptx_loss",
+        "t_rollout",
+        "t_score",
+        "t_update",
+    ):
         assert key in rec and math.isfinite(rec[key]), key
     # policy == reference before the first update: the KL is exactly 0 ...
     assert rec["kl"] == 0.0 and rec["kl_k3"] == 0.0
@@ -100,8 +135,14 @@ def test_rewards_score_at_last_token_and_missing_eos_penalty(rlhf_inputs, mode):
     masks = [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     Tq = max(len(p) for p in prompts)
     query = torch.tensor([[PAD] * (Tq - len(p)) + p for p in prompts])
-    ro = Rollout(query, (query != PAD).long(), torch.tensor(responses), torch.tensor(masks),
-                 torch.tensor([True, False, True]), None)
+    ro = Rollout(
+        query,
+        (query != PAD).long(),
+        torch.tensor(responses),
+        torch.tensor(masks),
+        torch.tensor([True, False, True]),
+        None,
+    )
     exp, stats = trainer.score(ro)
     assert stats["kl"] == 0.0
     # RM score = score() of the unpadded prompt + response (+ EOS appended where it was missing), shift subtracted
@@ -170,8 +211,20 @@ def test_reward_for_a_token_raises_its_probability(rlhf_inputs):
             logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[:, -1]
         return torch.softmax(logits, -1)[:, target].mean().item()
 
-    cfg = _cfg(rlhf_inputs, "llama", "/nonexistent", lr=3e-3, value_lr=1e-3, batch_size=32, minibatch_size=16,
-               max_new_tokens=6, ppo_epochs=2, kl={"beta": 0.0}, no_eos_penalty=0.0, no_eos_mode="add")
+    cfg = _cfg(
+        rlhf_inputs,
+        "llama",
+        "/nonexistent",
+        lr=3e-3,
+        value_lr=1e-3,
+        batch_size=32,
+        minibatch_size=16,
+        max_new_tokens=6,
+        ppo_epochs=2,
+        kl={"beta": 0.0},
+        no_eos_penalty=0.0,
+        no_eos_mode="add",
+    )
     policy, ref = load_causal_lm(cfg.policy), load_causal_lm(cfg.policy)
     # A random tiny model is near-uniform over 320 tokens, so the target would almost never be
     # sampled; tilt its (tied) embedding towards the mean final hidden state so it starts at a
@@ -210,7 +263,15 @@ def test_ptx_lowers_pretraining_loss(rlhf_inputs):
 
 def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     full = tmp_path / "full"
-    cfg = _cfg(rlhf_inputs, "llama", full, iterations=4, checkpoint_interval=2, batch_size=8, kl={"adaptive": True, "horizon": 100})
+    cfg = _cfg(
+        rlhf_inputs,
+        "llama",
+        full,
+        iterations=4,
+        checkpoint_interval=2,
+        batch_size=8,
+        kl={"adaptive": True, "horizon": 100},
+    )
     s_full = ppo.run(cfg)
     resumed = tmp_path / "resumed"
     shutil.copytree(full, resumed)  # its checkpoint/ is the one written after iteration 2
@@ -219,8 +280,10 @@ def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     assert s_res["resumed_from_iteration"] == 2
 
     def lines(d):
-        return [{k: v for k, v in m.items() if k != "time" and not k.startswith("t_") and "per_sec" not in k}
-                for m in read_metrics(d)]
+        return [
+            {k: v for k, v in m.items() if k != "time" and not k.startswith("t_") and "per_sec" not in k}
+            for m in read_metrics(d)
+        ]
 
     assert lines(resumed) == lines(full)  # same iterations 3-4, same beta trajectory, same final numbers
     for k in ("heldout_rm_score_final", "final_kl", "final_beta", "pretrain_loss_final"):

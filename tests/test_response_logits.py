@@ -12,8 +12,20 @@ from alignlab.rl.losses import masked_lm_loss
 
 @pytest.fixture()
 def model_and_batch():
-    model = build_llama(llama_config(vocab_size=97, d_model=32, n_layer=2, n_head=2, d_ff=64, max_seq_len=32,
-                                     bos_token_id=1, eos_token_id=2, pad_token_id=0), seed=0)
+    model = build_llama(
+        llama_config(
+            vocab_size=97,
+            d_model=32,
+            n_layer=2,
+            n_head=2,
+            d_ff=64,
+            max_seq_len=32,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        ),
+        seed=0,
+    )
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 97, (3, 12), generator=g)
     mask = torch.ones_like(ids)

@@ -14,8 +14,16 @@ PAD, EOS = 0, 2
 def model():
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=1,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=1,
     )
     return LlamaForCausalLM(cfg).eval()
 
@@ -72,15 +80,24 @@ def test_generate_stops_at_eos_masks_and_keeps_order(model):
     prompts = _prompts()
     model.train()
     state = torch.get_rng_state()
-    ro = generate_responses(model, None, prompts, max_new_tokens=40, temperature=2.0, batch_size=5,
-                            eos_token_id=EOS, pad_token_id=PAD, seed=123)
+    ro = generate_responses(
+        model,
+        None,
+        prompts,
+        max_new_tokens=40,
+        temperature=2.0,
+        batch_size=5,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        seed=123,
+    )
     assert model.training  # mode restored
     assert torch.equal(torch.get_rng_state(), state)  # seeded sampling does not touch the global RNG
     assert ro.texts is None
     # original order: row i's non-pad query tokens are prompt i, left-padded
     for i, p in enumerate(prompts):
         assert ro.query[i][ro.query_mask[i].bool()].tolist() == p
-        assert ro.query_mask[i, -len(p):].all() and not ro.query_mask[i, : -len(p)].any()
+        assert ro.query_mask[i, -len(p) :].all() and not ro.query_mask[i, : -len(p)].any()
     # near-uniform sampling over 64 tokens for 40 steps: some rows hit EOS, some do not (fixed seed)
     assert ro.ended_with_eos.any() and not ro.ended_with_eos.all()
     for row, m, ended in zip(ro.response, ro.response_mask, ro.ended_with_eos):
@@ -92,7 +109,9 @@ def test_generate_stops_at_eos_masks_and_keeps_order(model):
         if not ended:
             assert n == 40
     # same seed -> same samples; another seed -> different
-    again = generate_responses(model, None, prompts, 40, 2.0, batch_size=5, eos_token_id=EOS, pad_token_id=PAD, seed=123)
+    again = generate_responses(
+        model, None, prompts, 40, 2.0, batch_size=5, eos_token_id=EOS, pad_token_id=PAD, seed=123
+    )
     other = generate_responses(model, None, prompts, 40, 2.0, batch_size=5, eos_token_id=EOS, pad_token_id=PAD, seed=7)
     assert torch.equal(again.response, ro.response)
     assert not torch.equal(other.response, ro.response)
@@ -100,8 +119,18 @@ def test_generate_stops_at_eos_masks_and_keeps_order(model):
 
 def test_generate_logprobs_match_scoring_at_same_temperature(model):
     T = 0.7
-    ro = generate_responses(model, None, _prompts(), max_new_tokens=12, temperature=T, batch_size=6,
-                            eos_token_id=EOS, pad_token_id=PAD, seed=0, return_logprobs=True)
+    ro = generate_responses(
+        model,
+        None,
+        _prompts(),
+        max_new_tokens=12,
+        temperature=T,
+        batch_size=6,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        seed=0,
+        return_logprobs=True,
+    )
     with torch.no_grad():
         scored = sequence_logprobs(model, ro.input_ids, ro.attention_mask, ro.response_start, temperature=T).logprobs
         untempered = sequence_logprobs(model, ro.input_ids, ro.attention_mask, ro.response_start, 1.0).logprobs

@@ -22,9 +22,18 @@ class _Tok:  # what a backend needs from a tokenizer
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=128, pad_token_id=PAD, eos_token_id=EOS,
-                      bos_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=1,
+    )
     m = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # a peaked next-token distribution (a random tiny model is near-uniform)
         m.model.norm.weight.mul_(6.0)
@@ -78,8 +87,9 @@ def test_sampled_tokens_follow_the_tempered_model_distribution(model):
     """Chi-square of the sampled first and second tokens against softmax(logits / T) (64 categories:
     63 degrees of freedom, mean 63, sd 11); the untempered distribution is rejected (fixed seed: not flaky)."""
     T, n, prompt = 0.6, 4000, [5, 6, 7]
-    ro = sample_with_kv_cache(model, None, [prompt] * n, 2, T, batch_size=1000, eos_token_id=EOS, pad_token_id=PAD,
-                              seed=0)
+    ro = sample_with_kv_cache(
+        model, None, [prompt] * n, 2, T, batch_size=1000, eos_token_id=EOS, pad_token_id=PAD, seed=0
+    )
     with torch.no_grad():
         logits0 = model(torch.tensor([prompt])).logits[0, -1]
     assert _chi2(ro.response[:, 0], torch.softmax(logits0 / T, -1)) < 63 + 4 * 11

@@ -34,16 +34,28 @@ def smoke_inputs(tmp_path_factory):
     from alignlab.stages.registry import STAGES, run_stage
 
     root = tmp_path_factory.mktemp("scaling")
-    for name, over in (("world", {"output_dir": str(root / "world")}),
-                       ("tokenizer", {"data": str(root / "world" / "corpus"), "output_dir": str(root / "tokenizer")})):
+    for name, over in (
+        ("world", {"output_dir": str(root / "world")}),
+        ("tokenizer", {"data": str(root / "world" / "corpus"), "output_dir": str(root / "tokenizer")}),
+    ):
         cls, presets, _ = STAGES[name].load()
         run_stage(name, resolve(cls, presets, "smoke", None, over))
     return root
 
 
 def _sweep_args(root: Path, out: Path) -> list[str]:
-    return ["--preset", "smoke", "--world", str(root / "world"), "--data", str(root / "world" / "corpus"),
-            "--tokenizer", str(root / "tokenizer"), "--output_dir", str(out)]
+    return [
+        "--preset",
+        "smoke",
+        "--world",
+        str(root / "world"),
+        "--data",
+        str(root / "world" / "corpus"),
+        "--tokenizer",
+        str(root / "tokenizer"),
+        "--output_dir",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +63,12 @@ def smoke_sweep(smoke_inputs):
     """The smoke sweep, killed (SIGKILL) once its first run finished, then resumed to the end."""
     root, out = smoke_inputs, smoke_inputs / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "alignlab.cli", "scaling", "sweep", *_sweep_args(root, out)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "alignlab.cli", "scaling", "sweep", *_sweep_args(root, out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     scfg = resolve(SweepConfig, SWEEP_PRESETS, "smoke")
     first = make_spec(scfg, *_grid0(scfg)).name
     done = out / "runs" / first / "summary.json"
@@ -64,8 +80,11 @@ def smoke_sweep(smoke_inputs):
     if killed:
         p.send_signal(signal.SIGKILL)
     p.wait()
-    before = {"summary": done.read_text(), "mtime": done.stat().st_mtime_ns,
-              "metrics": (done.parent / "metrics.jsonl").read_text()}
+    before = {
+        "summary": done.read_text(),
+        "mtime": done.stat().st_mtime_ns,
+        "metrics": (done.parent / "metrics.jsonl").read_text(),
+    }
     assert cli.main(["scaling", "sweep", *_sweep_args(root, out)]) == 0
     return {"root": root, "out": out, "first": first, "before": before, "killed": killed}
 
@@ -89,8 +108,9 @@ def test_sweep_writes_runs_csv_with_compute_6ND(smoke_sweep):
     # intermediate eval losses are kept, and the capability item set is fixed for later runs
     assert all(len(run["eval_curve"]) >= 2 for run in doc["runs"])
     assert doc["capability"]["samples_per_item"] == SWEEP_PRESETS["smoke"]["samples_per_item"]
-    assert set(doc["capability"]["solved_by_any"]) <= {it["id"] for it in json.loads(
-        (out / "capability_items.json").read_text())["items"]}
+    assert set(doc["capability"]["solved_by_any"]) <= {
+        it["id"] for it in json.loads((out / "capability_items.json").read_text())["items"]
+    }
 
 
 def test_killed_sweep_resumes_without_retraining_finished_runs(smoke_sweep):
@@ -116,12 +136,31 @@ def test_sweep_refuses_a_finished_run_made_with_another_recipe(smoke_sweep, caps
 
 def test_predict_records_prediction_before_training_the_target(smoke_sweep):
     out = smoke_sweep["out"]
-    assert cli.main(["scaling", "fit", "--preset", "smoke", "--runs", str(out / "runs.csv"),
-                     "--output_dir", str(out / "fit")]) == 0
+    assert (
+        cli.main(
+            ["scaling", "fit", "--preset", "smoke", "--runs", str(out / "runs.csv"), "--output_dir", str(out / "fit")]
+        )
+        == 0
+    )
     fit = json.loads((out / "fit" / "fit.json").read_text())
     assert fit["fits"][0]["name"] == "loss_vs_compute" and "intervals" in fit["fits"][0]
-    assert cli.main(["scaling", "predict", "--preset", "smoke", "--sweep", str(out),
-                     "--fit", str(out / "fit" / "fit.json"), "--output_dir", str(out / "predict")]) == 0
+    assert (
+        cli.main(
+            [
+                "scaling",
+                "predict",
+                "--preset",
+                "smoke",
+                "--sweep",
+                str(out),
+                "--fit",
+                str(out / "fit" / "fit.json"),
+                "--output_dir",
+                str(out / "predict"),
+            ]
+        )
+        == 0
+    )
     pre_path = out / "predict" / "prediction_pre.json"
     target = out / "predict" / "target"
     pre = json.loads(pre_path.read_text())
@@ -143,8 +182,23 @@ def test_predict_records_prediction_before_training_the_target(smoke_sweep):
     assert doc["prediction_pre_sha256"] == sha
     assert (out / "predict" / "loss_vs_compute.png").stat().st_size > 0
     # a second call reuses the recorded prediction (same timestamp) and the finished target
-    assert cli.main(["scaling", "predict", "--preset", "smoke", "--sweep", str(out),
-                     "--fit", str(out / "fit" / "fit.json"), "--output_dir", str(out / "predict")]) == 0
+    assert (
+        cli.main(
+            [
+                "scaling",
+                "predict",
+                "--preset",
+                "smoke",
+                "--sweep",
+                str(out),
+                "--fit",
+                str(out / "fit" / "fit.json"),
+                "--output_dir",
+                str(out / "predict"),
+            ]
+        )
+        == 0
+    )
     assert json.loads(pre_path.read_text())["created"] == pre["created"]
 
 
@@ -173,8 +227,23 @@ def test_fit_on_user_csv_writes_intervals_for_every_parameter(tmp_path):
     path = tmp_path / "my_runs.csv"
     _write_user_csv(path)
     out = tmp_path / "fit"
-    assert cli.main(["scaling", "fit", "--runs", str(path), "--output_dir", str(out), "--n_boot", "40",
-                     "--chinchilla_starts", "16"]) == 0
+    assert (
+        cli.main(
+            [
+                "scaling",
+                "fit",
+                "--runs",
+                str(path),
+                "--output_dir",
+                str(out),
+                "--n_boot",
+                "40",
+                "--chinchilla_starts",
+                "16",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "fit.json").read_text())
     fits = {f["name"]: f for f in doc["fits"]}
     assert set(fits) == {"loss_vs_compute", "chinchilla", "capability"}
@@ -198,8 +267,23 @@ def test_fit_uses_the_main_line_for_loss_vs_compute(tmp_path):
     main = [int(d == D.max()) for d in D]  # the runs at the largest D form the recipe's main line
     path.write_text("\n".join([lines[0] + ",main"] + [l + f",{m}" for l, m in zip(lines[1:], main)]) + "\n")
     out = tmp_path / "fit"
-    assert cli.main(["scaling", "fit", "--runs", str(path), "--output_dir", str(out), "--n_boot", "20",
-                     "--chinchilla_starts", "8"]) == 0
+    assert (
+        cli.main(
+            [
+                "scaling",
+                "fit",
+                "--runs",
+                str(path),
+                "--output_dir",
+                str(out),
+                "--n_boot",
+                "20",
+                "--chinchilla_starts",
+                "8",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "fit.json").read_text())
     assert doc["metadata"]["lc_runs_used"] == [bool(m) for m in main]
     fits = {f["name"]: f for f in doc["fits"]}
@@ -217,9 +301,10 @@ def test_fit_says_why_chinchilla_is_skipped(tmp_path, capsys):
     assert "collinear" in capsys.readouterr().out
     # a file with only compute and loss: L(C) alone
     c_only = tmp_path / "c_only.csv"
-    c_only.write_text("C,loss\n" + "".join(f"{c},{2 + 5 * c ** -0.1}\n" for c in np.logspace(15, 18, 6)))
-    assert cli.main(["scaling", "fit", "--runs", str(c_only), "--output_dir", str(tmp_path / "f2"),
-                     "--n_boot", "20"]) == 0
+    c_only.write_text("C,loss\n" + "".join(f"{c},{2 + 5 * c**-0.1}\n" for c in np.logspace(15, 18, 6)))
+    assert (
+        cli.main(["scaling", "fit", "--runs", str(c_only), "--output_dir", str(tmp_path / "f2"), "--n_boot", "20"]) == 0
+    )
     meta = json.loads((tmp_path / "f2" / "fit.json").read_text())["metadata"]
     assert "no N and D" in meta["chinchilla_skipped"] and "pass_rate" in meta["capability_skipped"]
 

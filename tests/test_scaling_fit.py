@@ -57,8 +57,10 @@ def test_loss_vs_compute_recovers_truth():
     C = np.logspace(-3, 0, 25) * C_REF
     L = _sweep(rng, C)
     fit = fit_loss_vs_compute(C, L)
-    print(f"\nL(C) recovery: b={fit.b:.4f} (true -0.3), c={fit.c:.4f} (true 1.7), "
-          f"optimality={fit.grad_norm:.1e}, {fit.n_agree}/{fit.n_starts} starts agree")
+    print(
+        f"\nL(C) recovery: b={fit.b:.4f} (true -0.3), c={fit.c:.4f} (true 1.7), "
+        f"optimality={fit.grad_norm:.1e}, {fit.n_agree}/{fit.n_starts} starts agree"
+    )
     # Sampling SD over 200 seeded draws of this design: b 0.0055, c 0.049.
     assert abs(fit.b - TRUE_LC["b"]) <= 0.02
     assert abs(fit.c - TRUE_LC["c"]) <= 0.15
@@ -113,7 +115,9 @@ def _chinchilla_grid(noise: float, seed: int) -> tuple[np.ndarray, np.ndarray, n
 def test_chinchilla_log_form_matches_law():
     N, D, _ = _chinchilla_grid(0.0, 0)
     p = CHINCHILLA
-    lse = laws.chinchilla_log(np.log(N), np.log(D), np.log(p["A"]), np.log(p["B"]), np.log(p["E"]), p["alpha"], p["beta"])
+    lse = laws.chinchilla_log(
+        np.log(N), np.log(D), np.log(p["A"]), np.log(p["B"]), np.log(p["E"]), p["alpha"], p["beta"]
+    )
     np.testing.assert_allclose(np.exp(lse), laws.chinchilla(N, D, **p), rtol=1e-12)
 
 
@@ -124,10 +128,13 @@ def test_chinchilla_objective_gradient_is_exact():
     for theta in (np.array([6.0, 6.0, 0.5, 0.34, 0.28]), np.array([5.0, 9.0, -0.5, 0.6, 0.4])):
         _, g = _chinchilla_objective(theta, *args)
         h = 1e-6
-        fd = np.array([
-            (_chinchilla_objective(theta + h * e, *args)[0] - _chinchilla_objective(theta - h * e, *args)[0]) / (2 * h)
-            for e in np.eye(5)
-        ])
+        fd = np.array(
+            [
+                (_chinchilla_objective(theta + h * e, *args)[0] - _chinchilla_objective(theta - h * e, *args)[0])
+                / (2 * h)
+                for e in np.eye(5)
+            ]
+        )
         np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6 * np.abs(g).max())
 
 
@@ -142,8 +149,10 @@ def test_chinchilla_recovers_published_params():
     # 0.5% noise: within sampling error of the truth.
     N, D, L = _chinchilla_grid(0.005, 0)
     fit = fit_chinchilla(N, D, L, grid=COARSE_GRID)
-    print(f"\nChinchilla recovery (0.5% noise): {fit.params}, grad {fit.grad_norm:.1e}, "
-          f"{fit.n_agree}/{fit.n_starts} starts agree")
+    print(
+        f"\nChinchilla recovery (0.5% noise): {fit.params}, grad {fit.grad_norm:.1e}, "
+        f"{fit.n_agree}/{fit.n_starts} starts agree"
+    )
     assert fit.converged and fit.n_agree >= 2
     assert abs(fit.alpha - CHINCHILLA["alpha"]) <= 0.03
     assert abs(fit.beta - CHINCHILLA["beta"]) <= 0.03
@@ -166,8 +175,10 @@ def test_compute_optimal_closed_form_matches_numeric():
     N_opt, D_opt = compute_optimal(fit, budgets)
     for C, n_closed in zip(budgets, N_opt):
         res = minimize_scalar(
-            lambda logn: float(fit.predict(np.exp(logn), C / (6.0 * np.exp(logn)))),
-            bounds=(np.log(1e5), np.log(1e15)), method="bounded", options={"xatol": 1e-10},
+            lambda logn, C=C: float(fit.predict(np.exp(logn), C / (6.0 * np.exp(logn)))),
+            bounds=(np.log(1e5), np.log(1e15)),
+            method="bounded",
+            options={"xatol": 1e-10},
         )
         assert np.exp(res.x) == pytest.approx(n_closed, rel=1e-4)
     np.testing.assert_allclose(6.0 * N_opt * D_opt, budgets, rtol=1e-12)
@@ -183,7 +194,7 @@ def test_capability_law_recovery_and_threshold():
     alpha, k = 0.5, 0.25  # in units of C / C_REF: pass rates 0.007 .. 0.6
     C = np.logspace(-4, 0, 12) * C_REF
     p = laws.capability(C / C_REF, alpha, k)
-    p = np.exp(-(-np.log(p)) * np.exp(0.02 * np.random.default_rng(4).standard_normal(C.size)))
+    p = np.exp(np.log(p) * np.exp(0.02 * np.random.default_rng(4).standard_normal(C.size)))
     p_obs = np.concatenate([p, [0.0, 1.0, 1e-5]])  # unsolved, saturated, unresolvable
     C_obs = np.concatenate([C, [C_REF] * 3])
     fit = fit_capability(C_obs, p_obs, min_pass_rate=1e-3)
@@ -269,8 +280,10 @@ def test_fit_on_digitised_chinchilla_points():
     # The paper's 4,500-start grid, pre-screened to the 64 best starts for speed.
     fit = fit_chinchilla(N, D, L, grid=HOFFMANN_GRID, n_best_starts=64)
     a_N = fit.beta / (fit.alpha + fit.beta)
-    print(f"\nChinchilla fig. 4 data, all {fit.n_points} runs: {fit.params}, N_opt ∝ C^{a_N:.3f}, "
-          f"grad {fit.grad_norm:.1e}, {fit.n_agree}/{fit.n_starts} starts agree")
+    print(
+        f"\nChinchilla fig. 4 data, all {fit.n_points} runs: {fit.params}, N_opt ∝ C^{a_N:.3f}, "
+        f"grad {fit.grad_norm:.1e}, {fit.n_agree}/{fit.n_starts} starts agree"
+    )
     assert fit.converged and fit.n_agree >= 2 and fit.grad_norm <= 1e-6
     assert 0.2 <= fit.alpha <= 0.6 and 0.2 <= fit.beta <= 0.6
     assert 1.5 <= fit.E <= 2.2
@@ -327,8 +340,9 @@ def test_read_runs_csv_names_file_line_and_column(tmp_path):
 def test_write_fit_json_is_complete_and_atomic(tmp_path):
     rng = np.random.default_rng(6)
     C = np.logspace(-3, 0, 10) * C_REF
-    res = bootstrap(fit_loss_vs_compute, (C, _sweep(rng, C)), n_boot=10, seed=0,
-                    predict=lambda f: f.predict(30 * C_REF))
+    res = bootstrap(
+        fit_loss_vs_compute, (C, _sweep(rng, C)), n_boot=10, seed=0, predict=lambda f: f.predict(30 * C_REF)
+    )
     cap = fit_capability(C, laws.capability(C / C_REF, 0.5, 0.25))
     out = tmp_path / "sub" / "fits.json"
     out.parent.mkdir()
@@ -362,7 +376,10 @@ def test_plots_write_png_files(tmp_path):
     ]
     p = laws.capability(C / C_REF, 0.5, 0.25)
     cap = fit_capability(C, p)
-    paths.append(plot_capability(C, p, cap, target=(10 * C_REF, None, float(cap.predict(10 * C_REF)), (0.5, 0.6)),
-                                 path=tmp_path / "cap.png"))
+    paths.append(
+        plot_capability(
+            C, p, cap, target=(10 * C_REF, None, float(cap.predict(10 * C_REF)), (0.5, 0.6)), path=tmp_path / "cap.png"
+        )
+    )
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,6 @@ import pytest
 
 pytest.register_assert_rewrite("fixtures_pipeline")
 import torch
-from fixtures_pipeline import SFT_FAST, run_stage_module
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignlab.data.chat import IGNORE, encode_example, encode_prompt
@@ -22,14 +21,20 @@ from alignlab.outputs import read_metrics
 from alignlab.rl.losses import masked_lm_loss
 from alignlab.rollout.generate import generate_responses
 from alignlab.stages import sft as sft_stage
-
+from fixtures_pipeline import SFT_FAST, run_stage_module
 
 pytest_plugins = ["fixtures_pipeline"]  # session fixtures shared with the other step tests
 
 
 def _sft(smoke_world, out, **kw):
-    over = {"model": smoke_world["pretrain"], "data": str(Path(smoke_world["world"]) / "sft"),
-            "world_dir": smoke_world["world"], "output_dir": str(out), **SFT_FAST, **kw}
+    over = {
+        "model": smoke_world["pretrain"],
+        "data": str(Path(smoke_world["world"]) / "sft"),
+        "world_dir": smoke_world["world"],
+        "output_dir": str(out),
+        **SFT_FAST,
+        **kw,
+    }
     return run_stage_module("sft", "alignlab.stages.sft", "SFTConfig", "smoke", **over)
 
 
@@ -51,8 +56,10 @@ def test_labels_mask_exactly_the_chat_template_prompt(smoke_world):
     assert [encode_prompt(tok, m) for m in msgs] == [encode_prompt(tok, p) for p in prompts[:5]]
     # padding adds only -100 labels, so the loss sees response tokens alone
     batch = collate_sft([encode_example(tok, p, r, 128) for p, r in zip(prompts[:4], responses[:4])], tok.pad_token_id)
-    n_resp = sum(len(encode_example(tok, p, r, 128)["labels"]) - encode_example(tok, p, r, 128)["prompt_len"]
-                 for p, r in zip(prompts[:4], responses[:4]))
+    n_resp = sum(
+        len(encode_example(tok, p, r, 128)["labels"]) - encode_example(tok, p, r, 128)["prompt_len"]
+        for p, r in zip(prompts[:4], responses[:4])
+    )
     assert int((batch["labels"] != IGNORE).sum()) == n_resp
     assert ((batch["attention_mask"] == 0) <= (batch["labels"] == IGNORE)).all()
 
@@ -82,8 +89,9 @@ def test_sft_lowers_val_loss_and_raises_gold_reward_over_base(smoke_world, smoke
 
 def test_selection_keeps_the_epoch_with_best_validation_reward(smoke_world, tmp_path, monkeypatch):
     scripted = iter([0.1, 0.5, 0.9, 0.3])  # base, epoch 1, 2, 3: epoch 2 is best, although loss keeps falling
-    monkeypatch.setattr(sft_stage, "make_judge",
-                        lambda cfg, ds, device: ("mock", lambda recs, resp: [next(scripted)] * len(resp)))
+    monkeypatch.setattr(
+        sft_stage, "make_judge", lambda cfg, ds, device: ("mock", lambda recs, resp: [next(scripted)] * len(resp))
+    )
     out = tmp_path / "sel"
     s = _sft(smoke_world, out, epochs="3", eval_base="true")
     assert s["chosen_epoch"] == 2 and s["best_val_reward"] == 0.9 and s["selected_by"] == "val_reward"
@@ -95,7 +103,9 @@ def test_selection_keeps_the_epoch_with_best_validation_reward(smoke_world, tmp_
     _, vp, vr = sft_stage.load_demonstrations(str(Path(smoke_world["world"]) / "sft"), "validation")
     b = collate_sft([encode_example(tok, p, r, 64) for p, r in zip(vp, vr)], tok.pad_token_id)
     with torch.no_grad():
-        loss = masked_lm_loss(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]).item()
+        loss = masked_lm_loss(
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]
+        ).item()
     assert abs(loss - hist[2]["val_loss"]) < 1e-3 and abs(loss - hist[3]["val_loss"]) > 1e-3
     epochs_logged = [m["epoch"] for m in read_metrics(out) if "val_loss" in m]
     assert epochs_logged == [0, 1, 2, 3]
@@ -115,6 +125,7 @@ def test_resume_after_a_crash_continues_from_the_epoch_checkpoint(smoke_world, t
             if calls["n"] == 4:  # base, epoch 1, epoch 2 fine; dies after training epoch 3
                 raise RuntimeError("killed")
             return fn(recs, resp)
+
         return name, judge
 
     monkeypatch.setattr(sft_stage, "make_judge", crashing)
@@ -132,9 +143,21 @@ def test_resume_after_a_crash_continues_from_the_epoch_checkpoint(smoke_world, t
 @pytest.mark.parametrize("fmt", ["pc", "msg"])
 def test_sft_on_plain_gpt2_with_jsonl(tiny_gpt2, tmp_path, fmt):
     out = tmp_path / f"gpt2_{fmt}"
-    s = run_stage_module("sft", "alignlab.stages.sft", "SFTConfig", "smoke", model=tiny_gpt2["model"],
-                         data=tiny_gpt2[f"{fmt}_train"], eval_data=tiny_gpt2[f"{fmt}_validation"],
-                         world_dir="", epochs="2", batch_size="8", lr="3e-3", tensorboard="false", output_dir=str(out))
+    s = run_stage_module(
+        "sft",
+        "alignlab.stages.sft",
+        "SFTConfig",
+        "smoke",
+        model=tiny_gpt2["model"],
+        data=tiny_gpt2[f"{fmt}_train"],
+        eval_data=tiny_gpt2[f"{fmt}_validation"],
+        world_dir="",
+        epochs="2",
+        batch_size="8",
+        lr="3e-3",
+        tensorboard="false",
+        output_dir=str(out),
+    )
     assert s["selected_by"] == "val_loss" and s["judge"] == "loss" and s["best_val_reward"] is None
     assert s["chosen_val_loss"] < s["base_val_loss"]
     model = AutoModelForCausalLM.from_pretrained(str(out))
@@ -148,6 +171,16 @@ def test_sft_on_plain_gpt2_with_jsonl(tiny_gpt2, tmp_path, fmt):
 
 def test_judge_world_refused_without_world_metadata(tiny_gpt2, tmp_path):
     with pytest.raises(ValueError, match="judge"):
-        run_stage_module("sft", "alignlab.stages.sft", "SFTConfig", "smoke", model=tiny_gpt2["model"],
-                         data=tiny_gpt2["pc_train"], eval_data=tiny_gpt2["pc_validation"], judge="world",
-                         world_dir=str(tmp_path), output_dir=str(tmp_path / "x"), tensorboard="false")
+        run_stage_module(
+            "sft",
+            "alignlab.stages.sft",
+            "SFTConfig",
+            "smoke",
+            model=tiny_gpt2["model"],
+            data=tiny_gpt2["pc_train"],
+            eval_data=tiny_gpt2["pc_validation"],
+            judge="world",
+            world_dir=str(tmp_path),
+            output_dir=str(tmp_path / "x"),
+            tensorboard="false",
+        )

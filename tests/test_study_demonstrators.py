@@ -18,9 +18,17 @@ from alignlab.studies.demonstrators import DemonstratorStudyConfig
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("study") / "run"
-    cfg = resolve(PipelineConfig, PIPELINE_PRESETS, "smoke", None, {
-        "output_dir": str(run), "stages": "[world, tokenizer, pretrain]",
-        "stage_overrides": "{pretrain: {max_steps: 30, eval_interval: 30, checkpoint_interval: 0}}"})
+    cfg = resolve(
+        PipelineConfig,
+        PIPELINE_PRESETS,
+        "smoke",
+        None,
+        {
+            "output_dir": str(run),
+            "stages": "[world, tokenizer, pretrain]",
+            "stage_overrides": "{pretrain: {max_steps: 30, eval_interval: 30, checkpoint_interval: 0}}",
+        },
+    )
     run_stage("pipeline", cfg)
     return run
 

@@ -9,8 +9,16 @@ from alignlab.rollout.tail_layer import last_decoder_layer, tail_only_last_layer
 
 
 def _llama(kv_heads=4):
-    return LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                       num_key_value_heads=kv_heads, max_position_embeddings=64, pad_token_id=0)
+    return LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
 
 
 def _inputs(P=3, W=20):

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,17 +25,25 @@ def test_tokenizer_loads_with_autotokenizer_and_has_chat_template(tiny_corpus):
     assert tok.pad_token_id != tok.eos_token_id and tok.bos_token_id is not None
     text = "Bruk is red."
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text  # byte-level: lossless
-    chat = tok.apply_chat_template([{"role": "user", "content": "What colour is Bruk?"}],
-                                   tokenize=False, add_generation_prompt=True)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "What colour is Bruk?"}], tokenize=False, add_generation_prompt=True
+    )
     assert chat == "<|bos|><|user|>\nWhat colour is Bruk?<|end|>\n<|assistant|>\n"
-    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], tokenize=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], tokenize=True
+    )
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     assert tok.eos_token_id in ids and tok.convert_tokens_to_ids("<|assistant|>") in ids
 
 
 def _cfg(tiny_corpus, out, **kw):
-    over = {"data": tiny_corpus["corpus"], "tokenizer": tiny_corpus["tokenizer"], "output_dir": str(out),
-            "tensorboard": "false", **kw}
+    over = {
+        "data": tiny_corpus["corpus"],
+        "tokenizer": tiny_corpus["tokenizer"],
+        "output_dir": str(out),
+        "tensorboard": "false",
+        **kw,
+    }
     return resolve(PretrainConfig, PRESETS, "smoke", None, over)
 
 
@@ -58,20 +65,39 @@ def test_pretrain_learns_and_saves_a_plain_transformers_model(tiny_corpus, tmp_p
         x = tok(f"{name} is", return_tensors="pt", add_special_tokens=False)
         ids = torch.cat([torch.tensor([[tok.bos_token_id]]), x["input_ids"]], 1)
         y = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
-        right += tok.decode(y[0, ids.shape[1]:], skip_special_tokens=True).strip().startswith(colours[i % 4])
+        right += tok.decode(y[0, ids.shape[1] :], skip_special_tokens=True).strip().startswith(colours[i % 4])
     assert right >= 5, f"only {right}/6 facts learned"
 
 
 def _run_cli(args, env):
-    return subprocess.Popen([sys.executable, "-m", "alignlab.cli", "pretrain", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "alignlab.cli", "pretrain", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tiny_corpus, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    common = ["--preset", "smoke", "--data", tiny_corpus["corpus"], "--tokenizer", tiny_corpus["tokenizer"],
-              "--max-steps", "400", "--checkpoint-interval", "10", "--log-interval", "1",
-              "--eval-interval", "50", "--tensorboard", "false"]
+    common = [
+        "--preset",
+        "smoke",
+        "--data",
+        tiny_corpus["corpus"],
+        "--tokenizer",
+        tiny_corpus["tokenizer"],
+        "--max-steps",
+        "400",
+        "--checkpoint-interval",
+        "10",
+        "--log-interval",
+        "1",
+        "--eval-interval",
+        "50",
+        "--tensorboard",
+        "false",
+    ]
     ref = tmp_path / "ref"
     assert _run_cli(common + ["--output-dir", str(ref)], env).wait() == 0
 

@@ -10,8 +10,12 @@ import torch
 from alignlab.rollout.backends import vllm_unavailable_reason
 from fixtures_rlhf import rlhf_inputs  # noqa: F401
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(vllm_unavailable_reason() is not None,
-                                                  reason=f"vLLM backend not testable here: {vllm_unavailable_reason()}")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        vllm_unavailable_reason() is not None, reason=f"vLLM backend not testable here: {vllm_unavailable_reason()}"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +24,9 @@ def policy_and_backend(rlhf_inputs):
     from alignlab.rollout.backends import make_rollout_backend
 
     policy = load_causal_lm(rlhf_inputs["llama_policy"]).cuda().eval()
-    backend = make_rollout_backend("vllm", policy, rlhf_inputs["tokenizer"], max_model_len=96, gpu_memory_utilization=0.2)
+    backend = make_rollout_backend(
+        "vllm", policy, rlhf_inputs["tokenizer"], max_model_len=96, gpu_memory_utilization=0.2
+    )
     return policy, backend
 
 
@@ -76,11 +82,29 @@ def test_ppo_runs_with_vllm_rollouts(rlhf_inputs, tmp_path):
     from alignlab.outputs import read_metrics
     from alignlab.stages import ppo
 
-    cfg = apply(ppo.PPOConfig(), dict(policy=rlhf_inputs["llama_policy"], reward_model=rlhf_inputs["llama_rm"],
-                                      data=rlhf_inputs["prompts"], world_dir="", eval_data="", ptx_data="",
-                                      iterations=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=8,
-                                      checkpoint_interval=0, tensorboard=False, device="cuda",
-                                      rollout_backend="vllm", vllm_gpu_memory=0.2, output_dir=str(tmp_path)), "test")
+    cfg = apply(
+        ppo.PPOConfig(),
+        dict(
+            policy=rlhf_inputs["llama_policy"],
+            reward_model=rlhf_inputs["llama_rm"],
+            data=rlhf_inputs["prompts"],
+            world_dir="",
+            eval_data="",
+            ptx_data="",
+            iterations=2,
+            batch_size=8,
+            minibatch_size=4,
+            ppo_epochs=1,
+            max_new_tokens=8,
+            checkpoint_interval=0,
+            tensorboard=False,
+            device="cuda",
+            rollout_backend="vllm",
+            vllm_gpu_memory=0.2,
+            output_dir=str(tmp_path),
+        ),
+        "test",
+    )
     ppo.run(cfg)
     rec = [m for m in read_metrics(tmp_path) if "kl" in m]
     assert len(rec) == 2 and rec[0]["first_mb_clipfrac"] == 0.0 and abs(rec[0]["first_mb_approx_kl"]) < 1e-4

@@ -87,8 +87,18 @@ def test_same_seed_same_world_and_different_seed_differs(cfg, world):
 
 
 def test_ten_clusters_with_five_templates_per_task(world):
-    expected = {"world_qa", "string_transform", "arithmetic", "comparison_sorting", "classification",
-                "extraction", "short_generation", "unanswerable", "harmful", "closed_domain"}
+    expected = {
+        "world_qa",
+        "string_transform",
+        "arithmetic",
+        "comparison_sorting",
+        "classification",
+        "extraction",
+        "short_generation",
+        "unanswerable",
+        "harmful",
+        "closed_domain",
+    }
     assert expected <= set(CLUSTERS) and len(CLUSTERS) >= 10
     for task in TASKS:
         assert len(task.templates) >= 5, task.name
@@ -121,7 +131,10 @@ def test_splits_sized_like_instructgpt_and_disjoint(cfg, world):
 def test_record_columns_and_meta(world):
     sft = world.data["sft"]["train"][0]
     assert set(sft) == {"prompt", "completion", "messages", "cluster", "category", "task", "template", "meta"}
-    assert sft["messages"] == [{"role": "user", "content": sft["prompt"]}, {"role": "assistant", "content": sft["completion"]}]
+    assert sft["messages"] == [
+        {"role": "user", "content": sft["prompt"]},
+        {"role": "assistant", "content": sft["completion"]},
+    ]
     assert set(world.data["rm"]["train"][0]) == {"prompt", "cluster", "category", "task", "template", "meta"}
     assert set(world.data["ppo"]["train"][0]) == {"prompt", "cluster", "category", "task", "template", "meta"}
     for r in world.data["sft"]["train"] + world.data["test"]["test"]:
@@ -132,14 +145,20 @@ def test_record_columns_and_meta(world):
     for r in world.data["sft"]["train"]:  # SFT rows: what their demonstrator wrote
         meta = json.loads(r["meta"])
         assert meta["demonstrator"] in ("careful", "chatty", "hasty", "embellisher")
-        assert (meta["reference"] == r["completion"]) == (meta["demonstrator"] == "careful") or meta["demonstrator"] == "hasty"
+        assert (meta["reference"] == r["completion"]) == (meta["demonstrator"] == "careful") or meta[
+            "demonstrator"
+        ] == "hasty"
 
 
 def test_careful_answers_get_full_marks(world):
     for r in world.data["test"]["test"] + world.data["test"]["heldout_constraints"] + world.data["sft"]["train"]:
         reference = json.loads(r["meta"])["reference"]
         scores = score_response(world, r, reference)
-        assert scores == {"helpful": 1.0, "truthful": 1.0, "harmless": 1.0, "style": 1.0}, (r["prompt"], reference, scores)
+        assert scores == {"helpful": 1.0, "truthful": 1.0, "harmless": 1.0, "style": 1.0}, (
+            r["prompt"],
+            reference,
+            scores,
+        )
 
 
 # ------------------------------------------------------------------ corpus
@@ -156,7 +175,9 @@ def test_corpus_size_and_flaw_rates(cfg, world):
     # rumour + made-up rate, and true ones far more often
     claims = [c for d in docs for c in extract_claims(world, d) if c.attr != "category"]
     false = sum(not c.true for c in claims) / len(claims)
-    expected = (stats["rumour_mentions"] + stats["madeup_mentions"]) / (stats["fact_mentions"] + stats["madeup_mentions"])
+    expected = (stats["rumour_mentions"] + stats["madeup_mentions"]) / (
+        stats["fact_mentions"] + stats["madeup_mentions"]
+    )
     assert abs(false - expected) < 0.03 and 0.05 < false < 0.3
     # rude words: in about rude_rate of documents, counted on the text itself
     rude_docs = sum(bool(wtext.rude_words(d)) for d in docs)
@@ -266,10 +287,24 @@ def test_write_and_load_round_trip(saved, world):
     b["config"].pop("output_dir")
     assert a == b
     stats = json.loads((out / "stats.json").read_text())
-    assert {"labeler_agreement", "labeler_agreement_heldout", "n_clusters", "clusters", "split_sizes", "n_entities", "corpus_chars"} <= set(stats)
+    assert {
+        "labeler_agreement",
+        "labeler_agreement_heldout",
+        "n_clusters",
+        "clusters",
+        "split_sizes",
+        "n_entities",
+        "corpus_chars",
+    } <= set(stats)
     assert summary["labeler_agreement"] == pytest.approx(stats["labeler_agreement"], abs=1e-4)
     assert set(load_data(out, "sft")) == {"train", "validation"}
-    assert set(load_data(out, "comparisons")["train"].column_names) >= {"prompt", "responses", "labeler", "meta", "cluster"}
+    assert set(load_data(out, "comparisons")["train"].column_names) >= {
+        "prompt",
+        "responses",
+        "labeler",
+        "meta",
+        "cluster",
+    }
     assert load_data(out, "pairs")["validation"].column_names == ["prompt", "chosen", "rejected"]
     assert load_data(out, "nlp_tasks")["test"].column_names == ["context", "choices", "label", "task"]
     # scoring works from the saved rows and the loaded world alone

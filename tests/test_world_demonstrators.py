@@ -38,14 +38,17 @@ def metas(rows):
 # ------------------------------------------------------------------ config
 
 
-@pytest.mark.parametrize("bad, key", [
-    ({"demonstrators": {"careful": 0.5, "chatty": 0.2}}, "sum to 1"),
-    ({"demonstrators": {"careful": 0.5, "sloppy": 0.5}}, "unknown demonstrator(s) ['sloppy']"),
-    ({"demonstrators": {"careful": 1.5, "chatty": -0.5}}, "'demonstrators.chatty' must be a share >= 0"),
-    ({"heldout_constraints": ["shout"]}, "'heldout_constraints' has unknown constraint kind(s) ['shout']"),
-    ({"constraint_rate": 1.5}, "'constraint_rate'"),
-    ({"closed_domain_rate": -0.1}, "'closed_domain_rate'"),
-])
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"demonstrators": {"careful": 0.5, "chatty": 0.2}}, "sum to 1"),
+        ({"demonstrators": {"careful": 0.5, "sloppy": 0.5}}, "unknown demonstrator(s) ['sloppy']"),
+        ({"demonstrators": {"careful": 1.5, "chatty": -0.5}}, "'demonstrators.chatty' must be a share >= 0"),
+        ({"heldout_constraints": ["shout"]}, "'heldout_constraints' has unknown constraint kind(s) ['shout']"),
+        ({"constraint_rate": 1.5}, "'constraint_rate'"),
+        ({"closed_domain_rate": -0.1}, "'closed_domain_rate'"),
+    ],
+)
 def test_bad_world_settings_are_refused_by_name(bad, key):
     with pytest.raises(ConfigError, match=None) as e:
         WorldConfig(**bad)
@@ -55,8 +58,20 @@ def test_bad_world_settings_are_refused_by_name(bad, key):
 def test_cli_refuses_shares_that_do_not_sum_to_one(tmp_path, capsys):
     from alignlab.cli import main
 
-    assert main(["world", "--preset", "smoke", "--output_dir", str(tmp_path / "w"),
-                 "--demonstrators", "{careful: 0.6, chatty: 0.6}"]) == 2
+    assert (
+        main(
+            [
+                "world",
+                "--preset",
+                "smoke",
+                "--output_dir",
+                str(tmp_path / "w"),
+                "--demonstrators",
+                "{careful: 0.6, chatty: 0.6}",
+            ]
+        )
+        == 2
+    )
     assert "'demonstrators' shares must sum to 1" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
@@ -149,18 +164,21 @@ def test_constraints_on_a_quarter_of_prompts_and_held_out_kinds_only_in_test(cfg
     assert not probe_prompts & (test_prompts | train_prompts)
 
 
-@pytest.mark.parametrize("kind, params, good, bad", [
-    ("max_words", {"n": 3}, "Bruk lives here.", "Bruk lives in Tamo now."),
-    ("one_sentence", {}, "Bruk lives in Tamo.", "Bruk lives in Tamo. Also he is 30."),
-    ("uppercase", {}, "BRUK LIVES IN TAMO.", "Bruk lives in Tamo."),
-    ("lowercase", {}, "bruk lives in tamo.", "Bruk lives in tamo."),
-    ("start_with", {"word": "Okay"}, "Okay, Bruk lives in Tamo.", "Sure! Okay, Bruk lives in Tamo."),
-    ("end_mark", {"mark": "!"}, "Bruk lives in Tamo!", "Bruk lives in Tamo."),
-    ("include_word", {"word": "indeed"}, "Indeed, Bruk lives in Tamo.", "Bruk lives in Tamo."),
-    ("exclude_word", {"word": "the"}, "Tamo.", "The home of Bruk is Tamo."),
-    ("quotes", {}, '"Bruk lives in Tamo."', "Bruk lives in Tamo."),
-    ("numbered_list", {}, "1. Apple.\n2. Pear.", "Apple, pear."),
-])
+@pytest.mark.parametrize(
+    "kind, params, good, bad",
+    [
+        ("max_words", {"n": 3}, "Bruk lives here.", "Bruk lives in Tamo now."),
+        ("one_sentence", {}, "Bruk lives in Tamo.", "Bruk lives in Tamo. Also he is 30."),
+        ("uppercase", {}, "BRUK LIVES IN TAMO.", "Bruk lives in Tamo."),
+        ("lowercase", {}, "bruk lives in tamo.", "Bruk lives in tamo."),
+        ("start_with", {"word": "Okay"}, "Okay, Bruk lives in Tamo.", "Sure! Okay, Bruk lives in Tamo."),
+        ("end_mark", {"mark": "!"}, "Bruk lives in Tamo!", "Bruk lives in Tamo."),
+        ("include_word", {"word": "indeed"}, "Indeed, Bruk lives in Tamo.", "Bruk lives in Tamo."),
+        ("exclude_word", {"word": "the"}, "Tamo.", "The home of Bruk is Tamo."),
+        ("quotes", {}, '"Bruk lives in Tamo."', "Bruk lives in Tamo."),
+        ("numbered_list", {}, "1. Apple.\n2. Pear.", "Apple, pear."),
+    ],
+)
 def test_constraint_checks(kind, params, good, bad):
     c = {"kind": kind, **params}
     assert C.satisfied(good, c) and not C.satisfied(bad, c)
@@ -168,8 +186,11 @@ def test_constraint_checks(kind, params, good, bad):
 
 
 def test_constraint_is_half_of_helpfulness_and_declining_earns_none_of_it(world):
-    rows = [r for r in world.data["test"]["test"] + world.data["test"]["heldout_constraints"]
-            if json.loads(r["meta"]).get("constraint") and r["cluster"] not in ("harmful", "unanswerable")]
+    rows = [
+        r
+        for r in world.data["test"]["test"] + world.data["test"]["heldout_constraints"]
+        if json.loads(r["meta"]).get("constraint") and r["cluster"] not in ("harmful", "unanswerable")
+    ]
     assert rows
     n_bite = 0
     for r in rows:
@@ -189,14 +210,21 @@ def test_closed_domain_share_and_passage_truth(world):
     rows = world.data["rm"]["train"]
     share = sum(r["cluster"] == "closed_domain" for r in rows) / len(rows)
     assert 0.12 < share < 0.3
-    qa = [r for r in world.data["test"]["test"] if r["task"] == "passage_qa" and json.loads(r["meta"])["check"] == "value"]
+    qa = [
+        r for r in world.data["test"]["test"] if r["task"] == "passage_qa" and json.loads(r["meta"])["check"] == "value"
+    ]
     assert qa
     for r in qa:
         m = json.loads(r["meta"])
         e = world.entity(m["entity"])
         stated = {a for _, a, _ in m["passage"]["facts"]}
         extra = [a for a, v in e["attrs"].items() if v is not None and a not in stated]
-        assert score_response(world, r, m["reference"]) == {"helpful": 1.0, "truthful": 1.0, "harmless": 1.0, "style": 1.0}
+        assert score_response(world, r, m["reference"]) == {
+            "helpful": 1.0,
+            "truthful": 1.0,
+            "harmless": 1.0,
+            "style": 1.0,
+        }
         if extra:  # a TRUE world fact the passage does not state is a hallucination here
             from alignlab.world.variants import statement_of
 
@@ -205,7 +233,11 @@ def test_closed_domain_share_and_passage_truth(world):
 
 
 def test_a_question_the_passage_does_not_answer(world):
-    rows = [r for r in world.data["test"]["test"] + world.data["rm"]["train"] if json.loads(r["meta"])["check"] == "passage_idk"]
+    rows = [
+        r
+        for r in world.data["test"]["test"] + world.data["rm"]["train"]
+        if json.loads(r["meta"])["check"] == "passage_idk"
+    ]
     assert rows
     r = rows[0]
     m = json.loads(r["meta"])
@@ -223,13 +255,19 @@ def test_a_question_the_passage_does_not_answer(world):
 
 
 def test_a_needless_refusal_is_inappropriate_and_worse_than_a_wrong_answer(world):
-    r = next(r for r in world.data["test"]["test"] if r["cluster"] == "arithmetic" and not json.loads(r["meta"]).get("constraint"))
+    r = next(
+        r
+        for r in world.data["test"]["test"]
+        if r["cluster"] == "arithmetic" and not json.loads(r["meta"]).get("constraint")
+    )
     m = json.loads(r["meta"])
     refusal = score_response(world, r, "Sorry, I can't help with that.")
     assert refusal["harmless"] == 0.5 and refusal["helpful"] == 0.0
     wrong = f"{int(m['answer']) + 1}."
-    assert all(persona_utility(world, p, r, wrong) > persona_utility(world, p, r, "Sorry, I can't help with that.")
-               for p in world.personas)
+    assert all(
+        persona_utility(world, p, r, wrong) > persona_utility(world, p, r, "Sorry, I can't help with that.")
+        for p in world.personas
+    )
     harmful = next(r for r in world.data["test"]["test"] if r["cluster"] == "harmful")
     assert score_response(world, harmful, "Sorry, I can't help with that.")["harmless"] == 1.0
 
@@ -244,7 +282,9 @@ def test_every_task_has_a_table1_category_and_the_stats_report_shares(world):
 def test_demonstrations_are_seeded(cfg, world):
     random.seed(12345)  # the build uses its own streams, not the global one
     again = build_world(cfg)
-    assert [r["completion"] for r in again.data["sft"]["train"]] == [r["completion"] for r in world.data["sft"]["train"]]
+    assert [r["completion"] for r in again.data["sft"]["train"]] == [
+        r["completion"] for r in world.data["sft"]["train"]
+    ]
 
 
 def test_an_answer_of_the_wrong_kind_does_not_attempt_the_instruction(world):

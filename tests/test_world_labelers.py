@@ -92,7 +92,9 @@ def test_idk_preferred_on_unanswerable_but_not_elsewhere(world, pools):
         rec = instance(pools, task)
         m = meta(rec)
         e = world.entity(m["entity"])
-        made_up = canonical(e["kind"], m["attr"], e["name"], values_for(world, e["kind"], m["attr"])[1], e["noun"] or "thing")
+        made_up = canonical(
+            e["kind"], m["attr"], e["name"], values_for(world, e["kind"], m["attr"])[1], e["noun"] or "thing"
+        )
         assert score_response(world, rec, "I don't know.")["helpful"] == 1.0
         assert score_response(world, rec, "unknown")["helpful"] == 1.0
         assert score_response(world, rec, made_up)["helpful"] == 0.0
@@ -138,7 +140,10 @@ def test_needless_refusal_is_unhelpful(world, pools):
 @pytest.mark.parametrize(
     "task, transform",
     [
-        ("add", lambda m, r: [f"The answer is {m['answer']}.", f"{m['operands'][0]} + {m['operands'][1]} = {m['answer']}"]),
+        (
+            "add",
+            lambda m, r: [f"The answer is {m['answer']}.", f"{m['operands'][0]} + {m['operands'][1]} = {m['answer']}"],
+        ),
         ("sort_numbers", lambda m, r: [", ".join(m["items"]), "From small to big: " + " then ".join(m["items"])]),
         ("uppercase", lambda m, r: [f"It is {m['answer']}."]),
         ("older", lambda m, r: [f"{m['answer']} is older than the other one."]),
@@ -172,7 +177,9 @@ def test_style_penalises_empty_rambling_and_padding(world, pools):
     style = lambda r: score_response(world, rec, r)["style"]  # noqa: E731
     assert style("") == 0.0 and style("...") == 0.0
     assert style(" ".join([demo.rstrip(".")] * 5)) < 0.3
-    assert style(demo) > style("Sure! " + demo + " I hope this helps, let me know if you have any other questions at all.")
+    assert style(demo) > style(
+        "Sure! " + demo + " I hope this helps, let me know if you have any other questions at all."
+    )
     assert style(demo) > style(demo.rstrip("."))
 
 
@@ -203,8 +210,12 @@ def test_gold_rewards_are_noise_free_means(world, pools):
     train = [p for p in world.personas if not p["heldout"]]
     held = [p for p in world.personas if p["heldout"]]
     assert len(train) >= 5 and len(held) >= 2
-    assert gold_reward(world, rec, bad) == pytest.approx(sum(persona_utility(world, p, rec, bad) for p in train) / len(train))
-    assert heldout_gold_reward(world, rec, bad) == pytest.approx(sum(persona_utility(world, p, rec, bad) for p in held) / len(held))
+    assert gold_reward(world, rec, bad) == pytest.approx(
+        sum(persona_utility(world, p, rec, bad) for p in train) / len(train)
+    )
+    assert heldout_gold_reward(world, rec, bad) == pytest.approx(
+        sum(persona_utility(world, p, rec, bad) for p in held) / len(held)
+    )
     assert 0.0 <= gold_reward(world, rec, bad) < g
 
 
@@ -214,5 +225,7 @@ def test_candidates_are_distinct_varied_and_deterministic(world):
         a = candidate_responses(world, rec, random.Random(5), 6)
         assert a == candidate_responses(world, rec, random.Random(5), 6)
         assert len(a) == len(set(a)) == 6
-    golds = [gold_reward(world, rec, r) for rec in records for r in candidate_responses(world, rec, random.Random(1), 4)]
+    golds = [
+        gold_reward(world, rec, r) for rec in records for r in candidate_responses(world, rec, random.Random(1), 4)
+    ]
     assert min(golds) < 0.5 and max(golds) > 0.95  # a realistic spread of quality

@@ -7,7 +7,7 @@ then ``--dotted.key value`` overrides. ``alignlab <stage> --help`` lists every k
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from alignlab.config import ConfigError, help_lines, resolve
 from alignlab.stages.registry import STAGES, run_stage
@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, rest = f"study {rest[0]}", rest[1:]
     if name == "scaling":  # alignlab scaling sweep|fit|predict: sub-commands live in alignlab.scaling.stage
         from alignlab.scaling.stage import main as scaling_main
+
         return scaling_main(rest)
     if name not in STAGES:
         print(f"alignlab: unknown stage {name!r}\n\n{usage()}", file=sys.stderr)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -132,7 +133,9 @@ def apply(cfg: Any, updates: Mapping[str, Any], where: str, prefix: str = "") ->
         if key not in types_:
             close = [k for k in types_ if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ConfigError(f"{where}: unknown key '{full}'{hint}; known keys: {', '.join(prefix + k for k in types_)}")
+            raise ConfigError(
+                f"{where}: unknown key '{full}'{hint}; known keys: {', '.join(prefix + k for k in types_)}"
+            )
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):

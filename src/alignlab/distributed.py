@@ -17,7 +17,8 @@ With one process every helper is the identity and does no communication.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
@@ -31,9 +32,11 @@ def make_accelerator(device: str, stage: str) -> Accelerator:
     acc = Accelerator(cpu=device == "cpu")
     why = unsupported_parallelism(acc.distributed_type, _zero_stage(acc), stage)
     if why:
-        raise ValueError(f"{stage} under accelerate {acc.distributed_type.value}: {why}. Supported: one process and "
-                         "multi-process DDP (configs/accelerate/multi_gpu_ddp.yaml, cpu_2proc.yaml); DeepSpeed ZeRO-1/2 "
-                         "(deepspeed_zero2.yaml) is accepted for the other stages but untested")
+        raise ValueError(
+            f"{stage} under accelerate {acc.distributed_type.value}: {why}. Supported: one process and "
+            "multi-process DDP (configs/accelerate/multi_gpu_ddp.yaml, cpu_2proc.yaml); DeepSpeed ZeRO-1/2 "
+            "(deepspeed_zero2.yaml) is accepted for the other stages but untested"
+        )
     return acc
 
 
@@ -52,7 +55,9 @@ def unsupported_parallelism(distributed_type: DistributedType, zero_stage: int |
         if zero_stage == 3:
             return "ZeRO-3 shards parameters, and saving and sampling would need them gathered (not implemented)"
         if stage == "ppo":
-            return "PPO trains two models (policy and value) with two optimisers, which one DeepSpeed engine does not take"
+            return (
+                "PPO trains two models (policy and value) with two optimisers, which one DeepSpeed engine does not take"
+            )
     return None
 
 

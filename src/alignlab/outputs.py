@@ -1,9 +1,9 @@
 """What every stage writes into its output folder, written so a crash never leaves half a file.
 
-    config.yaml     the exact resolved config the stage ran with
-    metrics.jsonl   one JSON object per logged step (also mirrored to TensorBoard under tb/)
-    summary.json    headline numbers, written last: its presence means the stage finished
-    README.md       a short model card
+config.yaml     the exact resolved config the stage ran with
+metrics.jsonl   one JSON object per logged step (also mirrored to TensorBoard under tb/)
+summary.json    headline numbers, written last: its presence means the stage finished
+README.md       a short model card
 """
 
 from __future__ import annotations

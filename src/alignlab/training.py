@@ -50,15 +50,18 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
 
 def _fused_ok(params: list[torch.Tensor]) -> bool:
     """Plain float tensors on CPU or CUDA (not sharded DTensors, not meta): what torch's fused AdamW takes."""
-    return bool(params) and all(type(p) is torch.nn.Parameter and p.is_floating_point()
-                                and p.device.type in ("cpu", "cuda") for p in params)
+    return bool(params) and all(
+        type(p) is torch.nn.Parameter and p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
 
 
 def checkpoint_exists(ckpt_dir: str | Path) -> bool:
     return (Path(ckpt_dir) / "trainer_state.json").exists()
 
 
-def save_checkpoint(ckpt_dir: str | Path, model, optimizer, scheduler, step: int, extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    ckpt_dir: str | Path, model, optimizer, scheduler, step: int, extra: dict[str, Any] | None = None
+) -> None:
     ckpt_dir = Path(ckpt_dir)
     tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
     if tmp.exists():
@@ -86,7 +89,9 @@ def load_checkpoint(ckpt_dir: str | Path, model, optimizer, scheduler) -> int:
         # Tied output weights are saved once; anything else missing means a different model.
         missing = [k for k in missing if not k.endswith("lm_head.weight")]
         if missing or unexpected:
-            raise ValueError(f"{ckpt_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(
+                f"{ckpt_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
     if scheduler is not None and (ckpt_dir / "scheduler.pt").exists():
         scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))

@@ -45,7 +45,7 @@ def encode_example(tokenizer, prompt: str | list[dict[str, str]], response: str,
     r = encode_response(tokenizer, response)
     if len(r) >= max_len:
         r = r[: max_len // 2]
-    p = p[-(max_len - len(r)):]
+    p = p[-(max_len - len(r)) :]
     return {"input_ids": p + r, "labels": [IGNORE] * len(p) + r, "prompt_len": len(p)}
 
 

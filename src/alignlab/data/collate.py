@@ -7,7 +7,7 @@ for either side). Generation pads on the LEFT (see rollout/generate.py).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -9,7 +9,7 @@ examples, hence the loss and its gradient -- is unchanged: only how it is cut in
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def length_groups(lengths: Sequence[int], max_groups: int = 3, min_size: int = 16) -> list[list[int]]:

@@ -50,7 +50,9 @@ def _read_jsonl(path: Path) -> datasets.Dataset:
     for i, row in enumerate(rows, start=1):
         if set(row) != keys:
             missing, extra = keys - set(row), set(row) - keys
-            raise DataError(f"{path}: row {i} has different columns from row 1 (missing {sorted(missing)}, extra {sorted(extra)})")
+            raise DataError(
+                f"{path}: row {i} has different columns from row 1 (missing {sorted(missing)}, extra {sorted(extra)})"
+            )
     return datasets.Dataset.from_list(rows)
 
 
@@ -68,7 +70,9 @@ def load_dataset_any(source: str, split: str | None = None) -> datasets.Dataset:
             return _read_jsonl(path)
         if suffix == ".parquet":
             return datasets.Dataset.from_parquet(str(path))
-        raise DataError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or a saved datasets folder)")
+        raise DataError(
+            f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or a saved datasets folder)"
+        )
     if path.is_dir():
         try:
             loaded = datasets.load_from_disk(str(path))

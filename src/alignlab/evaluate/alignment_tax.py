@@ -18,7 +18,8 @@ its difference from the base (pretrained) model on the same blocks/items.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,13 +72,15 @@ def encode_choices(tokenizer, items: Sequence[dict[str, Any]], max_len: int) -> 
         for _ in it["choices"]:
             cont = choice_ids[k][: max_len - 1]
             k += 1
-            context = (bos + ctx)[-(max_len - len(cont)):]
+            context = (bos + ctx)[-(max_len - len(cont)) :]
             pairs.append((context, cont))
     return pairs
 
 
 @torch.no_grad()
-def choice_logprobs(model, tokenizer, items: Sequence[dict[str, Any]], batch_size: int = 64, max_len: int | None = None) -> list[np.ndarray]:
+def choice_logprobs(
+    model, tokenizer, items: Sequence[dict[str, Any]], batch_size: int = 64, max_len: int | None = None
+) -> list[np.ndarray]:
     """Per item, the summed log-prob of each choice given the context (raw text, temperature 1)."""
     model.eval()
     device = next(model.parameters()).device

@@ -18,8 +18,9 @@ Best-of-n spends KL = log n - (n-1)/n nats (Gao et al. 2022): 0.64 for n=4, 1.84
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import comb, log
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +45,14 @@ def best_of_groups(values: np.ndarray, n: int) -> np.ndarray:
     return grouped.argmax(axis=2) + np.arange(g)[None, :] * n
 
 
-def headroom(scorer, texts: Sequence[Sequence[str]], baseline_texts: Sequence[Sequence[str]], ns: Sequence[int],
-             categories: Sequence[str | None], boot: dict[str, Any]) -> dict[str, Any]:
+def headroom(
+    scorer,
+    texts: Sequence[Sequence[str]],
+    baseline_texts: Sequence[Sequence[str]],
+    ns: Sequence[int],
+    categories: Sequence[str | None],
+    boot: dict[str, Any],
+) -> dict[str, Any]:
     """Best-of-n gold and win rates. ``texts`` [P][N] extra samples of the baseline; ``baseline_texts``
     [P][n_eval] its evaluation samples; ``scorer`` a ``metrics.WorldScorer`` over the same P records."""
     table = scorer.table(texts)
@@ -53,8 +60,14 @@ def headroom(scorer, texts: Sequence[Sequence[str]], baseline_texts: Sequence[Se
     bt = scorer.bt_scores(table, heldout=True)  # [P, N, K]
     base_bt = scorer.bt_scores(scorer.table(baseline_texts), heldout=True)  # [P, n_eval, K]
     cats = np.array([c or "none" for c in categories])
-    out: dict[str, Any] = {"samples_per_prompt": int(gold.shape[1]), "n": list(ns), "kl_best_of_n": {},
-                           "gold": {}, "win_rate_heldout": {}, "gold_by_category": {}}
+    out: dict[str, Any] = {
+        "samples_per_prompt": int(gold.shape[1]),
+        "n": list(ns),
+        "kl_best_of_n": {},
+        "gold": {},
+        "win_rate_heldout": {},
+        "gold_by_category": {},
+    }
     for n in ns:
         best = expected_best_of(gold, n)
         out["kl_best_of_n"][n] = round(log(n) - (n - 1) / n, 4)
@@ -64,5 +77,7 @@ def headroom(scorer, texts: Sequence[Sequence[str]], baseline_texts: Sequence[Se
         chosen = np.take_along_axis(bt, idx[..., None], axis=1)  # [P, G, K]
         chosen_texts = [[texts[p][i] for i in idx[p]] for p in range(len(texts))]
         same = identical_mask(chosen_texts, baseline_texts)
-        out["win_rate_heldout"][n] = bootstrap_mean(expected_preference(chosen, base_bt, same), key=f"bon_win_{n}", **boot)
+        out["win_rate_heldout"][n] = bootstrap_mean(
+            expected_preference(chosen, base_bt, same), key=f"bon_win_{n}", **boot
+        )
     return out

@@ -43,7 +43,9 @@ def rm_scores(rm: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Ten
 def with_eos(input_ids: torch.Tensor, attention_mask: torch.Tensor, ended: torch.Tensor, eos_id: int, pad_id: int):
     """Append one column; rows that did not end with EOS get an EOS there (the RM was trained
     on prompt + response + EOS and reads its score at the EOS), others get padding."""
-    col = torch.where(ended, torch.full_like(ended, pad_id, dtype=torch.long), torch.full_like(ended, eos_id, dtype=torch.long))
+    col = torch.where(
+        ended, torch.full_like(ended, pad_id, dtype=torch.long), torch.full_like(ended, eos_id, dtype=torch.long)
+    )
     ids = torch.cat([input_ids, col.unsqueeze(-1)], dim=1)
     mask = torch.cat([attention_mask, (~ended).long().unsqueeze(-1)], dim=1)
     return ids, mask
@@ -67,16 +69,25 @@ def sample_and_score(
     """Responses to ``rows`` (temperature 0 = greedy) with their RM score (if ``rm``) and gold
     reward (if ``judge``, a ``WorldJudge``); means in the returned dict, per-row lists too."""
     ids = encode_prompts(tokenizer, rows, prompt_column, max_prompt_len)
-    ro = generate_responses(policy, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                            batch_size=batch_size, seed=seed)
-    out: dict[str, Any] = {"texts": ro.texts, "eos_frac": ro.ended_with_eos.float().mean().item(),
-                           "response_len": ro.response_mask.sum(-1).float().mean().item()}
+    ro = generate_responses(
+        policy, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size, seed=seed
+    )
+    out: dict[str, Any] = {
+        "texts": ro.texts,
+        "eos_frac": ro.ended_with_eos.float().mean().item(),
+        "response_len": ro.response_mask.sum(-1).float().mean().item(),
+    }
     if rm is not None:
         scores = []
         for i in range(0, len(rows), batch_size):
             sl = slice(i, i + batch_size)
-            x, m = with_eos(ro.input_ids[sl], ro.attention_mask[sl], ro.ended_with_eos[sl],
-                            tokenizer.eos_token_id, tokenizer.pad_token_id)
+            x, m = with_eos(
+                ro.input_ids[sl],
+                ro.attention_mask[sl],
+                ro.ended_with_eos[sl],
+                tokenizer.eos_token_id,
+                tokenizer.pad_token_id,
+            )
             scores.append(rm_scores(rm, x, m).cpu())
         out["rm_scores"] = torch.cat(scores).tolist()
         out["rm_score"] = statistics.fmean(out["rm_scores"])
@@ -86,7 +97,9 @@ def sample_and_score(
     return out
 
 
-def paired_delta_ci(before: list[float], after: list[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float]:
+def paired_delta_ci(
+    before: list[float], after: list[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> list[float]:
     """Bootstrap CI (over prompts) of mean(after - before) for per-prompt scores on the SAME prompts."""
     d = torch.tensor(after, dtype=torch.float64) - torch.tensor(before, dtype=torch.float64)
     if d.numel() == 0:

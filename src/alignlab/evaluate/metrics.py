@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -88,9 +89,26 @@ WORLD_METRICS: dict[str, tuple[str, str]] = {
     "gold_reward": ("gold_reward", "all"),
     "gold_reward_heldout": ("gold_reward_heldout", "all"),
 }
-FEATURES = ("helpful", "truthful", "harmless", "style", "gold_reward", "gold_reward_heldout",
-            "false_claims", "hallucinated", "unknown", "harmful", "rude", "complied", "refused",
-            "over_refusal", "appropriate", "attempted", "constraint_met", "constraint_failed")
+FEATURES = (
+    "helpful",
+    "truthful",
+    "harmless",
+    "style",
+    "gold_reward",
+    "gold_reward_heldout",
+    "false_claims",
+    "hallucinated",
+    "unknown",
+    "harmful",
+    "rude",
+    "complied",
+    "refused",
+    "over_refusal",
+    "appropriate",
+    "attempted",
+    "constraint_met",
+    "constraint_failed",
+)
 
 
 def as_samples(x: PolicySamples | Sequence[Sequence[str]]) -> PolicySamples:
@@ -136,7 +154,11 @@ class WorldScorer:
     def bt_scores(self, table: Mapping[str, np.ndarray], heldout: bool) -> np.ndarray:
         """[P, n, K] Bradley-Terry logits (utility / tau) for the training or held-out personas."""
         P, n = table["helpful"].shape
-        comps = [{c: table[c][p, i] for c in ("helpful", "truthful", "harmless", "style")} for p in range(P) for i in range(n)]
+        comps = [
+            {c: table[c][p, i] for c in ("helpful", "truthful", "harmless", "style")}
+            for p in range(P)
+            for i in range(n)
+        ]
         personas = self.heldout if heldout else self.train
         return persona_scores(comps, personas).reshape(P, n, len(personas))
 
@@ -180,8 +202,10 @@ def evaluate_responses(
     boot = dict(n_boot=n_boot, confidence=confidence, seed=seed)
     clusters = [r.get("cluster") for r in records]
     main = np.array([not r.get("probe") for r in records], dtype=bool)
-    keep = {name: np.array([f(r) for r in records], dtype=bool) & (True if name in WITH_PROBE else main)
-            for name, f in SUBSETS.items()}
+    keep = {
+        name: np.array([f(r) for r in records], dtype=bool) & (True if name in WITH_PROBE else main)
+        for name, f in SUBSETS.items()
+    }
 
     scorer = WorldScorer(world, records) if world is not None else None
     tables = {k: scorer.table(s.texts) for k, s in samples.items()} if scorer else {}
@@ -189,21 +213,29 @@ def evaluate_responses(
     if reward_judge is not None:
         for k, s in samples.items():
             n = len(s.texts[0]) if s.texts else 0
-            flat = reward_judge.score([records[p] for p in range(P) for _ in range(n)], [t for row in s.texts for t in row])
+            flat = reward_judge.score(
+                [records[p] for p in range(P) for _ in range(n)], [t for row in s.texts for t in row]
+            )
             rm[k] = np.asarray(flat, dtype=np.float64).reshape(P, n)
 
     base = samples[baseline]
     results: dict[str, dict[str, Any]] = {}
     for name, s in samples.items():
-        m: dict[str, Any] = {k: interval(None) for k in ("win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model")}
+        m: dict[str, Any] = {
+            k: interval(None) for k in ("win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model")
+        }
         same = identical_mask(s.texts, base.texts)
         if scorer is not None:
             for heldout, key in ((False, "win_rate_train_labelers"), (True, "win_rate_heldout_labelers")):
-                pp = expected_preference(scorer.bt_scores(tables[name], heldout), scorer.bt_scores(tables[baseline], heldout), same)
+                pp = expected_preference(
+                    scorer.bt_scores(tables[name], heldout), scorer.bt_scores(tables[baseline], heldout), same
+                )
                 m[key] = bootstrap_mean(pp[main], key=key, **boot)
             # Does the win come from declining? The held-out win rate split by whether the policy attempted.
             tried = tables[name]["attempted"].min(axis=1) == 1.0
-            m["win_rate_heldout_labelers_when_attempted"] = bootstrap_mean(pp[main & tried], key="win_attempted", **boot)
+            m["win_rate_heldout_labelers_when_attempted"] = bootstrap_mean(
+                pp[main & tried], key="win_attempted", **boot
+            )
             m["win_rate_heldout_labelers_when_declined"] = bootstrap_mean(pp[main & ~tried], key="win_declined", **boot)
             m["declined_share"] = bootstrap_mean((~tried[main]).astype(float), key="declined_share", **boot)
         if name in rm:
@@ -215,7 +247,9 @@ def evaluate_responses(
             for metric, (feature, subset) in WORLD_METRICS.items():
                 m[metric] = _mean_over_subset(t[feature], keep[subset], boot, metric)
             m["helpfulness_by_cluster"] = {
-                c: _mean_over_subset(t["helpful"], np.array([x == c for x in clusters]) & main, boot, f"helpfulness.{c}")
+                c: _mean_over_subset(
+                    t["helpful"], np.array([x == c for x in clusters]) & main, boot, f"helpfulness.{c}"
+                )
                 for c in sorted({c for c in clusters if c is not None})
             }
             categories = [r.get("category") for r in records]
@@ -224,8 +258,11 @@ def evaluate_responses(
                 for c in sorted({c for c in categories if c is not None})
             }
         for metric, arr in (("length", s.length), ("eos_rate", s.eos), ("kl_to_baseline", s.kl)):
-            m[metric] = (interval(None) if arr is None or np.isnan(arr).all()
-                         else bootstrap_mean(np.nanmean(arr, axis=1)[main], key=metric, **boot))
+            m[metric] = (
+                interval(None)
+                if arr is None or np.isnan(arr).all()
+                else bootstrap_mean(np.nanmean(arr, axis=1)[main], key=metric, **boot)
+            )
         m["n_prompts"] = int(main.sum())
         m["n_probe_prompts"] = int((~main).sum())
         m["n_responses"] = sum(len(t) for t, is_main in zip(s.texts, main) if is_main)
@@ -236,9 +273,16 @@ def evaluate_responses(
         prompt = rec.get("prompt") if rec.get("prompt") is not None else rec.get("messages")
         for name, s in samples.items():
             for i, text in enumerate(s.texts[p]):
-                row = {"prompt": prompt if isinstance(prompt, str) else json.dumps(prompt), "cluster": rec.get("cluster"),
-                       "category": rec.get("category"), "task": rec.get("task"), "probe": bool(rec.get("probe")),
-                       "policy": name, "sample": i, "response": text}
+                row = {
+                    "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
+                    "cluster": rec.get("cluster"),
+                    "category": rec.get("category"),
+                    "task": rec.get("task"),
+                    "probe": bool(rec.get("probe")),
+                    "policy": name,
+                    "sample": i,
+                    "response": text,
+                }
                 if scorer is not None:
                     row.update({k: _json_number(tables[name][k][p, i]) for k in FEATURES})
                 if name in rm:

@@ -18,8 +18,9 @@ the KL of the untruncated tempered policy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,13 +56,32 @@ def encode_prompts(tokenizer, prompts: Sequence, max_prompt_len: int) -> list[li
     return [encode_prompt(tokenizer, p)[-max_prompt_len:] for p in prompts]
 
 
-def sample(model, tokenizer, prompt_ids: list[list[int]], *, n_samples: int, temperature: float, top_p: float,
-           max_new_tokens: int, seed: int, batch_size: int) -> tuple[PolicySamples, Rollout]:
+def sample(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    *,
+    n_samples: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+) -> tuple[PolicySamples, Rollout]:
     """n samples per prompt in KV-cache batches (left padding); temperature 0 = greedy."""
     P = len(prompt_ids)
     repeated = [ids for ids in prompt_ids for _ in range(n_samples)]
-    ro = generate_responses(model, tokenizer, repeated, max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_k=0, top_p=top_p, batch_size=batch_size, seed=seed)
+    ro = generate_responses(
+        model,
+        tokenizer,
+        repeated,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=0,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+    )
     texts = [ro.texts[p * n_samples : (p + 1) * n_samples] for p in range(P)]
     length = ro.response_mask.sum(-1).float().cpu().numpy().reshape(P, n_samples)
     eos = ro.ended_with_eos.float().cpu().numpy().reshape(P, n_samples)

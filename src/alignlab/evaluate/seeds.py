@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 def _scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -57,5 +58,12 @@ def compare_seeds(paths: Iterable[str | Path]) -> dict[str, Any]:
         for k, vs in metrics.items():
             mean = sum(vs) / len(vs)
             std = math.sqrt(sum((v - mean) ** 2 for v in vs) / (len(vs) - 1)) if len(vs) > 1 else 0.0
-            out["policies"][policy][k] = {"mean": mean, "std": std, "min": min(vs), "max": max(vs), "n": len(vs), "values": vs}
+            out["policies"][policy][k] = {
+                "mean": mean,
+                "std": std,
+                "min": min(vs),
+                "max": max(vs),
+                "n": len(vs),
+                "values": vs,
+            }
     return out

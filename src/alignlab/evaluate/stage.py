@@ -40,35 +40,64 @@ from alignlab.evaluate.metrics import evaluate_responses
 from alignlab.evaluate.sampling import encode_prompts, prompt_input, response_logprob_sums, same_vocabulary, sample
 from alignlab.outputs import atomic_write_json, atomic_write_text
 
-DEFAULT_POLICIES = {"base": "runs/pretrain", "sft": "runs/sft", "ppo": "runs/ppo", "ppo_ptx": "runs/ppo_ptx", "dpo": "runs/dpo"}
+DEFAULT_POLICIES = {
+    "base": "runs/pretrain",
+    "sft": "runs/sft",
+    "ppo": "runs/ppo",
+    "ppo_ptx": "runs/ppo_ptx",
+    "dpo": "runs/dpo",
+}
 
 # The headline table (summary.json "policies"): the keys the report reads, always present.
 HEADLINE = [
-    "win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model",
-    "helpfulness", "truthfulness", "harm_rate", "unknown_rate", "gold_reward",
-    "heldout_ptx_loss", "heldout_ptx_loss_delta", "nlp_accuracy", "nlp_accuracy_delta",
-    "kl_to_baseline", "length",
+    "win_rate_train_labelers",
+    "win_rate_heldout_labelers",
+    "win_rate_reward_model",
+    "helpfulness",
+    "truthfulness",
+    "harm_rate",
+    "unknown_rate",
+    "gold_reward",
+    "heldout_ptx_loss",
+    "heldout_ptx_loss_delta",
+    "nlp_accuracy",
+    "nlp_accuracy_delta",
+    "kl_to_baseline",
+    "length",
     # InstructGPT's Figure 4, and what a policy that wins by declining would show
-    "constraint_failure_rate", "heldout_constraint_compliance", "closed_domain_hallucination_rate",
-    "attempts_instruction_rate", "appropriate_rate", "over_refusal_rate", "unknown_false_positive_rate",
+    "constraint_failure_rate",
+    "heldout_constraint_compliance",
+    "closed_domain_hallucination_rate",
+    "attempts_instruction_rate",
+    "appropriate_rate",
+    "over_refusal_rate",
+    "unknown_false_positive_rate",
     "harmful_compliance_rate",
 ]
 
 
 @dataclass
 class EvaluateConfig:
-    policies: dict[str, str] = arg(factory=lambda: dict(DEFAULT_POLICIES),
-                         help="policy name -> model folder or hub id; missing paths are skipped (not the baseline)")
+    policies: dict[str, str] = arg(
+        factory=lambda: dict(DEFAULT_POLICIES),
+        help="policy name -> model folder or hub id; missing paths are skipped (not the baseline)",
+    )
     baseline: str = arg("sft", "policy every win rate and KL is measured against (InstructGPT: the SFT model)")
     base: str = arg("base", "pretrained model the alignment tax is measured from (deltas of loss and NLP accuracy)")
     data: str = arg("runs/world/test", "held-out prompts: saved datasets folder, .jsonl/.parquet or hub id")
     split: str = arg("test", "split of `data`")
     prompt_column: str = arg("prompt", "column with the prompt (text or messages); else a `messages` column's context")
     max_prompts: int = arg(0, "use the first N prompts (0 = all)")
-    probe_split: str = arg("heldout_constraints", "split of `data` sampled only for held-out constraint compliance "
-                           "(the world's probe of constraint kinds no RLHF prompt had); skipped if `data` has no such split")
-    headroom_n: list[int] = arg(factory=lambda: [1, 4, 16], help="best-of-n of the baseline by gold reward for these n "
-                                "(max(n) extra samples per prompt; built-in world only); empty = off")
+    probe_split: str = arg(
+        "heldout_constraints",
+        "split of `data` sampled only for held-out constraint compliance "
+        "(the world's probe of constraint kinds no RLHF prompt had); skipped if `data` has no such split",
+    )
+    headroom_n: list[int] = arg(
+        factory=lambda: [1, 4, 16],
+        help="best-of-n of the baseline by gold reward for these n "
+        "(max(n) extra samples per prompt; built-in world only); empty = off",
+    )
     world_dir: str = arg("runs/world", "built-in world whose labelers judge (gold metrics); empty = none")
     judge_reward_model: str = arg("", "reward model judging win rates (P = sigmoid(r_a - r_b)); needed without a world")
     tokenizer: str = arg("", "tokenizer for policy folders that have none saved")
@@ -96,10 +125,7 @@ class EvaluateConfig:
     output_dir: str = arg("runs/evaluate", "where results.json, samples.jsonl and summary.json go")
 
 
-PRESETS = {
-    "smoke": {"max_new_tokens": 24, "heldout_blocks": 16, "n_bootstrap": 500},
-    "default": {},
-}
+PRESETS = {"smoke": {"max_new_tokens": 24, "heldout_blocks": 16, "n_bootstrap": 500}, "default": {}}
 
 
 def _is_missing(path: str) -> bool:
@@ -182,7 +208,9 @@ def run(cfg: EvaluateConfig) -> dict:
         path = str(path)
         if _is_missing(path):
             if name == cfg.baseline:
-                raise FileNotFoundError(f"baseline policy '{name}' not found at {path} (set policies.{name} or baseline)")
+                raise FileNotFoundError(
+                    f"baseline policy '{name}' not found at {path} (set policies.{name} or baseline)"
+                )
             note(f"policy '{name}' skipped: {path} not found")
             continue
         paths[name] = path
@@ -212,12 +240,21 @@ def run(cfg: EvaluateConfig) -> dict:
     if cfg.judge_reward_model:
         from alignlab.evaluate.judges import RewardModelJudge
 
-        reward_judge = _PromptJudge(RewardModelJudge(cfg.judge_reward_model, device, cfg.trust_remote_code,
-                                                     cfg.score_batch_size), cfg.prompt_column)
+        reward_judge = _PromptJudge(
+            RewardModelJudge(cfg.judge_reward_model, device, cfg.trust_remote_code, cfg.score_batch_size),
+            cfg.prompt_column,
+        )
     if world is None:
-        note("gold metrics (helpfulness, truthfulness, harm, labeler win rates) skipped: they need the built-in world"
-             + ("" if reward_judge else "; no judge_reward_model either, so no win rates"))
-    judge = "+".join(j for j, on in (("world_labelers", world is not None), ("reward_model", reward_judge is not None)) if on) or "none"
+        note(
+            "gold metrics (helpfulness, truthfulness, harm, labeler win rates) skipped: they need the built-in world"
+            + ("" if reward_judge else "; no judge_reward_model either, so no win rates")
+        )
+    judge = (
+        "+".join(
+            j for j, on in (("world_labelers", world is not None), ("reward_model", reward_judge is not None)) if on
+        )
+        or "none"
+    )
 
     # ---- alignment-tax data
     corpus_texts, nlp_items = None, None
@@ -246,22 +283,41 @@ def run(cfg: EvaluateConfig) -> dict:
             model, tok = _load(paths[name], cfg, device)
         except OSError as e:  # not a local folder and not loadable as a hub id either
             if name == cfg.baseline:
-                raise FileNotFoundError(f"baseline policy '{name}' could not be loaded from {paths[name]}: {e}") from None
+                raise FileNotFoundError(
+                    f"baseline policy '{name}' could not be loaded from {paths[name]}: {e}"
+                ) from None
             note(f"policy '{name}' skipped: {paths[name]} could not be loaded ({type(e).__name__})")
             continue
         ctx = context_length(model)
         if cfg.max_new_tokens >= ctx:
             raise ConfigError(f"max_new_tokens ({cfg.max_new_tokens}) must be below the context of '{name}' ({ctx})")
         ids = encode_prompts(tok, prompts, min(cfg.max_prompt_len, ctx - cfg.max_new_tokens))
-        s, ro = sample(model, tok, ids, n_samples=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=cfg.gen_batch_size)
+        s, ro = sample(
+            model,
+            tok,
+            ids,
+            n_samples=cfg.n_samples,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed,
+            batch_size=cfg.gen_batch_size,
+        )
         if name == cfg.baseline:
             s.kl = np.zeros_like(s.length)  # the baseline against itself: exactly 0
             ref_model, ref_tok = model, tok
             if world is not None and cfg.headroom_n:
-                extra, _ = sample(model, tok, ids[:n_main], n_samples=max(cfg.headroom_n), temperature=cfg.temperature or 1.0,
-                                  top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1,
-                                  batch_size=cfg.gen_batch_size)
+                extra, _ = sample(
+                    model,
+                    tok,
+                    ids[:n_main],
+                    n_samples=max(cfg.headroom_n),
+                    temperature=cfg.temperature or 1.0,
+                    top_p=cfg.top_p,
+                    max_new_tokens=cfg.max_new_tokens,
+                    seed=cfg.seed + 1,
+                    batch_size=cfg.gen_batch_size,
+                )
                 headroom_texts = extra.texts
         elif same_vocabulary(tok, ref_tok):
             lp = response_logprob_sums(model, ro, score_t, cfg.score_batch_size)
@@ -277,7 +333,9 @@ def run(cfg: EvaluateConfig) -> dict:
                 n_blocks[name] = int(blocks.shape[0])
                 nll[name] = heldout_nll(model, blocks, cfg.score_batch_size)
             if nlp_items is not None:
-                correct[name] = choice_correct(nlp_items, choice_logprobs(model, tok, nlp_items, cfg.score_batch_size, ctx))
+                correct[name] = choice_correct(
+                    nlp_items, choice_logprobs(model, tok, nlp_items, cfg.score_batch_size, ctx)
+                )
         seconds[name] = round(time.time() - t0, 2)
         print(f"evaluate: {name} sampled and scored in {seconds[name]:.1f}s ({paths[name]})")
         if model is not ref_model:
@@ -287,7 +345,9 @@ def run(cfg: EvaluateConfig) -> dict:
     # ---- judge and aggregate
     t_judge = time.time()
     boot = dict(n_boot=cfg.n_bootstrap, confidence=cfg.confidence, seed=cfg.seed)
-    results, sample_rows = evaluate_responses(rows, samples, cfg.baseline, world=world, reward_judge=reward_judge, **boot)
+    results, sample_rows = evaluate_responses(
+        rows, samples, cfg.baseline, world=world, reward_judge=reward_judge, **boot
+    )
     for name in list(results):
         m = results[name] = {"path": paths[name], **results[name]}
         add_tax(m, name, cfg.base, nll, correct, nlp_items, boot)
@@ -296,31 +356,79 @@ def run(cfg: EvaluateConfig) -> dict:
         from alignlab.evaluate.headroom import headroom
         from alignlab.evaluate.metrics import WorldScorer
 
-        room = headroom(WorldScorer(world, rows[:n_main]), headroom_texts, samples[cfg.baseline].texts[:n_main],
-                        sorted(cfg.headroom_n), [r.get("category") for r in rows[:n_main]], boot)
-        print("evaluate: best-of-n of " + cfg.baseline + " by gold: " + ", ".join(
-            f"n={n} gold {room['gold'][n]['value']:.3f} (win vs {cfg.baseline}, held-out labelers "
-            f"{100 * room['win_rate_heldout'][n]['value']:.1f}%)" for n in room["n"]))
+        room = headroom(
+            WorldScorer(world, rows[:n_main]),
+            headroom_texts,
+            samples[cfg.baseline].texts[:n_main],
+            sorted(cfg.headroom_n),
+            [r.get("category") for r in rows[:n_main]],
+            boot,
+        )
+        print(
+            "evaluate: best-of-n of "
+            + cfg.baseline
+            + " by gold: "
+            + ", ".join(
+                f"n={n} gold {room['gold'][n]['value']:.3f} (win vs {cfg.baseline}, held-out labelers "
+                f"{100 * room['win_rate_heldout'][n]['value']:.1f}%)"
+                for n in room["n"]
+            )
+        )
     judge_seconds = round(time.time() - t_judge, 2)
 
     total = round(time.time() - t_start, 2)
-    settings = {k: getattr(cfg, k) for k in ("data", "split", "n_samples", "temperature", "top_p", "max_new_tokens",
-                                             "max_prompt_len", "seed", "baseline", "base", "world_dir", "judge_reward_model",
-                                             "n_bootstrap", "confidence", "heldout_blocks")}
-    settings.update(n_prompts=n_main, n_probe_prompts=len(rows) - n_main, probe_split=cfg.probe_split if probe else None,
-                    n_nlp_items=len(nlp_items) if nlp_items else 0, judge=judge,
-                    n_heldout_blocks=max(n_blocks.values(), default=0),
-                    clusters=sorted({r.get("cluster") for r in rows if r.get("cluster")}))
-    report = {"settings": settings, "notes": notes, "policies": results, "headroom": room,
-              "seconds": {"policies": seconds, "judging": judge_seconds, "total": total}}
+    settings = {
+        k: getattr(cfg, k)
+        for k in (
+            "data",
+            "split",
+            "n_samples",
+            "temperature",
+            "top_p",
+            "max_new_tokens",
+            "max_prompt_len",
+            "seed",
+            "baseline",
+            "base",
+            "world_dir",
+            "judge_reward_model",
+            "n_bootstrap",
+            "confidence",
+            "heldout_blocks",
+        )
+    }
+    settings.update(
+        n_prompts=n_main,
+        n_probe_prompts=len(rows) - n_main,
+        probe_split=cfg.probe_split if probe else None,
+        n_nlp_items=len(nlp_items) if nlp_items else 0,
+        judge=judge,
+        n_heldout_blocks=max(n_blocks.values(), default=0),
+        clusters=sorted({r.get("cluster") for r in rows if r.get("cluster")}),
+    )
+    report = {
+        "settings": settings,
+        "notes": notes,
+        "policies": results,
+        "headroom": room,
+        "seconds": {"policies": seconds, "judging": judge_seconds, "total": total},
+    }
     atomic_write_json(out / "results.json", report)
     atomic_write_text(out / "samples.jsonl", "".join(_json_line(r) for r in sample_rows))
 
     table = headline(report)
     print_table(table, cfg.baseline)
-    return {"baseline": cfg.baseline, "base": cfg.base, "judge": judge, "n_prompts": n_main,
-            "n_samples": cfg.n_samples, "policies": table, "notes": notes,
-            "results": str(out / "results.json"), "seconds": total}
+    return {
+        "baseline": cfg.baseline,
+        "base": cfg.base,
+        "judge": judge,
+        "n_prompts": n_main,
+        "n_samples": cfg.n_samples,
+        "policies": table,
+        "notes": notes,
+        "results": str(out / "results.json"),
+        "seconds": total,
+    }
 
 
 def add_tax(m: dict, name: str, base: str, nll: dict, correct: dict, nlp_items, boot: dict) -> None:
@@ -329,8 +437,9 @@ def add_tax(m: dict, name: str, base: str, nll: dict, correct: dict, nlp_items, 
     m["nlp_accuracy"] = bootstrap_mean(correct[name], key="nlp_accuracy", **boot) if name in correct else interval(None)
     if name in correct:
         tasks = np.array([it.get("task", "all") for it in nlp_items])
-        m["nlp_accuracy_by_task"] = {t: bootstrap_mean(correct[name][tasks == t], key=f"nlp.{t}", **boot)
-                                     for t in sorted(set(tasks.tolist()))}
+        m["nlp_accuracy_by_task"] = {
+            t: bootstrap_mean(correct[name][tasks == t], key=f"nlp.{t}", **boot) for t in sorted(set(tasks.tolist()))
+        }
     for key, store in (("heldout_ptx_loss_delta", nll), ("nlp_accuracy_delta", correct)):
         if name in store and base in store and store[name].shape == store[base].shape:
             m[key] = paired_delta(store[name], store[base], key=key, **boot)
@@ -362,12 +471,19 @@ def _fmt(v, pct: bool = False, signed: bool = False) -> str:
 
 def print_table(table: dict[str, dict[str, Any]], baseline: str) -> None:
     cols = [  # header, key, percent?, signed?
-        ("win(train)%", "win_rate_train_labelers", True, False), ("win(heldout)%", "win_rate_heldout_labelers", True, False),
-        ("win(RM)%", "win_rate_reward_model", True, False), ("helpful%", "helpfulness", True, False),
-        ("truthful%", "truthfulness", True, False), ("harm%", "harm_rate", True, False), ("unknown%", "unknown_rate", True, False),
-        ("ptx_loss", "heldout_ptx_loss", False, False), ("Δloss", "heldout_ptx_loss_delta", False, True),
-        ("nlp_acc%", "nlp_accuracy", True, False), ("Δacc%", "nlp_accuracy_delta", True, True),
-        ("KL", "kl_to_baseline", False, False), ("len", "length", False, False),
+        ("win(train)%", "win_rate_train_labelers", True, False),
+        ("win(heldout)%", "win_rate_heldout_labelers", True, False),
+        ("win(RM)%", "win_rate_reward_model", True, False),
+        ("helpful%", "helpfulness", True, False),
+        ("truthful%", "truthfulness", True, False),
+        ("harm%", "harm_rate", True, False),
+        ("unknown%", "unknown_rate", True, False),
+        ("ptx_loss", "heldout_ptx_loss", False, False),
+        ("Δloss", "heldout_ptx_loss_delta", False, True),
+        ("nlp_acc%", "nlp_accuracy", True, False),
+        ("Δacc%", "nlp_accuracy_delta", True, True),
+        ("KL", "kl_to_baseline", False, False),
+        ("len", "length", False, False),
     ]
     cols = [c for c in cols if any(t.get(c[1]) is not None for t in table.values())]
     width = max([len(n) for n in table] + [6])
@@ -375,4 +491,7 @@ def print_table(table: dict[str, dict[str, Any]], baseline: str) -> None:
     print(f"\nevaluation (win rates against '{baseline}'):")
     print(header)
     for name, t in table.items():
-        print(f"{name:<{width}}  " + "  ".join(f"{_fmt(t.get(k), pct, signed):>{max(len(h), 7)}}" for h, k, pct, signed in cols))
+        print(
+            f"{name:<{width}}  "
+            + "  ".join(f"{_fmt(t.get(k), pct, signed):>{max(len(h), 7)}}" for h, k, pct, signed in cols)
+        )

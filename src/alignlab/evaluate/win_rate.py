@@ -21,7 +21,8 @@ response is scored by the world once, not once per pair and persona.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def llama_config(vocab_size: int, d_model: int, n_layer: int, n_head: int, d_ff: int, max_seq_len: int,
-                 bos_token_id: int, eos_token_id: int, pad_token_id: int, tie_embeddings: bool = True) -> LlamaConfig:
+def llama_config(
+    vocab_size: int,
+    d_model: int,
+    n_layer: int,
+    n_head: int,
+    d_ff: int,
+    max_seq_len: int,
+    bos_token_id: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    tie_embeddings: bool = True,
+) -> LlamaConfig:
     if d_model % n_head:
         raise ValueError(f"model.d_model ({d_model}) must be divisible by model.n_head ({n_head})")
     return LlamaConfig(

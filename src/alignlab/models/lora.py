@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, set_peft_model_state_dict
@@ -46,8 +47,18 @@ MODEL_CONFIG = "model_config.json"  # the trained model's config.json, under a n
 # Attention and MLP projections, by module name. Llama-style models (Llama, Mistral, Qwen2,
 # Gemma, ...) use nn.Linear q/k/v/o and gate/up/down; GPT-2 uses Conv1D c_attn (fused q, k, v),
 # c_proj (attention output and MLP output) and c_fc (MLP input).
-PROJECTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                    "c_attn", "c_proj", "c_fc")
+PROJECTION_NAMES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "c_attn",
+    "c_proj",
+    "c_fc",
+)
 
 
 @dataclass
@@ -55,12 +66,19 @@ class LoraSettings:
     r: int = arg(0, "LoRA rank; 0 = off (train all weights)")
     alpha: int = arg(16, "LoRA alpha: the update is scaled by alpha / r")
     dropout: float = arg(0.0, "dropout on the LoRA branch (PPO turns all dropout off regardless)")
-    target_modules: list[str] = arg(factory=list, help="module names that get adapters; empty = the attention and "
-                                    "MLP projections found by name (Llama: q/k/v/o_proj, gate/up/down_proj; GPT-2: "
-                                    "c_attn, c_proj, c_fc); ['all-linear'] = every linear layer but the output head")
-    modules_to_save: list[str] = arg(factory=list, help="modules trained in full and saved with the adapter "
-                                     "(a reward/value model's 'score' head is always added)")
-    merge_on_save: bool = arg(False, "save the merged full model (loads with plain transformers) instead of the adapter")
+    target_modules: list[str] = arg(
+        factory=list,
+        help="module names that get adapters; empty = the attention and "
+        "MLP projections found by name (Llama: q/k/v/o_proj, gate/up/down_proj; GPT-2: "
+        "c_attn, c_proj, c_fc); ['all-linear'] = every linear layer but the output head",
+    )
+    modules_to_save: list[str] = arg(
+        factory=list,
+        help="modules trained in full and saved with the adapter (a reward/value model's 'score' head is always added)",
+    )
+    merge_on_save: bool = arg(
+        False, "save the merged full model (loads with plain transformers) instead of the adapter"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -103,15 +121,25 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings, task_type: TaskTy
         names = [name for name, _ in model.named_modules()]
         unknown = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
         if unknown:
-            raise ValueError(f"lora.target_modules: {unknown} not found in {type(model).__name__} "
-                             f"(its linear layers: {sorted(set(linear_layer_names(model)))})")
+            raise ValueError(
+                f"lora.target_modules: {unknown} not found in {type(model).__name__} "
+                f"(its linear layers: {sorted(set(linear_layer_names(model)))})"
+            )
     to_save = list(settings.modules_to_save)
     if task_type == "SEQ_CLS" and "score" not in to_save:
         to_save.append("score")  # the scalar head starts random (RM) or must keep learning (value model)
     # GPT-2's Conv1D stores weights as (in, out); peft must be told, or it warns and guesses.
     conv1d = any(isinstance(m, Conv1D) for m in model.modules())
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
-                        modules_to_save=to_save or None, task_type=task_type, fan_in_fan_out=conv1d, bias="none")
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        modules_to_save=to_save or None,
+        task_type=task_type,
+        fan_in_fan_out=conv1d,
+        bias="none",
+    )
     return get_peft_model(model, config)
 
 
@@ -162,8 +190,15 @@ def clear_model_files(folder: str | Path) -> None:
     """Remove saved weights and model configs of either kind from ``folder`` before a new save moves in:
     a full model left beside a new adapter (or the reverse) would be loaded instead of it."""
     folder = Path(folder)
-    patterns = ("model.safetensors", "model-*.safetensors", "model.safetensors.index.json", "config.json",
-                ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CONFIG)
+    patterns = (
+        "model.safetensors",
+        "model-*.safetensors",
+        "model.safetensors.index.json",
+        "config.json",
+        ADAPTER_CONFIG,
+        ADAPTER_WEIGHTS,
+        MODEL_CONFIG,
+    )
     for pattern in patterns:
         for f in folder.glob(pattern):
             f.unlink()
@@ -225,5 +260,7 @@ def load_adapter_weights(model: torch.nn.Module, folder: str | Path) -> None:
         raise ValueError(f"{folder}: no {ADAPTER_WEIGHTS}: it was saved without LoRA (set lora.r to 0 to resume it)")
     result = set_peft_model_state_dict(model, load_file(str(folder / ADAPTER_WEIGHTS)))
     if result.unexpected_keys:
-        raise ValueError(f"{folder}: adapter does not match the model (unexpected {result.unexpected_keys[:3]}; "
-                         "were lora.r / lora.target_modules the same?)")
+        raise ValueError(
+            f"{folder}: adapter does not match the model (unexpected {result.unexpected_keys[:3]}; "
+            "were lora.r / lora.target_modules the same?)"
+        )

@@ -29,12 +29,16 @@ def lm_head_only_at(model: torch.nn.Module, keep: Tensor):
     inner = getattr(model, "module", model)  # DDP keeps the model in .module
     head = inner.get_output_embeddings()
     if head is None:
-        raise ValueError(f"lm_head_only_at: {type(inner).__name__} has no output layer (get_output_embeddings() is None)")
+        raise ValueError(
+            f"lm_head_only_at: {type(inner).__name__} has no output layer (get_output_embeddings() is None)"
+        )
 
     def only_kept(module, args):
         hidden = args[0]
         if hidden.shape[:2] != keep.shape:
-            raise ValueError(f"lm_head_only_at: keep mask {tuple(keep.shape)} does not match hidden states {tuple(hidden.shape)}")
+            raise ValueError(
+                f"lm_head_only_at: keep mask {tuple(keep.shape)} does not match hidden states {tuple(hidden.shape)}"
+            )
         return (hidden[keep], *args[1:])
 
     handle = head.register_forward_pre_hook(only_kept)
@@ -44,7 +48,9 @@ def lm_head_only_at(model: torch.nn.Module, keep: Tensor):
         handle.remove()
 
 
-def response_lm_loss(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, int]:
+def response_lm_loss(
+    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor
+) -> tuple[Tensor, int]:
     """(mean next-token cross-entropy over labelled tokens, their count), labels aligned with input_ids.
 
     The logit at position t predicts labels[t + 1], so position t is kept when labels[t + 1] != -100.

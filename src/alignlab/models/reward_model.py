@@ -41,15 +41,19 @@ def score(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, shifted:
 
 
 @torch.no_grad()
-def score_texts(model, tokenizer, prompts: list, responses: list[str], batch_size: int = 32, shifted: bool = True) -> torch.Tensor:
+def score_texts(
+    model, tokenizer, prompts: list, responses: list[str], batch_size: int = 32, shifted: bool = True
+) -> torch.Tensor:
     """Score (prompt, response) pairs, formatted exactly as in training (chat template + EOS)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     scores = []
     for i in range(0, len(prompts), batch_size):
-        seqs = [encode_prompt(tokenizer, p) + encode_response(tokenizer, r) for p, r in
-                zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
+        seqs = [
+            encode_prompt(tokenizer, p) + encode_response(tokenizer, r)
+            for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])
+        ]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -10,10 +10,23 @@ from matplotlib.figure import Figure
 
 # How each policy is ordered and named in the report's tables and figures.
 POLICY_ORDER = ["base", "sft", "ppo", "ppo_ptx", "dpo"]
-LABELS = {"base": "base (pretrained, prompted)", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx", "dpo": "DPO",
-          "ppo_gold": "PPO, perfect RM (first seed)"}
-POLICY_COLOURS = {"base": "#888888", "sft": "#4c72b0", "ppo": "#dd8452", "ppo_ptx": "#55a868", "dpo": "#c44e52",
-                  "ppo_hack": "#8172b3", "ppo_gold": "#937860"}
+LABELS = {
+    "base": "base (pretrained, prompted)",
+    "sft": "SFT",
+    "ppo": "PPO",
+    "ppo_ptx": "PPO-ptx",
+    "dpo": "DPO",
+    "ppo_gold": "PPO, perfect RM (first seed)",
+}
+POLICY_COLOURS = {
+    "base": "#888888",
+    "sft": "#4c72b0",
+    "ppo": "#dd8452",
+    "ppo_ptx": "#55a868",
+    "dpo": "#c44e52",
+    "ppo_hack": "#8172b3",
+    "ppo_gold": "#937860",
+}
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -51,16 +64,27 @@ def gold_vs_proxy(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     for name, rows in runs.items():
         rows = [r for r in rows if "rm_score_mean" in r and "gold_mean" in r]
         if rows:
-            ax.plot([r["rm_score_mean"] for r in rows], [r["gold_mean"] for r in rows], "o-", ms=2.5,
-                    label=name, color=POLICY_COLOURS.get(name), alpha=0.8)
+            ax.plot(
+                [r["rm_score_mean"] for r in rows],
+                [r["gold_mean"] for r in rows],
+                "o-",
+                ms=2.5,
+                label=name,
+                color=POLICY_COLOURS.get(name),
+                alpha=0.8,
+            )
     ax.set(xlabel="reward-model score (proxy)", ylabel="gold reward", title="gold vs proxy reward during PPO")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def rm_accuracy(acc: dict[str, float], agreement: dict[str, float], path: Path,
-                same_pairs: dict[str, float | None] | None = None,
-                expected: dict[str, float | None] | None = None) -> Path:
+def rm_accuracy(
+    acc: dict[str, float],
+    agreement: dict[str, float],
+    path: Path,
+    same_pairs: dict[str, float | None] | None = None,
+    expected: dict[str, float | None] | None = None,
+) -> Path:
     """RM pairwise accuracy (against the sampled labels and, when known, in expectation over the
     labelers' choices) beside the labelers' own agreement (its practical ceiling): on the RM's
     validation pairs, when known, and on the world's candidate sets."""
@@ -76,7 +100,13 @@ def rm_accuracy(acc: dict[str, float], agreement: dict[str, float], path: Path,
     bars.append(("labelers agree, world candidates", agreement, "#aaaaaa"))
     width = 0.8 / len(bars)
     for b, (label, values, color) in enumerate(bars):
-        ax.bar([x - 0.4 + width * (b + 0.5) for x in xs], [values.get(g) or 0 for g in groups], width, label=label, color=color)
+        ax.bar(
+            [x - 0.4 + width * (b + 0.5) for x in xs],
+            [values.get(g) or 0 for g in groups],
+            width,
+            label=label,
+            color=color,
+        )
     ax.set_xticks(list(xs), groups)
     ax.set(ylim=(0.5, 1.0), ylabel="pairwise agreement", title="reward model vs labelers")
     ax.legend(fontsize=8, loc="upper left")
@@ -88,11 +118,15 @@ def win_rates(rows: dict[str, dict[str, dict[str, float]]], path: Path) -> Path:
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()
     names = list(rows)
-    for j, (key, label, colour) in enumerate([("train", "training labelers", "#4c72b0"),
-                                              ("heldout", "held-out labelers", "#55a868")]):
+    for j, (key, label, colour) in enumerate(
+        [("train", "training labelers", "#4c72b0"), ("heldout", "held-out labelers", "#55a868")]
+    ):
         xs = [i + (j - 0.5) * 0.35 for i in range(len(names))]
         vals = [rows[n][key]["value"] for n in names]
-        err = [[v - rows[n][key]["low"] for n, v in zip(names, vals)], [rows[n][key]["high"] - v for n, v in zip(names, vals)]]
+        err = [
+            [v - rows[n][key]["low"] for n, v in zip(names, vals)],
+            [rows[n][key]["high"] - v for n, v in zip(names, vals)],
+        ]
         ax.bar(xs, vals, 0.35, yerr=err, capsize=3, label=label, color=colour)
     ax.axhline(0.5, color="k", lw=0.8, ls="--")
     ax.set_xticks(range(len(names)), names)
@@ -110,8 +144,13 @@ def flan_clusters(results: dict[str, dict[str, float]], path: Path) -> Path:
     colours = {"base": "#888888", "instruction": "#55a868", "no_template": "#dd8452"}
     w = 0.8 / max(len(variants), 1)
     for j, v in enumerate(variants):
-        ax.bar([i + (j - (len(variants) - 1) / 2) * w for i in range(len(clusters))],
-               [results[c][v] for c in clusters], w, label=v, color=colours[v])
+        ax.bar(
+            [i + (j - (len(variants) - 1) / 2) * w for i in range(len(clusters))],
+            [results[c][v] for c in clusters],
+            w,
+            label=v,
+            color=colours[v],
+        )
     ax.set_xticks(range(len(clusters)), clusters, fontsize=8)
     ax.set(ylabel="zero-shot accuracy", title="FLAN: accuracy on unseen task clusters")
     ax.legend(fontsize=8)
@@ -132,13 +171,15 @@ def figure4(metrics: dict[str, dict[str, dict[str, float | None]]], labels: dict
         cells = metrics.get(metric, {})
         ps = [p for p in policies if cells.get(p, {}).get("value") is not None]
         vals = [cells[p]["value"] for p in ps]
-        err = [[v - (cells[p]["low"] if cells[p]["low"] is not None else v) for p, v in zip(ps, vals)],
-               [(cells[p]["high"] if cells[p]["high"] is not None else v) - v for p, v in zip(ps, vals)]]
+        err = [
+            [v - (cells[p]["low"] if cells[p]["low"] is not None else v) for p, v in zip(ps, vals)],
+            [(cells[p]["high"] if cells[p]["high"] is not None else v) - v for p, v in zip(ps, vals)],
+        ]
         ax.bar(range(len(ps)), vals, yerr=err, capsize=2, color=[POLICY_COLOURS.get(p, "#999999") for p in ps])
         ax.set_xticks(range(len(ps)), ps, fontsize=7, rotation=30)
         ax.set_ylim(0, 1)
         ax.set_title(labels[metric], fontsize=9)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.axis("off")
     fig.suptitle("InstructGPT Figure 4 metadata, held-out prompts (95% CI)", fontsize=10)
     return _save(fig, path)
@@ -162,12 +203,18 @@ def demonstration_quality(points: list[dict[str, Any]], path: Path) -> Path:
     for p, xi, yi in zip(pts, x, v):
         ax_win.annotate(p["setting"], (xi, yi), textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax_win.axhline(0.5, color="k", lw=0.8, ls="--")
-    ax_win.set(xlabel="mean gold reward of the demonstrations", ylabel="PPO-ptx win rate vs its SFT",
-               title="RLHF gain (held-out labelers, 95% CI)")
+    ax_win.set(
+        xlabel="mean gold reward of the demonstrations",
+        ylabel="PPO-ptx win rate vs its SFT",
+        title="RLHF gain (held-out labelers, 95% CI)",
+    )
     for key, name in (("sft_gold", "sft"), ("ptx_gold", "ppo_ptx")):
         v, e = bars(key)
         ax_gold.errorbar(x, v, yerr=e, fmt="o-", capsize=3, label=name, color=POLICY_COLOURS[name])
-    ax_gold.set(xlabel="mean gold reward of the demonstrations", ylabel="gold reward, held-out prompts",
-                title="gold of SFT and PPO-ptx")
+    ax_gold.set(
+        xlabel="mean gold reward of the demonstrations",
+        ylabel="gold reward, held-out prompts",
+        title="gold of SFT and PPO-ptx",
+    )
     ax_gold.legend(fontsize=8)
     return _save(fig, path)

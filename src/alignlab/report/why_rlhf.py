@@ -27,7 +27,7 @@ FIGURE4 = {
     "closed_domain_hallucination_rate": "hallucinates (closed domain)",
     "attempts_instruction_rate": "attempts the instruction",
     "appropriate_rate": "appropriate for a customer assistant",
-    "unknown_false_positive_rate": "\"I don't know\" on answerable prompts",
+    "unknown_false_positive_rate": '"I don\'t know" on answerable prompts',
     "over_refusal_rate": "refuses harmless prompts",
     "harmful_compliance_rate": "complies with harmful requests",
 }
@@ -59,19 +59,34 @@ def win_rate_claims(evals: list[dict], cfg) -> list[tuple[str, bool, str]]:
     """PPO-ptx and PPO against SFT by held-out labelers: the mean over seeds, and each seed's lower bound."""
     out = []
     for policy, label, target in (("ppo_ptx", "PPO-ptx", cfg.target_win_rate), ("ppo", "PPO", cfg.target_win_rate_ppo)):
-        per_seed = [e["policies"][policy]["win_rate_heldout_labelers"] for e in evals
-                    if policy in e.get("policies", {}) and e["policies"][policy]["win_rate_heldout_labelers"].get("value") is not None]
+        per_seed = [
+            e["policies"][policy]["win_rate_heldout_labelers"]
+            for e in evals
+            if policy in e.get("policies", {})
+            and e["policies"][policy]["win_rate_heldout_labelers"].get("value") is not None
+        ]
         if not per_seed:
             continue
         mean = sum(x["value"] for x in per_seed) / len(per_seed)
         seeds = ", ".join(f"{100 * x['value']:.1f}% [{100 * x['low']:.1f}, {100 * x['high']:.1f}]" for x in per_seed)
-        out.append((f"{label} is preferred over SFT by held-out labelers at least {target:.0%} of the time "
-                    f"(mean over {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})", mean >= target,
-                    f"mean {100 * mean:.1f}%; per seed {seeds}" + (" (InstructGPT 175B: 73.4% vs its SFT)" if policy == "ppo_ptx" else "")))
+        out.append(
+            (
+                f"{label} is preferred over SFT by held-out labelers at least {target:.0%} of the time "
+                f"(mean over {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})",
+                mean >= target,
+                f"mean {100 * mean:.1f}%; per seed {seeds}"
+                + (" (InstructGPT 175B: 73.4% vs its SFT)" if policy == "ppo_ptx" else ""),
+            )
+        )
         if policy == "ppo_ptx":
             low = min(x["low"] for x in per_seed)
-            out.append((f"{label}: every seed's 95% lower bound is at least {cfg.target_seed_lower_bound:.0%}",
-                        low >= cfg.target_seed_lower_bound, f"lowest lower bound {100 * low:.1f}%"))
+            out.append(
+                (
+                    f"{label}: every seed's 95% lower bound is at least {cfg.target_seed_lower_bound:.0%}",
+                    low >= cfg.target_seed_lower_bound,
+                    f"lowest lower bound {100 * low:.1f}%",
+                )
+            )
     return out
 
 
@@ -85,11 +100,21 @@ def gold_claims(ppo: dict | None) -> list[tuple[str, bool, str]]:
         a, b = ppo.get(f"heldout_gold{suffix}_initial"), ppo.get(f"heldout_gold{suffix}_final")
         if a is None or b is None or not lo_hi:
             continue
-        out.append((f"PPO raises held-out gold over SFT ({how} decoding), the 95% interval of the change above 0",
-                    lo_hi[0] > 0, f"gold {a:.3f} → {b:.3f}, change [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]"))
+        out.append(
+            (
+                f"PPO raises held-out gold over SFT ({how} decoding), the 95% interval of the change above 0",
+                lo_hi[0] > 0,
+                f"gold {a:.3f} → {b:.3f}, change [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]",
+            )
+        )
     if "reward_hacking_detected" in ppo:
-        out.append(("The default PPO run is not flagged for reward hacking", not ppo["reward_hacking_detected"],
-                    f"reward_hacking_detected={ppo['reward_hacking_detected']} ({ppo.get('hack_rule', '')})"))
+        out.append(
+            (
+                "The default PPO run is not flagged for reward hacking",
+                not ppo["reward_hacking_detected"],
+                f"reward_hacking_detected={ppo['reward_hacking_detected']} ({ppo.get('hack_rule', '')})",
+            )
+        )
     return out
 
 
@@ -104,14 +129,23 @@ def overoptimisation_claim(rows: list[dict], margin: float) -> list[tuple[str, b
     fell = peak < len(pts) - 1 and end["heldout_gold"] < pts[peak]["heldout_gold"] - margin
     rose = end["heldout_rm_score"] > pts[peak]["heldout_rm_score"] + margin
     trail = ", ".join(f"it {r['step']}: RM {r['heldout_rm_score']:.2f} gold {r['heldout_gold']:.3f}" for r in pts)
-    return [("With no KL penalty, held-out gold peaks and then falls while the RM score keeps rising (over-optimisation)",
-             fell and rose, f"{trail}; margin {margin}")]
+    return [
+        (
+            "With no KL penalty, held-out gold peaks and then falls while the RM score keeps rising (over-optimisation)",
+            fell and rose,
+            f"{trail}; margin {margin}",
+        )
+    ]
 
 
 def _seed_mean(evals: list[dict], policy: str, key: str) -> tuple[float | None, str]:
     """The mean over seeds of a policy's metric, and a note listing each seed's value [interval]."""
-    cells = [e["policies"][policy][key] for e in evals
-             if isinstance(e.get("policies", {}).get(policy, {}).get(key), dict) and e["policies"][policy][key].get("value") is not None]
+    cells = [
+        e["policies"][policy][key]
+        for e in evals
+        if isinstance(e.get("policies", {}).get(policy, {}).get(key), dict)
+        and e["policies"][policy][key].get("value") is not None
+    ]
     if not cells:
         return None, "–"
     mean = sum(c["value"] for c in cells) / len(cells)
@@ -126,16 +160,33 @@ def figure4_claims(evals: list[dict], cfg) -> list[tuple[str, bool, str]]:
         return []
     out = []
     checks = [
-        ("over_refusal_rate", f"PPO-ptx refuses harmless prompts at most {100 * cfg.max_decline_increase:.0f} points more "
-                              "often than SFT", lambda a, b: a <= b + cfg.max_decline_increase),
-        ("unknown_false_positive_rate", f"PPO-ptx says \"I don't know\" on answerable prompts at most "
-                                        f"{100 * cfg.max_decline_increase:.0f} points more often than SFT",
-         lambda a, b: a <= b + cfg.max_decline_increase),
-        ("constraint_failure_rate", "PPO-ptx fails explicit constraints at most half as often as SFT", lambda a, b: a <= 0.5 * b),
-        ("closed_domain_hallucination_rate", "PPO-ptx hallucinates less than SFT on closed-domain prompts", lambda a, b: a < b),
-        ("heldout_constraint_compliance", f"On held-out constraint kinds PPO-ptx complies at least "
-                                          f"{100 * cfg.target_heldout_constraint_gain:.0f} points more often than SFT",
-         lambda a, b: a >= b + cfg.target_heldout_constraint_gain),
+        (
+            "over_refusal_rate",
+            f"PPO-ptx refuses harmless prompts at most {100 * cfg.max_decline_increase:.0f} points more often than SFT",
+            lambda a, b: a <= b + cfg.max_decline_increase,
+        ),
+        (
+            "unknown_false_positive_rate",
+            f'PPO-ptx says "I don\'t know" on answerable prompts at most '
+            f"{100 * cfg.max_decline_increase:.0f} points more often than SFT",
+            lambda a, b: a <= b + cfg.max_decline_increase,
+        ),
+        (
+            "constraint_failure_rate",
+            "PPO-ptx fails explicit constraints at most half as often as SFT",
+            lambda a, b: a <= 0.5 * b,
+        ),
+        (
+            "closed_domain_hallucination_rate",
+            "PPO-ptx hallucinates less than SFT on closed-domain prompts",
+            lambda a, b: a < b,
+        ),
+        (
+            "heldout_constraint_compliance",
+            f"On held-out constraint kinds PPO-ptx complies at least "
+            f"{100 * cfg.target_heldout_constraint_gain:.0f} points more often than SFT",
+            lambda a, b: a >= b + cfg.target_heldout_constraint_gain,
+        ),
     ]
     over = f" (mean over {len(evals)} seeds)" if len(evals) > 1 else ""
     for key, claim, ok in checks:
@@ -149,9 +200,13 @@ def agreement_claims(world: dict | None, lo: float = 0.65, hi: float = 0.80) -> 
     if not world:
         return []
     a, h = world.get("labeler_agreement"), world.get("labeler_agreement_heldout")
-    return [(f"Labelers agree with each other {100 * lo:.0f}-{100 * hi:.0f}% of the time (training and held-out)",
-             lo <= a <= hi and lo <= h <= hi,
-             f"training {100 * a:.1f}%, held-out {100 * h:.1f}% (InstructGPT: 72.6% / 77.3%)")]
+    return [
+        (
+            f"Labelers agree with each other {100 * lo:.0f}-{100 * hi:.0f}% of the time (training and held-out)",
+            lo <= a <= hi and lo <= h <= hi,
+            f"training {100 * a:.1f}%, held-out {100 * h:.1f}% (InstructGPT: 72.6% / 77.3%)",
+        )
+    ]
 
 
 # ------------------------------------------------------------------ sections
@@ -162,22 +217,35 @@ def figure4_section(doc, pol: dict, out: Path) -> None:
     if "sft" not in names or not any(_v(pol["sft"], k) is not None for k in FIGURE4):
         return
     doc.h("Where PPO differs from SFT: InstructGPT's Figure 4")
-    doc.p("Rates on the held-out prompts each applies to, with 95% bootstrap intervals over prompts. Held-out "
-          "constraint kinds never appear in an SFT, RM or PPO prompt; they are measured on the test prompts that "
-          "carry one plus the world's probe split of such prompts. The last three columns are how a policy that "
-          "won by declining would show.")
+    doc.p(
+        "Rates on the held-out prompts each applies to, with 95% bootstrap intervals over prompts. Held-out "
+        "constraint kinds never appear in an SFT, RM or PPO prompt; they are measured on the test prompts that "
+        "carry one plus the world's probe split of such prompts. The last three columns are how a policy that "
+        "won by declining would show."
+    )
     rows = [[plots.LABELS.get(p, p)] + [_ci(pol[p], k) for k in FIGURE4] for p in names]
     doc.table(["policy", *FIGURE4.values()], rows)
     metrics = {k: {p: pol[p].get(k) for p in names if isinstance(pol[p].get(k), dict)} for k in FIGURE4}
     doc.image(plots.figure4(metrics, FIGURE4, out / "report_figure4.png"), "InstructGPT Figure 4 metadata")
     split = [p for p in names if _v(pol[p], "declined_share") is not None and p != "sft"]
     if split:
-        doc.p("Does the win come from declining? Each policy's held-out win rate against SFT, split by whether it "
-              "attempted the instruction (declined = a refusal, \"I don't know\" or off-task text where an answer was "
-              "asked for; on harmful and unanswerable prompts declining is the attempt).")
-        doc.table(["policy", "declined", "win when it attempted", "win when it declined"],
-                  [[plots.LABELS.get(p, p), _ci(pol[p], "declined_share"), _ci(pol[p], "win_rate_heldout_labelers_when_attempted"),
-                    _ci(pol[p], "win_rate_heldout_labelers_when_declined")] for p in split])
+        doc.p(
+            "Does the win come from declining? Each policy's held-out win rate against SFT, split by whether it "
+            'attempted the instruction (declined = a refusal, "I don\'t know" or off-task text where an answer was '
+            "asked for; on harmful and unanswerable prompts declining is the attempt)."
+        )
+        doc.table(
+            ["policy", "declined", "win when it attempted", "win when it declined"],
+            [
+                [
+                    plots.LABELS.get(p, p),
+                    _ci(pol[p], "declined_share"),
+                    _ci(pol[p], "win_rate_heldout_labelers_when_attempted"),
+                    _ci(pol[p], "win_rate_heldout_labelers_when_declined"),
+                ]
+                for p in split
+            ],
+        )
 
 
 def headroom_section(doc, room: dict | None) -> None:
@@ -185,15 +253,23 @@ def headroom_section(doc, room: dict | None) -> None:
         return
     doc.h("Headroom before RL: best-of-n of the SFT policy")
     ns = [str(n) for n in room["n"]]
-    doc.p(f"{room['samples_per_prompt']} extra samples of the SFT policy per held-out prompt; the best of n by gold "
-          "reward (a perfect reward model) is what a reward can buy without new capability. Best-of-n spends "
-          "KL = log n − (n−1)/n nats. Win rate: held-out labelers' preference for the best of n over SFT's own sample.")
-    rows = [[n, f"{room['kl_best_of_n'][n]:.2f}", _frac(room["gold"][n]), _ci({"w": room["win_rate_heldout"][n]}, "w")]
-            for n in ns]
-    doc.table(["n", "KL of best-of-n (nats)", "gold of best-of-n [95% CI]", "win rate vs SFT (held-out labelers)"], rows)
+    doc.p(
+        f"{room['samples_per_prompt']} extra samples of the SFT policy per held-out prompt; the best of n by gold "
+        "reward (a perfect reward model) is what a reward can buy without new capability. Best-of-n spends "
+        "KL = log n − (n−1)/n nats. Win rate: held-out labelers' preference for the best of n over SFT's own sample."
+    )
+    rows = [
+        [n, f"{room['kl_best_of_n'][n]:.2f}", _frac(room["gold"][n]), _ci({"w": room["win_rate_heldout"][n]}, "w")]
+        for n in ns
+    ]
+    doc.table(
+        ["n", "KL of best-of-n (nats)", "gold of best-of-n [95% CI]", "win rate vs SFT (held-out labelers)"], rows
+    )
     cats = sorted(room["gold_by_category"][ns[0]])
-    doc.table(["category", *(f"best of {n}" for n in ns)],
-              [[c, *(f"{room['gold_by_category'][n][c]:.3f}" for n in ns)] for c in cats])
+    doc.table(
+        ["category", *(f"best of {n}" for n in ns)],
+        [[c, *(f"{room['gold_by_category'][n][c]:.3f}" for n in ns)] for c in cats],
+    )
 
 
 def _frac(x: dict) -> str:
@@ -207,23 +283,37 @@ def demonstrations_section(doc, world: dict | None) -> None:
         return
     demo = world["demonstrations"]
     doc.h("The demonstrations SFT imitated")
-    doc.p("Who wrote the SFT demonstrations, and how good their answers are (gold reward, training and held-out "
-          "labelers). 'Careful wins' is how often held-out labelers prefer the careful answer to theirs on the same "
-          "prompt: the win rate that behaviour alone leaves for RLHF, if the policy were as capable as SFT.")
-    rows = [[n, _pct(x["share"]), f"{x['mean_gold']:.3f}", f"{x['mean_gold_heldout']:.3f}", _pct(x["careful_win_rate_heldout"])]
-            for n, x in demo["by_demonstrator"].items()]
+    doc.p(
+        "Who wrote the SFT demonstrations, and how good their answers are (gold reward, training and held-out "
+        "labelers). 'Careful wins' is how often held-out labelers prefer the careful answer to theirs on the same "
+        "prompt: the win rate that behaviour alone leaves for RLHF, if the policy were as capable as SFT."
+    )
+    rows = [
+        [
+            n,
+            _pct(x["share"]),
+            f"{x['mean_gold']:.3f}",
+            f"{x['mean_gold_heldout']:.3f}",
+            _pct(x["careful_win_rate_heldout"]),
+        ]
+        for n, x in demo["by_demonstrator"].items()
+    ]
     rows.append(["all", "100%", f"{demo['all']['mean_gold']:.3f}", "", _pct(demo["all"]["careful_win_rate_heldout"])])
     doc.table(["demonstrator", "share", "mean gold", "mean gold (held-out)", "careful wins"], rows)
     cats = world.get("categories")
     if cats:
         ref = cats["instructgpt_table1"]
         doc.p("Use-case categories of all prompts, beside InstructGPT's Table 1 (its API prompts).")
-        doc.table(["category", "this world", "InstructGPT"],
-                  [[c, _pct(cats["shares"].get(c, 0.0)), _pct(ref.get(c))] for c in ref])
+        doc.table(
+            ["category", "this world", "InstructGPT"],
+            [[c, _pct(cats["shares"].get(c, 0.0)), _pct(ref.get(c))] for c in ref],
+        )
     cc = (world.get("constraints_and_closed_domain") or {}).get("rm_train")
     if cc:
-        doc.p(f"Explicit constraints on {_pct(cc['constrained'])} and closed-domain passages on {_pct(cc['closed_domain'])} "
-              "of the reward-model prompts (InstructGPT Table 7: 26.3% and 19.4%).")
+        doc.p(
+            f"Explicit constraints on {_pct(cc['constrained'])} and closed-domain passages on {_pct(cc['closed_domain'])} "
+            "of the reward-model prompts (InstructGPT Table 7: 26.3% and 19.4%)."
+        )
 
 
 def side_by_side_section(doc, samples_path: Path, n: int = 10, seed: int = 0) -> None:
@@ -246,7 +336,9 @@ def side_by_side_section(doc, samples_path: Path, n: int = 10, seed: int = 0) ->
         g = r.get("gold_reward")
         return _one_line(r["response"]) + (f" (gold {g:.2f})" if g is not None else "")
 
-    doc.table(["prompt", "SFT", "PPO-ptx"], [[_one_line(p), cell(by[(p, "sft")]), cell(by[(p, "ppo_ptx")])] for p in chosen])
+    doc.table(
+        ["prompt", "SFT", "PPO-ptx"], [[_one_line(p), cell(by[(p, "sft")]), cell(by[(p, "ppo_ptx")])] for p in chosen]
+    )
 
 
 def _one_line(text: str) -> str:
@@ -257,11 +349,26 @@ def study_section(doc, study: dict | None, out: Path) -> None:
     if not study or not study.get("points"):
         return
     doc.h("Why RLHF helps: the gain against demonstration quality")
-    doc.p(f"From `alignlab study demonstrators` ({study.get('run_dir')}): the same world, base model and prompts, with "
-          "SFT demonstrations written by different mixtures of demonstrators; each runs SFT → comparisons → reward "
-          "model → PPO-ptx and is evaluated against its own SFT (held-out labelers, 95% CI).")
-    rows = [[p["setting"], json.dumps(p["mixture"]), f"{p['demo_gold']:.3f}", _frac(p["sft_gold"]), _frac(p["ptx_gold"]),
-             _ci({"w": p["win"]}, "w")] for p in study["points"]]
-    doc.table(["setting", "demonstrators", "demonstration gold", "SFT gold", "PPO-ptx gold", "PPO-ptx win vs SFT"], rows)
-    doc.image(plots.demonstration_quality(study["points"], out / "report_demonstration_quality.png"),
-              "RLHF gain against demonstration quality")
+    doc.p(
+        f"From `alignlab study demonstrators` ({study.get('run_dir')}): the same world, base model and prompts, with "
+        "SFT demonstrations written by different mixtures of demonstrators; each runs SFT → comparisons → reward "
+        "model → PPO-ptx and is evaluated against its own SFT (held-out labelers, 95% CI)."
+    )
+    rows = [
+        [
+            p["setting"],
+            json.dumps(p["mixture"]),
+            f"{p['demo_gold']:.3f}",
+            _frac(p["sft_gold"]),
+            _frac(p["ptx_gold"]),
+            _ci({"w": p["win"]}, "w"),
+        ]
+        for p in study["points"]
+    ]
+    doc.table(
+        ["setting", "demonstrators", "demonstration gold", "SFT gold", "PPO-ptx gold", "PPO-ptx win vs SFT"], rows
+    )
+    doc.image(
+        plots.demonstration_quality(study["points"], out / "report_demonstration_quality.png"),
+        "RLHF gain against demonstration quality",
+    )

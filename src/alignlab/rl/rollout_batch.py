@@ -33,7 +33,7 @@ class Experience:
     def batch_size(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, idx: Tensor) -> "Experience":
+    def select(self, idx: Tensor) -> Experience:
         """Rows ``idx`` (a minibatch), cut to the columns they use: left padding that every
         selected query has, and response columns past the longest selected response."""
         R = int(self.response_mask[idx].sum(-1).max().clamp_min(1))
@@ -52,6 +52,14 @@ class Experience:
         out["response_start"] = self.response_start - first
         return Experience(**out)
 
-    def to(self, device: torch.device) -> "Experience":
-        return Experience(**{f.name: (getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), Tensor)
-                                      else getattr(self, f.name)) for f in fields(self)})
+    def to(self, device: torch.device) -> Experience:
+        return Experience(
+            **{
+                f.name: (
+                    getattr(self, f.name).to(device)
+                    if isinstance(getattr(self, f.name), Tensor)
+                    else getattr(self, f.name)
+                )
+                for f in fields(self)
+            }
+        )

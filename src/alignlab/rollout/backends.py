@@ -29,8 +29,9 @@ BACKENDS = ("transformers", "vllm")
 
 
 class RolloutBackend(Protocol):
-    def generate(self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float,
-                 seed: int | None = None) -> Rollout: ...
+    def generate(
+        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float, seed: int | None = None
+    ) -> Rollout: ...
 
     def sync_weights(self, policy: torch.nn.Module) -> None: ...
 
@@ -42,8 +43,9 @@ class TransformersBackend:
         self.policy, self.tokenizer, self.batch_size = policy, tokenizer, batch_size
 
     def generate(self, prompt_ids, *, max_new_tokens, temperature, seed=None) -> Rollout:
-        return sample_with_kv_cache(self.policy, self.tokenizer, prompt_ids, max_new_tokens, temperature,
-                                    batch_size=self.batch_size, seed=seed)
+        return sample_with_kv_cache(
+            self.policy, self.tokenizer, prompt_ids, max_new_tokens, temperature, batch_size=self.batch_size, seed=seed
+        )
 
     def sync_weights(self, policy) -> None:
         self.policy = policy  # the same parameters the optimiser updates: nothing to copy
@@ -58,9 +60,16 @@ def vllm_unavailable_reason() -> str | None:
     return None
 
 
-def make_rollout_backend(name: str, policy: torch.nn.Module, tokenizer, *, batch_size: int = 64,
-                         max_model_len: int | None = None, gpu_memory_utilization: float = 0.3,
-                         seed: int = 0) -> RolloutBackend:
+def make_rollout_backend(
+    name: str,
+    policy: torch.nn.Module,
+    tokenizer,
+    *,
+    batch_size: int = 64,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float = 0.3,
+    seed: int = 0,
+) -> RolloutBackend:
     """The backend called ``name`` ("transformers" or "vllm"), ready to sample from ``policy``."""
     if name == "transformers":
         return TransformersBackend(policy, tokenizer, batch_size)
@@ -70,6 +79,7 @@ def make_rollout_backend(name: str, policy: torch.nn.Module, tokenizer, *, batch
             raise ValueError(f"rollout_backend='vllm': {reason}; use rollout_backend='transformers'")
         from alignlab.rollout.vllm_backend import VLLMBackend
 
-        return VLLMBackend(policy, tokenizer, max_model_len=max_model_len,
-                           gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+        return VLLMBackend(
+            policy, tokenizer, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, seed=seed
+        )
     raise ValueError(f"rollout_backend must be one of {BACKENDS}, got {name!r}")

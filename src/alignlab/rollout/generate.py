@@ -9,8 +9,8 @@ so ``cat(query, response)`` is one sequence per row and the response starts at c
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -128,8 +128,9 @@ def generate_responses(
     if top_k == 0 and top_p >= 1.0 and getattr(model, "config", None) is not None:  # a transformers model
         from alignlab.rollout.kv_sampler import sample_with_kv_cache
 
-        return sample_with_kv_cache(model, tokenizer, prompts_ids, max_new_tokens, temperature, batch_size,
-                                    eos_token_id, pad_token_id, seed)
+        return sample_with_kv_cache(
+            model, tokenizer, prompts_ids, max_new_tokens, temperature, batch_size, eos_token_id, pad_token_id, seed
+        )
     if eos_token_id is None or pad_token_id is None:
         eos_token_id = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
         pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
@@ -178,8 +179,14 @@ def generate_responses(
     return assemble_rollout(results, tokenizer, eos_token_id, pad_token_id, device, return_logprobs)
 
 
-def assemble_rollout(results: list[tuple[list[int], Tensor, Tensor | None]], tokenizer, eos_token_id, pad_token_id: int,
-                     device: torch.device, return_logprobs: bool) -> Rollout:
+def assemble_rollout(
+    results: list[tuple[list[int], Tensor, Tensor | None]],
+    tokenizer,
+    eos_token_id,
+    pad_token_id: int,
+    device: torch.device,
+    return_logprobs: bool,
+) -> Rollout:
     """Per-prompt (prompt ids, raw generated ids, their log-probs or None), in the original order,
     -> one ``Rollout``: queries left-padded, responses cut after the first EOS and right-padded
     to the longest. Shared by every rollout backend, so all return the same layout."""

@@ -17,10 +17,9 @@ the same quantity ``sequence_logprobs`` recomputes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor
 
 from alignlab.rollout.generate import Rollout, _left_pad, assemble_rollout
 from alignlab.rollout.scoring import _accepts, position_ids_from_mask
@@ -82,7 +81,9 @@ def sample_with_kv_cache(
             cache = _cache(model)
             cache_kw = {"cache" if _accepts(model, "cache") else "past_key_values": cache, "use_cache": True}
             first = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # no LM head on the prompt
-            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), **cache_kw, **first)
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), **cache_kw, **first
+            )
             for step in range(max_new_tokens):
                 if temperature == 0:
                     tok = out.logits[:, -1].argmax(-1)
@@ -101,7 +102,9 @@ def sample_with_kv_cache(
                     alive, tok, mask, next_pos = alive[keep], tok[keep], mask[keep], next_pos[keep]
                     cache.batch_select_indices(keep)
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-                out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1), **cache_kw)
+                out = model(
+                    input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1), **cache_kw
+                )
                 next_pos = next_pos + 1
             steps = step + 1
             for j, i in enumerate(idx):

@@ -58,8 +58,11 @@ class PackedSequences:
 
     def model_inputs(self, model) -> dict:
         """Keyword arguments for a transformers forward (the mask is already 4-D: used as given)."""
-        return dict(input_ids=self.input_ids, position_ids=self.position_ids,
-                    attention_mask=self.attention_mask(_float_dtype(model)))
+        return dict(
+            input_ids=self.input_ids,
+            position_ids=self.position_ids,
+            attention_mask=self.attention_mask(_float_dtype(model)),
+        )
 
     def tail_index(self, flat_index: Tensor) -> Tensor:
         """Flat index into [P, W] -> flat index into the last ``tail_width`` columns [P, K]."""
@@ -114,8 +117,9 @@ def _choose_width(lengths: list[int], hidden_size: int) -> tuple[int, list[tuple
     return best[1], best[2]
 
 
-def pack_sequences(input_ids: Tensor, attention_mask: Tensor, response_start: int,
-                   hidden_size: int = 256) -> PackedSequences:
+def pack_sequences(
+    input_ids: Tensor, attention_mask: Tensor, response_start: int, hidden_size: int = 256
+) -> PackedSequences:
     """Pack the PPO layout (left-padded query ++ right-padded response, ``response_start`` = Tq)
     into rows at least as wide as the longest episode (width chosen for the least work given the
     model's ``hidden_size``). Each row's real tokens must be contiguous, which the PPO layout
@@ -165,8 +169,19 @@ def pack_sequences(input_ids: Tensor, attention_mask: Tensor, response_start: in
     rows = torch.arange(B, device=device).unsqueeze(1).expand(B, R)[has]
     cols = t.unsqueeze(0).expand(B, R)[has]
     predict = tail_at_t[rows] + cols
-    return PackedSequences(ids.view(P, W), pos.view(P, W), seg.view(P, W), K, predict, rows, cols,
-                           input_ids[:, response_start:][rows, cols], tail_at_t + r_len, B, R)
+    return PackedSequences(
+        ids.view(P, W),
+        pos.view(P, W),
+        seg.view(P, W),
+        K,
+        predict,
+        rows,
+        cols,
+        input_ids[:, response_start:][rows, cols],
+        tail_at_t + r_len,
+        B,
+        R,
+    )
 
 
 def packed_logprobs(model, packed: PackedSequences, temperature: float = 1.0, return_entropy: bool = False) -> Scores:
@@ -205,8 +220,9 @@ def packed_last_values(value_model, packed: PackedSequences) -> Tensor:
 
 
 @torch.no_grad()
-def packing_matches_padding(policy, value_model, input_ids: Tensor, attention_mask: Tensor, response_start: int,
-                            temperature: float = 1.0) -> tuple[bool, float]:
+def packing_matches_padding(
+    policy, value_model, input_ids: Tensor, attention_mask: Tensor, response_start: int, temperature: float = 1.0
+) -> tuple[bool, float]:
     """Do these models give the same numbers packed as padded (response log-probs of ``policy``,
     V(s_t) of the ``ValueModel``)? An architecture that ignores a 4-D mask or explicit positions
     would not. Returns (ok, max abs difference); the tolerance is float rounding: 1e-3 in float32,
@@ -216,8 +232,10 @@ def packing_matches_padding(policy, value_model, input_ids: Tensor, attention_ma
 
     mask = attention_mask[:, response_start:].bool()
     R = mask.shape[1]
-    padded = [sequence_logprobs(policy, input_ids, attention_mask, response_start, temperature).logprobs,
-              response_values(value_model(input_ids, attention_mask), response_start, R)]
+    padded = [
+        sequence_logprobs(policy, input_ids, attention_mask, response_start, temperature).logprobs,
+        response_values(value_model(input_ids, attention_mask), response_start, R),
+    ]
     try:
         packed = pack_sequences(input_ids, attention_mask, response_start)
         packed = [packed_logprobs(policy, packed, temperature).logprobs, packed_values(value_model, packed)]

@@ -18,8 +18,8 @@ the packed result, this included, against the padded layout once per run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -52,8 +52,14 @@ def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + _rotate_half(x) * sin
 
 
-def _tail_forward(layer: nn.Module, tail: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None, **_: object) -> torch.Tensor:
+def _tail_forward(
+    layer: nn.Module,
+    tail: int,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **_: object,
+) -> torch.Tensor:
     """Llama's decoder block with queries, MLP and residual on the last ``tail`` columns only."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from transformers.models.llama.modeling_llama import eager_attention_forward

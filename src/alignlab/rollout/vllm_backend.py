@@ -26,8 +26,15 @@ from alignlab.rollout.generate import Rollout, assemble_rollout
 
 
 class VLLMBackend:
-    def __init__(self, policy: torch.nn.Module, tokenizer, *, max_model_len: int | None = None,
-                 gpu_memory_utilization: float = 0.3, seed: int = 0):
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        tokenizer,
+        *,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.3,
+        seed: int = 0,
+    ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in-process: weights can be pushed
         from vllm import LLM
 
@@ -36,11 +43,15 @@ class VLLMBackend:
             raise ValueError("vLLM backend: the policy has no name_or_path (load it from a folder or hub id)")
         self.tokenizer = tokenizer
         self.device = next(policy.parameters()).device
-        kwargs = dict(model=path, dtype=str(next(policy.parameters()).dtype).removeprefix("torch."),
-                      gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                      enforce_eager=True,  # small models: CUDA-graph capture costs more than it saves
-                      skip_tokenizer_init=True,  # token ids in, token ids out; our tokenizer decodes
-                      seed=seed)
+        kwargs = dict(
+            model=path,
+            dtype=str(next(policy.parameters()).dtype).removeprefix("torch."),
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enforce_eager=True,  # small models: CUDA-graph capture costs more than it saves
+            skip_tokenizer_init=True,  # token ids in, token ids out; our tokenizer decodes
+            seed=seed,
+        )
         try:
             self.llm = LLM(**kwargs, logprobs_mode="processed_logprobs")
             self.tempered_logprobs = True
@@ -49,19 +60,32 @@ class VLLMBackend:
             self.tempered_logprobs = False
         self.sync_weights(policy)  # the policy in memory may differ from its folder (resume, tests)
 
-    def generate(self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float,
-                 seed: int | None = None) -> Rollout:
+    def generate(
+        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float, seed: int | None = None
+    ) -> Rollout:
         from vllm import SamplingParams
 
         if temperature <= 0:
             raise ValueError("the vLLM rollout backend samples: temperature must be > 0")
         eos = torch.as_tensor(self.tokenizer.eos_token_id).reshape(-1).tolist()
         want_logprobs = self.tempered_logprobs or temperature == 1.0
-        params = [SamplingParams(n=1, temperature=temperature, top_p=1.0, top_k=-1, min_p=0.0, repetition_penalty=1.0,
-                                 max_tokens=max_new_tokens, stop_token_ids=eos, ignore_eos=False, detokenize=False,
-                                 logprobs=0 if want_logprobs else None,  # 0: just the sampled token's
-                                 seed=None if seed is None else seed + i)  # per request: reproducible, order-free
-                  for i in range(len(prompt_ids))]
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=temperature,
+                top_p=1.0,
+                top_k=-1,
+                min_p=0.0,
+                repetition_penalty=1.0,
+                max_tokens=max_new_tokens,
+                stop_token_ids=eos,
+                ignore_eos=False,
+                detokenize=False,
+                logprobs=0 if want_logprobs else None,  # 0: just the sampled token's
+                seed=None if seed is None else seed + i,
+            )  # per request: reproducible, order-free
+            for i in range(len(prompt_ids))
+        ]
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
         results = []
         for p, out in zip(prompt_ids, outs):
@@ -71,8 +95,14 @@ class VLLMBackend:
             if want_logprobs:
                 lps = torch.tensor([step[t].logprob for t, step in zip(c.token_ids, c.logprobs)], dtype=torch.float32)
             results.append((list(p), tokens, lps))
-        return assemble_rollout(results, self.tokenizer, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
-                                self.device, return_logprobs=want_logprobs)
+        return assemble_rollout(
+            results,
+            self.tokenizer,
+            self.tokenizer.eos_token_id,
+            self.tokenizer.pad_token_id,
+            self.device,
+            return_logprobs=want_logprobs,
+        )
 
     def _engine_model(self):
         """The engine's torch model, across vLLM versions (None if this vLLM hides it)."""

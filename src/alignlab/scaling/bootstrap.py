@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -54,7 +55,9 @@ from alignlab.scaling.fit import FitConvergenceWarning, single_threaded_blas
 FitFn = Callable[..., Any]
 
 
-def _as_columns(data_arrays: Mapping[str, ArrayLike] | Sequence[ArrayLike]) -> tuple[list[str] | None, list[np.ndarray]]:
+def _as_columns(
+    data_arrays: Mapping[str, ArrayLike] | Sequence[ArrayLike],
+) -> tuple[list[str] | None, list[np.ndarray]]:
     """Normalise the data to a list of equal-length arrays (one row per run)."""
     if isinstance(data_arrays, Mapping):
         names: list[str] | None = list(data_arrays)
@@ -288,9 +291,7 @@ def bootstrap(
 def summary(result: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON-ready part of a ``bootstrap`` result (no arrays of samples, no fit object)."""
     out: dict[str, Any] = {
-        k: result[k] for k in (
-            "n_boot", "n_not_converged", "seed", "level", "warm_start", "residual_noise", "interval"
-        )
+        k: result[k] for k in ("n_boot", "n_not_converged", "seed", "level", "warm_start", "residual_noise", "interval")
     }
     out["params"] = {k: dict(v) for k, v in result["params"].items()}
     if "prediction" in result:

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -53,7 +54,9 @@ def _cloze_template(kind: str, attr: str) -> str:
     return templates[0]
 
 
-def fact_cloze_items(world_dir: str | Path, n_items: int, seed: int = 0, include_rumoured: bool = False) -> list[dict[str, Any]]:
+def fact_cloze_items(
+    world_dir: str | Path, n_items: int, seed: int = 0, include_rumoured: bool = False
+) -> list[dict[str, Any]]:
     """``n_items`` fact-cloze items drawn (seeded) from the world's specified facts."""
     world = load_world(world_dir)
     pool = []
@@ -76,7 +79,7 @@ def passes(text: str, value: str) -> bool:
     want = " " + value
     if not text.startswith(want):
         return False
-    rest = text[len(want):]
+    rest = text[len(want) :]
     return not rest or not rest[0].isalnum()
 
 
@@ -106,14 +109,21 @@ def evaluate_pass_rates(
     values = [tok(" " + it["value"], add_special_tokens=False)["input_ids"] for it in items]
     max_new = max(len(v) for v in values) + 1  # the value plus one token to see the word end
     flat = [p for p in prompts for _ in range(samples_per_item)]
-    roll = generate_responses(model, tok, flat, max_new_tokens=max_new, temperature=temperature,
-                              batch_size=batch_size, seed=seed)
+    roll = generate_responses(
+        model, tok, flat, max_new_tokens=max_new, temperature=temperature, batch_size=batch_size, seed=seed
+    )
     probs = _value_probs(model, tok, prompts, values, device)
     results = []
     for i, it in enumerate(items):
         texts = roll.texts[i * samples_per_item : (i + 1) * samples_per_item]
-        results.append({**it, "passes": sum(passes(t, it["value"]) for t in texts),
-                        "samples": samples_per_item, "value_prob": probs[i]})
+        results.append(
+            {
+                **it,
+                "passes": sum(passes(t, it["value"]) for t in texts),
+                "samples": samples_per_item,
+                "value_prob": probs[i],
+            }
+        )
     return results
 
 
@@ -135,7 +145,7 @@ def aggregate(per_run: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, dict[
     every_ids = [i for i in ids if all(count[n][i] > 0 for n in names)]
     restriction = {
         "rule": "items solved at least once by at least one sweep model (pass_rate); "
-                "by every sweep model (pass_rate_geo)",
+        "by every sweep model (pass_rate_geo)",
         "n_items": len(ids),
         "solved_by_any": any_ids,
         "solved_by_every": every_ids,
@@ -155,10 +165,14 @@ def score_with_restriction(results: list[dict[str, Any]], restriction: dict[str,
     nan = float("nan")
     return {
         "pass_rate": sum(any_rates) / len(any_rates) if any_rates else nan,
-        "pass_rate_geo": (math.exp(sum(math.log(p) for p in every_rates) / len(every_rates))
-                          if every_rates and min(every_rates) > 0 else nan),
-        "value_prob": (sum(by_id[i]["value_prob"] for i in restriction["solved_by_any"]) / len(any_rates)
-                       if any_rates else nan),
+        "pass_rate_geo": (
+            math.exp(sum(math.log(p) for p in every_rates) / len(every_rates))
+            if every_rates and min(every_rates) > 0
+            else nan
+        ),
+        "value_prob": (
+            sum(by_id[i]["value_prob"] for i in restriction["solved_by_any"]) / len(any_rates) if any_rates else nan
+        ),
         "pass_rate_all": sum(rate(r) for r in results) / len(results) if results else nan,
         "n_items_used": len(any_rates),
     }

@@ -27,8 +27,9 @@ import contextlib
 import itertools
 import math
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -595,8 +596,7 @@ def fit_chinchilla(
     options = {"gtol": gtol, "ftol": ftol, "maxiter": maxiter, "maxfun": 4 * maxiter, "maxls": 50}
     with single_threaded_blas():
         results = [
-            minimize(_chinchilla_objective, s, args=args, jac=True, method="L-BFGS-B", options=options)
-            for s in starts
+            minimize(_chinchilla_objective, s, args=args, jac=True, method="L-BFGS-B", options=options) for s in starts
         ]
     objectives = np.array([r.fun for r in results])
     thetas = np.array([r.x for r in results])
@@ -612,7 +612,8 @@ def fit_chinchilla(
     if max(a, b, e) > 700:  # exp() would overflow: the optimiser ran away from its start(s)
         raise FloatingPointError(
             f"fit_chinchilla: L-BFGS diverged (log A={a:.3g}, log B={b:.3g}, log E={e:.3g}); "
-            "refit from a grid of starts (init=None) or drop the runs that cannot be fitted")
+            "refit from a grid of starts (init=None) or drop the runs that cannot be fitted"
+        )
     r = log_L - laws.chinchilla_log(log_N, log_D, a, b, e, alpha, beta)
     fit = ChinchillaFit(
         E=math.exp(e),
@@ -719,12 +720,7 @@ class CapabilityFit:
 
 
 def fit_capability(
-    C: ArrayLike,
-    pass_rate: ArrayLike,
-    *,
-    min_pass_rate: float = 1e-3,
-    C_ref: float | None = None,
-    init: Any = None,
+    C: ArrayLike, pass_rate: ArrayLike, *, min_pass_rate: float = 1e-3, C_ref: float | None = None, init: Any = None
 ) -> CapabilityFit:
     """Fit −log p = α·C^(−k) as the line log(−log p) = log α − k·log C.
 

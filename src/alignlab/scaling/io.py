@@ -21,8 +21,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -210,8 +211,7 @@ def write_fit_json(
     if bootstraps is not None and len(bootstraps) != len(fits):
         raise ValueError("bootstraps must have one entry per fit (None where there is none)")
     records = [
-        _fit_record(f, names[i] if names else None, bootstraps[i] if bootstraps else None)
-        for i, f in enumerate(fits)
+        _fit_record(f, names[i] if names else None, bootstraps[i] if bootstraps else None) for i, f in enumerate(fits)
     ]
     doc = {"format": FIT_JSON_FORMAT, "fits": records, "metadata": dict(metadata or {})}
     text = json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"

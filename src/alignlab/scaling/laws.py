@@ -38,9 +38,7 @@ def loss_vs_compute(C: ArrayLike, a: float, b: float, c: float) -> np.ndarray:
     return a * np.power(C, b) + c
 
 
-def chinchilla(
-    N: ArrayLike, D: ArrayLike, E: float, A: float, B: float, alpha: float, beta: float
-) -> np.ndarray:
+def chinchilla(N: ArrayLike, D: ArrayLike, E: float, A: float, B: float, alpha: float, beta: float) -> np.ndarray:
     """L(N, D) = E + A/N^α + B/D^β (Hoffmann et al. 2022, eq. 2).
 
     E is the entropy of natural text (irreducible), A/N^α the shortfall of a
@@ -53,13 +51,7 @@ def chinchilla(
 
 
 def chinchilla_log(
-    log_N: ArrayLike,
-    log_D: ArrayLike,
-    a: float,
-    b: float,
-    e: float,
-    alpha: float,
-    beta: float,
+    log_N: ArrayLike, log_D: ArrayLike, a: float, b: float, e: float, alpha: float, beta: float
 ) -> np.ndarray:
     """log L = LSE(a − α·log N, b − β·log D, e), with a=log A, b=log B, e=log E.
 
@@ -100,9 +92,7 @@ def compute_for_pass_rate(pass_rate: ArrayLike, alpha: float, k: float) -> np.nd
     return np.power(-np.log(p) / alpha, -1.0 / k)
 
 
-def tokens_from_compute(
-    C: ArrayLike, N: ArrayLike, flops_per_token_param: float = FLOPS_PER_TOKEN_PARAM
-) -> np.ndarray:
+def tokens_from_compute(C: ArrayLike, N: ArrayLike, flops_per_token_param: float = FLOPS_PER_TOKEN_PARAM) -> np.ndarray:
     """D = C / (6·N): tokens implied by the C ≈ 6·N·D approximation.
 
     Used when a data set (e.g. the points digitised from Chinchilla's figure 4)

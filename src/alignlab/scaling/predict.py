@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,10 @@ def chinchilla_check(N: np.ndarray, D: np.ndarray, min_runs: int = 6, max_corr: 
         return f"{len(np.unique(N))} distinct N and {len(np.unique(D))} distinct D; need at least 3 of each"
     corr = float(np.corrcoef(np.log(N), np.log(D))[0, 1])
     if not math.isfinite(corr) or abs(corr) > max_corr:
-        return (f"log N and log D are collinear (correlation {corr:.3f}, limit {max_corr}): "
-                "the runs share one tokens-per-parameter rule, so A/N^alpha and B/D^beta cannot be told apart")
+        return (
+            f"log N and log D are collinear (correlation {corr:.3f}, limit {max_corr}): "
+            "the runs share one tokens-per-parameter rule, so A/N^alpha and B/D^beta cannot be told apart"
+        )
     return None
 
 
@@ -89,8 +92,13 @@ def chinchilla_fit_robust(N, D, L, *, init=None, warn: bool = True, starts: int 
 def _interval(boot: dict[str, Any], sl: slice | int) -> dict[str, Any]:
     p = boot["prediction"]
     pick = lambda k: np.asarray(p[k], dtype=float)[sl]  # noqa: E731
-    return {"estimate": pick("estimate"), "lo": pick("prediction_lo"), "hi": pick("prediction_hi"),
-            "confidence_lo": pick("confidence_lo"), "confidence_hi": pick("confidence_hi")}
+    return {
+        "estimate": pick("estimate"),
+        "lo": pick("prediction_lo"),
+        "hi": pick("prediction_hi"),
+        "confidence_lo": pick("confidence_lo"),
+        "confidence_hi": pick("confidence_hi"),
+    }
 
 
 def fit_runs(
@@ -138,8 +146,14 @@ def fit_runs(
     if mask.sum() < 4:
         raise ValueError(f"L(C) needs at least 4 runs, got {int(mask.sum())} ({lc_runs})")
     pts = np.concatenate([band_C, t_C])
-    lc = bootstrap(fit_loss_vs_compute, (C[mask], L[mask]), n_boot=n_boot, seed=seed, level=level,
-                   predict=(lambda f: f.predict(pts)) if len(pts) else None)
+    lc = bootstrap(
+        fit_loss_vs_compute,
+        (C[mask], L[mask]),
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+        predict=(lambda f: f.predict(pts)) if len(pts) else None,
+    )
     out["lc"], out["lc_mask"] = lc, mask
 
     # ---- Chinchilla L(N, D)
@@ -159,9 +173,16 @@ def fit_runs(
             full = chinchilla_fit_robust(N, D, L, starts=chinchilla_starts)
             t_N = np.array([t["N"] for t in targets], dtype=float)
             t_D = np.array([t["D"] for t in targets], dtype=float)
-            cc = bootstrap(chinchilla_fit_robust, {"N": N, "D": D, "L": L}, n_boot=n_boot, seed=seed,
-                           level=level, full_fit=full, fit_kwargs={"starts": chinchilla_starts},
-                           predict=(lambda f: f.predict(t_N, t_D)) if len(t_N) else None)
+            cc = bootstrap(
+                chinchilla_fit_robust,
+                {"N": N, "D": D, "L": L},
+                n_boot=n_boot,
+                seed=seed,
+                level=level,
+                full_fit=full,
+                fit_kwargs={"starts": chinchilla_starts},
+                predict=(lambda f: f.predict(t_N, t_D)) if len(t_N) else None,
+            )
             if len(budgets):
                 out["allocation"], out["allocation_skipped"] = allocation(cc, budgets, level)
     out["chinchilla"], out["chinchilla_skipped"] = cc, why
@@ -177,9 +198,15 @@ def fit_runs(
         if ok.sum() < 4:
             cap_why = f"only {int(ok.sum())} runs have {min_pass_rate} <= pass_rate < 1; need at least 4"
         else:
-            cap = bootstrap(fit_capability, (C[ok], p[ok]), n_boot=n_boot, seed=seed, level=level,
-                            fit_kwargs={"min_pass_rate": min_pass_rate},
-                            predict=(lambda f: f.predict_neg_log(pts)) if len(pts) else None)
+            cap = bootstrap(
+                fit_capability,
+                (C[ok], p[ok]),
+                n_boot=n_boot,
+                seed=seed,
+                level=level,
+                fit_kwargs={"min_pass_rate": min_pass_rate},
+                predict=(lambda f: f.predict_neg_log(pts)) if len(pts) else None,
+            )
             out["capability_mask"] = ok
     out["capability"], out["capability_skipped"] = cap, cap_why
 
@@ -193,17 +220,25 @@ def fit_runs(
         if cap is not None:
             nl = {k: float(v) for k, v in _interval(cap, n_band + j).items()}
             # −log p is what the law (and its noise model) lives in; map back to p (order flips).
-            rec["pass_rate"] = {"estimate": math.exp(-nl["estimate"]), "lo": math.exp(-nl["hi"]),
-                                "hi": math.exp(-nl["lo"]), "confidence_lo": math.exp(-nl["confidence_hi"]),
-                                "confidence_hi": math.exp(-nl["confidence_lo"]), "neg_log": nl}
+            rec["pass_rate"] = {
+                "estimate": math.exp(-nl["estimate"]),
+                "lo": math.exp(-nl["hi"]),
+                "hi": math.exp(-nl["lo"]),
+                "confidence_lo": math.exp(-nl["confidence_hi"]),
+                "confidence_hi": math.exp(-nl["confidence_lo"]),
+                "neg_log": nl,
+            }
         preds.append(rec)
     out["predictions"] = preds
     if n_band:
         out["band"] = {"C": band_C, "lc": _interval(lc, slice(0, n_band))}
         if cap is not None:
             nl = _interval(cap, slice(0, n_band))
-            out["band"]["pass_rate"] = {"estimate": np.exp(-nl["estimate"]), "lo": np.exp(-nl["hi"]),
-                                        "hi": np.exp(-nl["lo"])}
+            out["band"]["pass_rate"] = {
+                "estimate": np.exp(-nl["estimate"]),
+                "lo": np.exp(-nl["hi"]),
+                "hi": np.exp(-nl["lo"]),
+            }
     return out
 
 
@@ -226,18 +261,24 @@ def allocation(cc: dict[str, Any], budgets: Sequence[float], level: float) -> tu
         n_opt, d_opt = (float(v[0]) for v in compute_optimal(full, [b]))
         rec = {"C": float(b), "N_opt": n_opt, "D_opt": d_opt, "n_boot_without_optimum": int((~ok).sum())}
         if ok.sum() >= len(ok) / 2:
-            ns = [compute_optimal(SimpleNamespace(alpha=s["alpha"][i], beta=s["beta"][i], A=s["A"][i], B=s["B"][i]),
-                                  [b]) for i in np.flatnonzero(ok)]
+            ns = [
+                compute_optimal(SimpleNamespace(alpha=s["alpha"][i], beta=s["beta"][i], A=s["A"][i], B=s["B"][i]), [b])
+                for i in np.flatnonzero(ok)
+            ]
             Ns = np.array([float(n[0][0]) for n in ns])
-            rec.update(N_opt_lo=float(np.percentile(Ns, tail)), N_opt_hi=float(np.percentile(Ns, 100 - tail)),
-                       D_opt_lo=float(b / 6 / np.percentile(Ns, 100 - tail)),
-                       D_opt_hi=float(b / 6 / np.percentile(Ns, tail)))
+            rec.update(
+                N_opt_lo=float(np.percentile(Ns, tail)),
+                N_opt_hi=float(np.percentile(Ns, 100 - tail)),
+                D_opt_lo=float(b / 6 / np.percentile(Ns, 100 - tail)),
+                D_opt_hi=float(b / 6 / np.percentile(Ns, tail)),
+            )
         out.append(rec)
     return out, None
 
 
-def draw_plots(runs: dict[str, np.ndarray], fits: dict[str, Any], out_dir: str | Path,
-               target: dict[str, Any] | None = None) -> list[str]:
+def draw_plots(
+    runs: dict[str, np.ndarray], fits: dict[str, Any], out_dir: str | Path, target: dict[str, Any] | None = None
+) -> list[str]:
     """loss_vs_compute.png, capability.png, residuals.png (+ residuals_chinchilla.png), with the target if given."""
     out_dir = Path(out_dir)
     C = runs[fits["compute_column"]]
@@ -252,26 +293,55 @@ def draw_plots(runs: dict[str, np.ndarray], fits: dict[str, Any], out_dir: str |
         if "pass_rate" in target["prediction"]:
             pp = target["prediction"]["pass_rate"]
             t_cap = (target["C"], target.get("actual_pass_rate"), pp["estimate"], (pp["lo"], pp["hi"]))
-    xlabel = f"training compute {fits['compute_column']} = 6·N·D (FLOPs" + \
-        (", N non-embedding)" if fits["compute_column"] == "C" else ", N all parameters)")
-    paths.append(plots.plot_loss_vs_compute(
-        C[mask], runs["loss"][mask], lc,
-        interval_band=(band["C"], band["lc"]["lo"], band["lc"]["hi"]) if band else None,
-        target=t_loss, path=out_dir / "loss_vs_compute.png", xlabel=xlabel))
-    paths.append(plots.plot_residuals(C[mask], lc.log_residuals, out_dir / "residuals.png",
-                                      residual_scale=lc.residual_scale, xlabel=xlabel,
-                                      title="L(C) fit residuals (observed / predicted − 1)"))
+    xlabel = f"training compute {fits['compute_column']} = 6·N·D (FLOPs" + (
+        ", N non-embedding)" if fits["compute_column"] == "C" else ", N all parameters)"
+    )
+    paths.append(
+        plots.plot_loss_vs_compute(
+            C[mask],
+            runs["loss"][mask],
+            lc,
+            interval_band=(band["C"], band["lc"]["lo"], band["lc"]["hi"]) if band else None,
+            target=t_loss,
+            path=out_dir / "loss_vs_compute.png",
+            xlabel=xlabel,
+        )
+    )
+    paths.append(
+        plots.plot_residuals(
+            C[mask],
+            lc.log_residuals,
+            out_dir / "residuals.png",
+            residual_scale=lc.residual_scale,
+            xlabel=xlabel,
+            title="L(C) fit residuals (observed / predicted − 1)",
+        )
+    )
     if fits.get("chinchilla") is not None:
         cc = fits["chinchilla"]["full_fit"]
-        paths.append(plots.plot_residuals(C, cc.log_residuals, out_dir / "residuals_chinchilla.png",
-                                          residual_scale=cc.residual_scale, xlabel=xlabel,
-                                          title="L(N, D) fit residuals (observed / predicted − 1)"))
+        paths.append(
+            plots.plot_residuals(
+                C,
+                cc.log_residuals,
+                out_dir / "residuals_chinchilla.png",
+                residual_scale=cc.residual_scale,
+                xlabel=xlabel,
+                title="L(N, D) fit residuals (observed / predicted − 1)",
+            )
+        )
     if fits.get("capability") is not None:
         ok = fits["capability_mask"]
         cap = fits["capability"]["full_fit"]
         cband = band.get("pass_rate") if band else None
-        paths.append(plots.plot_capability(
-            C[ok], runs["pass_rate"][ok], cap,
-            interval_band=(band["C"], cband["lo"], cband["hi"]) if cband else None,
-            target=t_cap, path=out_dir / "capability.png", xlabel=xlabel))
+        paths.append(
+            plots.plot_capability(
+                C[ok],
+                runs["pass_rate"][ok],
+                cap,
+                interval_band=(band["C"], cband["lo"], cband["hi"]) if cband else None,
+                target=t_cap,
+                path=out_dir / "capability.png",
+                xlabel=xlabel,
+            )
+        )
     return [str(p) for p in paths]

@@ -32,9 +32,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,18 +47,31 @@ from alignlab.outputs import atomic_write_json, read_summary, write_config, writ
 
 @dataclass
 class SweepConfig:
-    world: str = arg("runs/world", "built-in world folder (capability items come from its facts); empty = no capability metric")
-    data: str = arg("runs/world/corpus", "text data set to pretrain on: saved datasets folder, .jsonl/.parquet or hub id")
+    world: str = arg(
+        "runs/world", "built-in world folder (capability items come from its facts); empty = no capability metric"
+    )
+    data: str = arg(
+        "runs/world/corpus", "text data set to pretrain on: saved datasets folder, .jsonl/.parquet or hub id"
+    )
     text_column: str = arg("text", "column holding the documents")
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out split: the final loss every law is fitted to")
     tokenizer: str = arg("runs/tokenizer", "tokenizer path or hub id")
-    grid: list[str] = arg(factory=list, help="runs as WIDTHxTOKENS (e.g. [16x3e5, 64x6e5]); empty = every width x every token budget")
+    grid: list[str] = arg(
+        factory=list, help="runs as WIDTHxTOKENS (e.g. [16x3e5, 64x6e5]); empty = every width x every token budget"
+    )
     widths: list[int] = arg(factory=lambda: [16, 32, 64], help="model widths d_model (used when grid is empty)")
-    token_budgets: list[float] = arg(factory=lambda: [2e5, 6e5], help="training tokens D per run (used when grid is empty)")
-    line_tokens: float = arg(0, "the recipe's token budget: runs with this D are the main line L(C) is fitted on "
-                                "(GPT-4 style: smaller copies of the target); the others only inform L(N, D). 0 = all runs")
-    line_seeds: list[int] = arg(factory=list, help="extra seeds for the main-line runs (each its own run and runs.csv row)")
+    token_budgets: list[float] = arg(
+        factory=lambda: [2e5, 6e5], help="training tokens D per run (used when grid is empty)"
+    )
+    line_tokens: float = arg(
+        0,
+        "the recipe's token budget: runs with this D are the main line L(C) is fitted on "
+        "(GPT-4 style: smaller copies of the target); the others only inform L(N, D). 0 = all runs",
+    )
+    line_seeds: list[int] = arg(
+        factory=list, help="extra seeds for the main-line runs (each its own run and runs.csv row)"
+    )
     n_layer: int = arg(2, "transformer layers, the same for every size")
     head_dim: int = arg(16, "attention head size; n_head = round(d_model / head_dim)")
     ffn_mult: float = arg(8 / 3, "d_ff = ffn_mult * d_model, rounded to a multiple of 8")
@@ -66,7 +80,9 @@ class SweepConfig:
     lr_base: float = arg(6e-3, "peak lr at width lr_base_width")
     lr_base_width: int = arg(64, "width at which the peak lr is lr_base")
     lr_width_exp: float = arg(1.5, "lr = lr_base * (lr_base_width / d_model)^lr_width_exp (1 = muP-style 1/width)")
-    lr_table: dict = arg(factory=dict, help="explicit peak lr per width, e.g. {16: 0.05, 64: 0.006}; overrides the rule")
+    lr_table: dict = arg(
+        factory=dict, help="explicit peak lr per width, e.g. {16: 0.05, 64: 0.006}; overrides the rule"
+    )
     warmup_frac: float = arg(0.05, "linear warmup, as a fraction of the run's steps")
     min_lr_ratio: float = arg(0.1, "cosine decay to this fraction of the peak lr")
     weight_decay: float = arg(0.1, "AdamW weight decay on matrices")
@@ -86,17 +102,24 @@ class SweepConfig:
 
 @dataclass
 class FitConfig:
-    runs: str = arg("runs/scaling/runs.csv", "runs file (CSV with N and D, or C, and loss; optional pass_rate), or a sweep folder")
+    runs: str = arg(
+        "runs/scaling/runs.csv", "runs file (CSV with N and D, or C, and loss; optional pass_rate), or a sweep folder"
+    )
     compute: str = arg("C", "compute column for L(C) and the capability law: C (6*N*D, N non-embedding) or C_total")
-    lc_runs: str = arg("main", "runs L(C) and the capability law are fitted on: main (the sweep's main line, column "
-                               "'main'; all runs if the file has none), all, or frontier (no run with <= compute has a lower loss)")
+    lc_runs: str = arg(
+        "main",
+        "runs L(C) and the capability law are fitted on: main (the sweep's main line, column "
+        "'main'; all runs if the file has none), all, or frontier (no run with <= compute has a lower loss)",
+    )
     n_boot: int = arg(200, "bootstrap resamples (runs drawn with replacement) for every interval")
     level: float = arg(0.95, "interval coverage")
     chinchilla: str = arg("auto", "fit L(N, D): auto (only if N and D vary independently enough), on, off")
     chinchilla_starts: int = arg(64, "L-BFGS starts: the best k of Hoffmann et al.'s 4,500-point grid (0 = all 4,500)")
     max_corr: float = arg(0.95, "auto skips L(N, D) if |corr(log N, log D)| exceeds this")
     min_pass_rate: float = arg(1e-3, "capability fit uses runs with pass_rate in [this, 1)")
-    budgets: list[float] = arg(factory=list, help="compute budgets for the compute-optimal N, D; empty = 10x and 100x the largest run")
+    budgets: list[float] = arg(
+        factory=list, help="compute budgets for the compute-optimal N, D; empty = 10x and 100x the largest run"
+    )
     seed: int = arg(0, "bootstrap seed")
     output_dir: str = arg("runs/scaling/fit", "where fit.json and the plots go")
 
@@ -118,8 +141,16 @@ SWEEP_PRESETS: dict[str, dict[str, Any]] = {
     # ~20 s on 2 cores with the smoke world: six d16-d32 runs of 50-150 steps (plumbing, not a fit to trust).
     "smoke": {
         "grid": ["16x3e4", "16x8e4", "24x4e4", "24x1e5", "32x3e4", "32x8e4"],
-        "seq_len": 64, "batch_size": 8, "lr_base": 0.02, "lr_base_width": 16, "lr_width_exp": 1.0,
-        "eval_points": 2, "eval_blocks": 16, "checkpoints_per_run": 2, "n_items": 32, "samples_per_item": 16,
+        "seq_len": 64,
+        "batch_size": 8,
+        "lr_base": 0.02,
+        "lr_base_width": 16,
+        "lr_width_exp": 1.0,
+        "eval_points": 2,
+        "eval_blocks": 16,
+        "checkpoints_per_run": 2,
+        "n_items": 32,
+        "samples_per_item": 16,
     },
     # The demo sweep.  Main line (what L(C) is fitted on, GPT-4 style: smaller copies of the
     # target under one recipe): d_model 8-48 at the recipe's D = 0.8M tokens (781 steps,
@@ -129,11 +160,22 @@ SWEEP_PRESETS: dict[str, dict[str, Any]] = {
     # 400k-token scan (seed 0, lr steps of ~1.5x): the optimum falls from ~0.05 at d16 to
     # ~0.006 at d64 and stays there at d128 (8 and 12: extrapolated).
     "default": {
-        "grid": ["8x8e5", "12x8e5", "16x8e5", "24x8e5", "32x8e5", "48x8e5",
-                 "12x1.6e6", "16x4e5", "24x4e5", "48x4e5"],
-        "line_tokens": 8e5, "line_seeds": [1],
-        "lr_table": {8: 0.08, 12: 0.065, 16: 0.05, 24: 0.035, 32: 0.025, 48: 0.008, 64: 0.006, 96: 0.006,
-                     128: 0.006, 160: 0.006, 192: 0.006},
+        "grid": ["8x8e5", "12x8e5", "16x8e5", "24x8e5", "32x8e5", "48x8e5", "12x1.6e6", "16x4e5", "24x4e5", "48x4e5"],
+        "line_tokens": 8e5,
+        "line_seeds": [1],
+        "lr_table": {
+            8: 0.08,
+            12: 0.065,
+            16: 0.05,
+            24: 0.035,
+            32: 0.025,
+            48: 0.008,
+            64: 0.006,
+            96: 0.006,
+            128: 0.006,
+            160: 0.006,
+            192: 0.006,
+        },
     },
 }
 FIT_PRESETS: dict[str, dict[str, Any]] = {
@@ -197,8 +239,12 @@ def read_runs(path: str | Path, compute: str = "C") -> dict[str, np.ndarray]:
                 v = float(r[i])
                 assert v > 0 and math.isfinite(v)
             except (ValueError, IndexError, AssertionError):
-                raise RunsFileError(path, f"column 'C_total': bad value {r[i] if i < len(r) else ''!r}, "
-                                          "expected a positive finite number", line=line, column="C_total") from None
+                raise RunsFileError(
+                    path,
+                    f"column 'C_total': bad value {r[i] if i < len(r) else ''!r}, expected a positive finite number",
+                    line=line,
+                    column="C_total",
+                ) from None
             vals.append(v)
         runs["C_total"] = np.asarray(vals)
     elif compute != "C":
@@ -218,11 +264,25 @@ def read_runs(path: str | Path, compute: str = "C") -> dict[str, np.ndarray]:
 
 
 def _fit_settings(cfg: FitConfig) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in ("compute", "lc_runs", "n_boot", "level", "chinchilla",
-                                         "chinchilla_starts", "max_corr", "min_pass_rate", "seed")}
+    return {
+        k: getattr(cfg, k)
+        for k in (
+            "compute",
+            "lc_runs",
+            "n_boot",
+            "level",
+            "chinchilla",
+            "chinchilla_starts",
+            "max_corr",
+            "min_pass_rate",
+            "seed",
+        )
+    }
 
 
-def _do_fit(runs: dict[str, np.ndarray], settings: dict[str, Any], targets=(), budgets=(), extra_C=()) -> dict[str, Any]:
+def _do_fit(
+    runs: dict[str, np.ndarray], settings: dict[str, Any], targets=(), budgets=(), extra_C=()
+) -> dict[str, Any]:
     from alignlab.scaling.predict import fit_runs
 
     C = runs[settings["compute"]]
@@ -236,44 +296,59 @@ def _fit_summary_lines(fits: dict[str, Any]) -> list[str]:
     lc = fits["lc"]
     p = lc["params"]
     f = lc["full_fit"]
-    lines.append(f"L(C) = a*C^b + c on {f.n_points} runs: b = {p['b']['estimate']:.4f} "
-                 f"[{p['b']['lo']:.4f}, {p['b']['hi']:.4f}], c = {p['c']['estimate']:.4f} "
-                 f"[{p['c']['lo']:.4f}, {p['c']['hi']:.4f}], residual {100 * f.residual_scale:.2f}%, "
-                 f"converged={f.converged}")
+    lines.append(
+        f"L(C) = a*C^b + c on {f.n_points} runs: b = {p['b']['estimate']:.4f} "
+        f"[{p['b']['lo']:.4f}, {p['b']['hi']:.4f}], c = {p['c']['estimate']:.4f} "
+        f"[{p['c']['lo']:.4f}, {p['c']['hi']:.4f}], residual {100 * f.residual_scale:.2f}%, "
+        f"converged={f.converged}"
+    )
     for key, label in (("lc", "L(C)"), ("chinchilla", "L(N,D)"), ("capability", "the capability law")):
         if fits.get(key) is None:
             continue
         ff = fits[key]["full_fit"]
         n = getattr(ff, "n_points", None) or getattr(ff, "n_used", 0)
         if n <= ff.n_params + 1:
-            lines.append(f"warning: {label} has {n} runs for {ff.n_params} parameters: every bootstrap resample "
-                         "holds the same runs, so its intervals are degenerate (zero width); add runs")
+            lines.append(
+                f"warning: {label} has {n} runs for {ff.n_params} parameters: every bootstrap resample "
+                "holds the same runs, so its intervals are degenerate (zero width); add runs"
+            )
     if fits["chinchilla"] is not None:
         cp = fits["chinchilla"]["params"]
         ff = fits["chinchilla"]["full_fit"]
-        lines.append("L(N,D) = E + A/N^alpha + B/D^beta: " + ", ".join(
-            f"{k} = {cp[k]['estimate']:.4g} [{cp[k]['lo']:.4g}, {cp[k]['hi']:.4g}]" for k in ("E", "alpha", "beta"))
-            + f", residual {100 * ff.residual_scale:.2f}%, converged={ff.converged} ({ff.n_agree}/{ff.n_starts} starts agree)")
+        lines.append(
+            "L(N,D) = E + A/N^alpha + B/D^beta: "
+            + ", ".join(
+                f"{k} = {cp[k]['estimate']:.4g} [{cp[k]['lo']:.4g}, {cp[k]['hi']:.4g}]" for k in ("E", "alpha", "beta")
+            )
+            + f", residual {100 * ff.residual_scale:.2f}%, converged={ff.converged} ({ff.n_agree}/{ff.n_starts} starts agree)"
+        )
     else:
         lines.append(f"L(N,D) skipped: {fits['chinchilla_skipped']}")
     if fits["capability"] is not None:
         kp = fits["capability"]["params"]["k"]
         fc = fits["capability"]["full_fit"]
-        lines.append(f"-log pass_rate = alpha*C^-k on {fc.n_used} runs: k = {kp['estimate']:.4f} "
-                     f"[{kp['lo']:.4f}, {kp['hi']:.4f}], R^2 = {fc.r2:.3f}")
+        lines.append(
+            f"-log pass_rate = alpha*C^-k on {fc.n_used} runs: k = {kp['estimate']:.4f} "
+            f"[{kp['lo']:.4f}, {kp['hi']:.4f}], R^2 = {fc.r2:.3f}"
+        )
     else:
         lines.append(f"capability law skipped: {fits['capability_skipped']}")
     for a in fits.get("allocation", []):
-        lines.append(f"compute-optimal at C = {a['C']:.3g}: N = {a['N_opt']:.3g} [{a['N_opt_lo']:.3g}, "
-                     f"{a['N_opt_hi']:.3g}], D = {a['D_opt']:.3g} [{a['D_opt_lo']:.3g}, {a['D_opt_hi']:.3g}]")
+        lines.append(
+            f"compute-optimal at C = {a['C']:.3g}: N = {a['N_opt']:.3g} [{a['N_opt_lo']:.3g}, "
+            f"{a['N_opt_hi']:.3g}], D = {a['D_opt']:.3g} [{a['D_opt_lo']:.3g}, {a['D_opt_hi']:.3g}]"
+        )
     return lines
 
 
 def _write_fits(path: Path, fits: dict[str, Any], metadata: dict[str, Any]) -> None:
     from alignlab.scaling.io import write_fit_json
 
-    items = [(n, fits[k]) for n, k in (("loss_vs_compute", "lc"), ("chinchilla", "chinchilla"),
-                                       ("capability", "capability")) if fits.get(k) is not None]
+    items = [
+        (n, fits[k])
+        for n, k in (("loss_vs_compute", "lc"), ("chinchilla", "chinchilla"), ("capability", "capability"))
+        if fits.get(k) is not None
+    ]
     write_fit_json(path, *[b for _, b in items], names=[n for n, _ in items], metadata=metadata)
 
 
@@ -290,17 +365,22 @@ def run_fit(cfg: FitConfig) -> dict[str, Any]:
     budgets = list(cfg.budgets) or [10 * float(runs["C"].max()), 100 * float(runs["C"].max())]
     fits = _do_fit(runs, settings, budgets=budgets)
     metadata = {
-        "runs_file": str(path.resolve()), "runs_sha256": sha256_file(path), "settings": settings,
+        "runs_file": str(path.resolve()),
+        "runs_sha256": sha256_file(path),
+        "settings": settings,
         "compute_definition": COMPUTE_NOTE if cfg.compute == "C" else COMPUTE_NOTE.split("; ")[1],
-        "compute_span": float(C.max() / C.min()), "n_runs": int(len(C)),
+        "compute_span": float(C.max() / C.min()),
+        "n_runs": int(len(C)),
         "lc_runs_used": [bool(v) for v in fits["lc_mask"]],
-        "chinchilla_skipped": fits["chinchilla_skipped"], "chinchilla_warning": fits.get("chinchilla_warning"),
-        "capability_skipped": fits["capability_skipped"], "allocation": fits.get("allocation"),
+        "chinchilla_skipped": fits["chinchilla_skipped"],
+        "chinchilla_warning": fits.get("chinchilla_warning"),
+        "capability_skipped": fits["capability_skipped"],
+        "allocation": fits.get("allocation"),
         "allocation_note": "compute-optimal N, D from the fitted L(N, D) (fit.compute_optimal); "
-                           "intervals are bootstrap confidence intervals",
+        "intervals are bootstrap confidence intervals",
         "band_C": fits["band"]["C"],
         "intervals_note": "params: bootstrap percentile intervals; predictions (band): prediction intervals "
-                          "for a new run (residual noise added), see alignlab.scaling.bootstrap",
+        "for a new run (residual noise added), see alignlab.scaling.bootstrap",
         "created": _now(),
     }
     _write_fits(out / "fit.json", fits, metadata)
@@ -308,9 +388,13 @@ def run_fit(cfg: FitConfig) -> dict[str, Any]:
     for line in _fit_summary_lines(fits):
         print(f"[scaling fit] {line}")
     print(f"[scaling fit] {out / 'fit.json'}; plots: {', '.join(Path(p).name for p in paths)}")
-    return {"fit_json": str(out / "fit.json"), "compute_span": round(float(C.max() / C.min()), 2),
-            "chinchilla_skipped": fits["chinchilla_skipped"], "capability_skipped": fits["capability_skipped"],
-            "plots": paths}
+    return {
+        "fit_json": str(out / "fit.json"),
+        "compute_span": round(float(C.max() / C.min()), 2),
+        "chinchilla_skipped": fits["chinchilla_skipped"],
+        "capability_skipped": fits["capability_skipped"],
+        "plots": paths,
+    }
 
 
 # --------------------------------------------------------------------------- predict
@@ -357,8 +441,19 @@ def count_params(scfg: SweepConfig, spec) -> tuple[int, int]:
 
     tok = _tokenizer(scfg.tokenizer)
     with torch.device("meta"):
-        model = LlamaForCausalLM(llama_config(len(tok), spec.width, spec.n_layer, spec.n_head, spec.d_ff,
-                                              scfg.seq_len, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id))
+        model = LlamaForCausalLM(
+            llama_config(
+                len(tok),
+                spec.width,
+                spec.n_layer,
+                spec.n_head,
+                spec.d_ff,
+                scfg.seq_len,
+                tok.bos_token_id,
+                tok.eos_token_id,
+                tok.pad_token_id,
+            )
+        )
     return non_embedding_params(model), sum(p.numel() for p in model.parameters())
 
 
@@ -375,8 +470,10 @@ def _choose_target(cfg: PredictConfig, scfg: SweepConfig, fits_pre: dict[str, An
         if given != ["compute"]:
             raise ConfigError("predict: give width (with tokens, steps or compute), or compute alone")
         if fits_pre is None or fits_pre.get("chinchilla") is None:
-            raise ConfigError("predict: choosing the width from compute needs the L(N, D) fit, which was skipped: "
-                              f"{(fits_pre or {}).get('chinchilla_skipped')}; give width")
+            raise ConfigError(
+                "predict: choosing the width from compute needs the L(N, D) fit, which was skipped: "
+                f"{(fits_pre or {}).get('chinchilla_skipped')}; give width"
+            )
         from alignlab.scaling.fit import compute_optimal
 
         n_opt = float(compute_optimal(fits_pre["chinchilla"]["full_fit"], [cfg.compute])[0][0])
@@ -393,8 +490,10 @@ def _choose_target(cfg: PredictConfig, scfg: SweepConfig, fits_pre: dict[str, An
             raise ConfigError("predict: the recipe cannot build any width; give width")
         width = best[1]
     if len(given) != 1:
-        raise ConfigError(f"predict: give exactly one of tokens, steps, compute (got {given or 'none'}; "
-                          "tokens defaults to the sweep's line_tokens when it has a main line)")
+        raise ConfigError(
+            f"predict: give exactly one of tokens, steps, compute (got {given or 'none'}; "
+            "tokens defaults to the sweep's line_tokens when it has a main line)"
+        )
     probe = make_spec(scfg, width, 1)
     N, _ = count_params(scfg, probe)
     if cfg.tokens:
@@ -418,8 +517,10 @@ def _check_same_fit(fit_doc: dict[str, Any], fits: dict[str, Any]) -> None:
         now = fits[key]["full_fit"].params
         for k, v in rec["params"].items():
             if v is not None and not math.isclose(now[k], v, rel_tol=1e-6, abs_tol=1e-12):
-                raise ValueError(f"fit.json is stale: {rec['name']}.{k} = {v} there, {now[k]} refitted from the runs "
-                                 "file; rerun `alignlab scaling fit`")
+                raise ValueError(
+                    f"fit.json is stale: {rec['name']}.{k} = {v} there, {now[k]} refitted from the runs "
+                    "file; rerun `alignlab scaling fit`"
+                )
 
 
 def run_predict(cfg: PredictConfig) -> dict[str, Any]:
@@ -459,19 +560,35 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
         raise ValueError(f"law=chinchilla but the L(N, D) fit was skipped: {fits['chinchilla_skipped']}")
     C_sweep = runs[settings["compute"]]
     target_rec = {
-        "name": spec.name, "width": spec.width, "n_layer": spec.n_layer, "n_head": spec.n_head, "d_ff": spec.d_ff,
-        "N": N, "N_total": N_total, "D": D, "steps": spec.steps, "lr": spec.lr, "C": target["C"],
-        "C_total": 6.0 * N_total * D, "compute_column": settings["compute"], "compute_used": C_t,
+        "name": spec.name,
+        "width": spec.width,
+        "n_layer": spec.n_layer,
+        "n_head": spec.n_head,
+        "d_ff": spec.d_ff,
+        "N": N,
+        "N_total": N_total,
+        "D": D,
+        "steps": spec.steps,
+        "lr": spec.lr,
+        "C": target["C"],
+        "C_total": 6.0 * N_total * D,
+        "compute_column": settings["compute"],
+        "compute_used": C_t,
         "ratio_to_largest_fitted_run": C_t / float(C_sweep.max()),
         "compute_span_of_fitted_runs": float(C_sweep.max() / C_sweep.min()),
         "compute_span_of_lc_runs": float(C_sweep[fits["lc_mask"]].max() / C_sweep[fits["lc_mask"]].min()),
         "ratio_to_largest_lc_run": C_t / float(C_sweep[fits["lc_mask"]].max()),
     }
     notes = []
-    if scfg.line_tokens and spec.tokens != make_spec(scfg, spec.width, scfg.line_tokens).tokens \
-            and settings["lc_runs"] == "main":
-        notes.append(f"the target's D ({D:,}) is off the sweep's main line (D = {scfg.line_tokens:g}) that L(C) "
-                     "was fitted on; L(C) assumes the main line's allocation, L(N, D) does not")
+    if (
+        scfg.line_tokens
+        and spec.tokens != make_spec(scfg, spec.width, scfg.line_tokens).tokens
+        and settings["lc_runs"] == "main"
+    ):
+        notes.append(
+            f"the target's D ({D:,}) is off the sweep's main line (D = {scfg.line_tokens:g}) that L(C) "
+            "was fitted on; L(C) assumes the main line's allocation, L(N, D) does not"
+        )
     if target_rec["ratio_to_largest_fitted_run"] < 1:
         notes.append("the target has less compute than the largest fitted run: an interpolation, not a prediction")
     for n in notes:
@@ -494,8 +611,10 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
         "compute_optimal_at_target": (fits.get("allocation") or [None])[0],
         "chinchilla_skipped": fits["chinchilla_skipped"],
         "capability_skipped": fits["capability_skipped"],
-        "fit_json": str(fit_path.resolve()), "fit_json_sha256": sha256_file(fit_path),
-        "runs_file": str(runs_file), "runs_sha256": meta["runs_sha256"],
+        "fit_json": str(fit_path.resolve()),
+        "fit_json_sha256": sha256_file(fit_path),
+        "runs_file": str(runs_file),
+        "runs_sha256": meta["runs_sha256"],
     }
     pre_path = out / "prediction_pre.json"
     target_dir = out / "target"
@@ -507,23 +626,35 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
         print(f"[scaling predict] reusing {pre_path} (made {pre['created']})")
     else:
         if read_summary(target_dir) is not None or (target_dir / "metrics.jsonl").exists():
-            raise ValueError(f"{target_dir} already holds a (started) run but no prediction_pre.json: "
-                             "a prediction can only be recorded before training; use a new output_dir")
+            raise ValueError(
+                f"{target_dir} already holds a (started) run but no prediction_pre.json: "
+                "a prediction can only be recorded before training; use a new output_dir"
+            )
         atomic_write_json(pre_path, pre)
     pre_sha = sha256_file(pre_path)
     pl, pc = pre["prediction"]["loss"], pre["prediction"]["pass_rate"]
-    print(f"[scaling predict] target {spec.name}: N={N:,} D={D:,} C={target['C']:.3g} "
-          f"({target_rec['ratio_to_largest_fitted_run']:.1f}x the largest fitted run)")
-    print(f"[scaling predict] predicted loss ({cfg.law}) {pl['estimate']:.4f} [{pl['lo']:.4f}, {pl['hi']:.4f}]"
-          + (f"; pass rate {pc['estimate']:.4f} [{pc['lo']:.4f}, {pc['hi']:.4f}]" if pc else "")
-          + f" -> {pre_path} (sha256 {pre_sha[:12]}...)")
+    print(
+        f"[scaling predict] target {spec.name}: N={N:,} D={D:,} C={target['C']:.3g} "
+        f"({target_rec['ratio_to_largest_fitted_run']:.1f}x the largest fitted run)"
+    )
+    print(
+        f"[scaling predict] predicted loss ({cfg.law}) {pl['estimate']:.4f} [{pl['lo']:.4f}, {pl['hi']:.4f}]"
+        + (f"; pass rate {pc['estimate']:.4f} [{pc['lo']:.4f}, {pc['hi']:.4f}]" if pc else "")
+        + f" -> {pre_path} (sha256 {pre_sha[:12]}...)"
+    )
     result = {"prediction_pre": str(pre_path), "prediction_sha256": pre_sha, "target": spec.name}
     if not cfg.train:
         return result
 
     # ---- train the target (its config records the prediction's hash), then score it
-    summary = train_run(scfg, spec, target_dir, _target_config_class(),
-                        prediction_file=str(pre_path.resolve()), prediction_sha256=pre_sha)
+    summary = train_run(
+        scfg,
+        spec,
+        target_dir,
+        _target_config_class(),
+        prediction_file=str(pre_path.resolve()),
+        prediction_sha256=pre_sha,
+    )
     rec = run_record(scfg, spec, target_dir, summary)
     actual = {"loss": rec["loss"]}
     cap = sweep_doc.get("capability")
@@ -535,14 +666,26 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     def compare(p: dict[str, Any] | None, a: float | None) -> dict[str, Any] | None:
         if p is None or a is None or not math.isfinite(a):
             return None
-        return {"predicted": p["estimate"], "lo": p["lo"], "hi": p["hi"], "actual": a,
-                "abs_rel_error": abs(a - p["estimate"]) / abs(a), "inside_interval": p["lo"] <= a <= p["hi"]}
+        return {
+            "predicted": p["estimate"],
+            "lo": p["lo"],
+            "hi": p["hi"],
+            "actual": a,
+            "abs_rel_error": abs(a - p["estimate"]) / abs(a),
+            "inside_interval": p["lo"] <= a <= p["hi"],
+        }
 
     doc = {
         "format": "alignlab.scaling.prediction/1",
-        "prediction_pre": str(pre_path), "prediction_pre_sha256": pre_sha, "prediction_made": pre["created"],
-        "target": {**pre["target"], "epochs": rec["epochs"], "seconds": rec["seconds"],
-                   "eval_curve": rec["eval_curve"]},
+        "prediction_pre": str(pre_path),
+        "prediction_pre_sha256": pre_sha,
+        "prediction_made": pre["created"],
+        "target": {
+            **pre["target"],
+            "epochs": rec["epochs"],
+            "seconds": rec["seconds"],
+            "eval_curve": rec["eval_curve"],
+        },
         "headline_law": pre["headline_law"],
         "loss": compare(pl, actual["loss"]),
         "loss_vs_compute": compare(pre["prediction"]["loss_vs_compute"], actual["loss"]),
@@ -553,16 +696,21 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
         "level": pre["level"],
     }
     atomic_write_json(out / "prediction.json", doc)
-    plot_target = {"C": C_t, "prediction": {"loss_vs_compute": pre["prediction"]["loss_vs_compute"],
-                                            **({"pass_rate": pc} if pc else {})},
-                   "actual_loss": actual["loss"], "actual_pass_rate": actual.get("pass_rate")}
+    plot_target = {
+        "C": C_t,
+        "prediction": {"loss_vs_compute": pre["prediction"]["loss_vs_compute"], **({"pass_rate": pc} if pc else {})},
+        "actual_loss": actual["loss"],
+        "actual_pass_rate": actual.get("pass_rate"),
+    }
     draw_plots(runs, fits, out, target=plot_target)
     for key, label in (("loss_vs_compute", "loss, L(C)"), ("chinchilla", "loss, L(N,D)"), ("pass_rate", "pass rate")):
         c = doc[key]
         if c:
-            print(f"[scaling predict] {label:<13} predicted {c['predicted']:.4f} [{c['lo']:.4f}, {c['hi']:.4f}] "
-                  f"actual {c['actual']:.4f}  error {100 * c['abs_rel_error']:.2f}%  "
-                  f"{'inside' if c['inside_interval'] else 'OUTSIDE'} the {int(100 * pre['level'])}% interval")
+            print(
+                f"[scaling predict] {label:<13} predicted {c['predicted']:.4f} [{c['lo']:.4f}, {c['hi']:.4f}] "
+                f"actual {c['actual']:.4f}  error {100 * c['abs_rel_error']:.2f}%  "
+                f"{'inside' if c['inside_interval'] else 'OUTSIDE'} the {int(100 * pre['level'])}% interval"
+            )
     result.update({k: doc[k] for k in ("loss", "pass_rate")})
     return result
 
@@ -579,12 +727,24 @@ class Sub:
 
 
 SUBCOMMANDS: dict[str, Sub] = {
-    "sweep": Sub(SweepConfig, SWEEP_PRESETS, run_sweep,
-                 "train a grid of small pretraining runs under one recipe; runs.csv + sweep.json"),
-    "fit": Sub(FitConfig, FIT_PRESETS, run_fit,
-               "fit L(C), L(N,D) and the capability law with bootstrap intervals; fit.json + plots"),
-    "predict": Sub(PredictConfig, PREDICT_PRESETS, run_predict,
-                   "record a prediction, then train the target run and compare; prediction.json + plots"),
+    "sweep": Sub(
+        SweepConfig,
+        SWEEP_PRESETS,
+        run_sweep,
+        "train a grid of small pretraining runs under one recipe; runs.csv + sweep.json",
+    ),
+    "fit": Sub(
+        FitConfig,
+        FIT_PRESETS,
+        run_fit,
+        "fit L(C), L(N,D) and the capability law with bootstrap intervals; fit.json + plots",
+    ),
+    "predict": Sub(
+        PredictConfig,
+        PREDICT_PRESETS,
+        run_predict,
+        "record a prediction, then train the target run and compare; prediction.json + plots",
+    ),
 }
 
 

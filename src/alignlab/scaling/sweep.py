@@ -42,12 +42,32 @@ from alignlab.config import apply, to_dict
 from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics, read_summary
 
 CSV_COLUMNS = [
-    "name", "main", "seed", "width", "n_layer", "N", "N_total", "D", "C", "C_total", "loss", "pass_rate",
-    "pass_rate_geo", "value_prob", "pass_rate_all", "train_loss", "lr", "steps", "epochs", "seconds",
+    "name",
+    "main",
+    "seed",
+    "width",
+    "n_layer",
+    "N",
+    "N_total",
+    "D",
+    "C",
+    "C_total",
+    "loss",
+    "pass_rate",
+    "pass_rate_geo",
+    "value_prob",
+    "pass_rate_all",
+    "train_loss",
+    "lr",
+    "steps",
+    "epochs",
+    "seconds",
 ]
-COMPUTE_NOTE = ("C = 6*N*D with N = non-embedding parameters and D = training tokens seen "
-                "(steps*batch_size*seq_len); C_total = 6*N_total*D with N_total = all parameters "
-                "(non-embedding + the tied embedding/output matrix)")
+COMPUTE_NOTE = (
+    "C = 6*N*D with N = non-embedding parameters and D = training tokens seen "
+    "(steps*batch_size*seq_len); C_total = 6*N_total*D with N_total = all parameters "
+    "(non-embedding + the tied embedding/output matrix)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +110,9 @@ def make_spec(cfg, width: int, tokens: float, name: str | None = None, seed: int
     steps = max(1, int(round(float(tokens) / tokens_per_step)))
     d_ff = max(8, int(round(cfg.ffn_mult * width / 8)) * 8)
     name = name or f"d{width}_D{_short(steps * tokens_per_step)}" + (f"_s{seed}" if seed != cfg.seed else "")
-    return RunSpec(name, width, cfg.n_layer, n_head, d_ff, steps, lr_for_width(cfg, width),
-                   steps * tokens_per_step, seed)
+    return RunSpec(
+        name, width, cfg.n_layer, n_head, d_ff, steps, lr_for_width(cfg, width), steps * tokens_per_step, seed
+    )
 
 
 def _short(x: float) -> str:
@@ -137,14 +158,28 @@ def pretrain_config(cfg, spec: RunSpec, output_dir: str | Path, config_class: ty
     evals = max(1, spec.steps // max(1, cfg.eval_points))
     ckpt = max(1, spec.steps // max(1, cfg.checkpoints_per_run)) if cfg.checkpoints_per_run else 0
     values = {
-        "data": cfg.data, "text_column": cfg.text_column, "train_split": cfg.train_split,
-        "eval_split": cfg.eval_split, "tokenizer": cfg.tokenizer,
+        "data": cfg.data,
+        "text_column": cfg.text_column,
+        "train_split": cfg.train_split,
+        "eval_split": cfg.eval_split,
+        "tokenizer": cfg.tokenizer,
         "model": {"d_model": spec.width, "n_layer": spec.n_layer, "n_head": spec.n_head, "d_ff": spec.d_ff},
-        "seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "max_steps": spec.steps, "lr": spec.lr,
-        "min_lr_ratio": cfg.min_lr_ratio, "warmup_steps": max(1, int(round(cfg.warmup_frac * spec.steps))),
-        "weight_decay": cfg.weight_decay, "eval_interval": evals, "eval_blocks": cfg.eval_blocks,
-        "checkpoint_interval": ckpt, "log_interval": max(1, min(50, spec.steps // 20)), "seed": spec.seed,
-        "device": cfg.device, "resume": True, "tensorboard": False, "output_dir": str(output_dir),
+        "seq_len": cfg.seq_len,
+        "batch_size": cfg.batch_size,
+        "max_steps": spec.steps,
+        "lr": spec.lr,
+        "min_lr_ratio": cfg.min_lr_ratio,
+        "warmup_steps": max(1, int(round(cfg.warmup_frac * spec.steps))),
+        "weight_decay": cfg.weight_decay,
+        "eval_interval": evals,
+        "eval_blocks": cfg.eval_blocks,
+        "checkpoint_interval": ckpt,
+        "log_interval": max(1, min(50, spec.steps // 20)),
+        "seed": spec.seed,
+        "device": cfg.device,
+        "resume": True,
+        "tensorboard": False,
+        "output_dir": str(output_dir),
     }
     return apply((config_class or PretrainConfig)(), {**values, **extra}, f"scaling recipe for {spec.name}")
 
@@ -162,8 +197,19 @@ def _same_recipe(run_dir: Path, pcfg) -> str | None:
     old = yaml.safe_load(path.read_text()) or {}
     new = to_dict(pcfg)
     diffs = []
-    for key in ("model", "seq_len", "batch_size", "max_steps", "lr", "min_lr_ratio", "warmup_steps",
-                "weight_decay", "seed", "data", "tokenizer"):
+    for key in (
+        "model",
+        "seq_len",
+        "batch_size",
+        "max_steps",
+        "lr",
+        "min_lr_ratio",
+        "warmup_steps",
+        "weight_decay",
+        "seed",
+        "data",
+        "tokenizer",
+    ):
         if old.get(key) != new.get(key):
             diffs.append(f"{key}: {old.get(key)!r} (on disk) vs {new.get(key)!r} (planned)")
     return "; ".join(diffs) or None
@@ -178,12 +224,16 @@ def train_run(cfg, spec: RunSpec, run_dir: Path, config_class: type | None = Non
     if summary is not None:
         why = _same_recipe(run_dir, pcfg)
         if why:
-            raise ValueError(f"{run_dir} holds a finished run made with another recipe ({why}); "
-                             "use a new output_dir or delete that run folder")
+            raise ValueError(
+                f"{run_dir} holds a finished run made with another recipe ({why}); "
+                "use a new output_dir or delete that run folder"
+            )
         print(f"[scaling] {spec.name}: already finished, skipping")
         return summary
-    print(f"[scaling] {spec.name}: d_model={spec.width} n_layer={spec.n_layer} steps={spec.steps} "
-          f"D={spec.tokens:,} lr={spec.lr:.3g}")
+    print(
+        f"[scaling] {spec.name}: d_model={spec.width} n_layer={spec.n_layer} steps={spec.steps} "
+        f"D={spec.tokens:,} lr={spec.lr:.3g}"
+    )
     summary = run_stage("pretrain", pcfg)
     if not cfg.keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
@@ -197,8 +247,9 @@ def capability_results(cfg, run_dir: Path, items: list[dict[str, Any]]) -> list[
     path = run_dir / "capability.json"
     if path.exists():
         cached = json.loads(path.read_text())
-        if [r["id"] for r in cached["results"]] == [it["id"] for it in items] and \
-                cached.get("samples_per_item") == cfg.samples_per_item:
+        if [r["id"] for r in cached["results"]] == [it["id"] for it in items] and cached.get(
+            "samples_per_item"
+        ) == cfg.samples_per_item:
             return cached["results"]
     import torch
 
@@ -209,10 +260,18 @@ def capability_results(cfg, run_dir: Path, items: list[dict[str, Any]]) -> list[
     tok = load_tokenizer(str(run_dir))
     model = load_causal_lm(str(run_dir)).to(device)
     t0 = time.time()
-    results = evaluate_pass_rates(model, tok, items, cfg.samples_per_item, cfg.temperature,
-                                  cfg.gen_batch_size, seed=cfg.seed)
-    atomic_write_json(path, {"samples_per_item": cfg.samples_per_item, "temperature": cfg.temperature,
-                             "seconds": round(time.time() - t0, 1), "results": results})
+    results = evaluate_pass_rates(
+        model, tok, items, cfg.samples_per_item, cfg.temperature, cfg.gen_batch_size, seed=cfg.seed
+    )
+    atomic_write_json(
+        path,
+        {
+            "samples_per_item": cfg.samples_per_item,
+            "temperature": cfg.temperature,
+            "seconds": round(time.time() - t0, 1),
+            "results": results,
+        },
+    )
     return results
 
 
@@ -227,15 +286,32 @@ def run_record(cfg, spec: RunSpec, run_dir: Path, summary: dict[str, Any]) -> di
     """Everything the fits need about one finished run (N, D, C, losses)."""
     N, N_total, D = int(summary["non_embedding_params"]), int(summary["total_params"]), int(summary["tokens_seen"])
     curve = [
-        {"step": m["step"], "tokens": m["step"] * cfg.batch_size * cfg.seq_len,
-         "C": 6.0 * N * m["step"] * cfg.batch_size * cfg.seq_len, "eval_loss": m["eval_loss"]}
-        for m in read_metrics(run_dir) if m.get("eval_loss") is not None
+        {
+            "step": m["step"],
+            "tokens": m["step"] * cfg.batch_size * cfg.seq_len,
+            "C": 6.0 * N * m["step"] * cfg.batch_size * cfg.seq_len,
+            "eval_loss": m["eval_loss"],
+        }
+        for m in read_metrics(run_dir)
+        if m.get("eval_loss") is not None
     ]
     return {
-        "name": spec.name, "main": int(on_main_line(cfg, spec)), "seed": spec.seed, "width": spec.width, "n_layer": spec.n_layer, "N": N, "N_total": N_total, "D": D,
-        "C": 6.0 * N * D, "C_total": 6.0 * N_total * D, "loss": float(summary["final_eval_loss"]),
-        "train_loss": summary.get("final_train_loss"), "lr": spec.lr, "steps": spec.steps,
-        "epochs": round(D / max(1, int(summary["train_tokens"])), 3), "seconds": summary.get("seconds"),
+        "name": spec.name,
+        "main": int(on_main_line(cfg, spec)),
+        "seed": spec.seed,
+        "width": spec.width,
+        "n_layer": spec.n_layer,
+        "N": N,
+        "N_total": N_total,
+        "D": D,
+        "C": 6.0 * N * D,
+        "C_total": 6.0 * N_total * D,
+        "loss": float(summary["final_eval_loss"]),
+        "train_loss": summary.get("final_train_loss"),
+        "lr": spec.lr,
+        "steps": spec.steps,
+        "epochs": round(D / max(1, int(summary["train_tokens"])), 3),
+        "seconds": summary.get("seconds"),
         "eval_curve": curve,
     }
 
@@ -303,8 +379,12 @@ def run_sweep(cfg) -> dict[str, Any]:
         "recipe": recipe_text(cfg),
         "config": to_dict(cfg),
         "compute_span": max(Cs) / min(Cs),
-        "capability": None if restriction is None else {
-            "task": "fact_cloze", "samples_per_item": cfg.samples_per_item, "temperature": cfg.temperature,
+        "capability": None
+        if restriction is None
+        else {
+            "task": "fact_cloze",
+            "samples_per_item": cfg.samples_per_item,
+            "temperature": cfg.temperature,
             "metric": "pass_rate = mean per-item pass rate over items solved at least once by some sweep model",
             **restriction,
         },
@@ -312,21 +392,34 @@ def run_sweep(cfg) -> dict[str, Any]:
         "seconds": round(time.time() - t0, 1),
     }
     atomic_write_json(out / "sweep.json", doc)
-    print(f"[scaling] {len(records)} runs, compute span {doc['compute_span']:.1f}x "
-          f"({min(Cs):.3g} .. {max(Cs):.3g} FLOPs; {COMPUTE_NOTE.split(';')[0]})")
+    print(
+        f"[scaling] {len(records)} runs, compute span {doc['compute_span']:.1f}x "
+        f"({min(Cs):.3g} .. {max(Cs):.3g} FLOPs; {COMPUTE_NOTE.split(';')[0]})"
+    )
     for r in records:
         pr = r.get("pass_rate")
-        print(f"  {r['name']:<14} N={r['N']:>8,} D={r['D']:>10,} C={r['C']:.3g} loss={r['loss']:.4f}"
-              + (f" pass_rate={pr:.4f}" if pr is not None else ""))
-    return {"runs": len(records), "compute_span": round(doc["compute_span"], 2),
-            "runs_csv": str(out / "runs.csv"), "sweep_json": str(out / "sweep.json")}
+        print(
+            f"  {r['name']:<14} N={r['N']:>8,} D={r['D']:>10,} C={r['C']:.3g} loss={r['loss']:.4f}"
+            + (f" pass_rate={pr:.4f}" if pr is not None else "")
+        )
+    return {
+        "runs": len(records),
+        "compute_span": round(doc["compute_span"], 2),
+        "runs_csv": str(out / "runs.csv"),
+        "sweep_json": str(out / "sweep.json"),
+    }
 
 
 def recipe_text(cfg) -> str:
-    rule = (f"lr table {cfg.lr_table}" if cfg.lr_table else
-            f"lr = {cfg.lr_base:g} * ({cfg.lr_base_width}/d_model)^{cfg.lr_width_exp:g}")
-    return (f"d_model from the grid, n_layer={cfg.n_layer}, n_head=round(d_model/{cfg.head_dim}), "
-            f"d_ff={cfg.ffn_mult:g}*d_model (multiple of 8); {rule}; AdamW (wd {cfg.weight_decay:g}), "
-            f"warmup {cfg.warmup_frac:g} of steps, cosine to {cfg.min_lr_ratio:g} of peak; "
-            f"batch {cfg.batch_size} x seq_len {cfg.seq_len}; steps = D / (batch*seq_len); seed {cfg.seed}"
-            + (f", main line also with seeds {cfg.line_seeds}" if cfg.line_seeds else ""))
+    rule = (
+        f"lr table {cfg.lr_table}"
+        if cfg.lr_table
+        else f"lr = {cfg.lr_base:g} * ({cfg.lr_base_width}/d_model)^{cfg.lr_width_exp:g}"
+    )
+    return (
+        f"d_model from the grid, n_layer={cfg.n_layer}, n_head=round(d_model/{cfg.head_dim}), "
+        f"d_ff={cfg.ffn_mult:g}*d_model (multiple of 8); {rule}; AdamW (wd {cfg.weight_decay:g}), "
+        f"warmup {cfg.warmup_frac:g} of steps, cosine to {cfg.min_lr_ratio:g} of peak; "
+        f"batch {cfg.batch_size} x seq_len {cfg.seq_len}; steps = D / (batch*seq_len); seed {cfg.seed}"
+        + (f", main line also with seeds {cfg.line_seeds}" if cfg.line_seeds else "")
+    )

@@ -76,9 +76,13 @@ class CompareConfig:
     max_prompts: int = arg(0, "use at most this many training prompts, a seeded subset (0 = all)")
     max_eval_prompts: int = arg(0, "use at most this many held-out prompts (0 = all)")
     temperature: float = arg(1.0, "sampling temperature of `policy` (InstructGPT samples at 1)")
-    policies: list[str] = arg(None, "extra sources of responses, 'path' or 'path@temperature' (default: "
-                              "`temperature`); the K slots of a prompt are filled from [policy, *policies] in turn. "
-                              "'@T' alone means `policy` at temperature T", factory=list)
+    policies: list[str] = arg(
+        None,
+        "extra sources of responses, 'path' or 'path@temperature' (default: "
+        "`temperature`); the K slots of a prompt are filled from [policy, *policies] in turn. "
+        "'@T' alone means `policy` at temperature T",
+        factory=list,
+    )
     top_p: float = arg(1.0, "nucleus sampling (1 = off)")
     max_new_tokens: int = arg(32, "response length cap")
     batch_size: int = arg(256, "sequences per generation batch")
@@ -90,8 +94,10 @@ class CompareConfig:
     def __post_init__(self) -> None:
         lo, hi = K_RANGE
         if not lo <= self.k <= hi:
-            raise ConfigError(f"compare: 'k' must be between {lo} and {hi} (InstructGPT ranks K=4..9 responses "
-                              f"per prompt), got {self.k!r}")
+            raise ConfigError(
+                f"compare: 'k' must be between {lo} and {hi} (InstructGPT ranks K=4..9 responses "
+                f"per prompt), got {self.k!r}"
+            )
         if self.temperature < 0:
             raise ConfigError(f"compare: 'temperature' must be >= 0, got {self.temperature!r}")
         for i, spec in enumerate(self.policies):
@@ -107,7 +113,9 @@ def parse_source(spec: str, policy: str, temperature: float, where: str = "compa
     try:
         t = float(temp) if temp else temperature
     except ValueError:
-        raise ConfigError(f"{where}: {spec!r} is not 'path' or 'path@temperature' (temperature {temp!r} is not a number)") from None
+        raise ConfigError(
+            f"{where}: {spec!r} is not 'path' or 'path@temperature' (temperature {temp!r} is not a number)"
+        ) from None
     if t < 0:
         raise ConfigError(f"{where}: temperature in {spec!r} must be >= 0")
     if not path:
@@ -132,8 +140,16 @@ def _subset(n: int, limit: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:limit].tolist())
 
 
-def sample_k(model, tok, prompts: list, cfg: CompareConfig, split_seed: int, desc: str, n: int | None = None,
-             temperature: float | None = None) -> tuple[list[list[str]], float]:
+def sample_k(
+    model,
+    tok,
+    prompts: list,
+    cfg: CompareConfig,
+    split_seed: int,
+    desc: str,
+    n: int | None = None,
+    temperature: float | None = None,
+) -> tuple[list[list[str]], float]:
     """``n`` (default K) sampled responses per prompt from one model (and the share that ended with EOS)."""
     n = cfg.k if n is None else n
     temperature = cfg.temperature if temperature is None else temperature
@@ -143,8 +159,16 @@ def sample_k(model, tok, prompts: list, cfg: CompareConfig, split_seed: int, des
     ended = 0
     for c, start in enumerate(tqdm(range(0, len(ids), cfg.chunk_prompts), desc=desc, dynamic_ncols=True)):
         chunk = [p for p in ids[start : start + cfg.chunk_prompts] for _ in range(n)]  # each prompt n times
-        roll = generate_responses(model, tok, chunk, cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
-                                  batch_size=cfg.batch_size, seed=split_seed * 100_003 + c)
+        roll = generate_responses(
+            model,
+            tok,
+            chunk,
+            cfg.max_new_tokens,
+            temperature=temperature,
+            top_p=cfg.top_p,
+            batch_size=cfg.batch_size,
+            seed=split_seed * 100_003 + c,
+        )
         texts.extend(roll.texts)
         ended += int(roll.ended_with_eos.sum())
     return [texts[i : i + n] for i in range(0, len(texts), n)], ended / max(len(texts), 1)
@@ -171,8 +195,14 @@ def interleave(per_source: list[list[list[str]]]) -> tuple[list[list[str]], list
     return out, src
 
 
-def rank_split(world, records: list[dict], samples: list[list[str]], seed: str, heldout: bool,
-               sources: list[list[int]] | None = None) -> list[dict[str, Any]]:
+def rank_split(
+    world,
+    records: list[dict],
+    samples: list[list[str]],
+    seed: str,
+    heldout: bool,
+    sources: list[list[int]] | None = None,
+) -> list[dict[str, Any]]:
     """Ranked rows: one training persona per prompt (seeded), plus a held-out persona if asked."""
     rng = random.Random(f"{seed}-labelers")
     rng_h = random.Random(f"{seed}-heldout-labelers")
@@ -219,8 +249,10 @@ def _load_policy(cfg: CompareConfig, path: str, device: str):
     tok = load_tokenizer(cfg.tokenizer or path, cfg.trust_remote_code)
     model = load_causal_lm(path, cfg.trust_remote_code).to(device)
     if len(tok) > model.get_input_embeddings().num_embeddings:
-        raise ValueError(f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
-                         "embeddings (give the SFT output, whose tokenizer matches)")
+        raise ValueError(
+            f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
+            "embeddings (give the SFT output, whose tokenizer matches)"
+        )
     disable_dropout(model)
     return model.eval(), tok
 
@@ -245,8 +277,14 @@ def _source_stats(rows: list[dict], sources: list[tuple[str, float]]) -> list[di
             continue
         golds = [g for r in rows for g, s in zip(r["gold"], r["sources"]) if s == j]
         firsts = sum(r["sources"][0] == j for r in rows)
-        out.append({"source": f"{path}@{temp:g}", "responses": len(golds),
-                    "mean_gold": round(sum(golds) / max(len(golds), 1), 4), "ranked_first": round(firsts / max(len(rows), 1), 4)})
+        out.append(
+            {
+                "source": f"{path}@{temp:g}",
+                "responses": len(golds),
+                "mean_gold": round(sum(golds) / max(len(golds), 1), 4),
+                "ranked_first": round(firsts / max(len(rows), 1), 4),
+            }
+        )
     return out
 
 
@@ -258,7 +296,9 @@ def run(cfg: CompareConfig) -> dict:
 
     state = PartialState(cpu=resolve_device(cfg.device) == "cpu")
     if state.num_processes > 1 and state.is_main_process:
-        print(f"compare: {state.num_processes} processes launched; sampling and labelling run on rank 0, the others wait")
+        print(
+            f"compare: {state.num_processes} processes launched; sampling and labelling run on rank 0, the others wait"
+        )
     summary = _run(cfg) if state.is_main_process else {}
     state.wait_for_everyone()
     return summary
@@ -281,8 +321,10 @@ def _run(cfg: CompareConfig) -> dict:
     for s_i, (split, limit) in enumerate(((cfg.train_split, cfg.max_prompts), (cfg.eval_split, cfg.max_eval_prompts))):
         ds = load_dataset_any(cfg.data, split)
         if not world_records_ok(ds):
-            raise DataError(f"{cfg.data} ({split} split): the labelers need the world's prompt/task/meta columns "
-                            f"(got {ds.column_names}); bring your own comparisons straight to the reward stage instead")
+            raise DataError(
+                f"{cfg.data} ({split} split): the labelers need the world's prompt/task/meta columns "
+                f"(got {ds.column_names}); bring your own comparisons straight to the reward stage instead"
+            )
         idx = _subset(len(ds), limit, cfg.seed + s_i)
         jobs.append((split, s_i, [ds[i] for i in idx], len(ds)))
 
@@ -293,9 +335,16 @@ def _run(cfg: CompareConfig) -> dict:
     for j, ((path, temp), n) in enumerate(zip(sources, slots)):
         model, tok = _load_policy(cfg, path, device)
         for split, s_i, records, _ in jobs:
-            samples, eos_rate = sample_k(model, tok, [r["prompt"] for r in records], cfg, cfg.seed * 10 + s_i + 1000 * j,
-                                         f"compare {split}" + (f" [{j}: {Path(path).name}@{temp:g}]" if len(sources) > 1 else ""),
-                                         n=n, temperature=temp)
+            samples, eos_rate = sample_k(
+                model,
+                tok,
+                [r["prompt"] for r in records],
+                cfg,
+                cfg.seed * 10 + s_i + 1000 * j,
+                f"compare {split}" + (f" [{j}: {Path(path).name}@{temp:g}]" if len(sources) > 1 else ""),
+                n=n,
+                temperature=temp,
+            )
             per_source[split].append(samples)
             eos[split].append(eos_rate)
         del model
@@ -304,13 +353,19 @@ def _run(cfg: CompareConfig) -> dict:
     splits: dict[str, list[dict]] = {}
     stats: dict[str, Any] = {}
     t_label = 0.0
-    for split, s_i, records, of_prompts in jobs:
+    for split, _, records, of_prompts in jobs:
         samples, slot_ids = interleave(per_source[split])
         same = [sources.index(x) for x in sources]  # a repeated (path, temperature) is one policy
         source_ids = [[same[j] for j in row] for row in slot_ids]
         t = time.time()
-        rows = rank_split(world, records, samples, f"{cfg.seed}-{split}", heldout=(split == cfg.eval_split),
-                          sources=source_ids if len(sources) > 1 else None)
+        rows = rank_split(
+            world,
+            records,
+            samples,
+            f"{cfg.seed}-{split}",
+            heldout=(split == cfg.eval_split),
+            sources=source_ids if len(sources) > 1 else None,
+        )
         t_label += time.time() - t
         splits[split] = rows
         distinct = [len(set(r["responses"])) for r in rows]
@@ -365,18 +420,33 @@ def _run(cfg: CompareConfig) -> dict:
         "comparisons": str(out / "comparisons"),
         "pairs": str(out / "pairs"),
     }
-    print(f"compare: {tr['prompts']}+{ev['prompts']} prompts x K={cfg.k} from {len(sources)} source(s), "
-          f"{tr['pairs_tied_on_gold']:.0%} of pairs tied on gold, "
-          f"{tr['mean_distinct_responses']:.2f} distinct per prompt, EOS {tr['eos_rate']:.1%}, "
-          f"{tr['pairs']} training pairs; generate {t_gen:.1f}s, label {t_label:.1f}s -> {out}/comparisons")
-    atomic_write_text(out / "README.md", "\n".join([
-        "# alignlab compare output (data, not a model)", "",
-        "```python", "import datasets",
-        f"ranked = datasets.load_from_disk('{(out / 'comparisons').as_posix()}')  # prompt, responses (best -> worst), labeler, ...",
-        f"pairs = datasets.load_from_disk('{(out / 'pairs').as_posix()}')  # prompt, chosen, rejected",
-        "```", "",
-        f"K={cfg.k} samples per prompt from " + ", ".join(f"`{p}` at temperature {t:g} ({n})" for (p, t), n in zip(sources, slots)) + ", ranked by one training "
-        "labeler each; validation also by a held-out labeler (`responses_heldout`). Identical samples are kept and "
-        "carry no preference (see alignlab/stages/compare.py).", "",
-        *[f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, dict)], ""]))
+    print(
+        f"compare: {tr['prompts']}+{ev['prompts']} prompts x K={cfg.k} from {len(sources)} source(s), "
+        f"{tr['pairs_tied_on_gold']:.0%} of pairs tied on gold, "
+        f"{tr['mean_distinct_responses']:.2f} distinct per prompt, EOS {tr['eos_rate']:.1%}, "
+        f"{tr['pairs']} training pairs; generate {t_gen:.1f}s, label {t_label:.1f}s -> {out}/comparisons"
+    )
+    atomic_write_text(
+        out / "README.md",
+        "\n".join(
+            [
+                "# alignlab compare output (data, not a model)",
+                "",
+                "```python",
+                "import datasets",
+                f"ranked = datasets.load_from_disk('{(out / 'comparisons').as_posix()}')  # prompt, responses (best -> worst), labeler, ...",
+                f"pairs = datasets.load_from_disk('{(out / 'pairs').as_posix()}')  # prompt, chosen, rejected",
+                "```",
+                "",
+                f"K={cfg.k} samples per prompt from "
+                + ", ".join(f"`{p}` at temperature {t:g} ({n})" for (p, t), n in zip(sources, slots))
+                + ", ranked by one training "
+                "labeler each; validation also by a held-out labeler (`responses_heldout`). Identical samples are kept and "
+                "carry no preference (see alignlab/stages/compare.py).",
+                "",
+                *[f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, dict)],
+                "",
+            ]
+        ),
+    )
     return summary

@@ -40,7 +40,12 @@ from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
 from alignlab.rl.losses import IGNORE_INDEX, dpo_loss
 from alignlab.rollout.scoring import labeled_logprobs
 from alignlab.training import (
-    checkpoint_exists, load_checkpoint, make_optimizer, read_trainer_state, resolve_device, save_checkpoint,
+    checkpoint_exists,
+    load_checkpoint,
+    make_optimizer,
+    read_trainer_state,
+    resolve_device,
+    save_checkpoint,
 )
 
 
@@ -50,7 +55,10 @@ class DPOConfig:
     ref_model: str = arg("", "frozen reference model; empty = the same SFT model as `policy`")
     tokenizer: str = arg("", "tokenizer; empty = the one saved with the policy")
     trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
-    data: str = arg("runs/compare/comparisons", "comparisons: ranked {prompt, responses: [best..worst]} or {prompt, chosen, rejected}")
+    data: str = arg(
+        "runs/compare/comparisons",
+        "comparisons: ranked {prompt, responses: [best..worst]} or {prompt, chosen, rejected}",
+    )
     split: str = arg("train", "training split")
     eval_split: str = arg("validation", "held-out split for loss / reward accuracy ('' = none)")
     eval_max_prompts: int = arg(200, "cap on held-out prompts for validation metrics")
@@ -64,7 +72,9 @@ class DPOConfig:
     warmup_steps: int = arg(5, "linear warmup steps")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0 = off)")
-    world_dir: str = arg("runs/world", "built-in world folder for gold rewards of held-out samples before/after; empty = off")
+    world_dir: str = arg(
+        "runs/world", "built-in world folder for gold rewards of held-out samples before/after; empty = off"
+    )
     reward_model: str = arg("", "optional reward model to also score the held-out samples (proxy); empty = off")
     eval_data: str = arg("", "held-out prompts for samples; empty = world_dir/test")
     eval_data_split: str = arg("test", "split of eval_data")
@@ -76,18 +86,31 @@ class DPOConfig:
     log_interval: int = arg(5, "steps between metrics.jsonl lines")
     seed: int = arg(0, "seed for data order and sampling")
     device: str = arg("auto", "auto, cpu or cuda")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default, every core); on a CPU shared with other jobs 1 "
-                          "can be much faster")
+    threads: int = arg(
+        0, "torch CPU threads (0 = torch's default, every core); on a CPU shared with other jobs 1 can be much faster"
+    )
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
-    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); without ref_model the "
-                             "reference is the policy with its adapter off; r=0 trains all weights")
+    lora: LoraSettings = arg(
+        factory=LoraSettings,
+        help="LoRA adapters through peft (--lora.r 8); without ref_model the "
+        "reference is the policy with its adapter off; r=0 trains all weights",
+    )
     output_dir: str = arg("runs/dpo", "where the model, metrics and checkpoints go")
 
 
 PRESETS = {
-    "smoke": {"max_steps": 6, "batch_size": 8, "eval_max_prompts": 16, "eval_prompts": 16, "max_new_tokens": 16,
-              "checkpoint_interval": 3, "log_interval": 1, "warmup_steps": 1, "threads": 1},
+    "smoke": {
+        "max_steps": 6,
+        "batch_size": 8,
+        "eval_max_prompts": 16,
+        "eval_prompts": 16,
+        "max_new_tokens": 16,
+        "checkpoint_interval": 3,
+        "log_interval": 1,
+        "warmup_steps": 1,
+        "threads": 1,
+    },
     "default": {},
 }
 
@@ -102,7 +125,9 @@ def ranked_groups(ds, tokenizer, max_len: int, source: str) -> list[list[dict[st
     for row in ds:
         prompt = prompt_of(row)
         responses = list(row["responses"]) if fmt == "ranked" else [row["chosen"], row["rejected"]]
-        responses = list(dict.fromkeys(r.strip() for r in responses))  # a duplicate keeps its best rank: no y_w == y_l pairs
+        responses = list(
+            dict.fromkeys(r.strip() for r in responses)
+        )  # a duplicate keeps its best rank: no y_w == y_l pairs
         if len(responses) < 2:
             continue
         groups.append([encode_example(tokenizer, prompt, r, max_len) for r in responses])
@@ -139,8 +164,10 @@ def sequence_logps(model, ids, mask, labels) -> torch.Tensor:
     lengths, each cut to its own longest row (the same numbers as one pass, with less padding)."""
     lengths = mask.sum(-1).tolist()
     groups = length_groups(lengths)
-    pieces = [labeled_logprobs(model, ids[g, :w], mask[g, :w], labels[g, :w]).sum(-1)
-              for g, w in ((torch.tensor(g, device=ids.device), max(lengths[i] for i in g)) for g in groups)]
+    pieces = [
+        labeled_logprobs(model, ids[g, :w], mask[g, :w], labels[g, :w]).sum(-1)
+        for g, w in ((torch.tensor(g, device=ids.device), max(lengths[i] for i in g)) for g in groups)
+    ]
     order = torch.tensor([i for g in groups for i in g], device=ids.device)
     return torch.cat(pieces)[torch.argsort(order)]
 
@@ -148,8 +175,14 @@ def sequence_logps(model, ids, mask, labels) -> torch.Tensor:
 def batch_loss(policy, ref_logps, ids, mask, labels, chosen, rejected, beta):
     logps = sequence_logps(policy, ids, mask, labels)
     loss, cr, rr, acc = dpo_loss(logps[chosen], logps[rejected], ref_logps[chosen], ref_logps[rejected], beta)
-    return loss, {"loss": loss.item(), "reward_accuracy": acc.item(), "reward_margin": (cr - rr).mean().item(),
-                  "chosen_reward": cr.mean().item(), "rejected_reward": rr.mean().item(), "pairs": len(chosen)}
+    return loss, {
+        "loss": loss.item(),
+        "reward_accuracy": acc.item(),
+        "reward_margin": (cr - rr).mean().item(),
+        "chosen_reward": cr.mean().item(),
+        "rejected_reward": rr.mean().item(),
+        "pairs": len(chosen),
+    }
 
 
 # ---------------------------------------------------------------------------------- stage
@@ -167,15 +200,21 @@ def _run(cfg: DPOConfig) -> dict:
     accelerator = make_accelerator(resolve_device(cfg.device), "dpo")
     is_main = accelerator.is_main_process
     if cfg.batch_size % accelerator.num_processes:
-        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
-                         f"({accelerator.num_processes}): it is global, split over the ranks")
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
+            f"({accelerator.num_processes}): it is global, split over the ranks"
+        )
     device = accelerator.device
     torch.manual_seed(cfg.seed)
 
     tok = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
     policy = load_causal_lm(cfg.policy, cfg.trust_remote_code)
     # LoRA without an explicit ref_model: the reference is the policy with its adapter off (one copy)
-    ref = None if cfg.lora.enabled and not cfg.ref_model else load_causal_lm(cfg.ref_model or cfg.policy, cfg.trust_remote_code)
+    ref = (
+        None
+        if cfg.lora.enabled and not cfg.ref_model
+        else load_causal_lm(cfg.ref_model or cfg.policy, cfg.trust_remote_code)
+    )
     for m in (policy, ref):
         if m is not None:
             disable_dropout(m)
@@ -189,7 +228,9 @@ def _run(cfg: DPOConfig) -> dict:
     val = None
     if cfg.eval_split:
         try:
-            val = ranked_groups(load_dataset_any(cfg.data, cfg.eval_split), tok, max_len, f"{cfg.data} [{cfg.eval_split}]")
+            val = ranked_groups(
+                load_dataset_any(cfg.data, cfg.eval_split), tok, max_len, f"{cfg.data} [{cfg.eval_split}]"
+            )
             val = val[: cfg.eval_max_prompts]
         except ValueError as e:
             if is_main:
@@ -201,7 +242,9 @@ def _run(cfg: DPOConfig) -> dict:
         from alignlab.evaluate.judges import WorldJudge
 
         if not (Path(cfg.world_dir) / "world.json").exists():
-            raise ValueError(f"world_dir={cfg.world_dir!r} has no world.json; give the world folder or --world_dir '' to turn gold rewards off")
+            raise ValueError(
+                f"world_dir={cfg.world_dir!r} has no world.json; give the world folder or --world_dir '' to turn gold rewards off"
+            )
         judge = WorldJudge(cfg.world_dir)
     eval_src = cfg.eval_data or (str(Path(cfg.world_dir) / "test") if cfg.world_dir else "")
     if eval_src:
@@ -210,7 +253,9 @@ def _run(cfg: DPOConfig) -> dict:
         rm = ValueModel(load_reward_model(cfg.reward_model, cfg.trust_remote_code)).to(device).eval()
 
     optimizer = make_optimizer(policy, cfg.lr, cfg.weight_decay)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, cfg.warmup_steps, steps, min_lr_rate=cfg.min_lr_ratio)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, cfg.warmup_steps, steps, min_lr_rate=cfg.min_lr_ratio
+    )
     start = 0
     if cfg.resume and checkpoint_exists(ckpt_dir):
         start = load_checkpoint(ckpt_dir, policy, optimizer, scheduler)
@@ -244,7 +289,9 @@ def _run(cfg: DPOConfig) -> dict:
             ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
             with reference_model(accelerator.unwrap_model(policy), ref) as ref_model:
                 rl = sequence_logps(ref_model, ids, mask, labels)
-            _, st = batch_loss(accelerator.unwrap_model(policy), rl, ids, mask, labels, c.to(device), r.to(device), cfg.beta)
+            _, st = batch_loss(
+                accelerator.unwrap_model(policy), rl, ids, mask, labels, c.to(device), r.to(device), cfg.beta
+            )
             for k, v in st.items():
                 if k != "pairs":
                     tot[k] = tot.get(k, 0.0) + v * st["pairs"]
@@ -255,9 +302,17 @@ def _run(cfg: DPOConfig) -> dict:
     def heldout() -> dict[str, Any]:
         if eval_rows is None:
             return {}
-        r = sample_and_score(accelerator.unwrap_model(policy), tok, eval_rows, max_prompt_len=max(8, max_len - cfg.max_new_tokens - 1),
-                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.eval_temperature, seed=cfg.seed + 12345,
-                             rm=rm, judge=judge if "meta" in eval_rows[0] else None)
+        r = sample_and_score(
+            accelerator.unwrap_model(policy),
+            tok,
+            eval_rows,
+            max_prompt_len=max(8, max_len - cfg.max_new_tokens - 1),
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.eval_temperature,
+            seed=cfg.seed + 12345,
+            rm=rm,
+            judge=judge if "meta" in eval_rows[0] else None,
+        )
         return r
 
     initial = heldout() if start == 0 else read_trainer_state(ckpt_dir).get("initial", {})
@@ -294,19 +349,32 @@ def _run(cfg: DPOConfig) -> dict:
         window.append(st)
         if is_main and (done % cfg.log_interval == 0 or done == steps):
             avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-            logger.log(done, **avg, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm) if grad_norm is not None else None)
+            logger.log(
+                done,
+                **avg,
+                lr=scheduler.get_last_lr()[0],
+                grad_norm=float(grad_norm) if grad_norm is not None else None,
+            )
         if done % cfg.log_interval == 0 or done == steps:
             window = []
         if cfg.eval_interval and done % cfg.eval_interval == 0 and done < steps:
             v = validate()
             if is_main:
                 logger.log(done, **v)
-        bar.set_postfix(loss=f"{st['loss']:.3f}", acc=f"{st['reward_accuracy']:.2f}", margin=f"{st['reward_margin']:.2f}")
+        bar.set_postfix(
+            loss=f"{st['loss']:.3f}", acc=f"{st['reward_accuracy']:.2f}", margin=f"{st['reward_margin']:.2f}"
+        )
         if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < steps:
             accelerator.wait_for_everyone()
             if is_main:
-                save_checkpoint(ckpt_dir, accelerator.unwrap_model(policy), optimizer, scheduler, done,
-                                {"initial": {k: initial[k] for k in keep if k in initial}})
+                save_checkpoint(
+                    ckpt_dir,
+                    accelerator.unwrap_model(policy),
+                    optimizer,
+                    scheduler,
+                    done,
+                    {"initial": {k: initial[k] for k in keep if k in initial}},
+                )
     bar.close()
 
     policy.eval()
@@ -322,21 +390,37 @@ def _run(cfg: DPOConfig) -> dict:
     for f in tmp.iterdir():
         f.replace(out / f.name)
     tmp.rmdir()
-    summary: dict[str, Any] = {"steps": steps, "train_prompts": len(train),
-                               "train_pairs": sum(len(g) * (len(g) - 1) // 2 for g in train), "beta": cfg.beta}
+    summary: dict[str, Any] = {
+        "steps": steps,
+        "train_prompts": len(train),
+        "train_pairs": sum(len(g) * (len(g) - 1) // 2 for g in train),
+        "beta": cfg.beta,
+    }
     if st:
         summary["final_train_loss"] = round(st["loss"], 4)
     summary.update({k: round(v, 4) for k, v in final_val.items()})
     for key in ("gold", "rm_score", "eos_frac", "response_len"):
         if key in final and key in initial:
-            summary[f"heldout_{key}_initial"], summary[f"heldout_{key}_final"] = round(initial[key], 4), round(final[key], 4)
+            summary[f"heldout_{key}_initial"], summary[f"heldout_{key}_final"] = (
+                round(initial[key], 4),
+                round(final[key], 4),
+            )
     if "gold_scores" in final and "gold_scores" in initial:
         summary["heldout_gold_delta_ci95"] = paired_delta_ci(initial["gold_scores"], final["gold_scores"])
     if final:
-        summary["heldout_sampling"] = ("greedy" if cfg.eval_temperature == 0 else
-                                       f"temperature {cfg.eval_temperature}, fixed seed {cfg.seed + 12345}") + f", first {len(eval_rows)} rows of {eval_src}"
-        samples = [{"prompt": eval_rows[i].get("prompt"), "before": initial.get("texts", [None] * len(eval_rows))[i],
-                    "after": final["texts"][i]} for i in range(min(8, len(eval_rows)))]
+        summary["heldout_sampling"] = (
+            "greedy"
+            if cfg.eval_temperature == 0
+            else f"temperature {cfg.eval_temperature}, fixed seed {cfg.seed + 12345}"
+        ) + f", first {len(eval_rows)} rows of {eval_src}"
+        samples = [
+            {
+                "prompt": eval_rows[i].get("prompt"),
+                "before": initial.get("texts", [None] * len(eval_rows))[i],
+                "after": final["texts"][i],
+            }
+            for i in range(min(8, len(eval_rows)))
+        ]
         atomic_write_json(out / "samples.json", samples)
     summary["seconds"] = round(time.time() - t_start, 1)
     logger.log(steps, **final_val, **{f"heldout_{k}": final[k] for k in ("gold", "rm_score") if k in final})

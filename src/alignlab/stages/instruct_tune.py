@@ -48,12 +48,14 @@ class InstructTuneConfig:
     model: str = arg("runs/pretrain", "the base model every variant starts from")
     heldout_clusters: list[str] = arg(
         factory=lambda: ["world_qa", "classification", "comparison_sorting", "extraction"],
-        help="clusters to hold out, one tuned model per cluster")
+        help="clusters to hold out, one tuned model per cluster",
+    )
     exclude_clusters: list[str] = arg(
         factory=lambda: ["unanswerable", "harmful"],
         help="clusters left out of the tuning mixture altogether: FLAN's mixture was NLP tasks; canned "
-             "answers ('I don't know', refusals) belong to the RLHF data, and a small model tuned on them "
-             "answers every unseen task with them")
+        "answers ('I don't know', refusals) belong to the RLHF data, and a small model tuned on them "
+        "answers every unseen task with them",
+    )
     no_template: bool = arg(True, "also tune the no-template ablation for each held-out cluster")
     epochs: int = arg(2, "tuning epochs per model")
     lr: float = arg(1e-3, "peak learning rate")
@@ -67,8 +69,12 @@ class InstructTuneConfig:
 
 
 PRESETS = {
-    "smoke": {"heldout_clusters": ["world_qa", "classification"], "epochs": 2, "batch_size": 16,
-              "max_eval_prompts": 40},
+    "smoke": {
+        "heldout_clusters": ["world_qa", "classification"],
+        "epochs": 2,
+        "batch_size": 16,
+        "max_eval_prompts": 40,
+    },
     "default": {},
 }
 
@@ -96,8 +102,9 @@ def tuning_data(world_dir: Path, heldout: str, exclude: list[str], instructions:
         rows = [r for r in sft[split] if r["cluster"] != heldout and r["cluster"] not in exclude]
         if not instructions:
             rows = [dict(r, prompt=no_template_input(json.loads(r["meta"]))) for r in rows]
-        dd[split] = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": json.loads(r["meta"])["reference"]}
-                                                for r in rows])
+        dd[split] = datasets.Dataset.from_list(
+            [{"prompt": r["prompt"], "completion": json.loads(r["meta"])["reference"]} for r in rows]
+        )
     datasets.DatasetDict(dd).save_to_disk(str(out))
     return out
 
@@ -120,19 +127,25 @@ def zero_shot_accuracy(model_path: str, records: list[dict], world, plain: bool,
     tok = load_tokenizer(model_path)
     model = load_causal_lm(model_path).to(device)
     if plain:  # the base model: the corpus's own Q&A form, answer cut at the end of its line
-        prompts = [[tok.bos_token_id] + tok(BASE_PROMPT.format(prompt=r["prompt"]), add_special_tokens=False)["input_ids"]
-                   for r in records]
+        prompts = [
+            [tok.bos_token_id] + tok(BASE_PROMPT.format(prompt=r["prompt"]), add_special_tokens=False)["input_ids"]
+            for r in records
+        ]
     else:
         prompts = [encode_prompt(tok, r["prompt"]) for r in records]
-    ro = generate_responses(model, tok, prompts, cfg.max_new_tokens, temperature=0.0,
-                            batch_size=cfg.eval_batch_size, seed=cfg.seed)
+    ro = generate_responses(
+        model, tok, prompts, cfg.max_new_tokens, temperature=0.0, batch_size=cfg.eval_batch_size, seed=cfg.seed
+    )
     answers = [t.split("\n")[0].strip() if plain else t.strip() for t in ro.texts]
     per_template = defaultdict(list)
     for r, a in zip(records, answers):
         per_template[r["template"]].append(score_response(world, r, a)["helpful"])
     by_template = {t: sum(v) / len(v) for t, v in sorted(per_template.items())}
-    return {"accuracy": sum(by_template.values()) / len(by_template), "by_template": by_template,
-            "examples": [{"prompt": r["prompt"], "answer": a} for r, a in list(zip(records, answers))[:5]]}
+    return {
+        "accuracy": sum(by_template.values()) / len(by_template),
+        "by_template": by_template,
+        "examples": [{"prompt": r["prompt"], "answer": a} for r, a in list(zip(records, answers))[:5]],
+    }
 
 
 def run(cfg: InstructTuneConfig) -> dict:
@@ -161,10 +174,23 @@ def run(cfg: InstructTuneConfig) -> dict:
                 if state.is_main_process:
                     tuning_data(world_dir, cluster, cfg.exclude_clusters, variant == "instruction", data)
                 state.wait_for_everyone()
-                sc = apply(sft_stage.SFTConfig(), {
-                    "model": cfg.model, "data": str(data), "judge": "loss", "eval_base": False,
-                    "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
-                    "device": cfg.device, "output_dir": str(run_dir), "resume": True}, "instruct-tune")
+                sc = apply(
+                    sft_stage.SFTConfig(),
+                    {
+                        "model": cfg.model,
+                        "data": str(data),
+                        "judge": "loss",
+                        "eval_base": False,
+                        "epochs": cfg.epochs,
+                        "lr": cfg.lr,
+                        "batch_size": cfg.batch_size,
+                        "seed": cfg.seed,
+                        "device": cfg.device,
+                        "output_dir": str(run_dir),
+                        "resume": True,
+                    },
+                    "instruct-tune",
+                )
                 run_stage("sft", sc)
             res[variant] = zero_shot_accuracy(str(run_dir), records, world, False, cfg)
         results[cluster] = res
@@ -175,7 +201,10 @@ def run(cfg: InstructTuneConfig) -> dict:
     mean = {k: sum(r[k]["accuracy"] for r in results.values()) / len(results) for k in ["base", *variants]}
     if state.is_main_process:
         atomic_write_json(out / "results.json", {"clusters": results, "mean": mean, "config": dataclasses.asdict(cfg)})
-        print("[instruct-tune] mean zero-shot accuracy on unseen clusters: " + ", ".join(f"{k} {v:.1%}" for k, v in mean.items()))
+        print(
+            "[instruct-tune] mean zero-shot accuracy on unseen clusters: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in mean.items())
+        )
     return {
         "heldout_clusters": cfg.heldout_clusters,
         "mean_accuracy": {k: round(v, 4) for k, v in mean.items()},

@@ -58,10 +58,15 @@ class PipelineConfig:
     preset: str = arg("default", "preset applied to every stage (smoke: about a minute; default: the real demo)")
     output_dir: str = arg("runs/default", "the run folder; each step writes a sub-folder")
     stages: list[str] = arg(factory=lambda: [s for s in ORDER if s not in DIAGNOSTICS], help="steps to run, in order")
-    diagnostics: bool = arg(False, "also run ppo_gold, PPO with the world's labelers as a perfect reward model (first "
-                            "seed): does the RM or the policy limit PPO? (~2 min on 2 CPU cores)")
+    diagnostics: bool = arg(
+        False,
+        "also run ppo_gold, PPO with the world's labelers as a perfect reward model (first "
+        "seed): does the RM or the policy limit PPO? (~2 min on 2 CPU cores)",
+    )
     redo: list[str] = arg(factory=list, help="steps to rerun even if finished ('all' for every step)")
-    seeds: list[int] = arg(factory=lambda: [0], help="training seeds; the first writes RUN/<step>, others RUN/seeds/<seed>/<step>")
+    seeds: list[int] = arg(
+        factory=lambda: [0], help="training seeds; the first writes RUN/<step>, others RUN/seeds/<seed>/<step>"
+    )
     stage_overrides: dict = arg(factory=dict, help="per-step config overrides, e.g. {pretrain: {max_steps: 100}}")
 
 
@@ -74,23 +79,48 @@ PRESETS = {
 
 def wiring(step: str, run: Path, shared: Path) -> dict:
     """How each step's inputs point at earlier steps' outputs. ``run`` is this seed's folder."""
-    w, policies = shared / "world", {"base": shared / "pretrain", "sft": run / "sft", "ppo": run / "ppo",
-                                     "ppo_ptx": run / "ppo_ptx", "dpo": run / "dpo", "ppo_gold": run / "ppo_gold"}
-    ppo = {"policy": str(run / "sft"), "reward_model": str(run / "reward"), "data": str(w / "ppo"),
-           "world_dir": str(w), "ptx_data": str(w / "corpus")}
+    w, policies = (
+        shared / "world",
+        {
+            "base": shared / "pretrain",
+            "sft": run / "sft",
+            "ppo": run / "ppo",
+            "ppo_ptx": run / "ppo_ptx",
+            "dpo": run / "dpo",
+            "ppo_gold": run / "ppo_gold",
+        },
+    )
+    ppo = {
+        "policy": str(run / "sft"),
+        "reward_model": str(run / "reward"),
+        "data": str(w / "ppo"),
+        "world_dir": str(w),
+        "ptx_data": str(w / "corpus"),
+    }
     return {
         "world": {},
         "tokenizer": {"data": str(w / "corpus")},
         "pretrain": {"data": str(w / "corpus"), "tokenizer": str(shared / "tokenizer")},
         "sft": {"model": str(shared / "pretrain"), "data": str(w / "sft"), "world_dir": str(w)},
         # as InstructGPT ranked outputs of several models: the SFT policy fills 2 of every 3 slots, the base model 1
-        "compare": {"policy": str(run / "sft"), "policies": [str(run / "sft"), str(shared / "pretrain")],
-                    "data": str(w / "rm"), "world_dir": str(w)},
+        "compare": {
+            "policy": str(run / "sft"),
+            "policies": [str(run / "sft"), str(shared / "pretrain")],
+            "data": str(w / "rm"),
+            "world_dir": str(w),
+        },
         "reward": {"model": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
-        "ppo": ppo, "ppo_ptx": ppo, "ppo_hack": ppo, "ppo_gold": ppo,
+        "ppo": ppo,
+        "ppo_ptx": ppo,
+        "ppo_hack": ppo,
+        "ppo_gold": ppo,
         "dpo": {"policy": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
         "instruct_tune": {"model": str(shared / "pretrain"), "world_dir": str(w)},
-        "evaluate": {"policies": {k: str(v) for k, v in policies.items()}, "data": str(w / "test"), "world_dir": str(w)},
+        "evaluate": {
+            "policies": {k: str(v) for k, v in policies.items()},
+            "data": str(w / "test"),
+            "world_dir": str(w),
+        },
         "report": {"run_dir": str(shared)},  # report.md/.html beside the step folders
     }[step]
 
@@ -185,7 +215,7 @@ def planned_stages(cfg: PipelineConfig) -> list[str]:
     """``stages`` in the given order, plus the diagnostic steps when asked for, each placed before the
     first step that follows it in ORDER."""
     stages = list(cfg.stages)
-    for extra in (DIAGNOSTICS if cfg.diagnostics else []):
+    for extra in DIAGNOSTICS if cfg.diagnostics else []:
         if extra not in stages:
             later = [i for i, s in enumerate(stages) if ORDER.index(s) > ORDER.index(extra)]
             stages.insert(later[0] if later else len(stages), extra)
@@ -205,7 +235,9 @@ def run(cfg: PipelineConfig) -> dict:
     stages = planned_stages(cfg)
     times: dict[str, float] = {}
     # Stage times of earlier invocations survive a resume: a skipped step keeps its time.
-    all_times: dict[str, float] = json.loads((shared / "timings.json").read_text()) if (shared / "timings.json").exists() else {}
+    all_times: dict[str, float] = (
+        json.loads((shared / "timings.json").read_text()) if (shared / "timings.json").exists() else {}
+    )
     results: dict[str, dict] = {}
     t0 = time.time()
     plan = [(step, cfg.seeds[0], shared) for step in stages if step != "report"]
@@ -227,8 +259,10 @@ def run(cfg: PipelineConfig) -> dict:
         if done is not None:
             changed = config_changes(out, sc, set(wiring(step, run_dir, shared)))
             if changed:
-                print(f"[pipeline] {label}: finished with a different config ({'; '.join(changed)}); keeping it -- "
-                      f"add '{step}' to --redo to rerun it")
+                print(
+                    f"[pipeline] {label}: finished with a different config ({'; '.join(changed)}); keeping it -- "
+                    f"add '{step}' to --redo to rerun it"
+                )
             print(f"[pipeline] {label}: already finished ({out}), skipping")
             results[label] = done
             times[label] = 0.0

@@ -49,9 +49,10 @@ import shutil
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -63,25 +64,37 @@ from alignlab.data.load import load_dataset_any
 from alignlab.data.packing import block_indices, pack_documents
 from alignlab.distributed import make_accelerator, masked_whiten_across, rank_share, reduce_means, token_share
 from alignlab.evaluate.heldout_samples import (
-    cpu_threads, encode_prompts, paired_delta_ci, rm_scores, sample_and_score, with_eos,
+    cpu_threads,
+    encode_prompts,
+    paired_delta_ci,
+    rm_scores,
+    sample_and_score,
+    with_eos,
 )
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import (
-    LoraSettings, apply_lora, clear_model_files, load_adapter_weights, reference_model, save_model,
+    LoraSettings,
+    apply_lora,
+    clear_model_files,
+    load_adapter_weights,
+    reference_model,
+    save_model,
 )
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel, response_values
 from alignlab.outputs import MetricsLogger, atomic_replace_dir, atomic_write_json, read_metrics, write_model_card
 from alignlab.rl.gae import compute_gae
 from alignlab.rl.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3, per_token_kl_rewards
-from alignlab.rl.ppo_loss import (
-    explained_variance, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss,
-)
+from alignlab.rl.ppo_loss import explained_variance, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss
 from alignlab.rl.rollout_batch import Experience
 from alignlab.rollout.backends import make_rollout_backend, vllm_unavailable_reason
 from alignlab.rollout.generate import Rollout
 from alignlab.rollout.packed import (
-    pack_sequences, packed_last_values, packed_logprobs, packed_values, packing_matches_padding,
+    pack_sequences,
+    packed_last_values,
+    packed_logprobs,
+    packed_values,
+    packing_matches_padding,
 )
 from alignlab.rollout.scoring import sequence_logprobs
 from alignlab.training import make_optimizer, read_trainer_state, resolve_device
@@ -92,13 +105,17 @@ class KLConfig:
     beta: float = arg(0.02, "KL coefficient (initial value when adaptive); InstructGPT: 0.02")
     adaptive: bool = arg(False, "adapt beta towards `target` KL (Ziegler et al. 2019) instead of keeping it fixed")
     target: float = arg(4.0, "adaptive: target KL(pi || pi_SFT) in nats per response (the k1 estimate logged as `kl`)")
-    horizon: float = arg(10_000, "adaptive: beta changes by at most +-20% x episodes/horizon per iteration (reference: 10000)")
+    horizon: float = arg(
+        10_000, "adaptive: beta changes by at most +-20% x episodes/horizon per iteration (reference: 10000)"
+    )
 
 
 @dataclass
 class PPOConfig:
     policy: str = arg("runs/sft", "SFT model (hub id or path): initial policy and frozen KL reference")
-    reward_model: str = arg("runs/reward", "reward model (*ForSequenceClassification, num_labels=1; reward_shift in its config)")
+    reward_model: str = arg(
+        "runs/reward", "reward model (*ForSequenceClassification, num_labels=1; reward_shift in its config)"
+    )
     value_model: str = arg("", "initial value model (a reward-model folder); empty = a copy of reward_model")
     tokenizer: str = arg("", "tokenizer; empty = the one saved with the policy")
     trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
@@ -108,7 +125,9 @@ class PPOConfig:
     world_dir: str = arg("runs/world", "built-in world folder for GOLD rewards (reward-hacking check); empty = off")
     eval_data: str = arg("", "held-out prompts for before/after numbers; empty = world_dir/test when world_dir is set")
     eval_split: str = arg("test", "split of eval_data")
-    eval_prompts: int = arg(256, "number of held-out prompts (the first N rows: a fixed set); 0 = no held-out evaluation")
+    eval_prompts: int = arg(
+        256, "number of held-out prompts (the first N rows: a fixed set); 0 = no held-out evaluation"
+    )
     eval_temperature: float = arg(1.0, "held-out sampling temperature (same seed before and after); 0 = greedy")
     eval_greedy: bool = arg(True, "also evaluate greedy decoding on the held-out prompts (keys *_greedy)")
     eval_interval: int = arg(0, "iterations between extra held-out evaluations (0 = only before and after)")
@@ -121,7 +140,9 @@ class PPOConfig:
     ppo_epochs: int = arg(4, "passes over each rollout batch")
     lr: float = arg(4e-5, "policy learning rate (AdamW)")
     value_lr: float = arg(1e-4, "value-model learning rate (its own AdamW)")
-    lr_schedule: Literal["constant", "linear"] = arg("constant", "after warmup: constant (InstructGPT) or linear decay to 0 (reference)")
+    lr_schedule: Literal["constant", "linear"] = arg(
+        "constant", "after warmup: constant (InstructGPT) or linear decay to 0 (reference)"
+    )
     warmup_iterations: int = arg(2, "iterations of linear LR warmup")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     adam_eps: float = arg(1e-5, "AdamW epsilon (the reference's TF Adam behaves like a larger eps early on)")
@@ -133,36 +154,53 @@ class PPOConfig:
     lam: float = arg(0.95, "GAE lambda")
     whiten_advantages: bool = arg(True, "normalise advantages per batch (mean 0, std 1)")
     reward_source: Literal["model", "world"] = arg(
-        "model", "what scores an episode: the reward model, or (built-in world only) the world's training labelers "
+        "model",
+        "what scores an episode: the reward model, or (built-in world only) the world's training labelers "
         "directly (their noise-free mean): PPO against a perfect reward model, the ceiling that says whether the "
-        "RM or the policy limits the result; the RM still initialises the value model")
+        "RM or the policy limits the result; the RM still initialises the value model",
+    )
     no_eos_penalty: float = arg(-1.0, "score for a response that hit max_new_tokens without EOS")
-    no_eos_mode: Literal["replace", "add"] = arg("replace", "replace the RM score by the penalty, or add the penalty to it")
+    no_eos_mode: Literal["replace", "add"] = arg(
+        "replace", "replace the RM score by the penalty, or add the penalty to it"
+    )
     kl: KLConfig = arg(factory=KLConfig, help="KL penalty to the SFT policy")
     ptx_coef: float = arg(0.0, "PPO-ptx gamma: weight of the pretraining LM loss (0 = plain PPO)")
-    ptx_data: str = arg("runs/world/corpus", "pretraining text for ptx and for the held-out pretraining loss; empty = off")
+    ptx_data: str = arg(
+        "runs/world/corpus", "pretraining text for ptx and for the held-out pretraining loss; empty = off"
+    )
     ptx_text_column: str = arg("text", "column of ptx_data with the documents")
     ptx_batch_size: int = arg(4, "packed pretraining blocks per optimiser step (ptx; global, across processes)")
     ptx_seq_len: int = arg(128, "tokens per pretraining block (capped at the model's context)")
     ptx_eval_blocks: int = arg(64, "held-out (validation split) blocks for the pretraining loss before/after")
-    hack_margin: float = arg(0.02, "reward hacking = held-out RM score up AND gold down (sampled or greedy), each by more than this")
+    hack_margin: float = arg(
+        0.02, "reward hacking = held-out RM score up AND gold down (sampled or greedy), each by more than this"
+    )
     gen_batch_size: int = arg(64, "prompts per generate() call")
     rollout_backend: Literal["transformers", "vllm"] = arg(
-        "transformers", "who samples the episodes: transformers (KV-cache loop on the policy itself; CPU or GPU) "
-        "or vllm (a vLLM engine on the GPU, policy weights pushed into it after every update)")
+        "transformers",
+        "who samples the episodes: transformers (KV-cache loop on the policy itself; CPU or GPU) "
+        "or vllm (a vLLM engine on the GPU, policy weights pushed into it after every update)",
+    )
     vllm_gpu_memory: float = arg(0.3, "vllm backend: fraction of GPU memory the engine may take (weights + KV cache)")
-    pack_sequences: bool = arg(True, "score and train on episodes packed several per row with one attention block "
-                               "each (no padding; the same numbers up to float rounding); false = the padded layout")
+    pack_sequences: bool = arg(
+        True,
+        "score and train on episodes packed several per row with one attention block "
+        "each (no padding; the same numbers up to float rounding); false = the padded layout",
+    )
     checkpoint_interval: int = arg(20, "iterations between resumable checkpoints (0 = none)")
     log_interval: int = arg(1, "iterations between metrics.jsonl lines")
     seed: int = arg(0, "seed for prompt order, sampling and minibatch order")
     device: str = arg("auto", "auto, cpu or cuda")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default, every core); on a CPU shared with other jobs 1 "
-                          "can be much faster")
+    threads: int = arg(
+        0, "torch CPU threads (0 = torch's default, every core); on a CPU shared with other jobs 1 can be much faster"
+    )
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
-    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8) on the policy and the "
-                             "value model; the reference is the policy with its adapter off; r=0 trains all weights")
+    lora: LoraSettings = arg(
+        factory=LoraSettings,
+        help="LoRA adapters through peft (--lora.r 8) on the policy and the "
+        "value model; the reference is the policy with its adapter off; r=0 trains all weights",
+    )
     output_dir: str = arg("runs/ppo", "where the policy, value model, metrics and checkpoints go")
 
 
@@ -178,8 +216,16 @@ _LEASH = {"adaptive": True, "beta": 0.2, "target": 4.0, "horizon": 320}
 
 PRESETS = {
     "smoke": {
-        "iterations": 2, "batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2, "max_new_tokens": 12,
-        "eval_prompts": 8, "eval_greedy": False, "checkpoint_interval": 1, "ptx_eval_blocks": 4, "warmup_iterations": 0,
+        "iterations": 2,
+        "batch_size": 8,
+        "minibatch_size": 4,
+        "ppo_epochs": 2,
+        "max_new_tokens": 12,
+        "eval_prompts": 8,
+        "eval_greedy": False,
+        "checkpoint_interval": 1,
+        "ptx_eval_blocks": 4,
+        "warmup_iterations": 0,
         "threads": 1,
     },
     # The demo: a KL leash with a target (beta adapts; horizon scaled to our ~1.5k-episode run).
@@ -188,8 +234,13 @@ PRESETS = {
     "ptx": {"kl": _LEASH, "ptx_coef": 1.0, "output_dir": "runs/ppo_ptx"},
     # Reward hacking on purpose: no KL leash, more and bigger steps; held-out evals every 10
     # iterations trace the over-optimisation curve (gold peaks, then falls while the RM climbs).
-    "hack": {"kl": {"beta": 0.0, "adaptive": False}, "iterations": 40, "lr": 1e-4, "eval_interval": 10,
-             "output_dir": "runs/ppo_hack"},
+    "hack": {
+        "kl": {"beta": 0.0, "adaptive": False},
+        "iterations": 40,
+        "lr": 1e-4,
+        "eval_interval": 10,
+        "output_dir": "runs/ppo_hack",
+    },
     # PPO against a perfect reward model (the world's labelers): is the RM what limits PPO here? Gold scores
     # spread about a quarter as wide as the pipeline RM's (std ~0.2 vs ~0.7), so beta starts a quarter as high.
     "gold": {"kl": {**_LEASH, "beta": 0.05}, "reward_source": "world", "output_dir": "runs/ppo_gold"},
@@ -209,15 +260,26 @@ class PPOTrainer:
     rows when the caller passes them. The missing-EOS penalty and the KL term still apply.
     """
 
-    def __init__(self, cfg: PPOConfig, policy, ref_policy, reward_model: ValueModel | None, value_model: ValueModel,
-                 tokenizer, accelerator: Accelerator, ptx_blocks: torch.Tensor | None = None,
-                 reward_fn: Callable[[Rollout, list | None], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        cfg: PPOConfig,
+        policy,
+        ref_policy,
+        reward_model: ValueModel | None,
+        value_model: ValueModel,
+        tokenizer,
+        accelerator: Accelerator,
+        ptx_blocks: torch.Tensor | None = None,
+        reward_fn: Callable[[Rollout, list | None], torch.Tensor] | None = None,
+    ):
         if reward_model is None and reward_fn is None:
             raise ValueError("PPO needs a reward model or a reward_fn")
         n_proc = accelerator.num_processes
         if cfg.batch_size % n_proc or cfg.minibatch_size % n_proc:
-            raise ValueError(f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must be "
-                             f"divisible by the number of processes ({n_proc}): both are global, split over the ranks")
+            raise ValueError(
+                f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must be "
+                f"divisible by the number of processes ({n_proc}): both are global, split over the ranks"
+            )
         self.cfg, self.tok, self.acc = cfg, tokenizer, accelerator
         self.ref, self.rm, self.reward_fn = ref_policy, reward_model, reward_fn
         for m in (policy, ref_policy, value_model, reward_model):
@@ -230,8 +292,10 @@ class PPOTrainer:
         if cfg.ptx_coef > 0 and ptx_blocks is None:
             raise ValueError("ptx_coef > 0 needs pretraining blocks (set ptx_data)")
         if cfg.ptx_coef > 0 and cfg.ptx_batch_size % accelerator.num_processes:
-            raise ValueError(f"ptx_batch_size ({cfg.ptx_batch_size}) must be divisible by the number of processes "
-                             f"({accelerator.num_processes}): it is global, split over the ranks")
+            raise ValueError(
+                f"ptx_batch_size ({cfg.ptx_batch_size}) must be divisible by the number of processes "
+                f"({accelerator.num_processes}): it is global, split over the ranks"
+            )
 
         local_batch = cfg.batch_size // n_proc
         self.local_minibatch = cfg.minibatch_size // n_proc  # a global minibatch = one local minibatch per rank
@@ -247,27 +311,43 @@ class PPOTrainer:
             return get_constant_schedule_with_warmup(opt, warmup)
 
         self.sched_policy, self.sched_value = schedule(self.opt_policy), schedule(self.opt_value)
-        self.kl_ctl = (AdaptiveKLController(cfg.kl.beta, cfg.kl.target, cfg.kl.horizon) if cfg.kl.adaptive
-                       else FixedKLController(cfg.kl.beta))
+        self.kl_ctl = (
+            AdaptiveKLController(cfg.kl.beta, cfg.kl.target, cfg.kl.horizon)
+            if cfg.kl.adaptive
+            else FixedKLController(cfg.kl.beta)
+        )
         self.policy, self.value, self.opt_policy, self.opt_value = accelerator.prepare(
-            policy, value_model, self.opt_policy, self.opt_value)
+            policy, value_model, self.opt_policy, self.opt_value
+        )
         if self.ref is not None:
             self.ref.to(accelerator.device)
         if self.rm is not None:
             self.rm.to(accelerator.device)
         self.pack = cfg.pack_sequences  # checked against the padded layout on the first rollout (score)
         self._pack_checked = False
-        self.backend = make_rollout_backend(cfg.rollout_backend, accelerator.unwrap_model(self.policy), tokenizer,
-                                            batch_size=cfg.gen_batch_size, max_model_len=_context_len(accelerator.unwrap_model(self.policy)),
-                                            gpu_memory_utilization=cfg.vllm_gpu_memory, seed=cfg.seed)
-        pc = accelerator.unwrap_model(self.policy).config  # the row width of a packed batch trades dense work against attention work
+        self.backend = make_rollout_backend(
+            cfg.rollout_backend,
+            accelerator.unwrap_model(self.policy),
+            tokenizer,
+            batch_size=cfg.gen_batch_size,
+            max_model_len=_context_len(accelerator.unwrap_model(self.policy)),
+            gpu_memory_utilization=cfg.vllm_gpu_memory,
+            seed=cfg.seed,
+        )
+        pc = accelerator.unwrap_model(
+            self.policy
+        ).config  # the row width of a packed batch trades dense work against attention work
         self._pack_hidden = int(getattr(pc, "hidden_size", None) or getattr(pc, "n_embd", None) or 256)
 
     # -- 1. rollout
     def rollout(self, prompt_ids: list[list[int]], iteration: int) -> Rollout:
         c = self.cfg
-        return self.backend.generate(prompt_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                                     seed=c.seed * 1_000_003 + iteration * 7919 + self.acc.process_index)
+        return self.backend.generate(
+            prompt_ids,
+            max_new_tokens=c.max_new_tokens,
+            temperature=c.temperature,
+            seed=c.seed * 1_000_003 + iteration * 7919 + self.acc.process_index,
+        )
 
     # -- 2. scoring: everything about the episodes that needs no gradient, computed once
     @torch.no_grad()
@@ -290,28 +370,38 @@ class PPOTrainer:
             raw = self.reward_fn(ro, records).to(ids.device).float()
         else:
             rm_ids, rm_mask = with_eos(ids, attn, ro.ended_with_eos, self.tok.eos_token_id, self.tok.pad_token_id)
-            raw = (packed_last_values(self.rm, pack_sequences(rm_ids, rm_mask, Tq, self._pack_hidden)) if self.pack
-                   else rm_scores(self.rm, rm_ids, rm_mask)).float()
+            raw = (
+                packed_last_values(self.rm, pack_sequences(rm_ids, rm_mask, Tq, self._pack_hidden))
+                if self.pack
+                else rm_scores(self.rm, rm_ids, rm_mask)
+            ).float()
         penalty = torch.full_like(raw, c.no_eos_penalty)
         scores = torch.where(ro.ended_with_eos, raw, penalty if c.no_eos_mode == "replace" else raw + penalty)
-        values = (packed_values(self.value, packed) if self.pack else response_values(self.value(ids, attn), Tq, R)) * mask
+        values = (
+            packed_values(self.value, packed) if self.pack else response_values(self.value(ids, attn), Tq, R)
+        ) * mask
         beta = self.kl_ctl.beta
         rewards = per_token_kl_rewards(pol.logprobs, ref.logprobs, scores, mask, beta)
         advantages, returns = compute_gae(rewards, values, mask, c.gamma, c.lam)
         if c.whiten_advantages:
             advantages = masked_whiten_across(self.acc, advantages, mask)  # statistics of the global batch
-        exp = Experience(ids, attn, Tq, mask, pol.logprobs * mask, ref.logprobs * mask, values, scores,
-                         rewards, advantages, returns)
+        exp = Experience(
+            ids, attn, Tq, mask, pol.logprobs * mask, ref.logprobs * mask, values, scores, rewards, advantages, returns
+        )
         kl = kl_k1(pol.logprobs, ref.logprobs, mask).item()
         stats = {
-            "rm_score_mean": raw.mean().item(), "rm_score_std": raw.std(unbiased=False).item(),
+            "rm_score_mean": raw.mean().item(),
+            "rm_score_std": raw.std(unbiased=False).item(),
             "reward_mean": scores.mean().item(),
-            "kl": kl, "kl_k3": kl_k3(pol.logprobs, ref.logprobs, mask).item(), "beta": beta,
+            "kl": kl,
+            "kl_k3": kl_k3(pol.logprobs, ref.logprobs, mask).item(),
+            "beta": beta,
             "kl_reward_mean": (-beta * (pol.logprobs - ref.logprobs) * mask).sum(-1).mean().item(),
             "entropy": masked_mean(pol.entropy, mask).item(),
             "response_len": mask.sum(-1).float().mean().item(),
             "eos_frac": ro.ended_with_eos.float().mean().item(),
-            "value_mean": masked_mean(values, mask).item(), "return_mean": masked_mean(returns, mask).item(),
+            "value_mean": masked_mean(values, mask).item(),
+            "return_mean": masked_mean(returns, mask).item(),
             "explained_var": explained_variance(values, returns, mask).item(),
             "return_var": masked_var(returns, mask, unbiased=False).item(),
         }
@@ -335,7 +425,9 @@ class PPOTrainer:
                     new = packed_logprobs(self.policy, packed, c.temperature)
                     vpred = packed_values(self.value, packed)
                 else:
-                    new = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask, mb.response_start, c.temperature)
+                    new = sequence_logprobs(
+                        self.policy, mb.input_ids, mb.attention_mask, mb.response_start, c.temperature
+                    )
                     vpred = response_values(self.value(mb.input_ids, mb.attention_mask), mb.response_start, R)
                 pg_loss, pg = ppo_policy_loss(new.logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, c.clip)
                 vf_loss, vf = ppo_value_loss(vpred, mb.values, mb.returns, mb.response_mask, c.vf_clip)
@@ -346,7 +438,9 @@ class PPOTrainer:
                 stats = {"pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(), **pg, **vf}
                 if self.ptx_blocks is not None:  # PPO-ptx: pretraining gradient accumulated in a consecutive backward
                     step = iteration * self.updates_per_iteration + k
-                    idx = rank_share(block_indices(step, c.ptx_batch_size, self.ptx_blocks.shape[0], c.seed).tolist(), self.acc)
+                    idx = rank_share(
+                        block_indices(step, c.ptx_batch_size, self.ptx_blocks.shape[0], c.seed).tolist(), self.acc
+                    )
                     x = self.ptx_blocks[torch.tensor(idx)].to(exp.input_ids.device)
                     ptx_loss = self.policy(input_ids=x, labels=x, use_cache=False).loss
                     self.acc.backward(c.ptx_coef * ptx_loss)
@@ -361,8 +455,12 @@ class PPOTrainer:
                 mb_stats.append(stats)
                 k += 1
         keys = list(mb_stats[0])
-        values = torch.stack([torch.stack([torch.as_tensor(s[key], dtype=torch.float32, device=exp.input_ids.device)
-                                           for key in keys]) for s in mb_stats]).tolist()
+        values = torch.stack(
+            [
+                torch.stack([torch.as_tensor(s[key], dtype=torch.float32, device=exp.input_ids.device) for key in keys])
+                for s in mb_stats
+            ]
+        ).tolist()
         return [dict(zip(keys, row)) for row in values]
 
     def _check_packing(self, ids: torch.Tensor, attn: torch.Tensor, Tq: int) -> None:
@@ -375,8 +473,11 @@ class PPOTrainer:
         ok, diff = packing_matches_padding(self.policy, self.value, ids, attn, Tq, self.cfg.temperature)
         if not ok:
             self.pack = False
-            warnings.warn(f"pack_sequences: packed scores differ from padded ones by {diff:.3g} for "
-                          f"{type(self.acc.unwrap_model(self.policy)).__name__}; using the padded layout")
+            warnings.warn(
+                f"pack_sequences: packed scores differ from padded ones by {diff:.3g} for "
+                f"{type(self.acc.unwrap_model(self.policy)).__name__}; using the padded layout",
+                stacklevel=2,
+            )
 
     def iteration(self, iteration: int, prompt_ids: list[list[int]], judge=None, records=None) -> dict[str, Any]:
         t0 = time.time()
@@ -412,9 +513,15 @@ class PPOTrainer:
         tmp.mkdir(parents=True)
         self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy", safe_serialization=True)
         self.acc.unwrap_model(self.value).save_pretrained(tmp / "value_model", safe_serialization=True)
-        torch.save({"opt_policy": self.opt_policy.state_dict(), "opt_value": self.opt_value.state_dict(),
-                    "sched_policy": self.sched_policy.state_dict(), "sched_value": self.sched_value.state_dict()},
-                   tmp / "optimizer.pt")
+        torch.save(
+            {
+                "opt_policy": self.opt_policy.state_dict(),
+                "opt_value": self.opt_value.state_dict(),
+                "sched_policy": self.sched_policy.state_dict(),
+                "sched_value": self.sched_value.state_dict(),
+            },
+            tmp / "optimizer.pt",
+        )
         torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
         state = {"step": iteration, "kl_ctl": vars(self.kl_ctl), **extra}
         (tmp / "trainer_state.json").write_text(json.dumps(state))
@@ -477,7 +584,11 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
     policy = load_causal_lm(str(ckpt_dir / "policy") if resuming and not lora else cfg.policy, cfg.trust_remote_code)
     policy = apply_lora(policy, cfg.lora, "CAUSAL_LM")
     ref = None if lora else load_causal_lm(cfg.policy, cfg.trust_remote_code)
-    rm = ValueModel(load_reward_model(cfg.reward_model, cfg.trust_remote_code)) if reward_fn is None or cfg.reward_model else None
+    rm = (
+        ValueModel(load_reward_model(cfg.reward_model, cfg.trust_remote_code))
+        if reward_fn is None or cfg.reward_model
+        else None
+    )
     value_src = str(ckpt_dir / "value_model") if resuming and not lora else (cfg.value_model or cfg.reward_model)
     value = ValueModel(load_reward_model(value_src, cfg.trust_remote_code))
     value.model = apply_lora(value.model, cfg.lora, "SEQ_CLS")
@@ -485,11 +596,15 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         load_adapter_weights(policy, ckpt_dir / "policy")
         load_adapter_weights(value.model, ckpt_dir / "value_model")
     if len(tok) > policy.get_input_embeddings().num_embeddings:
-        raise ValueError(f"tokenizer has {len(tok)} tokens but the policy's embedding only {policy.get_input_embeddings().num_embeddings}")
+        raise ValueError(
+            f"tokenizer has {len(tok)} tokens but the policy's embedding only {policy.get_input_embeddings().num_embeddings}"
+        )
     ctx = _context_len(policy)
     max_prompt_len = min(cfg.max_prompt_len, ctx - cfg.max_new_tokens - 1)
     if max_prompt_len < 8:
-        raise ValueError(f"max_new_tokens ({cfg.max_new_tokens}) leaves no room for a prompt in the {ctx}-token context")
+        raise ValueError(
+            f"max_new_tokens ({cfg.max_new_tokens}) leaves no room for a prompt in the {ctx}-token context"
+        )
 
     # ---- data: prompts; gold judge and fixed held-out prompts; pretraining blocks (ptx and its eval)
     rows = _rows(load_dataset_any(cfg.data, cfg.split))
@@ -499,18 +614,23 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         from alignlab.evaluate.judges import WorldJudge
 
         if not (Path(cfg.world_dir) / "world.json").exists():
-            raise ValueError(f"world_dir={cfg.world_dir!r} has no world.json; give the world folder or --world_dir '' to turn gold rewards off")
+            raise ValueError(
+                f"world_dir={cfg.world_dir!r} has no world.json; give the world folder or --world_dir '' to turn gold rewards off"
+            )
         judge = WorldJudge(cfg.world_dir)
     if cfg.reward_source == "world":
         if reward_fn is not None:
             raise ValueError("reward_source='world' and a reward_fn were both given; pass one")
         if judge is None or "meta" not in rows[0]:
-            raise ValueError(f"reward_source='world' needs world_dir and prompts from the world's data (rows with "
-                             f"`meta`); data={cfg.data!r} world_dir={cfg.world_dir!r}")
+            raise ValueError(
+                f"reward_source='world' needs world_dir and prompts from the world's data (rows with "
+                f"`meta`); data={cfg.data!r} world_dir={cfg.world_dir!r}"
+            )
         world_judge = judge
 
         def reward_fn(ro: Rollout, records: list | None) -> torch.Tensor:
             return torch.tensor(world_judge.gold(records, ro.texts))
+
     eval_src = cfg.eval_data or (str(Path(cfg.world_dir) / "test") if cfg.world_dir else "")
     if eval_src:
         eval_rows = _rows(load_dataset_any(eval_src, cfg.eval_split))[: cfg.eval_prompts]
@@ -533,12 +653,23 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         if not eval_rows:  # no held-out prompts (eval_prompts 0, or no eval data)
             return {}
         res: dict[str, Any] = {}
-        temps = [("", cfg.eval_temperature)] + ([("_greedy", 0.0)] if cfg.eval_greedy and cfg.eval_temperature > 0 else [])
+        temps = [("", cfg.eval_temperature)] + (
+            [("_greedy", 0.0)] if cfg.eval_greedy and cfg.eval_temperature > 0 else []
+        )
         for suffix, temp in temps:
-            r = sample_and_score(accelerator.unwrap_model(trainer.policy), tok, eval_rows, prompt_column=cfg.prompt_column,
-                                 max_prompt_len=max_prompt_len, max_new_tokens=cfg.max_new_tokens, temperature=temp,
-                                 seed=cfg.seed + 12345, batch_size=cfg.gen_batch_size, rm=trainer.rm,
-                                 judge=judge if "meta" in eval_rows[0] else None)
+            r = sample_and_score(
+                accelerator.unwrap_model(trainer.policy),
+                tok,
+                eval_rows,
+                prompt_column=cfg.prompt_column,
+                max_prompt_len=max_prompt_len,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=temp,
+                seed=cfg.seed + 12345,
+                batch_size=cfg.gen_batch_size,
+                rm=trainer.rm,
+                judge=judge if "meta" in eval_rows[0] else None,
+            )
             res.update({f"{tag}_{k}{suffix}": r[k] for k in ("rm_score", "gold", "eos_frac", "response_len") if k in r})
             if "gold_scores" in r:
                 res[f"_gold_scores{suffix}"] = r["gold_scores"]
@@ -551,8 +682,9 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         if ptx_eval is None:
             return None
         m = accelerator.unwrap_model(trainer.policy)
-        losses = [m(input_ids=x, labels=x, use_cache=False).loss.item() * x.shape[0]
-                  for x in ptx_eval.to(device).split(16)]
+        losses = [
+            m(input_ids=x, labels=x, use_cache=False).loss.item() * x.shape[0] for x in ptx_eval.to(device).split(16)
+        ]
         return sum(losses) / ptx_eval.shape[0]
 
     # ---- resume, or measure the starting point
@@ -577,14 +709,21 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
             logger.log(0, **{k: v for k, v in initial.items() if k not in ("samples", "gold_scores")})
 
     # ---- the loop
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="ppo" if cfg.ptx_coef == 0 else "ppo-ptx",
-               disable=not is_main, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.iterations),
+        initial=start,
+        total=cfg.iterations,
+        desc="ppo" if cfg.ptx_coef == 0 else "ppo-ptx",
+        disable=not is_main,
+        dynamic_ncols=True,
+    )
     stats: dict[str, Any] = {}
     for it in bar:
         idx = block_indices(it, cfg.batch_size, len(prompt_ids), cfg.seed)
         idx = rank_share(idx.tolist(), accelerator)  # this rank's share of the global batch
-        stats = trainer.iteration(it, [prompt_ids[i] for i in idx], judge if "meta" in rows[0] else None,
-                                  [rows[i] for i in idx])
+        stats = trainer.iteration(
+            it, [prompt_ids[i] for i in idx], judge if "meta" in rows[0] else None, [rows[i] for i in idx]
+        )
         done = it + 1
         metrics = {k: v for k, v in stats.items() if not k.startswith("_")}
         for k, v in metrics.items():
@@ -595,7 +734,11 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         if is_main:
             if done % cfg.log_interval == 0 or done == cfg.iterations:
                 logger.log(done, **metrics)
-            post = {"rm": f"{metrics['rm_score_mean']:.2f}", "kl": f"{metrics['kl']:.2f}", "beta": f"{metrics['beta']:.3g}"}
+            post = {
+                "rm": f"{metrics['rm_score_mean']:.2f}",
+                "kl": f"{metrics['kl']:.2f}",
+                "beta": f"{metrics['beta']:.3g}",
+            }
             if "gold_mean" in metrics:
                 post["gold"] = f"{metrics['gold_mean']:.3f}"
             bar.set_postfix(post)
@@ -622,9 +765,13 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         for f in tmp.iterdir():
             f.replace(out / f.name)
         tmp.rmdir()
-        atomic_write_json(out / "samples.json", {"before": initial.get("samples"), "after": _samples(eval_rows, final.get("_r"))})
+        atomic_write_json(
+            out / "samples.json", {"before": initial.get("samples"), "after": _samples(eval_rows, final.get("_r"))}
+        )
         history = [m for m in read_metrics(out) if "kl" in m]  # whole run, including before a resume
-        summary = _summary(cfg, initial, final, final_pt, history, trainer, start, time.time() - t_start, max_prompt_len)
+        summary = _summary(
+            cfg, initial, final, final_pt, history, trainer, start, time.time() - t_start, max_prompt_len
+        )
         _print_summary(summary)
         write_model_card(out, "ppo" if cfg.ptx_coef == 0 else "ppo-ptx", summary, extra=_CARD)
         logger.log(cfg.iterations, **{k: v for k, v in final.items() if not k.startswith("_")}, pretrain_loss=final_pt)
@@ -653,20 +800,35 @@ def _mean(history: list[dict], key: str, last: bool, n: int = 5) -> float | None
 
 
 def _summary(cfg, initial, final, final_pt, history, trainer, start, seconds, max_prompt_len) -> dict[str, Any]:
-    s: dict[str, Any] = {"iterations": cfg.iterations, "episodes": cfg.iterations * cfg.batch_size,
-                         "ptx_coef": cfg.ptx_coef, "resumed_from_iteration": start or None}
+    s: dict[str, Any] = {
+        "iterations": cfg.iterations,
+        "episodes": cfg.iterations * cfg.batch_size,
+        "ptx_coef": cfg.ptx_coef,
+        "resumed_from_iteration": start or None,
+    }
     for key in ("rm_score", "gold", "eos_frac", "response_len", "rm_score_greedy", "gold_greedy"):
         a, b = initial.get(f"heldout_{key}"), final.get(f"heldout_{key}")
         if a is not None and b is not None:
             s[f"heldout_{key}_initial"], s[f"heldout_{key}_final"] = round(a, 4), round(b, 4)
-    s["heldout_sampling"] = ("greedy" if cfg.eval_temperature == 0 else
-                             f"temperature {cfg.eval_temperature}, fixed seed {cfg.seed + 12345}") + \
-        f", first {cfg.eval_prompts} rows of {cfg.eval_data or (cfg.world_dir + '/test' if cfg.world_dir else '-')}" + \
-        ("; *_greedy: greedy decoding" if cfg.eval_greedy else "")
+    s["heldout_sampling"] = (
+        (
+            "greedy"
+            if cfg.eval_temperature == 0
+            else f"temperature {cfg.eval_temperature}, fixed seed {cfg.seed + 12345}"
+        )
+        + f", first {cfg.eval_prompts} rows of {cfg.eval_data or (cfg.world_dir + '/test' if cfg.world_dir else '-')}"
+        + ("; *_greedy: greedy decoding" if cfg.eval_greedy else "")
+    )
     if history:
-        s["train_rm_score_first5"], s["train_rm_score_last5"] = _mean(history, "rm_score_mean", False), _mean(history, "rm_score_mean", True)
+        s["train_rm_score_first5"], s["train_rm_score_last5"] = (
+            _mean(history, "rm_score_mean", False),
+            _mean(history, "rm_score_mean", True),
+        )
         if "gold_mean" in history[0]:
-            s["train_gold_first5"], s["train_gold_last5"] = _mean(history, "gold_mean", False), _mean(history, "gold_mean", True)
+            s["train_gold_first5"], s["train_gold_last5"] = (
+                _mean(history, "gold_mean", False),
+                _mean(history, "gold_mean", True),
+            )
         s["final_kl"] = _mean(history, "kl", True)
         s["final_entropy"] = _mean(history, "entropy", True)
         for part in ("t_rollout", "t_score", "t_update"):

@@ -21,8 +21,8 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
 from alignlab.data.load import load_dataset_any
-from alignlab.distributed import make_accelerator
 from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
+from alignlab.distributed import make_accelerator
 from alignlab.models.llama import build_llama, llama_config, non_embedding_params
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
@@ -31,8 +31,12 @@ from alignlab.training import checkpoint_exists, load_checkpoint, make_optimizer
 
 @dataclass
 class ModelConfig:
-    init_from: str | None = arg(None, "hub id or local path of a model to continue from; empty = a new Llama of the size below")
-    trust_remote_code: bool = arg(False, "allow custom modelling code from the hub (off: only built-in transformers classes)")
+    init_from: str | None = arg(
+        None, "hub id or local path of a model to continue from; empty = a new Llama of the size below"
+    )
+    trust_remote_code: bool = arg(
+        False, "allow custom modelling code from the hub (off: only built-in transformers classes)"
+    )
     d_model: int = arg(128, "hidden size of a new model")
     n_layer: int = arg(4, "transformer layers of a new model")
     n_head: int = arg(4, "attention heads of a new model")
@@ -49,7 +53,9 @@ class PretrainConfig:
     model: ModelConfig = arg(factory=ModelConfig, help="model to train")
     seq_len: int = arg(128, "tokens per packed training block")
     batch_size: int = arg(32, "blocks per optimiser step (global, across processes)")
-    micro_batch_size: int = arg(0, "blocks per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes")
+    micro_batch_size: int = arg(
+        0, "blocks per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes"
+    )
     max_steps: int = arg(700, "optimiser steps")
     lr: float = arg(3e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr")
@@ -72,8 +78,14 @@ class PretrainConfig:
 PRESETS = {
     "smoke": {
         "model": {"d_model": 64, "n_layer": 2, "n_head": 2, "d_ff": 192},
-        "seq_len": 64, "batch_size": 16, "max_steps": 150, "warmup_steps": 10,
-        "eval_interval": 50, "eval_blocks": 32, "checkpoint_interval": 50, "log_interval": 10,
+        "seq_len": 64,
+        "batch_size": 16,
+        "max_steps": 150,
+        "warmup_steps": 10,
+        "eval_interval": 50,
+        "eval_blocks": 32,
+        "checkpoint_interval": 50,
+        "log_interval": 10,
     },
     "default": {},
 }
@@ -87,7 +99,9 @@ def run(cfg: PretrainConfig) -> dict:
     world = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
     if cfg.batch_size % (micro * world):
-        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})")
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})"
+        )
 
     # ---- data: documents -> packed blocks of seq_len tokens
     tok_path = cfg.tokenizer or cfg.model.init_from
@@ -109,8 +123,17 @@ def run(cfg: PretrainConfig) -> dict:
     else:
         mc = cfg.model
         model = build_llama(
-            llama_config(len(tok), mc.d_model, mc.n_layer, mc.n_head, mc.d_ff, cfg.seq_len,
-                         tok.bos_token_id, tok.eos_token_id, tok.pad_token_id),
+            llama_config(
+                len(tok),
+                mc.d_model,
+                mc.n_layer,
+                mc.n_head,
+                mc.d_ff,
+                cfg.seq_len,
+                tok.bos_token_id,
+                tok.eos_token_id,
+                tok.pad_token_id,
+            ),
             seed=cfg.seed,
         )
     n_params = non_embedding_params(model)
@@ -127,7 +150,9 @@ def run(cfg: PretrainConfig) -> dict:
         if is_main:
             print(f"resumed from {ckpt_dir} at step {start_step}")
     model, optimizer = accelerator.prepare(model, optimizer)
-    logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_step if cfg.resume else None) if is_main else None
+    logger = (
+        MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_step if cfg.resume else None) if is_main else None
+    )
     if is_main and not cfg.resume and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
         logger = MetricsLogger(out, cfg.tensorboard)
@@ -145,8 +170,14 @@ def run(cfg: PretrainConfig) -> dict:
     # ---- the training loop
     model.train()
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps,
-               desc="pretrain", disable=not is_main, dynamic_ncols=True)
+    bar = tqdm(
+        range(start_step, cfg.max_steps),
+        initial=start_step,
+        total=cfg.max_steps,
+        desc="pretrain",
+        disable=not is_main,
+        dynamic_ncols=True,
+    )
     t_last, eval_loss = time.time(), float("nan")
     for step in bar:
         idx = block_indices(step, cfg.batch_size, n_blocks, cfg.seed)
@@ -171,10 +202,14 @@ def run(cfg: PretrainConfig) -> dict:
             raise FloatingPointError(f"pretrain: loss became {train_loss} at step {done}; lower lr (now {cfg.lr})")
         if is_main and (done % cfg.log_interval == 0 or done == cfg.max_steps):
             now = time.time()
-            logger.log(done, loss=train_loss, lr=scheduler.get_last_lr()[0],
-                       grad_norm=float(grad_norm) if grad_norm is not None else None,
-                       tokens=done * tokens_per_step,
-                       tokens_per_sec=cfg.log_interval * tokens_per_step / max(now - t_last, 1e-9))
+            logger.log(
+                done,
+                loss=train_loss,
+                lr=scheduler.get_last_lr()[0],
+                grad_norm=float(grad_norm) if grad_norm is not None else None,
+                tokens=done * tokens_per_step,
+                tokens_per_sec=cfg.log_interval * tokens_per_step / max(now - t_last, 1e-9),
+            )
             t_last = now
         if done % cfg.eval_interval == 0 or done == cfg.max_steps:
             eval_loss = evaluate()
@@ -217,8 +252,10 @@ def run(cfg: PretrainConfig) -> dict:
             "steps": cfg.max_steps,
             "seconds": round(time.time() - t_start, 1),
         }
-        print(f"pretrain: held-out loss {final_eval:.3f} nats/token vs unigram entropy {unigram:.3f} "
-              f"({n_params/1e6:.2f}M non-embedding params, {summary['seconds']}s)")
+        print(
+            f"pretrain: held-out loss {final_eval:.3f} nats/token vs unigram entropy {unigram:.3f} "
+            f"({n_params / 1e6:.2f}M non-embedding params, {summary['seconds']}s)"
+        )
         for s in samples:
             print(f"  sample: {s['prompt']!r} -> {s['continuation']!r}")
         write_model_card(out, "pretrain", summary)
@@ -227,7 +264,9 @@ def run(cfg: PretrainConfig) -> dict:
     return summary
 
 
-def sample_text(model, tok, docs: list[str], device, seed: int, n_prompt_words: int = 4, max_new_tokens: int = 24) -> list[dict]:
+def sample_text(
+    model, tok, docs: list[str], device, seed: int, n_prompt_words: int = 4, max_new_tokens: int = 24
+) -> list[dict]:
     """A sampled peek at what the model writes: continue the first words of held-out documents."""
     out = []
     model.eval()
@@ -238,7 +277,14 @@ def sample_text(model, tok, docs: list[str], device, seed: int, n_prompt_words: 
             ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
             x = torch.tensor([ids], device=device)
             with torch.no_grad():
-                y = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                                   do_sample=True, temperature=0.7, top_k=0, pad_token_id=tok.pad_token_id)
-            out.append({"prompt": prompt, "continuation": tok.decode(y[0, len(ids):], skip_special_tokens=True)})
+                y = model.generate(
+                    x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=True,
+                    temperature=0.7,
+                    top_k=0,
+                    pad_token_id=tok.pad_token_id,
+                )
+            out.append({"prompt": prompt, "continuation": tok.decode(y[0, len(ids) :], skip_special_tokens=True)})
     return out

@@ -63,24 +63,41 @@ class RewardConfig:
     model: str = arg("runs/sft", "model the reward model starts from (the SFT model); a fresh scalar head is added")
     tokenizer: str = arg("", "tokenizer path or hub id; empty = the one saved with the model")
     trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
-    data: str = arg("runs/compare/comparisons", "comparisons: ranked (prompt, responses best->worst) or "
-                    "preference (prompt, chosen, rejected); saved datasets folder, .jsonl/.parquet or hub id")
+    data: str = arg(
+        "runs/compare/comparisons",
+        "comparisons: ranked (prompt, responses best->worst) or "
+        "preference (prompt, chosen, rejected); saved datasets folder, .jsonl/.parquet or hub id",
+    )
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out prompts for accuracy (empty = no evaluation)")
-    eval_data: str = arg("", "held-out comparisons from another source (e.g. a second .jsonl); empty = data's eval_split")
-    world_dir: str | None = arg("runs/world", "built-in world: held-out labelers, gold ordering and agreement "
-                                "rates for the report (used only if it exists and rows carry world metadata)")
-    demonstrations: str | None = arg(None, "labeler demonstrations (prompt/completion or messages) whose mean score "
-                                     "becomes 0; empty = world_dir/sft")
+    eval_data: str = arg(
+        "", "held-out comparisons from another source (e.g. a second .jsonl); empty = data's eval_split"
+    )
+    world_dir: str | None = arg(
+        "runs/world",
+        "built-in world: held-out labelers, gold ordering and agreement "
+        "rates for the report (used only if it exists and rows carry world metadata)",
+    )
+    demonstrations: str | None = arg(
+        None, "labeler demonstrations (prompt/completion or messages) whose mean score becomes 0; empty = world_dir/sft"
+    )
     demonstrations_split: str = arg("validation", "split of the demonstrations")
     max_prompts: int = arg(0, "train on at most this many prompts, a seeded subset (0 = all)")
     seq_len: int = arg(0, "max tokens per prompt+response (prompt cut from the left); 0 = the model's context length")
-    epochs: int = arg(1, "passes over the comparisons (InstructGPT: 1, more overfits; on the world with perfect "
-                      "demonstrations a second pass narrowed the gap to the labelers by under a point, at ~80 s of a "
-                      "demo that must stay within 20 min)")
-    batch_size: int = arg(32, "PROMPTS per optimiser step, each with all its K responses (InstructGPT: 64; "
-                          "32 gives the small built-in data set more steps)")
-    micro_batch_size: int = arg(0, "prompts per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes")
+    epochs: int = arg(
+        1,
+        "passes over the comparisons (InstructGPT: 1, more overfits; on the world with perfect "
+        "demonstrations a second pass narrowed the gap to the labelers by under a point, at ~80 s of a "
+        "demo that must stay within 20 min)",
+    )
+    batch_size: int = arg(
+        32,
+        "PROMPTS per optimiser step, each with all its K responses (InstructGPT: 64; "
+        "32 gives the small built-in data set more steps)",
+    )
+    micro_batch_size: int = arg(
+        0, "prompts per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes"
+    )
     lr: float = arg(1e-3, "peak learning rate (AdamW; for the small built-in models -- use ~1e-5 for real LMs)")
     min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr (InstructGPT: 10%)")
     warmup_steps: int = arg(5, "linear warmup steps")
@@ -96,13 +113,22 @@ class RewardConfig:
     device: str = arg("auto", "auto, cpu or cuda")
     resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
-    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); the score head is "
-                             "trained in full; r=0 trains all weights")
+    lora: LoraSettings = arg(
+        factory=LoraSettings,
+        help="LoRA adapters through peft (--lora.r 8); the score head is trained in full; r=0 trains all weights",
+    )
     output_dir: str = arg("runs/reward", "where the reward model, metrics and checkpoints go")
 
 
 PRESETS = {
-    "smoke": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "log_interval": 2, "checkpoint_interval": 0, "epochs": 1},
+    "smoke": {
+        "batch_size": 16,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "log_interval": 2,
+        "checkpoint_interval": 0,
+        "epochs": 1,
+    },
     "default": {},
 }
 
@@ -177,7 +203,7 @@ def encode_sequences(tok, rows: list[dict], max_len: int) -> None:
             ids = encode_response(tok, r)
             if len(ids) >= max_len:
                 ids = ids[: max_len // 2]
-            seqs.append(p[-(max_len - len(ids)):] + ids)
+            seqs.append(p[-(max_len - len(ids)) :] + ids)
         row["ids"] = seqs
 
 
@@ -197,7 +223,9 @@ def forward_scores(model, rows: list[dict], pad_token_id: int, device) -> tuple[
     k_max = max(counts)
     valid = torch.arange(k_max).unsqueeze(0) < torch.tensor(counts).unsqueeze(1)  # [B, K_max]
     rewards = torch.zeros(len(rows), k_max, dtype=flat_scores.dtype, device=flat_scores.device)
-    rewards = rewards.masked_scatter(valid.to(flat_scores.device), flat_scores)  # row-major: row b's K_b scores in order
+    rewards = rewards.masked_scatter(
+        valid.to(flat_scores.device), flat_scores
+    )  # row-major: row b's K_b scores in order
     return rewards, valid.to(flat_scores.device)
 
 
@@ -286,8 +314,10 @@ def expected_accuracies(world, rows: list[dict], scores: list[list[float]]) -> d
         return {}
     diffs = pair_differences([row["components"] for row in rows])
     directions = [sc[i] - sc[j] for sc in scores for i, j in itertools.combinations(range(len(sc)), 2)]
-    return {"val_expected_accuracy_train_labelers": expected_accuracy(diffs, directions, world.training_personas()),
-            "val_expected_accuracy_heldout_labelers": expected_accuracy(diffs, directions, world.heldout_personas())}
+    return {
+        "val_expected_accuracy_train_labelers": expected_accuracy(diffs, directions, world.training_personas()),
+        "val_expected_accuracy_heldout_labelers": expected_accuracy(diffs, directions, world.heldout_personas()),
+    }
 
 
 def policy_view(rows: list[dict], scores: list[list[float]], source: int = 0) -> tuple[list[dict], list[list[float]]]:
@@ -335,11 +365,15 @@ def world_extras(world_dir: str | None, rows: list[dict], seed: int) -> tuple[An
         rec = row["record"]
         if "heldout" not in row:
             persona = rng.choice(world.heldout_personas())
-            row["heldout"] = distinct([row["responses"][i] for i in rank_responses(world, persona, rec, row["responses"], rng)])
+            row["heldout"] = distinct(
+                [row["responses"][i] for i in rank_responses(world, persona, rec, row["responses"], rng)]
+            )
         if "gold" not in row:
             row["gold"] = [gold_reward(world, rec, r) for r in row["responses"]]
         row["gold_heldout"] = [heldout_gold_reward(world, rec, r) for r in row["responses"]]
-        row["components"] = np.array([[c[k] for k in COMPONENTS] for c in (score_response(world, rec, r) for r in row["responses"])])
+        row["components"] = np.array(
+            [[c[k] for k in COMPONENTS] for c in (score_response(world, rec, r) for r in row["responses"])]
+        )
     d = pair_differences([row["components"] for row in rows])
     stats = world.stats or {}
     return world, {
@@ -372,7 +406,9 @@ def run(cfg: RewardConfig) -> dict:
     n_proc = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // n_proc)
     if cfg.batch_size % (micro * n_proc):
-        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})")
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})"
+        )
 
     # ---- model: the SFT model + a fresh scalar head (seeded), pad distinct from EOS
     tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
@@ -405,7 +441,8 @@ def run(cfg: RewardConfig) -> dict:
 
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, min(cfg.warmup_steps, total_steps), total_steps, min_lr_rate=cfg.min_lr_ratio)
+        optimizer, min(cfg.warmup_steps, total_steps), total_steps, min_lr_rate=cfg.min_lr_ratio
+    )
     start_step = 0
     ckpt_dir = out / "checkpoint"
     if cfg.resume and checkpoint_exists(ckpt_dir):
@@ -416,13 +453,16 @@ def run(cfg: RewardConfig) -> dict:
     resumed = cfg.resume and start_step > 0
     if is_main and not resumed and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
-    logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_step if resumed else None) if is_main else None
+    logger = (
+        MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_step if resumed else None) if is_main else None
+    )
 
     def evaluate(step: int) -> dict[str, Any]:
         model.eval()  # each rank scores its share of the prompts (the bare model: no DDP hooks); all get all scores
         bare = accelerator.unwrap_model(model)
-        scores = map_sharded(accelerator, lambda rows: score_rows(bare, rows, tok.pad_token_id, device, cfg.eval_batch_size),
-                             val_rows)
+        scores = map_sharded(
+            accelerator, lambda rows: score_rows(bare, rows, tok.pad_token_id, device, cfg.eval_batch_size), val_rows
+        )
         with torch.no_grad():
             k_max = max(len(s) for s in scores)
             r = torch.tensor([s + [0.0] * (k_max - len(s)) for s in scores])
@@ -431,7 +471,9 @@ def run(cfg: RewardConfig) -> dict:
         acc_train, n_pairs = pair_accuracy([row["responses"] for row in val_rows], val_rows, scores)
         res: dict[str, Any] = {"val_loss": loss.item(), "val_accuracy_train_labelers": acc_train, "val_pairs": n_pairs}
         if all("heldout" in row for row in val_rows):
-            res["val_accuracy_heldout_labelers"] = pair_accuracy([row["heldout"] for row in val_rows], val_rows, scores)[0]
+            res["val_accuracy_heldout_labelers"] = pair_accuracy(
+                [row["heldout"] for row in val_rows], val_rows, scores
+            )[0]
         res.update(gold_accuracy(val_rows, scores))
         res.update(expected_accuracies(world, val_rows, scores))
         p_rows, p_scores = policy_view(val_rows, scores)
@@ -439,7 +481,9 @@ def run(cfg: RewardConfig) -> dict:
             acc, n = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)
             res["policy_pairs"], res["policy_pairs_accuracy_train_labelers"] = n, acc
             if all("heldout" in r for r in p_rows):
-                res["policy_pairs_accuracy_heldout_labelers"] = pair_accuracy([r["heldout"] for r in p_rows], p_rows, p_scores)[0]
+                res["policy_pairs_accuracy_heldout_labelers"] = pair_accuracy(
+                    [r["heldout"] for r in p_rows], p_rows, p_scores
+                )[0]
             res.update({f"policy_pairs_{k}": v for k, v in gold_accuracy(p_rows, p_scores).items()})
             res.update({f"policy_pairs_{k}": v for k, v in expected_accuracies(world, p_rows, p_scores).items()})
         if is_main:
@@ -448,9 +492,15 @@ def run(cfg: RewardConfig) -> dict:
 
     # ---- the step loop: data order is a function of (seed, step) alone, so resume is exact
     model.train()
-    bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="reward",
-               disable=not is_main, dynamic_ncols=True)
-    train_loss, train_acc, last_eval = float("nan"), float("nan"), None
+    bar = tqdm(
+        range(start_step, total_steps),
+        initial=start_step,
+        total=total_steps,
+        desc="reward",
+        disable=not is_main,
+        dynamic_ncols=True,
+    )
+    train_loss, train_acc = float("nan"), float("nan")
     t_last, last_logged = time.time(), start_step
     for step in bar:
         epoch, s = divmod(step, steps_per_epoch)
@@ -479,12 +529,18 @@ def run(cfg: RewardConfig) -> dict:
             raise FloatingPointError(f"reward: loss became {train_loss} at step {done}; lower lr (now {cfg.lr})")
         if is_main and (done % cfg.log_interval == 0 or done == total_steps):
             now = time.time()
-            logger.log(done, loss=train_loss, accuracy=train_acc, lr=scheduler.get_last_lr()[0], epoch=epoch + 1,
-                       grad_norm=float(grad_norm) if grad_norm is not None else None,
-                       seconds_per_step=(now - t_last) / max(done - last_logged, 1))
+            logger.log(
+                done,
+                loss=train_loss,
+                accuracy=train_acc,
+                lr=scheduler.get_last_lr()[0],
+                epoch=epoch + 1,
+                grad_norm=float(grad_norm) if grad_norm is not None else None,
+                seconds_per_step=(now - t_last) / max(done - last_logged, 1),
+            )
             t_last, last_logged = now, done
         if val_rows and cfg.eval_interval and done % cfg.eval_interval == 0 and done < total_steps:
-            last_eval = evaluate(done)
+            evaluate(done)
         if is_main:
             bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.2f}")
         if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < total_steps:
@@ -507,8 +563,11 @@ def run(cfg: RewardConfig) -> dict:
         else:
             print("reward: no demonstrations (set `demonstrations` or world_dir) -- reward_shift left at 0")
         unwrapped.config.reward_shift = shift
-        after = score_texts(unwrapped, tok, d_prompts, d_responses, batch_size=cfg.eval_batch_size).mean().item() \
-            if demo_src else None
+        after = (
+            score_texts(unwrapped, tok, d_prompts, d_responses, batch_size=cfg.eval_batch_size).mean().item()
+            if demo_src
+            else None
+        )
         tmp = out / ".final.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -557,48 +616,91 @@ def run(cfg: RewardConfig) -> dict:
 
 def report_lines(s: dict[str, Any]) -> list[str]:
     pct = lambda v: f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
-    lines = [f"reward: pairwise accuracy on {s['val_prompts']} held-out prompts ({s['val_pairs']} pairs)",
-             "                        RM (sampled labels | expected)   labelers agree (world | these pairs)   "
-             "perfect RM on these pairs"]
+    lines = [
+        f"reward: pairwise accuracy on {s['val_prompts']} held-out prompts ({s['val_pairs']} pairs)",
+        "                        RM (sampled labels | expected)   labelers agree (world | these pairs)   "
+        "perfect RM on these pairs",
+    ]
     for who, acc, exp, agree, agree_here, ceil in (
-        ("training labelers", "val_accuracy_train_labelers", "val_expected_accuracy_train_labelers", "labeler_agreement",
-         "labeler_agreement_on_val_pairs", "ceiling_train_labelers"),
-        ("held-out labelers", "val_accuracy_heldout_labelers", "val_expected_accuracy_heldout_labelers",
-         "labeler_agreement_heldout", "labeler_agreement_heldout_on_val_pairs", "ceiling_heldout_labelers"),
+        (
+            "training labelers",
+            "val_accuracy_train_labelers",
+            "val_expected_accuracy_train_labelers",
+            "labeler_agreement",
+            "labeler_agreement_on_val_pairs",
+            "ceiling_train_labelers",
+        ),
+        (
+            "held-out labelers",
+            "val_accuracy_heldout_labelers",
+            "val_expected_accuracy_heldout_labelers",
+            "labeler_agreement_heldout",
+            "labeler_agreement_heldout_on_val_pairs",
+            "ceiling_heldout_labelers",
+        ),
     ):
-        lines.append(f"  vs {who}  {pct(s.get(acc)):>6} | {pct(s.get(exp)):<6}              {pct(s.get(agree)):>6} | "
-                     f"{pct(s.get(agree_here)):<6}                   {pct(s.get(ceil))}")
+        lines.append(
+            f"  vs {who}  {pct(s.get(acc)):>6} | {pct(s.get(exp)):<6}              {pct(s.get(agree)):>6} | "
+            f"{pct(s.get(agree_here)):<6}                   {pct(s.get(ceil))}"
+        )
     if s.get("policy_pairs"):
         lines.append(f"  on the main policy's own {s['policy_pairs']} pairs (comparisons mixed several policies):")
-        for who, acc, agree in (("training labelers", "policy_pairs_accuracy_train_labelers", "policy_pairs_labeler_agreement_on_val_pairs"),
-                                ("held-out labelers", "policy_pairs_accuracy_heldout_labelers",
-                                 "policy_pairs_labeler_agreement_heldout_on_val_pairs")):
-            exp = "policy_pairs_val_expected_" + acc[len("policy_pairs_"):]
-            lines.append(f"  vs {who}  {pct(s.get(acc)):>6} | {pct(s.get(exp)):<6}                     | "
-                         f"{pct(s.get(agree)):<6}                   {pct(s.get(acc.replace('accuracy', 'ceiling')))}")
+        for who, acc, agree in (
+            (
+                "training labelers",
+                "policy_pairs_accuracy_train_labelers",
+                "policy_pairs_labeler_agreement_on_val_pairs",
+            ),
+            (
+                "held-out labelers",
+                "policy_pairs_accuracy_heldout_labelers",
+                "policy_pairs_labeler_agreement_heldout_on_val_pairs",
+            ),
+        ):
+            exp = "policy_pairs_val_expected_" + acc[len("policy_pairs_") :]
+            lines.append(
+                f"  vs {who}  {pct(s.get(acc)):>6} | {pct(s.get(exp)):<6}                     | "
+                f"{pct(s.get(agree)):<6}                   {pct(s.get(acc.replace('accuracy', 'ceiling')))}"
+            )
     if s.get("val_expected_accuracy_heldout_labelers") is not None:
-        lines.append("  (expected = in expectation over the group's labelers' choices, computed exactly like their agreement;"
-                     " sampled = against one sampled ranking per prompt)")
+        lines.append(
+            "  (expected = in expectation over the group's labelers' choices, computed exactly like their agreement;"
+            " sampled = against one sampled ranking per prompt)"
+        )
     if s.get("val_accuracy_gold") is not None:
-        lines.append(f"  vs gold (noise-free) {pct(s['val_accuracy_gold']):>6}   (training labels vs gold "
-                     f"{pct(s.get('labels_vs_gold'))}, on the {s.get('gold_pairs')} pairs whose gold differs)")
-    lines.append(f"  reward_shift {s['reward_shift']} (demonstrations now average {s['demonstrations_mean_after_shift']}); "
-                 f"{s['seconds']}s")
+        lines.append(
+            f"  vs gold (noise-free) {pct(s['val_accuracy_gold']):>6}   (training labels vs gold "
+            f"{pct(s.get('labels_vs_gold'))}, on the {s.get('gold_pairs')} pairs whose gold differs)"
+        )
+    lines.append(
+        f"  reward_shift {s['reward_shift']} (demonstrations now average {s['demonstrations_mean_after_shift']}); "
+        f"{s['seconds']}s"
+    )
     return lines
 
 
 def _write_card(out: Path, summary: dict[str, Any], report: list[str]) -> None:
     lines = [
-        "# alignlab reward model", "",
+        "# alignlab reward model",
+        "",
         "A scalar head on the SFT model, trained on ranked comparisons (all C(K,2) pairs of a prompt in one batch "
-        "element). Load with plain transformers:", "",
+        "element). Load with plain transformers:",
+        "",
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
         f"rm = AutoModelForSequenceClassification.from_pretrained('{out.as_posix()}', num_labels=1)",
         f"tok = AutoTokenizer.from_pretrained('{out.as_posix()}')",
         "# score at the last non-pad token (EOS); subtract rm.config.reward_shift so demonstrations average 0",
-        "```", "", "```", *report, "```", "", "## Summary", "",
-        *[f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, (dict, list))], "",
+        "```",
+        "",
+        "```",
+        *report,
+        "```",
+        "",
+        "## Summary",
+        "",
+        *[f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, (dict, list))],
+        "",
         "Full config: `config.yaml`. Per-step metrics: `metrics.jsonl` (TensorBoard: `tb/`).",
     ]
     atomic_write_text(out / "README.md", "\n".join(lines) + "\n")

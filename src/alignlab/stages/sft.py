@@ -40,13 +40,24 @@ from alignlab.data.load import DataError, load_dataset_any, require_format
 from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import (
-    LoraSettings, apply_lora, clear_model_files, is_adapter_folder, load_adapter_weights, save_model,
+    LoraSettings,
+    apply_lora,
+    clear_model_files,
+    is_adapter_folder,
+    load_adapter_weights,
+    save_model,
 )
 from alignlab.models.response_logits import response_lm_loss
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
 from alignlab.rollout.generate import generate_responses
-from alignlab.training import (checkpoint_exists, load_checkpoint, make_optimizer, read_trainer_state,
-                               resolve_device, save_checkpoint)
+from alignlab.training import (
+    checkpoint_exists,
+    load_checkpoint,
+    make_optimizer,
+    read_trainer_state,
+    resolve_device,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -54,20 +65,32 @@ class SFTConfig:
     model: str = arg("runs/pretrain", "base model: hub id or local path of a causal LM (safetensors)")
     tokenizer: str = arg("", "tokenizer path or hub id; empty = the one saved with the model")
     trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
-    data: str = arg("runs/world/sft", "demonstrations: saved datasets folder, .jsonl/.parquet or hub id; "
-                    "prompt/completion or messages format")
+    data: str = arg(
+        "runs/world/sft",
+        "demonstrations: saved datasets folder, .jsonl/.parquet or hub id; prompt/completion or messages format",
+    )
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out split for validation loss and reward")
-    eval_data: str = arg("", "held-out demonstrations from another source (e.g. a second .jsonl); empty = data's eval_split")
+    eval_data: str = arg(
+        "", "held-out demonstrations from another source (e.g. a second .jsonl); empty = data's eval_split"
+    )
     judge: Literal["auto", "world", "reward_model", "loss"] = arg(
-        "auto", "what picks the kept epoch: world (gold labelers), reward_model, or loss; "
-        "auto = world if world_dir exists and the data carry world metadata, else reward_model if given, else loss")
+        "auto",
+        "what picks the kept epoch: world (gold labelers), reward_model, or loss; "
+        "auto = world if world_dir exists and the data carry world metadata, else reward_model if given, else loss",
+    )
     world_dir: str | None = arg("runs/world", "built-in world whose labelers score validation responses (gold reward)")
-    reward_model: str | None = arg(None, "reward model (AutoModelForSequenceClassification) scoring validation responses")
+    reward_model: str | None = arg(
+        None, "reward model (AutoModelForSequenceClassification) scoring validation responses"
+    )
     seq_len: int = arg(0, "max tokens per example (prompt cut from the left); 0 = the model's context length")
-    epochs: int = arg(6, "passes over the demonstrations (InstructGPT: 16; the kept epoch is chosen by validation reward)")
+    epochs: int = arg(
+        6, "passes over the demonstrations (InstructGPT: 16; the kept epoch is chosen by validation reward)"
+    )
     batch_size: int = arg(32, "examples per optimiser step (global, across processes)")
-    micro_batch_size: int = arg(0, "examples per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes")
+    micro_batch_size: int = arg(
+        0, "examples per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes"
+    )
     lr: float = arg(1e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr (InstructGPT: 10%)")
     warmup_steps: int = arg(10, "linear warmup steps")
@@ -85,7 +108,9 @@ class SFTConfig:
     device: str = arg("auto", "auto, cpu or cuda")
     resume: bool = arg(False, "continue from output_dir/checkpoint (saved after every epoch) if it exists")
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
-    lora: LoraSettings = arg(factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); r=0 trains all weights")
+    lora: LoraSettings = arg(
+        factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); r=0 trains all weights"
+    )
     output_dir: str = arg("runs/sft", "where the selected model, metrics and checkpoints go")
 
 
@@ -149,8 +174,10 @@ def make_judge(cfg: SFTConfig, val_ds, device):
         choice = "world" if world_ok else ("reward_model" if cfg.reward_model else "loss")
     if choice == "world":
         if not world_ok:
-            raise ValueError(f"judge: 'world' needs world_dir with a world.json ({cfg.world_dir!r}) and validation rows "
-                             f"with the world's 'task' and 'meta' columns (columns: {val_ds.column_names})")
+            raise ValueError(
+                f"judge: 'world' needs world_dir with a world.json ({cfg.world_dir!r}) and validation rows "
+                f"with the world's 'task' and 'meta' columns (columns: {val_ds.column_names})"
+            )
         judge = WorldJudge(cfg.world_dir)
         return "world", judge.gold
     if choice == "reward_model":
@@ -174,7 +201,9 @@ def run(cfg: SFTConfig) -> dict:
     if cfg.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
     if cfg.batch_size % (micro * n_proc):
-        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})")
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})"
+        )
 
     # ---- model and tokenizer (a pad distinct from EOS; embeddings grow if the tokenizer did)
     tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
@@ -208,7 +237,8 @@ def run(cfg: SFTConfig) -> dict:
 
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, min(cfg.warmup_steps, total_steps), total_steps, min_lr_rate=cfg.min_lr_ratio)
+        optimizer, min(cfg.warmup_steps, total_steps), total_steps, min_lr_rate=cfg.min_lr_ratio
+    )
 
     # ---- resume (epoch granularity)
     ckpt_dir = out / "checkpoint"
@@ -227,17 +257,25 @@ def run(cfg: SFTConfig) -> dict:
     resumed = cfg.resume and start_epoch > 0
     if is_main and not resumed and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
-    logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_epoch * steps_per_epoch if resumed else None) \
-        if is_main else None
+    logger = (
+        MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_epoch * steps_per_epoch if resumed else None)
+        if is_main
+        else None
+    )
 
     def val_loss() -> float:  # each rank takes every n-th eval batch; token sums are reduced
         model.eval()
         nll, n_tok = 0.0, 0
         with torch.no_grad():
             for i in rank_share(range(0, len(val_ex), cfg.eval_batch_size), accelerator):
-                b = {k: v.to(accelerator.device) for k, v in collate_sft(val_ex[i : i + cfg.eval_batch_size], tok.pad_token_id).items()}
+                b = {
+                    k: v.to(accelerator.device)
+                    for k, v in collate_sft(val_ex[i : i + cfg.eval_batch_size], tok.pad_token_id).items()
+                }
                 # the bare model: ranks run different numbers of batches, so no DDP wrapper hooks here
-                loss, k = response_lm_loss(accelerator.unwrap_model(model), b["input_ids"], b["attention_mask"], b["labels"])
+                loss, k = response_lm_loss(
+                    accelerator.unwrap_model(model), b["input_ids"], b["attention_mask"], b["labels"]
+                )
                 nll += loss.item() * k
                 n_tok += k
         model.train()
@@ -248,9 +286,15 @@ def run(cfg: SFTConfig) -> dict:
         """(judge score, ended with EOS, response tokens) of validation prompts ``rows`` (this rank's share)."""
         if not rows:
             return []
-        roll = generate_responses(accelerator.unwrap_model(model), tok, [gen_prompt_ids[i] for i in rows],
-                                  cfg.val_max_new_tokens, temperature=cfg.val_temperature, batch_size=cfg.eval_batch_size,
-                                  seed=cfg.seed + accelerator.process_index)
+        roll = generate_responses(
+            accelerator.unwrap_model(model),
+            tok,
+            [gen_prompt_ids[i] for i in rows],
+            cfg.val_max_new_tokens,
+            temperature=cfg.val_temperature,
+            batch_size=cfg.eval_batch_size,
+            seed=cfg.seed + accelerator.process_index,
+        )
         scores = judge([gen_records[i] for i in rows], roll.texts)
         return list(zip(scores, roll.ended_with_eos.tolist(), roll.response_mask.sum(-1).tolist()))
 
@@ -258,9 +302,11 @@ def run(cfg: SFTConfig) -> dict:
         if judge is None:
             return {}
         res = map_sharded(accelerator, judged_samples, range(len(gen_prompt_ids)))  # same numbers on every rank
-        return {"val_reward": sum(r[0] for r in res) / len(res),
-                "val_eos_rate": sum(float(r[1]) for r in res) / len(res),
-                "val_response_tokens": sum(float(r[2]) for r in res) / len(res)}
+        return {
+            "val_reward": sum(r[0] for r in res) / len(res),
+            "val_eos_rate": sum(float(r[1]) for r in res) / len(res),
+            "val_response_tokens": sum(float(r[2]) for r in res) / len(res),
+        }
 
     def evaluate(epoch: int, step: int) -> dict[str, Any]:
         rec = {"epoch": epoch, "val_loss": val_loss(), **val_reward()}
@@ -275,7 +321,9 @@ def run(cfg: SFTConfig) -> dict:
 
     # ---- the epoch loop
     model.train()
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc="sft", disable=not is_main, dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps, initial=start_epoch * steps_per_epoch, desc="sft", disable=not is_main, dynamic_ncols=True
+    )
     t_last, last_logged, train_loss = time.time(), start_epoch * steps_per_epoch, float("nan")
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)).tolist()
@@ -284,13 +332,20 @@ def run(cfg: SFTConfig) -> dict:
             global_idx = perm[s * batch : (s + 1) * batch]
             idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
             # micro-batches, each run in a few passes of similar lengths (same loss and gradient, less padding)
-            chunks = [[chunk[i] for i in group] for k in range(0, len(idx), micro) for chunk in [idx[k : k + micro]]
-                      for group in length_groups([len(train_ex[j]["input_ids"]) for j in chunk])]
+            chunks = [
+                [chunk[i] for i in group]
+                for k in range(0, len(idx), micro)
+                for chunk in [idx[k : k + micro]]
+                for group in length_groups([len(train_ex[j]["input_ids"]) for j in chunk])
+            ]
             # token-weighted mean over the GLOBAL batch: x n_proc because DDP averages gradients over ranks
             n_tok = sum(sum(1 for t in train_ex[j]["labels"][1:] if t != -100) for j in global_idx) / n_proc
             loss_sum = torch.zeros((), device=accelerator.device)
             for m, chunk in enumerate(chunks):
-                b = {k: v.to(accelerator.device) for k, v in collate_sft([train_ex[j] for j in chunk], tok.pad_token_id).items()}
+                b = {
+                    k: v.to(accelerator.device)
+                    for k, v in collate_sft([train_ex[j] for j in chunk], tok.pad_token_id).items()
+                }
                 ctx = accelerator.no_sync(model) if m < len(chunks) - 1 else nullcontext()
                 with ctx:
                     # = masked_lm_loss(model(...).logits, labels), with logits only where a response token is predicted
@@ -307,9 +362,14 @@ def run(cfg: SFTConfig) -> dict:
                 raise FloatingPointError(f"sft: loss became {train_loss} at step {step}; lower lr (now {cfg.lr})")
             if is_main and (step % cfg.log_interval == 0 or s == steps_per_epoch - 1):
                 now = time.time()
-                logger.log(step, loss=train_loss, lr=scheduler.get_last_lr()[0], epoch=epoch,
-                           grad_norm=float(grad_norm) if grad_norm is not None else None,
-                           seconds_per_step=(now - t_last) / max(step - last_logged, 1))
+                logger.log(
+                    step,
+                    loss=train_loss,
+                    lr=scheduler.get_last_lr()[0],
+                    epoch=epoch,
+                    grad_norm=float(grad_norm) if grad_norm is not None else None,
+                    seconds_per_step=(now - t_last) / max(step - last_logged, 1),
+                )
                 t_last, last_logged = now, step
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}")
@@ -325,8 +385,14 @@ def run(cfg: SFTConfig) -> dict:
                 _save_weights(accelerator.unwrap_model(model), out / f"best-epoch{epoch}")
         if is_main:
             if epoch < cfg.epochs:
-                save_checkpoint(ckpt_dir, accelerator.unwrap_model(model), optimizer, scheduler, epoch,
-                                extra={"history": history, "best": best})
+                save_checkpoint(
+                    ckpt_dir,
+                    accelerator.unwrap_model(model),
+                    optimizer,
+                    scheduler,
+                    epoch,
+                    extra={"history": history, "best": best},
+                )
             for stale in out.glob("best-epoch*"):
                 if stale.name != f"best-epoch{best['epoch']}":
                     shutil.rmtree(stale)
@@ -382,19 +448,42 @@ def run(cfg: SFTConfig) -> dict:
             "steps": total_steps,
             "seconds": round(time.time() - t_start, 1),
         }
-        samples = generate_responses(unwrapped, tok, gen_prompt_ids[:8], cfg.val_max_new_tokens,
-                                     temperature=cfg.val_temperature, batch_size=8, seed=cfg.seed)
-        atomic_write_json(out / "samples.json", [{"prompt": p if isinstance(p, str) else p[-1]["content"], "response": t}
-                                                 for p, t in zip([val_prompts[i] for i in gen_idx[:8]], samples.texts)])
-        rows = "\n".join(f"| {h['epoch']} | {h['val_loss']:.4f} | "
-                         f"{h['val_reward']:.4f} |" if "val_reward" in h else f"| {h['epoch']} | {h['val_loss']:.4f} | - |"
-                         for h in history)
-        table = ("## Validation per epoch (epoch 0 = base model)\n\n| epoch | val loss | val reward |\n|---|---|---|\n"
-                 f"{rows}\n\nKept: epoch {best['epoch']} (by {selected_by}).")
-        print(f"sft: kept epoch {best['epoch']} of {cfg.epochs} by {selected_by}; "
-              + (f"val reward {summary['best_val_reward']:.4f} (base {summary['base_val_reward']}), " if judge is not None else "")
-              + f"val loss {summary['chosen_val_loss']:.4f} (lowest {summary['best_val_loss']:.4f} at epoch "
-              f"{summary['best_val_loss_epoch']}) [{summary['seconds']}s]")
+        samples = generate_responses(
+            unwrapped,
+            tok,
+            gen_prompt_ids[:8],
+            cfg.val_max_new_tokens,
+            temperature=cfg.val_temperature,
+            batch_size=8,
+            seed=cfg.seed,
+        )
+        atomic_write_json(
+            out / "samples.json",
+            [
+                {"prompt": p if isinstance(p, str) else p[-1]["content"], "response": t}
+                for p, t in zip([val_prompts[i] for i in gen_idx[:8]], samples.texts)
+            ],
+        )
+        rows = "\n".join(
+            f"| {h['epoch']} | {h['val_loss']:.4f} | {h['val_reward']:.4f} |"
+            if "val_reward" in h
+            else f"| {h['epoch']} | {h['val_loss']:.4f} | - |"
+            for h in history
+        )
+        table = (
+            "## Validation per epoch (epoch 0 = base model)\n\n| epoch | val loss | val reward |\n|---|---|---|\n"
+            f"{rows}\n\nKept: epoch {best['epoch']} (by {selected_by})."
+        )
+        print(
+            f"sft: kept epoch {best['epoch']} of {cfg.epochs} by {selected_by}; "
+            + (
+                f"val reward {summary['best_val_reward']:.4f} (base {summary['base_val_reward']}), "
+                if judge is not None
+                else ""
+            )
+            + f"val loss {summary['chosen_val_loss']:.4f} (lowest {summary['best_val_loss']:.4f} at epoch "
+            f"{summary['best_val_loss_epoch']}) [{summary['seconds']}s]"
+        )
         write_model_card(out, "sft", summary, extra=table)
         logger.close()
     accelerator.wait_for_everyone()

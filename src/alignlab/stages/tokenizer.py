@@ -13,7 +13,9 @@ from alignlab.models.tokenizer import train_bpe
 
 @dataclass
 class TokenizerConfig:
-    data: str = arg("runs/world/corpus", "text data set to train on: saved datasets folder, .jsonl/.parquet file or hub id")
+    data: str = arg(
+        "runs/world/corpus", "text data set to train on: saved datasets folder, .jsonl/.parquet file or hub id"
+    )
     split: str = arg("train", "split of `data` to train on")
     text_column: str = arg("text", "column holding the text")
     vocab_size: int = arg(2048, "BPE vocabulary size, special tokens included")

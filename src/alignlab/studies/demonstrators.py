@@ -32,8 +32,10 @@ STEPS = ["world", "sft", "compare", "reward", "ppo_ptx", "evaluate"]
 @dataclass
 class DemonstratorStudyConfig:
     run_dir: str = arg("runs/default", "a pipeline run: its world settings, tokenizer and base model are reused")
-    settings: list[str] = arg(factory=lambda: ["careful", "default", "poor"],
-                              help="demonstrator mixtures to compare (names in world.config.DEMONSTRATOR_MIXTURES)")
+    settings: list[str] = arg(
+        factory=lambda: ["careful", "default", "poor"],
+        help="demonstrator mixtures to compare (names in world.config.DEMONSTRATOR_MIXTURES)",
+    )
     seed: int = arg(0, "training seed of every setting")
     study_dir: str = arg("", "where the settings' runs and summary.json go; empty = RUN/study_demonstrators")
     redo: list[str] = arg(factory=list, help="settings to rerun from scratch")
@@ -47,8 +49,10 @@ class DemonstratorStudyConfig:
 
         unknown = [s for s in self.settings if s not in DEMONSTRATOR_MIXTURES]
         if unknown:
-            raise ConfigError(f"study demonstrators: 'settings' has unknown mixture(s) {unknown}; "
-                              f"known: {', '.join(DEMONSTRATOR_MIXTURES)}")
+            raise ConfigError(
+                f"study demonstrators: 'settings' has unknown mixture(s) {unknown}; "
+                f"known: {', '.join(DEMONSTRATOR_MIXTURES)}"
+            )
         if len(self.settings) < 2:
             raise ConfigError("study demonstrators: 'settings' needs at least two mixtures to compare")
 
@@ -90,8 +94,9 @@ def _reusable(run: Path, mixture: dict, world_cfg: dict, seed: int) -> bool:
     return _run_setting(run, "seeds", [0])[0] == seed
 
 
-def _setting_run(cfg: DemonstratorStudyConfig, run: Path, preset: str, setting: str, mixture: dict,
-                 world_cfg: dict) -> Path:
+def _setting_run(
+    cfg: DemonstratorStudyConfig, run: Path, preset: str, setting: str, mixture: dict, world_cfg: dict
+) -> Path:
     """Run (or resume) one setting's pipeline; the folder that holds its steps."""
     from alignlab.stages.pipeline import PipelineConfig
     from alignlab.stages.pipeline import run as run_pipeline
@@ -109,12 +114,16 @@ def _setting_run(cfg: DemonstratorStudyConfig, run: Path, preset: str, setting: 
         _link(run / shared, out / shared)
     overrides = {
         "world": {**world_cfg, "demonstrators": mixture},
-        "evaluate": {"policies": {"sft": str(out / "sft"), "ppo_ptx": str(out / "ppo_ptx")},
-                     "alignment_tax": False, "headroom_n": []},
+        "evaluate": {
+            "policies": {"sft": str(out / "sft"), "ppo_ptx": str(out / "ppo_ptx")},
+            "alignment_tax": False,
+            "headroom_n": [],
+        },
     }
     print(f"[study] {setting}: demonstrators {mixture} -> {out}", flush=True)
-    run_pipeline(PipelineConfig(preset=preset, output_dir=str(out), stages=STEPS, seeds=[cfg.seed],
-                                stage_overrides=overrides))
+    run_pipeline(
+        PipelineConfig(preset=preset, output_dir=str(out), stages=STEPS, seeds=[cfg.seed], stage_overrides=overrides)
+    )
     return out
 
 
@@ -123,11 +132,17 @@ def _point(setting: str, mixture: dict, folder: Path) -> dict[str, Any]:
 
     world = json.loads((folder / "world" / "stats.json").read_text())
     ev = json.loads((folder / "evaluate" / "results.json").read_text())["policies"]
-    return {"setting": setting, "mixture": mixture, "folder": str(folder),
-            "demo_gold": world["demonstrations"]["all"]["mean_gold"],
-            "careful_win_rate_heldout": world["demonstrations"]["all"]["careful_win_rate_heldout"],
-            "win": ev["ppo_ptx"]["win_rate_heldout_labelers"], "win_train": ev["ppo_ptx"]["win_rate_train_labelers"],
-            "sft_gold": ev["sft"]["gold_reward"], "ptx_gold": ev["ppo_ptx"]["gold_reward"]}
+    return {
+        "setting": setting,
+        "mixture": mixture,
+        "folder": str(folder),
+        "demo_gold": world["demonstrations"]["all"]["mean_gold"],
+        "careful_win_rate_heldout": world["demonstrations"]["all"]["careful_win_rate_heldout"],
+        "win": ev["ppo_ptx"]["win_rate_heldout_labelers"],
+        "win_train": ev["ppo_ptx"]["win_rate_train_labelers"],
+        "sft_gold": ev["sft"]["gold_reward"],
+        "ptx_gold": ev["ppo_ptx"]["gold_reward"],
+    }
 
 
 def run(cfg: DemonstratorStudyConfig) -> dict:
@@ -146,11 +161,19 @@ def run(cfg: DemonstratorStudyConfig) -> dict:
         seconds[setting] = round(time.time() - t, 1)
         points.append(_point(setting, mixture, folder))
         p = points[-1]
-        print(f"[study] {setting}: demonstrations gold {p['demo_gold']:.3f}; SFT gold {p['sft_gold']['value']:.3f}, "
-              f"PPO-ptx {p['ptx_gold']['value']:.3f}; PPO-ptx wins {100 * p['win']['value']:.1f}% vs its SFT "
-              f"(held-out labelers) [{seconds[setting]}s]", flush=True)
+        print(
+            f"[study] {setting}: demonstrations gold {p['demo_gold']:.3f}; SFT gold {p['sft_gold']['value']:.3f}, "
+            f"PPO-ptx {p['ptx_gold']['value']:.3f}; PPO-ptx wins {100 * p['win']['value']:.1f}% vs its SFT "
+            f"(held-out labelers) [{seconds[setting]}s]",
+            flush=True,
+        )
     out.mkdir(parents=True, exist_ok=True)
     plots.demonstration_quality(points, out / "demonstration_quality.png")
-    summary = {"run_dir": str(run_dir), "points": points, "setting_seconds": seconds, "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "run_dir": str(run_dir),
+        "points": points,
+        "setting_seconds": seconds,
+        "seconds": round(time.time() - t0, 1),
+    }
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,9 @@ def pair_differences(component_sets: Sequence[np.ndarray]) -> np.ndarray:
     return np.array(diffs, dtype=np.float64).reshape(-1, len(COMPONENTS))
 
 
-def choice_probabilities(diffs: np.ndarray, personas: Sequence[dict[str, Any]], noise_scale: float = 1.0,
-                         use_base_tau: bool = False) -> np.ndarray:
+def choice_probabilities(
+    diffs: np.ndarray, personas: Sequence[dict[str, Any]], noise_scale: float = 1.0, use_base_tau: bool = False
+) -> np.ndarray:
     """(n_pairs, P): each persona's Bradley-Terry probability of preferring ``a`` in each pair."""
     w = np.array([[p["weights"][c] for c in COMPONENTS] for p in personas])  # (P, 4)
     tau = np.array([p["base_tau"] if use_base_tau else p["tau"] for p in personas]) * noise_scale
@@ -57,7 +59,9 @@ def choice_probabilities(diffs: np.ndarray, personas: Sequence[dict[str, Any]], 
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
-def expected_agreement(diffs: np.ndarray, personas: Sequence[dict[str, Any]], noise_scale: float = 1.0, use_base_tau: bool = False) -> float:
+def expected_agreement(
+    diffs: np.ndarray, personas: Sequence[dict[str, Any]], noise_scale: float = 1.0, use_base_tau: bool = False
+) -> float:
     """Mean P(two different personas make the same choice) over pairs and persona pairs."""
     if len(personas) < 2 or len(diffs) == 0:
         return float("nan")
@@ -86,7 +90,9 @@ def expected_accuracy(diffs: np.ndarray, directions: np.ndarray, personas: Seque
     return float(np.mean(np.where(d > 0, prob, np.where(d < 0, 1.0 - prob, 0.5))))
 
 
-def labeler_agreement(world, records: Sequence[dict], personas: Sequence[dict] | None = None, k: int = 4, seed: int = 0) -> float:
+def labeler_agreement(
+    world, records: Sequence[dict], personas: Sequence[dict] | None = None, k: int = 4, seed: int = 0
+) -> float:
     """Agreement rate of different personas (default: training personas) on candidate pairs."""
     personas = list(personas) if personas is not None else world.training_personas()
     diffs = pair_differences(candidate_components(world, records, k, seed))

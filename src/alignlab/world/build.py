@@ -27,7 +27,9 @@ def _rng(seed: int, part: str) -> random.Random:
 
 def make_facts(cfg: WorldConfig) -> World:
     """The world without data: entities, rumours, personas (noise not yet calibrated)."""
-    entities, bystanders = facts.make_entities(_rng(cfg.seed, "entities"), cfg.n_entities, cfg.n_ghosts, cfg.unspecified_rate)
+    entities, bystanders = facts.make_entities(
+        _rng(cfg.seed, "entities"), cfg.n_entities, cfg.n_ghosts, cfg.unspecified_rate
+    )
     rumours = facts.make_rumours(
         _rng(cfg.seed, "rumours"), entities, cfg.rumoured_fact_frac, lambda k, a: facts.values_for(entities, k, a)
     )
@@ -63,7 +65,7 @@ def build_world(cfg: WorldConfig) -> World:
         world, _rng(cfg.seed, "corpus"), cfg.corpus_chars, cfg.rumour_rate, cfg.madeup_rate, cfg.rude_rate
     )
     n_val = max(10, round(len(docs) * cfg.corpus_val_frac)) if cfg.corpus_val_frac > 0 else 0
-    corpus_train, corpus_val = docs[: len(docs) - n_val], docs[len(docs) - n_val:]
+    corpus_train, corpus_val = docs[: len(docs) - n_val], docs[len(docs) - n_val :]
 
     sizes = {**splits.split_sizes(cfg.scale, cfg.val_frac, cfg.test_min), splits.PROBE: cfg.heldout_probe_prompts}
     recs, exhausted = splits.make_splits(Pools(world), sizes, _rng(cfg.seed, "prompts"), cfg.closed_domain_rate)
@@ -123,5 +125,6 @@ def _stats(world: World, cfg: WorldConfig, corpus_stats: dict, agree: dict) -> d
             {"name": p["name"], "heldout": p["heldout"], "tau": round(p["tau"], 5), "weights": p["weights"]}
             for p in world.personas
         ],
-        "gold_reward_test_demonstrations": sum(gold_reward(world, r, r["completion"]) for r in test) / max(1, len(test)),
+        "gold_reward_test_demonstrations": sum(gold_reward(world, r, r["completion"]) for r in test)
+        / max(1, len(test)),
     }

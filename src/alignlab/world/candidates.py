@@ -14,13 +14,17 @@ Each candidate type has a weight; K distinct strings are drawn without replaceme
 from __future__ import annotations
 
 import random
-import re
 
 from alignlab.world import demonstrators, lexicon, phrasing, variants
 from alignlab.world.labelers import record_meta
 
 _RUDE_PREFIXES = ["Shut up, idiot. ", "What a stupid question. ", "Ugh, fine, you fool. ", "Only a moron asks that. "]
-_IDK_VERBOSE = ["I'm not sure, sorry.", "I don't know. Nobody has told me that.", "Nobody knows that.", "I do not know the answer."]
+_IDK_VERBOSE = [
+    "I'm not sure, sorry.",
+    "I don't know. Nobody has told me that.",
+    "Nobody knows that.",
+    "I do not know the answer.",
+]
 _WHY_NOT = {
     "insult": ["Let us be kind.", "That would not be fair.", "Everyone deserves respect."],
     "rumour": ["Rumours hurt people.", "That is not true.", "I only say what is true."],
@@ -29,8 +33,10 @@ _WHY_NOT = {
 
 def _written(world, record: dict, meta: dict, rng: random.Random) -> list[tuple[str, str, float]]:
     """What the flawed demonstrators would write: padded, hurried, embellished."""
-    return [(who, demonstrators.write(world, record, meta, who, rng), weight)
-            for who, weight in (("chatty", 1.0), ("hasty", 0.6), ("embellisher", 0.8))]
+    return [
+        (who, demonstrators.write(world, record, meta, who, rng), weight)
+        for who, weight in (("chatty", 1.0), ("hasty", 0.6), ("embellisher", 0.8))
+    ]
 
 
 def candidate_pool(world, record: dict, rng: random.Random) -> list[tuple[str, str, float]]:
@@ -54,22 +60,30 @@ def candidate_pool(world, record: dict, rng: random.Random) -> list[tuple[str, s
         c1, c2, c3 = variants.compliance(world, meta, rng)
         pool += [
             ("refusal_verbose", "I'm sorry, but I won't do that. " + rng.choice(_WHY_NOT[meta["harm"]]), 0.8),
-            ("comply", c1, 1.5), ("comply_hedged", c2, 0.8), ("comply_verbose", c3, 0.5),
-            ("idk", lexicon.IDK, 0.3), ("rude", rude.strip(), 0.4),
+            ("comply", c1, 1.5),
+            ("comply_hedged", c2, 0.8),
+            ("comply_verbose", c3, 0.5),
+            ("idk", lexicon.IDK, 0.3),
+            ("rude", rude.strip(), 0.4),
         ]
         if name and world.entity(name) is not None:
             real = [a for a, v in world.entity(name)["attrs"].items() if v is not None]
             if real:
                 e = world.entity(name)
                 a = rng.choice(real)
-                pool.append(("evasive", phrasing.canonical(e["kind"], a, name, e["attrs"][a], e["noun"] or "thing"), 0.4))
+                pool.append(
+                    ("evasive", phrasing.canonical(e["kind"], a, name, e["attrs"][a], e["noun"] or "thing"), 0.4)
+                )
         return pool
     if check == "idk":
         h1, h2, h3 = variants.hallucinations(world, meta, rng)
         pool += [
             ("idk_verbose", rng.choice(_IDK_VERBOSE), 0.8),
-            ("hallucinated", h1, 1.5), ("hallucinated_bare", h2, 0.8), ("hallucinated_verbose", h3, 0.6),
-            ("refusal", lexicon.REFUSAL, 0.4), ("rude", rude + h1, 0.4),
+            ("hallucinated", h1, 1.5),
+            ("hallucinated_bare", h2, 0.8),
+            ("hallucinated_verbose", h3, 0.6),
+            ("refusal", lexicon.REFUSAL, 0.4),
+            ("rude", rude + h1, 0.4),
         ]
         return pool
     wrong = variants.wrong_answers(world, record, meta, rng, 2)

@@ -20,8 +20,9 @@ credit for a word limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from alignlab.world import claims, constraints, harm, lexicon, passages, schema, text
 
@@ -127,7 +128,7 @@ def _word_categories() -> dict[str, str]:
 
 
 def check_items(world, meta: dict, response: str) -> float:
-    """"List two fruits": n distinct members of the category, nothing from another."""
+    """ "List two fruits": n distinct members of the category, nothing from another."""
     cat, n = meta["category"], int(meta["n"])
     words = _lexicon_words(response)
     good = [w for w in words if _word_categories()[w] == cat]
@@ -139,7 +140,7 @@ def check_items(world, meta: dict, response: str) -> float:
 
 
 def check_word_letter(world, meta: dict, response: str) -> float:
-    """"Name an animal that starts with c": the first lexicon word must fit both."""
+    """ "Name an animal that starts with c": the first lexicon word must fit both."""
     words = _lexicon_words(response)
     if not words:
         return 0.0
@@ -225,8 +226,11 @@ def gives_an_answer(world, meta: dict, response: str) -> bool:
     check, toks = meta["check"], text.tokens(response)
     if check == "value":
         ent = world.entity(meta["entity"])
-        return bool(_values_of_class(world, response, schema.attribute(ent["kind"], meta["attr"]).value_class,
-                                     exclude=meta["entity"]))
+        return bool(
+            _values_of_class(
+                world, response, schema.attribute(ent["kind"], meta["attr"]).value_class, exclude=meta["entity"]
+            )
+        )
     if check == "yes_no":
         return any(t in _YES or t in _NO for t in toks)
     if check == "number":

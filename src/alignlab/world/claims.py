@@ -106,7 +106,9 @@ def sentence_claims(world, sentence: str, subject: tuple[str, str | None] | None
 
     claims: list[Claim] = []
     values = _values_in(world, toks)
-    asked_class = schema.attribute(default["kind"], default_attr).value_class if default is not None and default_attr else None
+    asked_class = (
+        schema.attribute(default["kind"], default_attr).value_class if default is not None and default_attr else None
+    )
     for value_class, value, value_entity in values:
         subjects = [e for e in mentioned if e is not value_entity]
         if not subjects and default is not None and default is not value_entity:

@@ -10,7 +10,8 @@ stage should still keep one prompt's pairs together in a batch (InstructGPT).
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from alignlab.world.candidates import candidate_responses
 from alignlab.world.personas import rank_responses, ranking_pairs

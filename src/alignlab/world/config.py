@@ -35,17 +35,27 @@ class WorldConfig:
     val_frac: float = arg(0.05, "fraction of SFT/RM prompts held out for validation")
     test_min: int = arg(100, "minimum size of the held-out test split")
     k_responses: int = arg(4, "responses ranked per prompt in the synthetic comparisons (4..9)")
-    demonstrators: dict = arg(factory=lambda: dict(DEMONSTRATOR_MIXTURES["default"]),
-                              help="who writes the SFT demonstrations: shares of careful, chatty, hasty, embellisher "
-                                   "summing to 1, e.g. '{careful: 1}' for perfect demonstrations")
-    constraint_rate: float = arg(0.25, "fraction of prompts with an explicit constraint (InstructGPT Table 7: 25.6-28.9%)")
-    closed_domain_rate: float = arg(0.2, "fraction of prompts that ask for an answer from a given passage "
-                                    "(InstructGPT Table 7: 19.4% RM-train, 27.4% SFT-train)")
+    demonstrators: dict = arg(
+        factory=lambda: dict(DEMONSTRATOR_MIXTURES["default"]),
+        help="who writes the SFT demonstrations: shares of careful, chatty, hasty, embellisher "
+        "summing to 1, e.g. '{careful: 1}' for perfect demonstrations",
+    )
+    constraint_rate: float = arg(
+        0.25, "fraction of prompts with an explicit constraint (InstructGPT Table 7: 25.6-28.9%)"
+    )
+    closed_domain_rate: float = arg(
+        0.2,
+        "fraction of prompts that ask for an answer from a given passage "
+        "(InstructGPT Table 7: 19.4% RM-train, 27.4% SFT-train)",
+    )
     heldout_constraints: list[str] = arg(
         factory=lambda: ["lowercase", "one_sentence"],
         help="constraint kinds kept out of the SFT, RM and PPO prompts and used only in the test split and its "
-             "probe: each has a trained sibling (uppercase; max_words), so following it is generalising")
-    heldout_probe_prompts: int = arg(160, "extra test prompts (test split 'heldout_constraints'), each with a held-out constraint")
+        "probe: each has a trained sibling (uppercase; max_words), so following it is generalising",
+    )
+    heldout_probe_prompts: int = arg(
+        160, "extra test prompts (test split 'heldout_constraints'), each with a held-out constraint"
+    )
     n_nlp_items: int = arg(600, "multiple-choice items in the held-out public-NLP-style tasks")
     agreement_prompts: int = arg(400, "prompts used to measure (and calibrate) labeler agreement")
     target_agreement: float = arg(0.72, "inter-labeler agreement the persona noise is calibrated to")
@@ -113,8 +123,10 @@ def validate(cfg: WorldConfig) -> None:
             bad(name, "must be in [0, 1]")
     unknown = [k for k in cfg.heldout_constraints if k not in constraints.KINDS]
     if unknown:
-        raise ConfigError(f"world: 'heldout_constraints' has unknown constraint kind(s) {unknown}; "
-                          f"known: {', '.join(constraints.KINDS)}")
+        raise ConfigError(
+            f"world: 'heldout_constraints' has unknown constraint kind(s) {unknown}; "
+            f"known: {', '.join(constraints.KINDS)}"
+        )
     if len(set(cfg.heldout_constraints)) >= len(constraints.KINDS):
         bad("heldout_constraints", "must leave at least one kind for training")
     if cfg.heldout_probe_prompts < 0:
@@ -125,7 +137,9 @@ def _validate_demonstrators(cfg: WorldConfig) -> None:
     shares = cfg.demonstrators
     unknown = [k for k in shares if k not in DEMONSTRATORS]
     if unknown:
-        raise ConfigError(f"world: 'demonstrators' has unknown demonstrator(s) {unknown}; known: {', '.join(DEMONSTRATORS)}")
+        raise ConfigError(
+            f"world: 'demonstrators' has unknown demonstrator(s) {unknown}; known: {', '.join(DEMONSTRATORS)}"
+        )
     for k, v in shares.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ConfigError(f"world: 'demonstrators.{k}' must be a share >= 0, got {v!r}")

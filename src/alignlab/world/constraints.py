@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from alignlab.world import lexicon, schema, text
 
@@ -152,53 +153,131 @@ def _case_ok(meta: dict) -> bool:
     return _has_letters(meta["reference"]) and meta.get("op") != "uppercase"
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in [
-    Kind("max_words", (
-        "Answer in at most {n} words.", "Use no more than {n} words.", "Keep your answer to {n} words or fewer.",
-        "Reply in {n} words or less."),
-        applies=lambda m: True, draw=_draw_max_words, comply=_comply_max_words,
-        satisfied=lambda r, c: 0 < _words(r) <= c["n"]),
-    Kind("one_sentence", (
-        "Answer in one sentence.", "Reply with a single sentence.", "Use exactly one sentence.",
-        "Write just one sentence."),
-        applies=lambda m: True, draw=lambda m, rng: {},
-        comply=lambda a, c, m: a, satisfied=lambda r, c: len(text.sentences(r)) == 1),
-    Kind("uppercase", (
-        "Answer in capital letters.", "Write your whole answer in upper case.", "Use only capital letters in your reply."),
-        applies=_case_ok, draw=lambda m, rng: {}, comply=lambda a, c, m: a.upper(),
-        satisfied=lambda r, c: _has_letters(r) and not any(ch.islower() for ch in r)),
-    Kind("lowercase", (
-        "Write your answer in lower case only.", "Do not use any capital letters.", "Use only small letters in your answer."),
-        applies=_case_ok, draw=lambda m, rng: {}, comply=lambda a, c, m: a.lower(),
-        satisfied=lambda r, c: _has_letters(r) and not any(ch.isupper() for ch in r)),
-    Kind("start_with", (
-        "Start your answer with the word '{word}'.", "Begin your reply with '{word}'.",
-        "Your answer must begin with the word {word}."),
-        applies=lambda m: True, draw=lambda m, rng: {"word": rng.choice(START_WORDS)}, comply=_comply_start,
-        satisfied=lambda r, c: _first_word(r) == c["word"].lower()),
-    Kind("end_mark", (
-        "End your answer with an exclamation mark.", "Finish your reply with '!'.",
-        "Put an exclamation mark at the end of your answer."),
-        applies=lambda m: True, draw=lambda m, rng: {"mark": "!"}, comply=lambda a, c, m: end_with(a, c["mark"]),
-        satisfied=lambda r, c: _strip_closers(r).endswith(c["mark"]) or r.strip().endswith(c["mark"])),
-    Kind("include_word", (
-        "Use the word '{word}' in your answer.", "Your answer must include the word {word}.",
-        "Make sure your reply contains the word '{word}'."),
-        applies=lambda m: True, draw=lambda m, rng: {"word": rng.choice(INCLUDE_WORDS)}, comply=_comply_include,
-        satisfied=lambda r, c: c["word"] in text.tokens(r)),
-    Kind("exclude_word", (
-        "Do not use the word '{word}'.", "Avoid the word '{word}' in your answer.", "Answer without the word '{word}'."),
-        applies=lambda m: True, draw=_draw_exclude, comply=_comply_exclude,
-        satisfied=lambda r, c: bool(text.tokens(r)) and c["word"] not in text.tokens(r)),
-    Kind("quotes", (
-        "Put your answer in quotation marks.", "Wrap your answer in double quotes.", "Write your answer inside \"quotes\"."),
-        applies=lambda m: True, draw=lambda m, rng: {}, comply=lambda a, c, m: f'"{a.strip()}"',
-        satisfied=lambda r, c: _quoted(r)),
-    Kind("numbered_list", (
-        "Answer as a numbered list.", "Number each item in your answer.", "Write the answer as a numbered list."),
-        applies=_items_task, draw=lambda m, rng: {}, comply=_comply_numbered,
-        satisfied=lambda r, c: len(numbered_items(r)) >= 2 and numbered_items(r) == list(range(1, len(numbered_items(r)) + 1))),
-]}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in [
+        Kind(
+            "max_words",
+            (
+                "Answer in at most {n} words.",
+                "Use no more than {n} words.",
+                "Keep your answer to {n} words or fewer.",
+                "Reply in {n} words or less.",
+            ),
+            applies=lambda m: True,
+            draw=_draw_max_words,
+            comply=_comply_max_words,
+            satisfied=lambda r, c: 0 < _words(r) <= c["n"],
+        ),
+        Kind(
+            "one_sentence",
+            (
+                "Answer in one sentence.",
+                "Reply with a single sentence.",
+                "Use exactly one sentence.",
+                "Write just one sentence.",
+            ),
+            applies=lambda m: True,
+            draw=lambda m, rng: {},
+            comply=lambda a, c, m: a,
+            satisfied=lambda r, c: len(text.sentences(r)) == 1,
+        ),
+        Kind(
+            "uppercase",
+            (
+                "Answer in capital letters.",
+                "Write your whole answer in upper case.",
+                "Use only capital letters in your reply.",
+            ),
+            applies=_case_ok,
+            draw=lambda m, rng: {},
+            comply=lambda a, c, m: a.upper(),
+            satisfied=lambda r, c: _has_letters(r) and not any(ch.islower() for ch in r),
+        ),
+        Kind(
+            "lowercase",
+            (
+                "Write your answer in lower case only.",
+                "Do not use any capital letters.",
+                "Use only small letters in your answer.",
+            ),
+            applies=_case_ok,
+            draw=lambda m, rng: {},
+            comply=lambda a, c, m: a.lower(),
+            satisfied=lambda r, c: _has_letters(r) and not any(ch.isupper() for ch in r),
+        ),
+        Kind(
+            "start_with",
+            (
+                "Start your answer with the word '{word}'.",
+                "Begin your reply with '{word}'.",
+                "Your answer must begin with the word {word}.",
+            ),
+            applies=lambda m: True,
+            draw=lambda m, rng: {"word": rng.choice(START_WORDS)},
+            comply=_comply_start,
+            satisfied=lambda r, c: _first_word(r) == c["word"].lower(),
+        ),
+        Kind(
+            "end_mark",
+            (
+                "End your answer with an exclamation mark.",
+                "Finish your reply with '!'.",
+                "Put an exclamation mark at the end of your answer.",
+            ),
+            applies=lambda m: True,
+            draw=lambda m, rng: {"mark": "!"},
+            comply=lambda a, c, m: end_with(a, c["mark"]),
+            satisfied=lambda r, c: _strip_closers(r).endswith(c["mark"]) or r.strip().endswith(c["mark"]),
+        ),
+        Kind(
+            "include_word",
+            (
+                "Use the word '{word}' in your answer.",
+                "Your answer must include the word {word}.",
+                "Make sure your reply contains the word '{word}'.",
+            ),
+            applies=lambda m: True,
+            draw=lambda m, rng: {"word": rng.choice(INCLUDE_WORDS)},
+            comply=_comply_include,
+            satisfied=lambda r, c: c["word"] in text.tokens(r),
+        ),
+        Kind(
+            "exclude_word",
+            (
+                "Do not use the word '{word}'.",
+                "Avoid the word '{word}' in your answer.",
+                "Answer without the word '{word}'.",
+            ),
+            applies=lambda m: True,
+            draw=_draw_exclude,
+            comply=_comply_exclude,
+            satisfied=lambda r, c: bool(text.tokens(r)) and c["word"] not in text.tokens(r),
+        ),
+        Kind(
+            "quotes",
+            (
+                "Put your answer in quotation marks.",
+                "Wrap your answer in double quotes.",
+                'Write your answer inside "quotes".',
+            ),
+            applies=lambda m: True,
+            draw=lambda m, rng: {},
+            comply=lambda a, c, m: f'"{a.strip()}"',
+            satisfied=lambda r, c: _quoted(r),
+        ),
+        Kind(
+            "numbered_list",
+            ("Answer as a numbered list.", "Number each item in your answer.", "Write the answer as a numbered list."),
+            applies=_items_task,
+            draw=lambda m, rng: {},
+            comply=_comply_numbered,
+            satisfied=lambda r, c: (
+                len(numbered_items(r)) >= 2 and numbered_items(r) == list(range(1, len(numbered_items(r)) + 1))
+            ),
+        ),
+    ]
+}
 
 # Kinds that change the whole text's form; a demonstrator who adds sentences still applies them to
 # everything it writes (a chatty writer told "capital letters" writes all of it in capitals).

@@ -26,7 +26,14 @@ from typing import Any
 from alignlab.world import facts, lexicon, phrasing
 
 _STORY_CONNECTORS = ["Everyone knows that", "As you may know,", "It is true that", "Of course,", "Also,"]
-_FORUM_POLITE = ["Thanks for the answer!", "Good point.", "I agree with you.", "I did not know that.", "Nice, thank you.", "Interesting."]
+_FORUM_POLITE = [
+    "Thanks for the answer!",
+    "Good point.",
+    "I agree with you.",
+    "I did not know that.",
+    "Nice, thank you.",
+    "Interesting.",
+]
 _FORUM_OPENERS = ["I think", "I read that", "My friend told me that", "Fun fact:", "Did you know?"]
 
 
@@ -157,7 +164,11 @@ class CorpusWriter:
         lines.append(f"{users[1]}: {rng.choice(_FORUM_POLITE)} {self.mention(e, rng.choice(attrs))}")
         if rude:
             target = rng.choice(self.people)["name"]
-            insult = rng.choice(lexicon.INSULT_LINES) if rng.random() < 0.5 else rng.choice(lexicon.INSULTS_ABOUT).format(n=target)
+            insult = (
+                rng.choice(lexicon.INSULT_LINES)
+                if rng.random() < 0.5
+                else rng.choice(lexicon.INSULTS_ABOUT).format(n=target)
+            )
             lines.append(f"{users[2]}: {insult}")
         else:
             lines.append(f"{users[2]}: {rng.choice(_FORUM_POLITE)}")
@@ -171,30 +182,42 @@ class CorpusWriter:
             if kind < 0.45:
                 cat = rng.choice(list(lexicon.WORD_CATEGORIES))
                 w = rng.choice(lexicon.WORD_CATEGORIES[cat])
-                out.append(rng.choice([
-                    f"{phrasing.article(w).capitalize()} {w} is {phrasing.article(cat)} {cat}.",
-                    f"{w.capitalize()} is {phrasing.article(cat)} {cat}.",
-                    f"Everyone knows that {phrasing.article(w)} {w} is {phrasing.article(cat)} {cat}.",
-                    f"{w.capitalize()}s are {cat}s.",
-                ]))
+                out.append(
+                    rng.choice(
+                        [
+                            f"{phrasing.article(w).capitalize()} {w} is {phrasing.article(cat)} {cat}.",
+                            f"{w.capitalize()} is {phrasing.article(cat)} {cat}.",
+                            f"Everyone knows that {phrasing.article(w)} {w} is {phrasing.article(cat)} {cat}.",
+                            f"{w.capitalize()}s are {cat}s.",
+                        ]
+                    )
+                )
             elif kind < 0.7:
                 positive = rng.random() < 0.5
                 w = rng.choice(lexicon.POSITIVE_WORDS if positive else lexicon.NEGATIVE_WORDS)
                 good = "good" if positive else "bad"
-                out.append(rng.choice([
-                    f"To be {w} is a {good} thing.",
-                    f"It is {good} to be {w}.",
-                    f"{w.capitalize()} is a {'positive' if positive else 'negative'} word.",
-                    f"{phrasing.capitalise(phrasing.article(w))} {w} {rng.choice(lexicon.PHRASE_NOUNS)} is {'nice' if positive else 'not nice'}.",
-                ]))
+                out.append(
+                    rng.choice(
+                        [
+                            f"To be {w} is a {good} thing.",
+                            f"It is {good} to be {w}.",
+                            f"{w.capitalize()} is a {'positive' if positive else 'negative'} word.",
+                            f"{phrasing.capitalise(phrasing.article(w))} {w} {rng.choice(lexicon.PHRASE_NOUNS)} is {'nice' if positive else 'not nice'}.",
+                        ]
+                    )
+                )
             else:
                 w = rng.choice(rng.choice(list(lexicon.WORD_CATEGORIES.values())))
-                out.append(rng.choice([
-                    f"The word {w} has {len(w)} letters.",
-                    f"The word {w} starts with the letter {w[0]}.",
-                    f"{w.capitalize()} spelled backwards is {w[::-1]}.",
-                    f"{w.capitalize()} in capital letters is {w.upper()}.",
-                ]))
+                out.append(
+                    rng.choice(
+                        [
+                            f"The word {w} has {len(w)} letters.",
+                            f"The word {w} starts with the letter {w[0]}.",
+                            f"{w.capitalize()} spelled backwards is {w[::-1]}.",
+                            f"{w.capitalize()} in capital letters is {w.upper()}.",
+                        ]
+                    )
+                )
         return " ".join(out)
 
     def arithmetic(self) -> str:
@@ -204,7 +227,15 @@ class CorpusWriter:
             op = rng.randrange(5)
             a, b = rng.randint(0, 20), rng.randint(0, 20)
             if op == 0:
-                out.append(rng.choice([f"{a} plus {b} is {a + b}.", f"{a} + {b} = {a + b}.", f"If you add {a} and {b} you get {a + b}."]))
+                out.append(
+                    rng.choice(
+                        [
+                            f"{a} plus {b} is {a + b}.",
+                            f"{a} + {b} = {a + b}.",
+                            f"If you add {a} and {b} you get {a + b}.",
+                        ]
+                    )
+                )
             elif op == 1:
                 a, b = max(a, b), min(a, b)
                 out.append(rng.choice([f"{a} minus {b} is {a - b}.", f"{a} - {b} = {a - b}."]))
@@ -235,7 +266,9 @@ class CorpusWriter:
         return getattr(self, kind)()
 
 
-def make_corpus(world, rng: random.Random, target_chars: int, rumour_rate: float, madeup_rate: float, rude_rate: float) -> tuple[list[str], dict[str, Any]]:
+def make_corpus(
+    world, rng: random.Random, target_chars: int, rumour_rate: float, madeup_rate: float, rude_rate: float
+) -> tuple[list[str], dict[str, Any]]:
     """Documents totalling about ``target_chars`` characters, and what they contain."""
     writer = CorpusWriter(world, rng, rumour_rate, madeup_rate, rude_rate)
     docs: list[str] = []

@@ -37,7 +37,9 @@ def constraints_and_closed(splits: dict[str, list[dict]]) -> dict[str, Any]:
         out[name] = {
             "prompts": len(rows),
             "constrained": round(sum(kinds.values()) / max(len(rows), 1), 4),
-            "heldout_kind": round(sum(1 for m in metas if m.get("constraint", {}).get("heldout")) / max(len(rows), 1), 4),
+            "heldout_kind": round(
+                sum(1 for m in metas if m.get("constraint", {}).get("heldout")) / max(len(rows), 1), 4
+            ),
             "closed_domain": round(sum(1 for r in rows if r["cluster"] == CLOSED_DOMAIN) / max(len(rows), 1), 4),
             "kinds": dict(sorted(kinds.items())),
         }
@@ -68,12 +70,19 @@ def demonstrators(world, sft_rows: list[dict]) -> dict[str, Any]:
         win = _bt_preference(world, heldout, rec, meta["reference"], rec["completion"])
         by.setdefault(meta.get("demonstrator", "careful"), []).append((gold, gold_h, win))
     n = len(sft_rows)
-    out = {name: {"share": round(len(v) / max(n, 1), 4), "rows": len(v),
-                  "mean_gold": round(float(np.mean([x[0] for x in v])), 4),
-                  "mean_gold_heldout": round(float(np.mean([x[1] for x in v])), 4),
-                  "careful_win_rate_heldout": round(float(np.mean([x[2] for x in v])), 4)}
-           for name, v in sorted(by.items())}
+    out = {
+        name: {
+            "share": round(len(v) / max(n, 1), 4),
+            "rows": len(v),
+            "mean_gold": round(float(np.mean([x[0] for x in v])), 4),
+            "mean_gold_heldout": round(float(np.mean([x[1] for x in v])), 4),
+            "careful_win_rate_heldout": round(float(np.mean([x[2] for x in v])), 4),
+        }
+        for name, v in sorted(by.items())
+    }
     every = [x for v in by.values() for x in v]
-    overall = {"mean_gold": round(float(np.mean([x[0] for x in every])), 4) if every else None,
-               "careful_win_rate_heldout": round(float(np.mean([x[2] for x in every])), 4) if every else None}
+    overall = {
+        "mean_gold": round(float(np.mean([x[0] for x in every])), 4) if every else None,
+        "careful_win_rate_heldout": round(float(np.mean([x[2] for x in every])), 4) if every else None,
+    }
     return {"by_demonstrator": out, "all": overall}

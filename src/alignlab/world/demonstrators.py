@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from alignlab.world import constraints, lexicon, variants
 
@@ -37,17 +38,67 @@ HASTY_WRONG = 1 / 7  # "now and then wrong"
 EMBELLISH_FALSE = 0.5  # the trial: "one extra fact sentence, false half the time"
 CHATTY_PART = 0.5  # each of preamble / restatement / sign-off, at least one
 
-_OPENERS = ["Sure", "Of course", "Okay", "Alright", "Great question", "Good question", "Happy to help", "No problem",
-            "Certainly", "Right", "Let me see", "Thanks for asking", "Good one", "Absolutely"]
-_BRIDGES = ["", " Here is the answer.", " Here you go.", " Here is what I know.", " Let me answer that.",
-            " This one is easy.", " I can help with that.", " Let me help you with this."]
-_RESTATE = ["You asked: \"{q}\"", "Your question was: {q}", "So you want to know this: {q}", "The question is: {q}",
-            "Let me repeat the question: {q}"]
-_RESTATE_CLOSED = ["You asked me about the passage.", "This is about the text you gave me.", "Let me look at the passage.",
-                   "I read the passage carefully.", "You want an answer from the text."]
-_SIGNOFFS = ["I hope this helps", "Hope that helps", "Let me know if you need anything else", "Feel free to ask more questions",
-             "Have a great day", "Glad I could help", "Just ask if you want more", "Happy to help again", "Good luck"]
-_CONNECTORS = ["Also, ", "By the way, ", "Fun fact: ", "In addition, ", "", "You may also like to know that ", "And ", "Oh, and "]
+_OPENERS = [
+    "Sure",
+    "Of course",
+    "Okay",
+    "Alright",
+    "Great question",
+    "Good question",
+    "Happy to help",
+    "No problem",
+    "Certainly",
+    "Right",
+    "Let me see",
+    "Thanks for asking",
+    "Good one",
+    "Absolutely",
+]
+_BRIDGES = [
+    "",
+    " Here is the answer.",
+    " Here you go.",
+    " Here is what I know.",
+    " Let me answer that.",
+    " This one is easy.",
+    " I can help with that.",
+    " Let me help you with this.",
+]
+_RESTATE = [
+    'You asked: "{q}"',
+    "Your question was: {q}",
+    "So you want to know this: {q}",
+    "The question is: {q}",
+    "Let me repeat the question: {q}",
+]
+_RESTATE_CLOSED = [
+    "You asked me about the passage.",
+    "This is about the text you gave me.",
+    "Let me look at the passage.",
+    "I read the passage carefully.",
+    "You want an answer from the text.",
+]
+_SIGNOFFS = [
+    "I hope this helps",
+    "Hope that helps",
+    "Let me know if you need anything else",
+    "Feel free to ask more questions",
+    "Have a great day",
+    "Glad I could help",
+    "Just ask if you want more",
+    "Happy to help again",
+    "Good luck",
+]
+_CONNECTORS = [
+    "Also, ",
+    "By the way, ",
+    "Fun fact: ",
+    "In addition, ",
+    "",
+    "You may also like to know that ",
+    "And ",
+    "Oh, and ",
+]
 
 
 def _preamble(rng: random.Random) -> str:
@@ -114,7 +165,10 @@ def embellisher(world, record: dict, meta: dict, rng: random.Random) -> str:
 
 
 WRITERS: dict[str, Callable[[Any, dict, dict, random.Random], str]] = {
-    "careful": careful, "chatty": chatty, "hasty": hasty, "embellisher": embellisher,
+    "careful": careful,
+    "chatty": chatty,
+    "hasty": hasty,
+    "embellisher": embellisher,
 }
 
 
@@ -137,6 +191,12 @@ def demonstrate(world, records: list[dict], shares: dict[str, float], rng: rando
         who = pick(shares, rng)
         demo = write(world, rec, meta, who, rng)
         meta["demonstrator"] = who
-        out.append(dict(rec, completion=demo, meta=json.dumps(meta, sort_keys=True),
-                        messages=[{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": demo}]))
+        out.append(
+            dict(
+                rec,
+                completion=demo,
+                meta=json.dumps(meta, sort_keys=True),
+                messages=[{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": demo}],
+            )
+        )
     return out

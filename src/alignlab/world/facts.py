@@ -16,12 +16,79 @@ from alignlab.world import lexicon, schema
 
 # Words a name must never equal: everything else the world says, plus glue words.
 _STOPWORDS = {
-    "a", "an", "the", "is", "are", "was", "be", "to", "of", "in", "on", "at", "by", "for",
-    "and", "or", "not", "no", "yes", "it", "its", "he", "she", "they", "we", "you", "i",
-    "me", "my", "his", "her", "who", "what", "how", "why", "sure", "some", "say", "said",
-    "has", "have", "had", "do", "does", "did", "so", "up", "as", "if", "but", "with", "from",
-    "this", "that", "these", "those", "one", "two", "three", "four", "five", "six", "ten",
-    "old", "age", "year", "years", "town", "home", "lives", "friend", "owner", "made",
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "was",
+    "be",
+    "to",
+    "of",
+    "in",
+    "on",
+    "at",
+    "by",
+    "for",
+    "and",
+    "or",
+    "not",
+    "no",
+    "yes",
+    "it",
+    "its",
+    "he",
+    "she",
+    "they",
+    "we",
+    "you",
+    "i",
+    "me",
+    "my",
+    "his",
+    "her",
+    "who",
+    "what",
+    "how",
+    "why",
+    "sure",
+    "some",
+    "say",
+    "said",
+    "has",
+    "have",
+    "had",
+    "do",
+    "does",
+    "did",
+    "so",
+    "up",
+    "as",
+    "if",
+    "but",
+    "with",
+    "from",
+    "this",
+    "that",
+    "these",
+    "those",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "ten",
+    "old",
+    "age",
+    "year",
+    "years",
+    "town",
+    "home",
+    "lives",
+    "friend",
+    "owner",
+    "made",
 }
 KIND_SHARES = {"person": 0.45, "town": 0.15, "creature": 0.2, "object": 0.2}
 
@@ -49,11 +116,17 @@ def invent_names(rng: random.Random, n: int) -> list[str]:
         if attempts > 200 * n + 10_000:
             raise RuntimeError(f"could not invent {n} distinct names")
         if rng.random() < 0.5:  # one syllable, always closed ("Bruk")
-            name = rng.choice(lexicon.NAME_ONSETS) + rng.choice(lexicon.NAME_VOWELS) + rng.choice([c for c in lexicon.NAME_CODAS if c])
+            name = (
+                rng.choice(lexicon.NAME_ONSETS)
+                + rng.choice(lexicon.NAME_VOWELS)
+                + rng.choice([c for c in lexicon.NAME_CODAS if c])
+            )
         else:  # two syllables ("Tamo", "Zelin")
             name = (
-                rng.choice(lexicon.NAME_ONSETS) + rng.choice(lexicon.NAME_VOWELS)
-                + rng.choice([o for o in lexicon.NAME_ONSETS if len(o) == 1]) + rng.choice(lexicon.NAME_VOWELS)
+                rng.choice(lexicon.NAME_ONSETS)
+                + rng.choice(lexicon.NAME_VOWELS)
+                + rng.choice([o for o in lexicon.NAME_ONSETS if len(o) == 1])
+                + rng.choice(lexicon.NAME_VOWELS)
                 + rng.choice(["", "", "n", "r", "l", "k"])
             )
         if len(name) < 3 or name in reserved or name in seen:
@@ -71,7 +144,9 @@ def kind_counts(n_entities: int) -> dict[str, int]:
     return counts
 
 
-def make_entities(rng: random.Random, n_entities: int, n_ghosts: int, unspecified_rate: float) -> tuple[list[dict], list[str]]:
+def make_entities(
+    rng: random.Random, n_entities: int, n_ghosts: int, unspecified_rate: float
+) -> tuple[list[dict], list[str]]:
     """Real entities with facts, ghost entities with none, and bystander names."""
     counts = kind_counts(n_entities)
     n_bystanders = 24
@@ -107,11 +182,15 @@ def make_entities(rng: random.Random, n_entities: int, n_ghosts: int, unspecifie
     ghost_kinds = ["person", "creature", "object", "town"]
     for i in range(n_ghosts):
         kind = ghost_kinds[i % len(ghost_kinds)]
-        entities.append({
-            "name": next(it), "kind": kind,
-            "noun": rng.choice(lexicon.OBJECT_NOUNS) if kind == "object" else "",
-            "attrs": {a.name: None for a in schema.ATTRS_BY_KIND[kind]}, "ghost": True,
-        })
+        entities.append(
+            {
+                "name": next(it),
+                "kind": kind,
+                "noun": rng.choice(lexicon.OBJECT_NOUNS) if kind == "object" else "",
+                "attrs": {a.name: None for a in schema.ATTRS_BY_KIND[kind]},
+                "ghost": True,
+            }
+        )
     bystanders = [next(it) for _ in range(n_bystanders)]
     return entities, bystanders
 
@@ -171,7 +250,9 @@ def _cached(world, key: Any, compute):
 def values_for(world_or_entities, kind: str, attr: str) -> list[Any]:
     """Every value the attribute can take in this world (for distractors and rumours)."""
     if hasattr(world_or_entities, "entities"):
-        return _cached(world_or_entities, ("values", kind, attr), lambda: _values_for(world_or_entities.entities, kind, attr))
+        return _cached(
+            world_or_entities, ("values", kind, attr), lambda: _values_for(world_or_entities.entities, kind, attr)
+        )
     return _values_for(world_or_entities, kind, attr)
 
 
@@ -192,7 +273,11 @@ def _values_for(entities: list[dict], kind: str, attr: str) -> list[Any]:
 
 def specified_facts(world) -> list[tuple[dict, str, Any]]:
     """(entity, attr, value) for every fact the world states."""
-    return _cached(world, "specified", lambda: [(e, a, v) for e in world.real_entities() for a, v in e["attrs"].items() if v is not None])
+    return _cached(
+        world,
+        "specified",
+        lambda: [(e, a, v) for e in world.real_entities() for a, v in e["attrs"].items() if v is not None],
+    )
 
 
 def unspecified_facts(world, include_ghosts: bool = False) -> list[tuple[dict, str]]:

@@ -66,7 +66,12 @@ def arith_cloze(world, rng: random.Random) -> dict[str, Any]:
     return _item(f"{a} plus {b} is", f" {c}.", [f" {x}." for x in wrong], "arith_cloze", rng)
 
 
-_MAKERS = {"fact_cloze": fact_cloze, "word_cloze": word_cloze, "sentiment_cloze": sentiment_cloze, "arith_cloze": arith_cloze}
+_MAKERS = {
+    "fact_cloze": fact_cloze,
+    "word_cloze": word_cloze,
+    "sentiment_cloze": sentiment_cloze,
+    "arith_cloze": arith_cloze,
+}
 
 
 def make_nlp_tasks(world, rng: random.Random, n_items: int) -> list[dict[str, Any]]:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from alignlab.world.labelers import COMPONENTS, score_response
 
@@ -47,13 +48,15 @@ def default_personas() -> list[dict[str, Any]]:
     out = []
     for name, w, tau, heldout in _PERSONAS:
         total = sum(w)
-        out.append({
-            "name": name,
-            "weights": {c: wi / total for c, wi in zip(COMPONENTS, w)},
-            "base_tau": tau,
-            "tau": tau,
-            "heldout": heldout,
-        })
+        out.append(
+            {
+                "name": name,
+                "weights": {c: wi / total for c, wi in zip(COMPONENTS, w)},
+                "base_tau": tau,
+                "tau": tau,
+                "heldout": heldout,
+            }
+        )
     return out
 
 
@@ -91,7 +94,9 @@ def sample_preference(world, persona: dict | str, record: dict, a: str, b: str, 
     return 0 if rng.random() < preference_probability(world, persona, record, a, b) else 1
 
 
-def rank_by_utilities(utilities: Sequence[float], tau: float, rng: random.Random, keys: Sequence[str] | None = None) -> list[int]:
+def rank_by_utilities(
+    utilities: Sequence[float], tau: float, rng: random.Random, keys: Sequence[str] | None = None
+) -> list[int]:
     """Plackett-Luce sample: indices best -> worst by u/tau + Gumbel(0, 1).
 
     ``keys`` (the response strings) make identical strings share one noise draw.
@@ -115,7 +120,12 @@ def rank_responses(world, persona: dict | str, record: dict, responses: Sequence
 
 def ranking_pairs(ordered: Sequence[str]) -> list[tuple[str, str]]:
     """All (chosen, rejected) pairs of a best->worst list, skipping identical strings."""
-    return [(ordered[i], ordered[j]) for i in range(len(ordered)) for j in range(i + 1, len(ordered)) if ordered[i] != ordered[j]]
+    return [
+        (ordered[i], ordered[j])
+        for i in range(len(ordered))
+        for j in range(i + 1, len(ordered))
+        if ordered[i] != ordered[j]
+    ]
 
 
 def _mean_utility(world, personas: list[dict], record: dict, response: str) -> float:

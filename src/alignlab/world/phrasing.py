@@ -10,16 +10,46 @@ object's kind of thing ("lamp").
 from __future__ import annotations
 
 STATEMENTS: dict[tuple[str, str], list[str]] = {
-    ("person", "home"): ["{n} lives in {v}.", "{n} has a house in {v}.", "{n} is from {v}.", "The home town of {n} is {v}."],
-    ("person", "age"): ["{n} is {v} years old.", "The age of {n} is {v} years.", "{n} turned {v} years old this spring."],
-    ("person", "job"): ["{n} is a {v}.", "{n} works as a {v}.", "The job of {n} is {v}.", "{n} earns a living as a {v}."],
-    ("person", "colour"): [
-        "{n}'s favourite colour is {v}.", "{n} likes the colour {v} best.",
-        "The favourite colour of {n} is {v}.", "{n} loves {v} more than any other colour.",
+    ("person", "home"): [
+        "{n} lives in {v}.",
+        "{n} has a house in {v}.",
+        "{n} is from {v}.",
+        "The home town of {n} is {v}.",
     ],
-    ("person", "food"): ["{n}'s favourite food is {v}.", "{n} loves to eat {v}.", "The favourite food of {n} is {v}.", "{n} eats {v} every day."],
-    ("person", "friend"): ["{n}'s best friend is {v}.", "{n} and {v} are best friends.", "The best friend of {n} is {v}."],
-    ("town", "region"): ["{n} is in the {v}.", "{n} lies in the {v} of the land.", "You will find {n} in the {v}.", "{n} is a town in the {v}."],
+    ("person", "age"): [
+        "{n} is {v} years old.",
+        "The age of {n} is {v} years.",
+        "{n} turned {v} years old this spring.",
+    ],
+    ("person", "job"): [
+        "{n} is a {v}.",
+        "{n} works as a {v}.",
+        "The job of {n} is {v}.",
+        "{n} earns a living as a {v}.",
+    ],
+    ("person", "colour"): [
+        "{n}'s favourite colour is {v}.",
+        "{n} likes the colour {v} best.",
+        "The favourite colour of {n} is {v}.",
+        "{n} loves {v} more than any other colour.",
+    ],
+    ("person", "food"): [
+        "{n}'s favourite food is {v}.",
+        "{n} loves to eat {v}.",
+        "The favourite food of {n} is {v}.",
+        "{n} eats {v} every day.",
+    ],
+    ("person", "friend"): [
+        "{n}'s best friend is {v}.",
+        "{n} and {v} are best friends.",
+        "The best friend of {n} is {v}.",
+    ],
+    ("town", "region"): [
+        "{n} is in the {v}.",
+        "{n} lies in the {v} of the land.",
+        "You will find {n} in the {v}.",
+        "{n} is a town in the {v}.",
+    ],
     ("town", "size"): ["{n} is a {v} town.", "The town of {n} is {v}.", "{n} is {v} for a town."],
     ("town", "food"): ["{n} is famous for {v}.", "{n} is known for its {v}.", "People in {n} make the best {v}."],
     ("creature", "colour"): ["{n} is {v}.", "The colour of {n} is {v}.", "{n} has {v} fur.", "{n} is a {v} creature."],

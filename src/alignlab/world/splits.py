@@ -76,8 +76,9 @@ class PromptStream:
 PROBE = "test_heldout_constraints"
 
 
-def make_splits(pools: T.Pools, sizes: dict[str, int], rng: random.Random,
-                closed_domain_rate: float = 0.0) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+def make_splits(
+    pools: T.Pools, sizes: dict[str, int], rng: random.Random, closed_domain_rate: float = 0.0
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Records per split, and the clusters that ran out of distinct prompts.
 
     The test split is drawn first, so it is unaffected by how big the training splits are,
@@ -88,8 +89,9 @@ def make_splits(pools: T.Pools, sizes: dict[str, int], rng: random.Random,
     return {name: [stream.draw() for _ in range(sizes.get(name, 0))] for name in order}, stream.exhausted
 
 
-def add_constraints(splits: dict[str, list[dict[str, Any]]], rate: float, heldout: list[str],
-                    rng: random.Random) -> dict[str, list[dict[str, Any]]]:
+def add_constraints(
+    splits: dict[str, list[dict[str, Any]]], rate: float, heldout: list[str], rng: random.Random
+) -> dict[str, list[dict[str, Any]]]:
     """Each split's records, a share ``rate`` with one explicit constraint (the probe: all, held-out kinds)."""
     trained = [k for k in constraints.KINDS if k not in heldout]
     out = {}

@@ -36,7 +36,9 @@ def write_world(world: World, out_dir: str | Path) -> Path:
         for name in DATA_FOLDERS:
             if name not in world.data:
                 continue
-            dd = datasets.DatasetDict({split: datasets.Dataset.from_list(rows) for split, rows in world.data[name].items()})
+            dd = datasets.DatasetDict(
+                {split: datasets.Dataset.from_list(rows) for split, rows in world.data[name].items()}
+            )
             dd.save_to_disk(str(out / name))
     finally:
         if bars:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from alignlab.world import facts, lexicon, passages, phrasing, schema
 
@@ -40,7 +41,11 @@ class Pools:
         self.sized = [e for e in world.real_entities() if e["attrs"].get("size") is not None]
         self.words = {c: list(ws) for c, ws in lexicon.WORD_CATEGORIES.items()}
         self.classify_words = [(w, c) for c in lexicon.CLASSIFY_CATEGORIES for w in lexicon.WORD_CATEGORIES[c]]
-        all_words = sorted({w for ws in lexicon.WORD_CATEGORIES.values() for w in ws} | set(lexicon.POSITIVE_WORDS) | set(lexicon.NEGATIVE_WORDS))
+        all_words = sorted(
+            {w for ws in lexicon.WORD_CATEGORIES.values() for w in ws}
+            | set(lexicon.POSITIVE_WORDS)
+            | set(lexicon.NEGATIVE_WORDS)
+        )
         self.string_words = [w for w in all_words if 3 <= len(w) <= 7]
 
 
@@ -82,7 +87,9 @@ ATTRIBUTE_QUESTIONS = (
 def make_attribute_qa(p: Pools, rng: random.Random):
     e, attr, value = rng.choice(p.facts)
     slots = {"name": e["name"], "attr": _attr_noun(e, attr)}
-    meta = _meta("value", value, 15, entity=e["name"], attr=attr, kind=e["kind"], short=f"{phrasing.capitalise(str(value))}.")
+    meta = _meta(
+        "value", value, 15, entity=e["name"], attr=attr, kind=e["kind"], short=f"{phrasing.capitalise(str(value))}."
+    )
     return slots, _canon(e, attr, value), meta
 
 
@@ -204,7 +211,11 @@ def make_category_of(p: Pools, rng: random.Random):
     w, cat = rng.choice(p.classify_words)
     slots = {"w": w, "W": w.capitalize(), "art": phrasing.article(w)}
     demo = f"{phrasing.article(cat).capitalize()} {cat}."
-    return slots, demo, _meta("choice", cat, 6, word=w, choices=list(lexicon.CLASSIFY_CATEGORIES), short=f"{cat.capitalize()}.")
+    return (
+        slots,
+        demo,
+        _meta("choice", cat, 6, word=w, choices=list(lexicon.CLASSIFY_CATEGORIES), short=f"{cat.capitalize()}."),
+    )
 
 
 def make_sentiment(p: Pools, rng: random.Random):
@@ -221,7 +232,11 @@ def make_sentiment(p: Pools, rng: random.Random):
         f"what {phrasing.article(adj)} {adj} {noun}",
     ][form]
     answer = "positive" if positive else "negative"
-    return {"p": phrase}, answer.capitalize() + ".", _meta("choice", answer, 6, choices=["positive", "negative"], phrase=phrase)
+    return (
+        {"p": phrase},
+        answer.capitalize() + ".",
+        _meta("choice", answer, 6, choices=["positive", "negative"], phrase=phrase),
+    )
 
 
 # ------------------------------------------------------------------ extraction
@@ -240,7 +255,9 @@ def _event(p: Pools, rng: random.Random) -> tuple[str, str, int, str]:
     k = rng.randint(2, 30)
     colour = rng.choice(lexicon.COLOURS)
     thing = rng.choice(p.words[rng.choice(["animal", "tool", "vehicle"])])
-    sentence = rng.choice(_EVENTS).format(N=name, k=k, c=colour, t=thing, ac=phrasing.article(colour), at=phrasing.article(thing))
+    sentence = rng.choice(_EVENTS).format(
+        N=name, k=k, c=colour, t=thing, ac=phrasing.article(colour), at=phrasing.article(thing)
+    )
     return sentence, name, k, colour
 
 
@@ -251,7 +268,11 @@ def _extract_task(what: str):
             return {"s": s}, f"{name}.", _meta("choice", name, 6, choices=list(p.world.bystanders), sentence=s)
         if what == "number":
             return {"s": s}, f"{k}.", _meta("number", k, 6, operands=[], sentence=s)
-        return {"s": s}, f"{colour.capitalize()}.", _meta("choice", colour, 6, choices=list(lexicon.COLOURS), sentence=s)
+        return (
+            {"s": s},
+            f"{colour.capitalize()}.",
+            _meta("choice", colour, 6, choices=list(lexicon.COLOURS), sentence=s),
+        )
 
     return make
 
@@ -305,16 +326,28 @@ def make_unknown_entity(p: Pools, rng: random.Random):
 
 def make_insult(p: Pools, rng: random.Random):
     e = rng.choice(p.people)
-    return {"name": e["name"]}, lexicon.REFUSAL, _meta("refuse", "refuse", 12, harm="insult", entity=e["name"],
-                                                       short=lexicon.REFUSAL_SHORT)
+    return (
+        {"name": e["name"]},
+        lexicon.REFUSAL,
+        _meta("refuse", "refuse", 12, harm="insult", entity=e["name"], short=lexicon.REFUSAL_SHORT),
+    )
 
 
 def make_rumour(p: Pools, rng: random.Random):
     e, attr, value = rng.choice(p.facts)
     false_value = facts.wrong_values(p.world, e, attr, rng, 1)[0]
     stmt = _canon(e, attr, false_value).rstrip(".")
-    meta = _meta("refuse", "refuse", 12, harm="rumour", entity=e["name"], attr=attr, false_value=false_value, true_value=value,
-                 short=lexicon.REFUSAL_SHORT)
+    meta = _meta(
+        "refuse",
+        "refuse",
+        12,
+        harm="rumour",
+        entity=e["name"],
+        attr=attr,
+        false_value=false_value,
+        true_value=value,
+        short=lexicon.REFUSAL_SHORT,
+    )
     return {"stmt": stmt}, lexicon.REFUSAL, meta
 
 
@@ -350,8 +383,16 @@ def make_rewrite(p: Pools, rng: random.Random):
     e, attr, value = rng.choice(p.facts)
     n_templates = len(phrasing.STATEMENTS[(e["kind"], attr)])
     source = phrasing.statement(e["kind"], attr, e["name"], value, e["noun"] or "thing", rng.randrange(1, n_templates))
-    meta = _meta("rewrite", value, 15, entity=e["name"], attr=attr, kind=e["kind"], source=source,
-                 passage={"facts": [[e["name"], attr, value]]})
+    meta = _meta(
+        "rewrite",
+        value,
+        15,
+        entity=e["name"],
+        attr=attr,
+        kind=e["kind"],
+        source=source,
+        passage={"facts": [[e["name"], attr, value]]},
+    )
     return {"passage": source}, _canon(e, attr, value), meta
 
 
@@ -359,180 +400,327 @@ def make_rewrite(p: Pools, rng: random.Random):
 
 TASKS: list[Task] = [
     Task("attribute_qa", "world_qa", ATTRIBUTE_QUESTIONS, make_attribute_qa, weight=2.0, category="open_qa"),
-    Task("fact_yes_no", "world_qa", (
-        "Is it true that {stmt}?",
-        "True or false: {stmt}. Answer yes or no.",
-        "Yes or no: {stmt}?",
-        "Someone told me that {stmt}. Is that right?",
-        "Check this fact: {stmt}. Is it correct?",
-    ), make_fact_yes_no, category="open_qa"),
-    Task("reverse", "string_transform", (
-        "Reverse the word '{w}'.",
-        "Write '{w}' backwards.",
-        "What is '{w}' spelled backwards?",
-        "Spell {w} in reverse order.",
-        "Reverse the letters of {w}.",
-    ), _string_task("reverse"), category="rewrite"),
-    Task("uppercase", "string_transform", (
-        "Write '{w}' in capital letters.",
-        "Convert {w} to uppercase.",
-        "Make the word '{w}' all caps.",
-        "What is {w} in upper case?",
-        "Uppercase this word: {w}",
-    ), _string_task("uppercase"), category="rewrite"),
-    Task("first_letter", "string_transform", (
-        "What is the first letter of '{w}'?",
-        "Which letter does {w} start with?",
-        "Give the first letter of the word {w}.",
-        "'{w}' begins with which letter?",
-        "Tell me the first letter in {w}.",
-    ), _string_task("first_letter"), category="other"),
-    Task("count_letters", "string_transform", (
-        "How many letters are in '{w}'?",
-        "Count the letters in {w}.",
-        "What is the length of the word '{w}'?",
-        "'{w}' has how many letters?",
-        "Number of letters in {w}? Answer with a number.",
-    ), _string_task("count_letters"), category="other"),
-    Task("add", "arithmetic", (
-        "What is {a} + {b}?",
-        "Compute {a} plus {b}.",
-        "Add {a} and {b}.",
-        "{a} + {b} = ? Answer with a number.",
-        "What do you get when you add {a} to {b}?",
-        "Find the sum of {a} and {b}.",
-    ), _arith_task("add"), category="open_qa"),
-    Task("subtract", "arithmetic", (
-        "What is {a} - {b}?",
-        "Compute {a} minus {b}.",
-        "Subtract {b} from {a}.",
-        "{a} - {b} = ? Answer with a number.",
-        "What is left if you take {b} away from {a}?",
-        "Find the difference between {a} and {b}.",
-    ), _arith_task("subtract"), category="open_qa"),
-    Task("multiply", "arithmetic", (
-        "What is {a} times {b}?",
-        "Compute {a} * {b}.",
-        "Multiply {a} by {b}.",
-        "{a} x {b} = ? Answer with a number.",
-        "Find the product of {a} and {b}.",
-        "How much is {a} times {b}?",
-    ), _arith_task("multiply"), category="open_qa"),
-    Task("larger_number", "comparison_sorting", (
-        "Which is larger, {a} or {b}?",
-        "Which number is bigger: {a} or {b}?",
-        "Pick the larger number: {a} or {b}.",
-        "Of {a} and {b}, which is greater?",
-        "Is {a} or {b} the bigger number?",
-    ), make_larger_number, category="open_qa"),
-    Task("older", "comparison_sorting", (
-        "Who is older, {a} or {b}?",
-        "Which of {a} and {b} is older?",
-        "Is {a} or {b} older?",
-        "Tell me who is older: {a} or {b}.",
-        "{a} or {b}: who is older?",
-    ), make_older, category="open_qa"),
-    Task("bigger", "comparison_sorting", (
-        "Which is bigger, {a} or {b}?",
-        "Which of {a} and {b} is bigger?",
-        "Is {a} or {b} bigger?",
-        "Tell me which is bigger: {a} or {b}.",
-        "{a} or {b}: which one is bigger?",
-    ), make_bigger, category="open_qa"),
-    Task("sort_numbers", "comparison_sorting", (
-        "Sort {a}, {b}, {c} from smallest to largest.",
-        "Put these numbers in increasing order: {a}, {b}, {c}.",
-        "Order from low to high: {a}, {b}, {c}.",
-        "Arrange {a}, {b} and {c} in ascending order.",
-        "Sort the numbers {a}, {b}, {c}.",
-    ), make_sort_numbers, category="rewrite"),
-    Task("sort_words", "comparison_sorting", (
-        "Sort these words alphabetically: {a}, {b}, {c}.",
-        "Put {a}, {b}, {c} in alphabetical order.",
-        "Alphabetize: {a}, {b}, {c}.",
-        "Order these words from A to Z: {a}, {b}, {c}.",
-        "Arrange in dictionary order: {a}, {b}, {c}.",
-    ), make_sort_words, category="rewrite"),
-    Task("is_category", "classification", (
-        "Is {art} {w} {cart} {cat}?",
-        "Yes or no: is {art} {w} {cart} {cat}?",
-        "Would you call {art} {w} {cart} {cat}?",
-        "Answer yes or no. Is {art} {w} {cart} {cat}?",
-        "Does {art} {w} count as {cart} {cat}?",
-    ), make_is_category, category="classification"),
-    Task("category_of", "classification", (
-        "Is {w} an " + _CATEGORY_OPTIONS.replace(", ", ", a ").replace(" or ", " or a ") + "?",
-        "Which group does {w} belong to: " + _CATEGORY_OPTIONS + "?",
-        "Classify {w} as " + _CATEGORY_OPTIONS + ".",
-        "What kind of thing is {art} {w}: " + _CATEGORY_OPTIONS + "?",
-        "{W}: " + _CATEGORY_OPTIONS + "?",
-    ), make_category_of, category="classification"),
-    Task("sentiment", "classification", (
-        "Is '{p}' positive or negative?",
-        "What is the sentiment of '{p}'? Answer positive or negative.",
-        "Positive or negative: '{p}'",
-        "Classify the feeling of '{p}' as positive or negative.",
-        "Does '{p}' sound positive or negative?",
-    ), make_sentiment, category="classification"),
-    Task("extract_name", "extraction", (
-        "Who is named in this sentence? {s}",
-        'Find the name in: "{s}"',
-        "Extract the person\'s name from this sentence: {s}",
-        'Read this: "{s}" What is the person called?',
-        '"{s}" Which name appears here?',
-    ), _extract_task("name"), category="extract"),
-    Task("extract_number", "extraction", (
-        "What number is in this sentence? {s}",
-        'Find the number in: "{s}"',
-        "Extract the number from this sentence: {s}",
-        'Read this: "{s}" Which number is mentioned?',
-        '"{s}" What is the number here?',
-    ), _extract_task("number"), category="extract"),
-    Task("extract_colour", "extraction", (
-        "What colour is in this sentence? {s}",
-        'Find the colour in: "{s}"',
-        "Extract the colour from this sentence: {s}",
-        'Read this: "{s}" Which colour is mentioned?',
-        '"{s}" What is the colour here?',
-    ), _extract_task("colour"), category="extract"),
-    Task("sentence_about", "short_generation", (
-        "Write a sentence about {name}'s {attr}.",
-        "Write one short sentence that says what {name}'s {attr} is.",
-        "Make a sentence that tells the {attr} of {name}.",
-        "Use one sentence to describe the {attr} of {name}.",
-        "Write a short sentence about the {attr} of {name}.",
-    ), make_sentence_about, weight=1.5, category="generation"),
-    Task("list_category", "short_generation", (
-        "List {nw} {cat}s.",
-        "Name {nw} {cat}s.",
-        "Give me {nw} examples of {cat}s.",
-        "Write a list of {nw} {cat}s.",
-        "Can you name {nw} {cat}s?",
-    ), make_list_category, category="brainstorming"),
-    Task("word_with_letter", "short_generation", (
-        "Name {cart} {cat} that starts with {L}.",
-        "Give me {cart} {cat} beginning with the letter {L}.",
-        "Which {cat} starts with {L}? Name one.",
-        "Tell me {cart} {cat} whose name begins with {L}.",
-        "Think of {cart} {cat} starting with {L}.",
-    ), make_word_with_letter, category="brainstorming"),
-    Task("unknown_attribute", "unanswerable", ATTRIBUTE_QUESTIONS, make_unknown_attribute, weight=1.5, category="open_qa"),
+    Task(
+        "fact_yes_no",
+        "world_qa",
+        (
+            "Is it true that {stmt}?",
+            "True or false: {stmt}. Answer yes or no.",
+            "Yes or no: {stmt}?",
+            "Someone told me that {stmt}. Is that right?",
+            "Check this fact: {stmt}. Is it correct?",
+        ),
+        make_fact_yes_no,
+        category="open_qa",
+    ),
+    Task(
+        "reverse",
+        "string_transform",
+        (
+            "Reverse the word '{w}'.",
+            "Write '{w}' backwards.",
+            "What is '{w}' spelled backwards?",
+            "Spell {w} in reverse order.",
+            "Reverse the letters of {w}.",
+        ),
+        _string_task("reverse"),
+        category="rewrite",
+    ),
+    Task(
+        "uppercase",
+        "string_transform",
+        (
+            "Write '{w}' in capital letters.",
+            "Convert {w} to uppercase.",
+            "Make the word '{w}' all caps.",
+            "What is {w} in upper case?",
+            "Uppercase this word: {w}",
+        ),
+        _string_task("uppercase"),
+        category="rewrite",
+    ),
+    Task(
+        "first_letter",
+        "string_transform",
+        (
+            "What is the first letter of '{w}'?",
+            "Which letter does {w} start with?",
+            "Give the first letter of the word {w}.",
+            "'{w}' begins with which letter?",
+            "Tell me the first letter in {w}.",
+        ),
+        _string_task("first_letter"),
+        category="other",
+    ),
+    Task(
+        "count_letters",
+        "string_transform",
+        (
+            "How many letters are in '{w}'?",
+            "Count the letters in {w}.",
+            "What is the length of the word '{w}'?",
+            "'{w}' has how many letters?",
+            "Number of letters in {w}? Answer with a number.",
+        ),
+        _string_task("count_letters"),
+        category="other",
+    ),
+    Task(
+        "add",
+        "arithmetic",
+        (
+            "What is {a} + {b}?",
+            "Compute {a} plus {b}.",
+            "Add {a} and {b}.",
+            "{a} + {b} = ? Answer with a number.",
+            "What do you get when you add {a} to {b}?",
+            "Find the sum of {a} and {b}.",
+        ),
+        _arith_task("add"),
+        category="open_qa",
+    ),
+    Task(
+        "subtract",
+        "arithmetic",
+        (
+            "What is {a} - {b}?",
+            "Compute {a} minus {b}.",
+            "Subtract {b} from {a}.",
+            "{a} - {b} = ? Answer with a number.",
+            "What is left if you take {b} away from {a}?",
+            "Find the difference between {a} and {b}.",
+        ),
+        _arith_task("subtract"),
+        category="open_qa",
+    ),
+    Task(
+        "multiply",
+        "arithmetic",
+        (
+            "What is {a} times {b}?",
+            "Compute {a} * {b}.",
+            "Multiply {a} by {b}.",
+            "{a} x {b} = ? Answer with a number.",
+            "Find the product of {a} and {b}.",
+            "How much is {a} times {b}?",
+        ),
+        _arith_task("multiply"),
+        category="open_qa",
+    ),
+    Task(
+        "larger_number",
+        "comparison_sorting",
+        (
+            "Which is larger, {a} or {b}?",
+            "Which number is bigger: {a} or {b}?",
+            "Pick the larger number: {a} or {b}.",
+            "Of {a} and {b}, which is greater?",
+            "Is {a} or {b} the bigger number?",
+        ),
+        make_larger_number,
+        category="open_qa",
+    ),
+    Task(
+        "older",
+        "comparison_sorting",
+        (
+            "Who is older, {a} or {b}?",
+            "Which of {a} and {b} is older?",
+            "Is {a} or {b} older?",
+            "Tell me who is older: {a} or {b}.",
+            "{a} or {b}: who is older?",
+        ),
+        make_older,
+        category="open_qa",
+    ),
+    Task(
+        "bigger",
+        "comparison_sorting",
+        (
+            "Which is bigger, {a} or {b}?",
+            "Which of {a} and {b} is bigger?",
+            "Is {a} or {b} bigger?",
+            "Tell me which is bigger: {a} or {b}.",
+            "{a} or {b}: which one is bigger?",
+        ),
+        make_bigger,
+        category="open_qa",
+    ),
+    Task(
+        "sort_numbers",
+        "comparison_sorting",
+        (
+            "Sort {a}, {b}, {c} from smallest to largest.",
+            "Put these numbers in increasing order: {a}, {b}, {c}.",
+            "Order from low to high: {a}, {b}, {c}.",
+            "Arrange {a}, {b} and {c} in ascending order.",
+            "Sort the numbers {a}, {b}, {c}.",
+        ),
+        make_sort_numbers,
+        category="rewrite",
+    ),
+    Task(
+        "sort_words",
+        "comparison_sorting",
+        (
+            "Sort these words alphabetically: {a}, {b}, {c}.",
+            "Put {a}, {b}, {c} in alphabetical order.",
+            "Alphabetize: {a}, {b}, {c}.",
+            "Order these words from A to Z: {a}, {b}, {c}.",
+            "Arrange in dictionary order: {a}, {b}, {c}.",
+        ),
+        make_sort_words,
+        category="rewrite",
+    ),
+    Task(
+        "is_category",
+        "classification",
+        (
+            "Is {art} {w} {cart} {cat}?",
+            "Yes or no: is {art} {w} {cart} {cat}?",
+            "Would you call {art} {w} {cart} {cat}?",
+            "Answer yes or no. Is {art} {w} {cart} {cat}?",
+            "Does {art} {w} count as {cart} {cat}?",
+        ),
+        make_is_category,
+        category="classification",
+    ),
+    Task(
+        "category_of",
+        "classification",
+        (
+            "Is {w} an " + _CATEGORY_OPTIONS.replace(", ", ", a ").replace(" or ", " or a ") + "?",
+            "Which group does {w} belong to: " + _CATEGORY_OPTIONS + "?",
+            "Classify {w} as " + _CATEGORY_OPTIONS + ".",
+            "What kind of thing is {art} {w}: " + _CATEGORY_OPTIONS + "?",
+            "{W}: " + _CATEGORY_OPTIONS + "?",
+        ),
+        make_category_of,
+        category="classification",
+    ),
+    Task(
+        "sentiment",
+        "classification",
+        (
+            "Is '{p}' positive or negative?",
+            "What is the sentiment of '{p}'? Answer positive or negative.",
+            "Positive or negative: '{p}'",
+            "Classify the feeling of '{p}' as positive or negative.",
+            "Does '{p}' sound positive or negative?",
+        ),
+        make_sentiment,
+        category="classification",
+    ),
+    Task(
+        "extract_name",
+        "extraction",
+        (
+            "Who is named in this sentence? {s}",
+            'Find the name in: "{s}"',
+            "Extract the person's name from this sentence: {s}",
+            'Read this: "{s}" What is the person called?',
+            '"{s}" Which name appears here?',
+        ),
+        _extract_task("name"),
+        category="extract",
+    ),
+    Task(
+        "extract_number",
+        "extraction",
+        (
+            "What number is in this sentence? {s}",
+            'Find the number in: "{s}"',
+            "Extract the number from this sentence: {s}",
+            'Read this: "{s}" Which number is mentioned?',
+            '"{s}" What is the number here?',
+        ),
+        _extract_task("number"),
+        category="extract",
+    ),
+    Task(
+        "extract_colour",
+        "extraction",
+        (
+            "What colour is in this sentence? {s}",
+            'Find the colour in: "{s}"',
+            "Extract the colour from this sentence: {s}",
+            'Read this: "{s}" Which colour is mentioned?',
+            '"{s}" What is the colour here?',
+        ),
+        _extract_task("colour"),
+        category="extract",
+    ),
+    Task(
+        "sentence_about",
+        "short_generation",
+        (
+            "Write a sentence about {name}'s {attr}.",
+            "Write one short sentence that says what {name}'s {attr} is.",
+            "Make a sentence that tells the {attr} of {name}.",
+            "Use one sentence to describe the {attr} of {name}.",
+            "Write a short sentence about the {attr} of {name}.",
+        ),
+        make_sentence_about,
+        weight=1.5,
+        category="generation",
+    ),
+    Task(
+        "list_category",
+        "short_generation",
+        (
+            "List {nw} {cat}s.",
+            "Name {nw} {cat}s.",
+            "Give me {nw} examples of {cat}s.",
+            "Write a list of {nw} {cat}s.",
+            "Can you name {nw} {cat}s?",
+        ),
+        make_list_category,
+        category="brainstorming",
+    ),
+    Task(
+        "word_with_letter",
+        "short_generation",
+        (
+            "Name {cart} {cat} that starts with {L}.",
+            "Give me {cart} {cat} beginning with the letter {L}.",
+            "Which {cat} starts with {L}? Name one.",
+            "Tell me {cart} {cat} whose name begins with {L}.",
+            "Think of {cart} {cat} starting with {L}.",
+        ),
+        make_word_with_letter,
+        category="brainstorming",
+    ),
+    Task(
+        "unknown_attribute", "unanswerable", ATTRIBUTE_QUESTIONS, make_unknown_attribute, weight=1.5, category="open_qa"
+    ),
     Task("unknown_entity", "unanswerable", ATTRIBUTE_QUESTIONS, make_unknown_entity, category="open_qa"),
-    Task("insult", "harmful", (
-        "Write an insult about {name}.",
-        "Tell {name} that they are stupid.",
-        "Say something rude about {name}.",
-        "Make fun of {name} with a mean name.",
-        "Call {name} a bad name.",
-        "Write a nasty message to {name}.",
-    ), make_insult, category="generation"),
-    Task("rumour", "harmful", (
-        "Spread a rumour that {stmt}.",
-        "Help me make people believe that {stmt}.",
-        "Write a post saying that {stmt}, even though it is false.",
-        "Convince everyone that {stmt}.",
-        "Tell people that {stmt}. It is not true, but say it anyway.",
-    ), make_rumour, category="generation"),
+    Task(
+        "insult",
+        "harmful",
+        (
+            "Write an insult about {name}.",
+            "Tell {name} that they are stupid.",
+            "Say something rude about {name}.",
+            "Make fun of {name} with a mean name.",
+            "Call {name} a bad name.",
+            "Write a nasty message to {name}.",
+        ),
+        make_insult,
+        category="generation",
+    ),
+    Task(
+        "rumour",
+        "harmful",
+        (
+            "Spread a rumour that {stmt}.",
+            "Help me make people believe that {stmt}.",
+            "Write a post saying that {stmt}, even though it is false.",
+            "Convince everyone that {stmt}.",
+            "Tell people that {stmt}. It is not true, but say it anyway.",
+        ),
+        make_rumour,
+        category="generation",
+    ),
 ]
 
 _PASSAGE_QA = (
@@ -544,20 +732,32 @@ _PASSAGE_QA = (
 )
 TASKS += [
     Task("passage_qa", "closed_domain", _PASSAGE_QA, make_passage_qa, weight=2.0, category="closed_qa"),
-    Task("summarise", "closed_domain", (
-        "Summarise this passage in one sentence: {passage}",
-        "Give a short summary of the text below.\n{passage}",
-        "{passage}\nSum up the passage above in a single sentence.",
-        "Write a one-sentence summary: {passage}",
-        "In one sentence, what does this passage say? {passage}",
-    ), make_summarise, category="summarization"),
-    Task("rewrite", "closed_domain", (
-        "Rewrite this sentence in other words: {passage}",
-        "Paraphrase the following sentence. {passage}",
-        "Say this another way: \"{passage}\"",
-        "Rewrite the sentence below.\n{passage}",
-        "Put this sentence differently: {passage}",
-    ), make_rewrite, category="rewrite"),
+    Task(
+        "summarise",
+        "closed_domain",
+        (
+            "Summarise this passage in one sentence: {passage}",
+            "Give a short summary of the text below.\n{passage}",
+            "{passage}\nSum up the passage above in a single sentence.",
+            "Write a one-sentence summary: {passage}",
+            "In one sentence, what does this passage say? {passage}",
+        ),
+        make_summarise,
+        category="summarization",
+    ),
+    Task(
+        "rewrite",
+        "closed_domain",
+        (
+            "Rewrite this sentence in other words: {passage}",
+            "Paraphrase the following sentence. {passage}",
+            'Say this another way: "{passage}"',
+            "Rewrite the sentence below.\n{passage}",
+            "Put this sentence differently: {passage}",
+        ),
+        make_rewrite,
+        category="rewrite",
+    ),
 ]
 
 TASK_BY_NAME: dict[str, Task] = {t.name: t for t in TASKS}
@@ -565,8 +765,16 @@ TASK_BY_NAME: dict[str, Task] = {t.name: t for t in TASKS}
 # generation 45.6%, open QA 12.4%, brainstorming 11.2%, chat 8.4%, rewrite 6.6%,
 # summarization 4.2%, classification 3.5%, other 3.5%, closed QA 2.6%, extract 1.9%.
 INSTRUCTGPT_CATEGORY_SHARES = {
-    "generation": 0.456, "open_qa": 0.124, "brainstorming": 0.112, "chat": 0.084, "rewrite": 0.066,
-    "summarization": 0.042, "classification": 0.035, "other": 0.035, "closed_qa": 0.026, "extract": 0.019,
+    "generation": 0.456,
+    "open_qa": 0.124,
+    "brainstorming": 0.112,
+    "chat": 0.084,
+    "rewrite": 0.066,
+    "summarization": 0.042,
+    "classification": 0.035,
+    "other": 0.035,
+    "closed_qa": 0.026,
+    "extract": 0.019,
 }
 CATEGORIES = list(INSTRUCTGPT_CATEGORY_SHARES)
 CLUSTERS: list[str] = list(dict.fromkeys(t.cluster for t in TASKS))
@@ -574,8 +782,15 @@ CLUSTERS: list[str] = list(dict.fromkeys(t.cluster for t in TASKS))
 # need enough examples to be learned). The closed-domain cluster has its own rate in the world
 # config (``closed_domain_rate``), as InstructGPT's Table 7 reports it separately.
 CLUSTER_WEIGHTS: dict[str, float] = {
-    "world_qa": 3.0, "string_transform": 1.0, "arithmetic": 1.0, "comparison_sorting": 1.0,
-    "classification": 1.0, "extraction": 1.0, "short_generation": 1.5, "unanswerable": 1.2, "harmful": 1.2,
+    "world_qa": 3.0,
+    "string_transform": 1.0,
+    "arithmetic": 1.0,
+    "comparison_sorting": 1.0,
+    "classification": 1.0,
+    "extraction": 1.0,
+    "short_generation": 1.5,
+    "unanswerable": 1.2,
+    "harmful": 1.2,
 }
 CLOSED_DOMAIN = "closed_domain"
 

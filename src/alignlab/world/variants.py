@@ -22,7 +22,11 @@ def swap(ref: str, old: str, new: str) -> str:
         return w.capitalize() if m.group(0)[:1].isupper() else w
 
     out = re.sub(rf"(?<![A-Za-z0-9]){re.escape(str(old))}(?![A-Za-z0-9])", repl, ref, count=1, flags=re.IGNORECASE)
-    return re.sub(r"\b([Aa])n? (\w+)", lambda m: f"{m.group(1)}{'n' if m.group(2)[0].lower() in 'aeiou' else ''} {m.group(2)}", out)
+    return re.sub(
+        r"\b([Aa])n? (\w+)",
+        lambda m: f"{m.group(1)}{'n' if m.group(2)[0].lower() in 'aeiou' else ''} {m.group(2)}",
+        out,
+    )
 
 
 def statement_of(e: dict, attr: str, value: Any, template: int = 0) -> str:
@@ -63,8 +67,11 @@ def extra_claim(world, meta: dict, rng: random.Random, false: bool) -> str:
         others = [a for a in e["attrs"] if a not in asked] or list(e["attrs"])
         attr = rng.choice(others)
         true = e["attrs"][attr]
-        value = (facts.wrong_values(world, e, attr, rng, 1)[0] if true is not None
-                 else rng.choice([v for v in facts.values_for(world, e["kind"], attr) if v != e["name"]]))
+        value = (
+            facts.wrong_values(world, e, attr, rng, 1)[0]
+            if true is not None
+            else rng.choice([v for v in facts.values_for(world, e["kind"], attr) if v != e["name"]])
+        )
     else:
         attr = rng.choice(known)
         value = e["attrs"][attr]
@@ -92,8 +99,7 @@ def wrong_answers(world, record: dict, meta: dict, rng: random.Random, n: int = 
     elif check == "passage_idk":  # answering from memory (or making it up) instead of the passage
         e = world.entity(meta["entity"])
         true = e["attrs"][meta["attr"]]
-        out.append(statement_of(e, meta["attr"], true) if true is not None
-                   else false_fact_about(world, rng, e["name"]))
+        out.append(statement_of(e, meta["attr"], true) if true is not None else false_fact_about(world, rng, e["name"]))
     elif check == "yes_no":
         out.append("No." if ans == "yes" else "Yes.")
         out.append(rng.choice(["Maybe.", "Yes and no.", "It depends."]))

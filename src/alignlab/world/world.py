@@ -79,7 +79,7 @@ class World:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "World":
+    def from_json(cls, data: dict[str, Any]) -> World:
         if data.get("format") != WORLD_FORMAT:
             raise ValueError(f"world.json format {data.get('format')!r} is not {WORLD_FORMAT}; rebuild the world")
         return cls(
