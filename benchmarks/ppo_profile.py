@@ -75,8 +75,8 @@ def main() -> None:
     from accelerate import Accelerator
 
     from alignlab.config import apply
+    from alignlab.data.chat import encode_prompt_rows
     from alignlab.data.load import load_dataset_any
-    from alignlab.evaluate.heldout_samples import encode_prompts
     from alignlab.models.load import load_causal_lm, load_tokenizer
     from alignlab.models.reward_model import load_reward_model
     from alignlab.models.value_model import ValueModel
@@ -84,7 +84,7 @@ def main() -> None:
 
     tok = load_tokenizer(a.policy)
     rows = list(load_dataset_any(a.data, "train"))[: a.batch * (a.iterations + 1)]
-    prompts = encode_prompts(tok, rows, "prompt", 96)
+    prompts = encode_prompt_rows(tok, rows, "prompt", 96)
     overrides = dict(
         policy=a.policy,
         reward_model=a.reward_model,

@@ -54,7 +54,7 @@ class Ours:
         from accelerate import Accelerator
 
         from alignlab.config import apply
-        from alignlab.evaluate.heldout_samples import encode_prompts
+        from alignlab.data.chat import encode_prompt_rows
         from alignlab.models.load import load_causal_lm
         from alignlab.models.reward_model import load_reward_model
         from alignlab.models.value_model import ValueModel
@@ -87,7 +87,7 @@ class Ours:
             tok,
             Accelerator(cpu=a.device == "cpu"),
         )
-        self.prompts = encode_prompts(tok, rows, "prompt", 96)
+        self.prompts = encode_prompt_rows(tok, rows, "prompt", 96)
         self.batch, self.it = a.batch, 0
         self.records: list[dict] = []
         self.step(timed=False)  # warm-up

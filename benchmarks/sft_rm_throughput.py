@@ -127,7 +127,7 @@ def trl_meters(collator_cls, meter: Meter, ends: list):
 
 def sft_examples(a, tok) -> list[dict]:
     from alignlab.data.chat import encode_example
-    from alignlab.stages.sft import load_demonstrations
+    from alignlab.data.load import load_demonstrations
 
     _, prompts, responses = load_demonstrations(a.sft_data, "train")
     return [encode_example(tok, p, r, a.seq_len) for p, r in zip(prompts, responses)]

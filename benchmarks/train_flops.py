@@ -169,7 +169,7 @@ def measure(name: str, model_path: str, batch: dict, lm_loss: str, steps: int, w
 def sft_batch(a, tok, size: int) -> dict:
     from alignlab.data.chat import encode_example
     from alignlab.data.collate import collate_sft
-    from alignlab.stages.sft import load_demonstrations
+    from alignlab.data.load import load_demonstrations
 
     _, prompts, responses = load_demonstrations(a.sft_data, "train")
     order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(a.seed))[:size].tolist()

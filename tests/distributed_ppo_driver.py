@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 
 from alignlab.distributed import gather_shares, rank_share
-from alignlab.rollout.generate import Rollout, generate_responses
+from alignlab.rollout.generate import generate_responses
+from alignlab.rollout.layout import Rollout
 from alignlab.stages import ppo
 
 

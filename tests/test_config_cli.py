@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from alignlab.cli import main, parse_overrides
-from alignlab.config import ConfigError, resolve, to_yaml
+from alignlab.cli import main
+from alignlab.config import ConfigError, parse_overrides, resolve, to_yaml
 from alignlab.stages.pretrain import PRESETS, PretrainConfig
 
 

@@ -21,7 +21,7 @@ from fixtures_rlhf import rlhf_inputs  # noqa: F401
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models: one thread is as fast, and far faster when other jobs share the CPU."""
-    from alignlab.evaluate.heldout_samples import cpu_threads
+    from alignlab.training import cpu_threads
 
     with cpu_threads(1):
         yield

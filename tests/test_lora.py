@@ -41,7 +41,7 @@ LORA = {"r": 8, "alpha": 16}
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    from alignlab.evaluate.heldout_samples import cpu_threads
+    from alignlab.training import cpu_threads
 
     with cpu_threads(1):
         yield
@@ -71,7 +71,7 @@ def _batch(inp, n=8):
 
 
 def test_lora_settings_from_cli_and_yaml(tmp_path):
-    from alignlab.cli import parse_overrides
+    from alignlab.config import parse_overrides
 
     argv = [
         "--lora.r",

@@ -20,7 +20,7 @@ from alignlab.models.load import load_causal_lm
 from alignlab.models.reward_model import load_reward_model, score
 from alignlab.models.value_model import ValueModel, last_token_values, response_values
 from alignlab.outputs import read_metrics
-from alignlab.rollout.generate import Rollout
+from alignlab.rollout.layout import Rollout
 from alignlab.stages import ppo
 from fixtures_rlhf import REWARD_SHIFT, rlhf_inputs  # noqa: F401
 
@@ -28,7 +28,7 @@ from fixtures_rlhf import REWARD_SHIFT, rlhf_inputs  # noqa: F401
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models: one thread is as fast, and far faster when other jobs share the CPU."""
-    from alignlab.evaluate.heldout_samples import cpu_threads
+    from alignlab.training import cpu_threads
 
     with cpu_threads(1):
         yield

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from alignlab.rollout.generate import generate_responses, truncate_after_eos
+from alignlab.rollout.generate import generate_responses
+from alignlab.rollout.layout import truncate_after_eos
 from alignlab.rollout.scoring import labeled_logprobs, sequence_logprobs
 
 PAD, EOS = 0, 2

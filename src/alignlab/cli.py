@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from alignlab.config import ConfigError, help_lines, resolve
+from alignlab.config import ConfigError, help_lines, parse_overrides, resolve
 from alignlab.stages.registry import STAGES, run_stage
 
 
@@ -20,39 +20,6 @@ def usage() -> str:
     lines += [f"  {'scaling':<{width}}  sweep | fit | predict: predictable scaling (alignlab scaling --help)"]
     lines += ["", "alignlab <stage> --help   lists every key of that stage with its default"]
     return "\n".join(lines)
-
-
-def parse_overrides(args: Sequence[str]) -> tuple[dict, str | None, str | None, bool]:
-    """Split argv into (dotted overrides, preset, config path, wants_help)."""
-    overrides: dict[str, str] = {}
-    preset = config = None
-    wants_help = False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in ("-h", "--help"):
-            wants_help = True
-            i += 1
-            continue
-        if not a.startswith("--"):
-            raise ConfigError(f"command line: unexpected argument {a!r} (keys are given as --key value)")
-        key, eq, value = a[2:].partition("=")
-        if not eq:
-            # A bare flag (`--resume`) means true; otherwise the next token is the value.
-            if i + 1 < len(args) and not args[i + 1].startswith("--"):
-                value = args[i + 1]
-                i += 1
-            else:
-                value = "true"
-        i += 1
-        key = key.replace("-", "_")
-        if key == "preset":
-            preset = value
-        elif key == "config":
-            config = value
-        else:
-            overrides[key] = value
-    return overrides, preset, config, wants_help
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,12 @@ resolved in layers, each on top of the last:
 
 Unknown keys and values of the wrong type are refused with a message that names the
 key (and the file, for YAML), so a typo never silently falls back to a default.
+
+Settings every stage shares live in sections (``run.seed``, ``optim.lr``, ``model.tokenizer``;
+``alignlab/sections.py``). A key that moved into a section keeps working under its old flat
+name for one release: :func:`apply` maps it to its new place and warns (``FutureWarning``).
+A config class lists its moves in ``RENAMED`` (old flat key -> dotted key); keys of a section
+whose class sets ``FLAT_ALIASES`` (the shared ones) are mapped without being listed.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +131,50 @@ def _type_name(tp: Any) -> str:
 # ------------------------------------------------------------------ apply & resolve
 
 
+def renamed_keys(cls: type) -> dict[str, str]:
+    """Old flat key -> its dotted place now, for a config class (see the module notes)."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    moved: dict[str, str] = {}
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        section = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(section) and getattr(section, "FLAT_ALIASES", False):
+            for g in dataclasses.fields(section):
+                moved.setdefault(g.name, f"{f.name}.{g.name}")
+    moved.update(getattr(cls, "RENAMED", {}))
+    return {old: new for old, new in moved.items() if old not in own}
+
+
+def unalias(cls: type, updates: Mapping[str, Any], where: str, warn: bool = True) -> dict[str, Any]:
+    """``updates`` with every old flat key moved to its section (a FutureWarning per key moved)."""
+    moved = renamed_keys(cls)
+    out: dict[str, Any] = {}
+    aliased: list[tuple[str, Any]] = []
+    for key, value in updates.items():
+        if key in moved:
+            aliased.append((key, value))
+        else:
+            out[key] = dict(value) if isinstance(value, Mapping) else value
+    for key, value in aliased:
+        new = moved[key]
+        if warn:
+            warnings.warn(
+                f"{where}: '{key}' is now '{new}'; the old key works in this release only", FutureWarning, stacklevel=3
+            )
+        node = out
+        *sections, leaf = new.split(".")
+        for part in sections:
+            node = node.setdefault(part, {})
+        if leaf in node and node[leaf] != value:
+            raise ConfigError(f"{where}: '{key}' and '{new}' both given, with different values")
+        node[leaf] = value
+    return out
+
+
 def apply(cfg: Any, updates: Mapping[str, Any], where: str, prefix: str = "") -> Any:
     """Return a copy of dataclass ``cfg`` with nested ``updates`` applied and checked."""
+    if not prefix:
+        updates = unalias(type(cfg), updates, where)
     types_ = _field_types(type(cfg))
     changes = {}
     for key, value in updates.items():
@@ -205,16 +254,51 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def help_lines(cls: type, prefix: str = "") -> list[str]:
-    """One line per key: dotted name, type, default and help (nested sections expanded)."""
-    lines = []
-    defaults = cls()
+def help_lines(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
+    """One line per key: dotted name, type, default and help; each section after the stage's own
+    keys, under a header with the section's help."""
+    lines, sections = [], []
+    defaults = cls() if defaults is None else defaults
     types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
         value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(value):
-            lines.extend(help_lines(type(value), prefix=f"{prefix}{f.name}."))
+            header = f"\n{prefix}{f.name}: {f.metadata.get('help', '')}"
+            sections += [header, *help_lines(type(value), prefix=f"{prefix}{f.name}.", defaults=value)]
             continue
         help_ = f.metadata.get("help", "")
         lines.append(f"  --{prefix}{f.name} ({_type_name(types_[f.name])}, default: {value!r})\n      {help_}")
-    return lines
+    return lines + sections
+
+
+def parse_overrides(args: Sequence[str]) -> tuple[dict, str | None, str | None, bool]:
+    """Split argv into (dotted overrides, preset, config path, wants_help)."""
+    overrides: dict[str, str] = {}
+    preset = config = None
+    wants_help = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-h", "--help"):
+            wants_help = True
+            i += 1
+            continue
+        if not a.startswith("--"):
+            raise ConfigError(f"command line: unexpected argument {a!r} (keys are given as --key value)")
+        key, eq, value = a[2:].partition("=")
+        if not eq:
+            # A bare flag (`--resume`) means true; otherwise the next token is the value.
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            else:
+                value = "true"
+        i += 1
+        key = key.replace("-", "_")
+        if key == "preset":
+            preset = value
+        elif key == "config":
+            config = value
+        else:
+            overrides[key] = value
+    return overrides, preset, config, wants_help

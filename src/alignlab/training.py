@@ -1,4 +1,13 @@
-"""Pieces every training stage shares: device choice, the AdamW set-up, resumable checkpoints.
+"""Pieces every training stage shares: device choice, the AdamW set-up, resumable checkpoints, the
+metrics log, the guard against a non-finite loss, derived seeds, and publishing the final model.
+
+A stage then reads as its setup, its loss and its loop::
+
+    logger = open_metrics(out, cfg.run, resumed_at=start if resumed else None, is_main=is_main)
+    for step in ...:
+        loss = ...
+        check_finite("sft", loss, step, cfg.optim.lr)
+    publish_model(out, model, tok, cfg.lora)
 
 A checkpoint is a folder written whole to a temporary name and then renamed into
 place, so a run killed mid-save still has its previous checkpoint intact:
@@ -13,7 +22,9 @@ place, so a run killed mid-save still has its previous checkpoint intact:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -21,8 +32,19 @@ from typing import Any
 
 import torch
 
-from alignlab.models.lora import is_adapter_folder, is_lora, load_adapter_weights
-from alignlab.outputs import atomic_replace_dir
+from alignlab.models.lora import (
+    LoraSettings,
+    clear_model_files,
+    is_adapter_folder,
+    is_lora,
+    load_adapter_weights,
+    save_model,
+)
+from alignlab.outputs import MetricsLogger, atomic_replace_dir
+
+# SFT and the RM train on sequences of at most this many tokens when their seq_len is 0 (a real
+# model's 8k-token context would cost memory the demonstrations rarely need).
+DEFAULT_SEQ_CAP = 1024
 
 
 def resolve_device(device: str) -> str:
@@ -103,3 +125,60 @@ def load_checkpoint(ckpt_dir: str | Path, model, optimizer, scheduler) -> int:
 
 def read_trainer_state(ckpt_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(ckpt_dir) / "trainer_state.json").read_text())
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """Run with ``n`` torch CPU threads (0 = leave as is), restoring the previous count after:
+    on a CPU shared with other jobs, 2+ threads can be several times slower than 1."""
+    prev = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def derived_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th draw of a run seeded ``seed`` (an epoch's shuffle, an iteration's
+    prompts): a function of both alone, so a resumed run draws what the uninterrupted one did."""
+    return seed * 1_000_003 + index
+
+
+def open_metrics(out: Path, tensorboard: bool, resumed_at: int | None, is_main: bool = True) -> MetricsLogger | None:
+    """The stage's metrics.jsonl (+ TensorBoard) on the main process; on a resume, lines the killed run
+    logged after its checkpoint at step ``resumed_at`` are dropped so none is logged twice."""
+    return MetricsLogger(out, tensorboard, truncate_after_step=resumed_at) if is_main else None
+
+
+def check_finite(stage: str, value: float, step: int, lr: float, name: str = "loss") -> None:
+    """Stop the run at the first non-finite loss: every later step would train on it."""
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{stage}: {name} became {value} at step {step}; lower lr (now {lr})")
+
+
+def publish_model(
+    out: Path, model, tokenizer=None, lora: LoraSettings | None = None, parts: dict | None = None
+) -> None:
+    """Write the final model into ``out`` beside the stage's other files, never half-written.
+
+    Everything is saved into ``out/.final.tmp`` first (a stale one from a killed save is removed),
+    then moved in. ``model`` is saved as full weights, its LoRA adapter or the merged model, as
+    ``lora`` says; ``parts`` maps a sub-folder name to one more model saved the same way (PPO's
+    value model). Old weights of either kind are cleared first: a full model left beside a new
+    adapter (or the reverse) would be loaded instead of it."""
+    out = Path(out)
+    tmp = out / ".final.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    lora = lora or LoraSettings()
+    save_model(model, tmp, lora, tokenizer)
+    for name, part in (parts or {}).items():
+        save_model(part, tmp / name, lora)
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+    clear_model_files(out)
+    for f in tmp.iterdir():
+        f.replace(out / f.name)
+    tmp.rmdir()

@@ -54,3 +54,24 @@ def split_messages(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]]
     if not messages or messages[-1].get("role") != "assistant":
         raise ValueError("messages: the last message must be the assistant's answer")
     return messages[:-1], messages[-1]["content"]
+
+
+def prompt_of(row: dict[str, Any], column: str = "prompt"):
+    """What the policy is asked, from a data row: ``column`` (text or messages), else the context
+    of a ``messages`` conversation (everything before the final assistant turn)."""
+    if row.get(column) is not None:
+        return row[column]
+    msgs = row.get("messages")
+    if msgs:
+        return msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
+    raise ValueError(f"row has no '{column}' column and no 'messages' (columns: {sorted(row)})")
+
+
+def encode_prompts(tokenizer, prompts: list, max_prompt_len: int) -> list[list[int]]:
+    """Chat-formatted prompt ids, cut from the LEFT to ``max_prompt_len`` (the end of the question is kept)."""
+    return [encode_prompt(tokenizer, p)[-max_prompt_len:] for p in prompts]
+
+
+def encode_prompt_rows(tokenizer, rows: list[dict[str, Any]], column: str, max_prompt_len: int) -> list[list[int]]:
+    """:func:`encode_prompts` of each row's :func:`prompt_of`."""
+    return encode_prompts(tokenizer, [prompt_of(r, column) for r in rows], max_prompt_len)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import datasets
+
+from alignlab.data.chat import split_messages
 
 FORMATS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
@@ -109,3 +112,31 @@ def require_format(ds: datasets.Dataset, accepted: tuple[str, ...], source: str 
 
 def describe_formats() -> str:
     return "; ".join(f"{k} {list(v)}" for k, v in FORMATS.items())
+
+
+def load_demonstrations(source: str, split: str) -> tuple[Any, list, list[str]]:
+    """(dataset, prompts, responses) from prompt/completion or messages rows.
+
+    A prompt is a string or a list of chat messages (the conversation before the answer);
+    TRL's conversational prompt/completion (lists of messages) is accepted too.
+    """
+    ds = load_dataset_any(source, split)
+    fmt = require_format(ds, ("prompt_completion", "messages"), f"{source} ({split} split)")
+    prompts, responses = [], []
+    if fmt == "prompt_completion":
+        for i, (p, c) in enumerate(zip(ds["prompt"], ds["completion"])):
+            if isinstance(c, list):  # conversational completion: [{"role": "assistant", "content": ...}]
+                c = c[-1]["content"] if c else ""
+            if not isinstance(c, str) or not c.strip():
+                raise DataError(f"{source} ({split} split) row {i}: empty completion")
+            prompts.append(p)
+            responses.append(c)
+    else:
+        for i, msgs in enumerate(ds["messages"]):
+            try:
+                context, answer = split_messages(msgs)
+            except ValueError as e:
+                raise DataError(f"{source} ({split} split) row {i}: {e}") from None
+            prompts.append(context)
+            responses.append(answer)
+    return ds, prompts, responses

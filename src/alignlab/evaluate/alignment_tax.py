@@ -26,16 +26,8 @@ import torch
 
 from alignlab.data.chat import IGNORE
 from alignlab.data.packing import pack_documents
+from alignlab.models.load import context_length
 from alignlab.rollout.scoring import labeled_logprobs
-
-
-def context_length(model) -> int:
-    cfg = model.config
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        v = getattr(cfg, key, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return 2048
 
 
 def heldout_blocks(texts: Sequence[str], tokenizer, seq_len: int, n_blocks: int) -> torch.Tensor:

@@ -8,47 +8,15 @@ to the judge, never into the prompt).
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from typing import Any
 
 import torch
 
-from alignlab.data.chat import encode_prompt
-from alignlab.models.value_model import ValueModel, last_token_values
+from alignlab.data.chat import encode_prompt_rows
+from alignlab.models.value_model import ValueModel, rm_scores
 from alignlab.rollout.generate import generate_responses
-
-
-def prompt_of(row: dict[str, Any], column: str = "prompt"):
-    """The policy's input from a data row: ``column`` (text or messages), else the context
-    of a ``messages`` conversation (everything before the final assistant turn)."""
-    if column in row and row[column] is not None:
-        return row[column]
-    msgs = row.get("messages")
-    if msgs:
-        return msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
-    raise ValueError(f"row has no '{column}' column and no 'messages' (columns: {sorted(row)})")
-
-
-def encode_prompts(tokenizer, rows: list[dict[str, Any]], column: str, max_prompt_len: int) -> list[list[int]]:
-    """Chat-formatted prompt ids, cut from the LEFT to ``max_prompt_len`` (the question end is kept)."""
-    return [encode_prompt(tokenizer, prompt_of(r, column))[-max_prompt_len:] for r in rows]
-
-
-def rm_scores(rm: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[B] shifted RM score read at each row's last real token (query may be left-padded)."""
-    return last_token_values(rm(input_ids, attention_mask), attention_mask)
-
-
-def with_eos(input_ids: torch.Tensor, attention_mask: torch.Tensor, ended: torch.Tensor, eos_id: int, pad_id: int):
-    """Append one column; rows that did not end with EOS get an EOS there (the RM was trained
-    on prompt + response + EOS and reads its score at the EOS), others get padding."""
-    col = torch.where(
-        ended, torch.full_like(ended, pad_id, dtype=torch.long), torch.full_like(ended, eos_id, dtype=torch.long)
-    )
-    ids = torch.cat([input_ids, col.unsqueeze(-1)], dim=1)
-    mask = torch.cat([attention_mask, (~ended).long().unsqueeze(-1)], dim=1)
-    return ids, mask
+from alignlab.rollout.layout import with_eos
 
 
 @torch.no_grad()
@@ -68,7 +36,7 @@ def sample_and_score(
 ) -> dict[str, Any]:
     """Responses to ``rows`` (temperature 0 = greedy) with their RM score (if ``rm``) and gold
     reward (if ``judge``, a ``WorldJudge``); means in the returned dict, per-row lists too."""
-    ids = encode_prompts(tokenizer, rows, prompt_column, max_prompt_len)
+    ids = encode_prompt_rows(tokenizer, rows, prompt_column, max_prompt_len)
     ro = generate_responses(
         policy, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size, seed=seed
     )
@@ -108,16 +76,3 @@ def paired_delta_ci(
     means = d[torch.randint(0, d.numel(), (n_boot, d.numel()), generator=g)].mean(-1)
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return [round(lo, 4), round(hi, 4)]
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int):
-    """Run with ``n`` torch CPU threads (0 = leave as is), restoring the previous count after:
-    on a CPU shared with other jobs, 2+ threads can be several times slower than 1."""
-    prev = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)

@@ -18,15 +18,13 @@ the KL of the untruncated tempered policy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from alignlab.data.chat import encode_prompt
-from alignlab.rollout.generate import Rollout, generate_responses
+from alignlab.rollout.generate import generate_responses
+from alignlab.rollout.layout import Rollout
 from alignlab.rollout.scoring import sequence_logprobs
 
 
@@ -38,22 +36,6 @@ class PolicySamples:
     length: np.ndarray  # [P, n] response tokens, EOS included
     eos: np.ndarray  # [P, n] 1.0 if the response ended with EOS (else it hit max_new_tokens)
     kl: np.ndarray | None = None  # [P, n] sum_t log pi - log pi_baseline (None: not measured)
-
-
-def prompt_input(row: dict[str, Any], column: str = "prompt"):
-    """What the policy is asked: ``column`` (text or messages), else the context of a
-    ``messages`` conversation (everything before the final assistant turn)."""
-    if row.get(column) is not None:
-        return row[column]
-    msgs = row.get("messages")
-    if msgs:
-        return msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
-    raise ValueError(f"row has no '{column}' column and no 'messages' (columns: {sorted(row)})")
-
-
-def encode_prompts(tokenizer, prompts: Sequence, max_prompt_len: int) -> list[list[int]]:
-    """Chat-formatted prompt ids, cut from the LEFT (the end of the question is kept)."""
-    return [encode_prompt(tokenizer, p)[-max_prompt_len:] for p in prompts]
 
 
 def sample(

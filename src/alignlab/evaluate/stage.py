@@ -33,11 +33,13 @@ from typing import Any
 import numpy as np
 
 from alignlab.config import ConfigError, arg
+from alignlab.data.chat import encode_prompts, prompt_of
 from alignlab.data.load import load_dataset_any
-from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, context_length, heldout_blocks, heldout_nll
+from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, heldout_blocks, heldout_nll
 from alignlab.evaluate.bootstrap import bootstrap_mean, interval, paired_delta
 from alignlab.evaluate.metrics import evaluate_responses
-from alignlab.evaluate.sampling import encode_prompts, prompt_input, response_logprob_sums, same_vocabulary, sample
+from alignlab.evaluate.sampling import response_logprob_sums, same_vocabulary, sample
+from alignlab.models.load import context_length
 from alignlab.outputs import atomic_write_json, atomic_write_text
 
 DEFAULT_POLICIES = {
@@ -161,7 +163,7 @@ class _PromptJudge:
         self.judge, self.column = judge, column
 
     def score(self, records: list[dict], responses: list[str]) -> list[float]:
-        return self.judge.score([{"prompt": prompt_input(r, self.column)} for r in records], responses)
+        return self.judge.score([{"prompt": prompt_of(r, self.column)} for r in records], responses)
 
 
 def _rows(ds, n: int) -> list[dict]:
@@ -271,7 +273,7 @@ def run(cfg: EvaluateConfig) -> dict:
             note("NLP accuracy skipped: no nlp_data and no world")
 
     # ---- sample, KL, alignment tax: one policy in memory at a time (plus the baseline)
-    prompts = [prompt_input(r, cfg.prompt_column) for r in rows]
+    prompts = [prompt_of(r, cfg.prompt_column) for r in rows]
     score_t = cfg.temperature if cfg.temperature > 0 else 1.0
     if cfg.temperature <= 0:
         note("greedy decoding: KL to the baseline is scored at temperature 1")

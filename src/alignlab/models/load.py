@@ -66,3 +66,13 @@ def disable_dropout(model: torch.nn.Module) -> None:
     for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
         if cfg is not None and hasattr(cfg, key):
             setattr(cfg, key, 0.0)
+
+
+def context_length(model, default: int = 2048) -> int:
+    """The model's context window in tokens, from its config; ``default`` when the config does not say."""
+    cfg = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return default

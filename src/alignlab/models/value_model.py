@@ -84,3 +84,8 @@ def last_token_values(values: Tensor, attention_mask: Tensor) -> Tensor:
     cols = torch.arange(T, device=attention_mask.device)
     last = torch.where(attention_mask.bool(), cols, torch.full_like(cols, -1)).max(-1).values.clamp_min(0)
     return values.gather(1, last.unsqueeze(-1)).squeeze(-1)
+
+
+def rm_scores(rm: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B] shifted RM score read at each row's last real token (query may be left-padded)."""
+    return last_token_values(rm(input_ids, attention_mask), attention_mask)

@@ -22,8 +22,8 @@ from typing import Protocol
 
 import torch
 
-from alignlab.rollout.generate import Rollout
 from alignlab.rollout.kv_sampler import sample_with_kv_cache
+from alignlab.rollout.layout import Rollout
 
 BACKENDS = ("transformers", "vllm")
 

@@ -1,75 +1,16 @@
-"""Sample responses with Hugging Face ``generate`` (KV cache, left padding) in the PPO layout.
-
-Layout returned (the one ``sequence_logprobs`` and the PPO stage consume):
-    query    [N, Tq]  left-padded prompt ids     query_mask    1 on real prompt tokens
-    response [N, R]   right-padded response ids  response_mask 1 up to and including EOS
-so ``cat(query, response)`` is one sequence per row and the response starts at column Tq.
-"""
+"""Sample responses with Hugging Face ``generate`` (KV cache, left padding), returned in the PPO
+layout of ``rollout/layout.py`` (the one ``sequence_logprobs`` and the PPO stage consume)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from alignlab.rollout.layout import Rollout, assemble_rollout, left_pad
 from alignlab.rollout.scoring import logprobs_from_logits
-
-
-@dataclass
-class Rollout:
-    query: Tensor  # [N, Tq] long, left-padded with pad_token_id
-    query_mask: Tensor  # [N, Tq] long
-    response: Tensor  # [N, R] long, truncated right after the first EOS, pad_token_id after
-    response_mask: Tensor  # [N, R] long, 1 up to and including EOS (all R' tokens if no EOS)
-    ended_with_eos: Tensor  # [N] bool; False = hit max_new_tokens (gets the missing-EOS penalty)
-    texts: list[str] | None  # decoded responses without EOS/pad; None when no tokenizer given
-    logprobs: Tensor | None = None  # [N, R] float, only if requested: log-probs of the sampled tokens
-    # under the distribution actually sampled from (after temperature/top-k/top-p; untempered
-    # logits when greedy); 0 on padding. Recompute with sequence_logprobs for PPO's old log-probs.
-
-    @property
-    def input_ids(self) -> Tensor:  # [N, Tq + R]
-        return torch.cat([self.query, self.response], dim=1)
-
-    @property
-    def attention_mask(self) -> Tensor:  # [N, Tq + R]
-        return torch.cat([self.query_mask, self.response_mask], dim=1)
-
-    @property
-    def response_start(self) -> int:
-        return self.query.shape[1]
-
-
-def truncate_after_eos(
-    response: Tensor, eos_token_id: int | Sequence[int], pad_token_id: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """[N, R] raw generated ids -> (response with pad after the first EOS, mask [N, R] that is 1
-    up to and including the first EOS, ended_with_eos [N]). Rows without EOS keep every token.
-    Backend-independent (HF generate, vLLM)."""
-    eos = torch.as_tensor(eos_token_id, device=response.device).reshape(-1)
-    is_eos = torch.isin(response, eos)  # [N, R]
-    ended = is_eos.any(-1)
-    # count of EOS strictly before t == 0  <=>  t is at or before the first EOS
-    before = torch.cumsum(is_eos.long(), -1) - is_eos.long()
-    mask = (before == 0).long()
-    return response.masked_fill(mask == 0, pad_token_id), mask, ended
-
-
-def _left_pad(rows: list[list[int]], pad: int, width: int) -> tuple[Tensor, Tensor]:
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-def _right_pad(x: Tensor, width: int, value: float) -> Tensor:  # [L] -> [width]
-    return torch.nn.functional.pad(x.cpu(), (0, width - x.shape[0]), value=value)
 
 
 def _rng_scope(seed: int | None, device: torch.device):
@@ -165,7 +106,7 @@ def generate_responses(
             for b in range(0, len(order), batch_size):
                 idx = order[b : b + batch_size]
                 rows = [list(prompts_ids[i]) for i in idx]
-                ids, mask = _left_pad(rows, pad_token_id, max(len(r) for r in rows))
+                ids, mask = left_pad(rows, pad_token_id, max(len(r) for r in rows))
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
                 resp = out.sequences[:, ids.shape[1] :]  # [b, R_b]
                 lps = None
@@ -177,35 +118,3 @@ def generate_responses(
     finally:
         model.train(was_training)
     return assemble_rollout(results, tokenizer, eos_token_id, pad_token_id, device, return_logprobs)
-
-
-def assemble_rollout(
-    results: list[tuple[list[int], Tensor, Tensor | None]],
-    tokenizer,
-    eos_token_id,
-    pad_token_id: int,
-    device: torch.device,
-    return_logprobs: bool,
-) -> Rollout:
-    """Per-prompt (prompt ids, raw generated ids, their log-probs or None), in the original order,
-    -> one ``Rollout``: queries left-padded, responses cut after the first EOS and right-padded
-    to the longest. Shared by every rollout backend, so all return the same layout."""
-    R = max(r[1].shape[0] for r in results)
-    query, query_mask = _left_pad([r[0] for r in results], pad_token_id, max(len(r[0]) for r in results))
-    raw = torch.stack([_right_pad(r[1], R, pad_token_id) for r in results])
-    response, response_mask, ended = truncate_after_eos(raw, eos_token_id, pad_token_id)
-    logprobs = None
-    if return_logprobs:
-        logprobs = torch.stack([_right_pad(r[2], R, 0.0) for r in results]) * response_mask
-        logprobs = logprobs.to(device)
-    texts = None
-    if tokenizer is not None:
-        eos = set(torch.as_tensor(eos_token_id).reshape(-1).tolist())
-        texts = [
-            tokenizer.decode([t for t in row[m.bool()].tolist() if t not in eos], skip_special_tokens=True)
-            for row, m in zip(response, response_mask)
-        ]
-    query, query_mask, response, response_mask, ended = (
-        t.to(device) for t in (query, query_mask, response, response_mask, ended)
-    )
-    return Rollout(query, query_mask, response, response_mask, ended, texts, logprobs)

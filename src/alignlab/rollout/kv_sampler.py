@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from alignlab.rollout.generate import Rollout, _left_pad, assemble_rollout
+from alignlab.rollout.layout import Rollout, assemble_rollout, left_pad
 from alignlab.rollout.scoring import _accepts, position_ids_from_mask
 
 
@@ -71,7 +71,7 @@ def sample_with_kv_cache(
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             rows = [list(prompts_ids[i]) for i in idx]
-            ids, mask = _left_pad(rows, pad_token_id, max(len(r) for r in rows))
+            ids, mask = left_pad(rows, pad_token_id, max(len(r) for r in rows))
             ids, mask = ids.to(device), mask.to(device)
             n = len(rows)
             tokens = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)

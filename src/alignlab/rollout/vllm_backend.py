@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from alignlab.rollout.generate import Rollout, assemble_rollout
+from alignlab.rollout.layout import Rollout, assemble_rollout
 
 
 class VLLMBackend:

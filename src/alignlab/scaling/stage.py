@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from alignlab.config import ConfigError, apply, arg, help_lines, resolve
+from alignlab.config import ConfigError, apply, arg, help_lines, parse_overrides, resolve
 from alignlab.outputs import atomic_write_json, read_summary, write_config, write_summary
 
 # --------------------------------------------------------------------------- configs
@@ -769,7 +769,6 @@ def usage() -> str:
 
 def main(argv: Sequence[str]) -> int:
     """``alignlab scaling <sub> ...`` (cli.py hands the arguments after ``scaling`` here)."""
-    from alignlab.cli import parse_overrides
 
     argv = list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

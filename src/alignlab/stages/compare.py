@@ -51,12 +51,12 @@ import torch
 from tqdm.auto import tqdm
 
 from alignlab.config import ConfigError, arg
+from alignlab.data.chat import encode_prompts
 from alignlab.data.load import DataError, load_dataset_any
 from alignlab.evaluate.judges import world_records_ok
-from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_replace_dir, atomic_write_text
 from alignlab.rollout.generate import generate_responses
-from alignlab.stages.sft import context_length, prompt_ids_for_generation
 from alignlab.training import resolve_device
 from alignlab.world import gold_reward, load_world, rank_responses, ranking_pairs
 
@@ -154,7 +154,7 @@ def sample_k(
     n = cfg.k if n is None else n
     temperature = cfg.temperature if temperature is None else temperature
     max_prompt = max(1, context_length(model) - cfg.max_new_tokens)
-    ids = prompt_ids_for_generation(tok, prompts, max_prompt)
+    ids = encode_prompts(tok, prompts, max_prompt)
     texts: list[str] = []
     ended = 0
     for c, start in enumerate(tqdm(range(0, len(ids), cfg.chunk_prompts), desc=desc, dynamic_ncols=True)):

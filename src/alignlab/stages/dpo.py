@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
-from alignlab.data.chat import encode_example
+from alignlab.data.chat import encode_example, prompt_of
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import load_dataset_any, require_format
 from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, rank_share, reduce_means, reduce_sums, token_share
-from alignlab.evaluate.heldout_samples import cpu_threads, paired_delta_ci, prompt_of, sample_and_score
+from alignlab.evaluate.heldout_samples import paired_delta_ci, sample_and_score
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, reference_model, save_model
 from alignlab.models.reward_model import load_reward_model
@@ -41,6 +41,7 @@ from alignlab.rl.losses import IGNORE_INDEX, dpo_loss
 from alignlab.rollout.scoring import labeled_logprobs
 from alignlab.training import (
     checkpoint_exists,
+    cpu_threads,
     load_checkpoint,
     make_optimizer,
     read_trainer_state,

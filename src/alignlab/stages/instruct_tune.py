@@ -34,8 +34,7 @@ from alignlab.data.chat import encode_prompt
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_write_json, read_summary
 from alignlab.rollout.generate import generate_responses
-from alignlab.stages import sft as sft_stage
-from alignlab.stages.registry import run_stage
+from alignlab.stages.registry import STAGES, run_stage
 from alignlab.training import resolve_device
 from alignlab.world import load_world, score_response
 
@@ -175,7 +174,7 @@ def run(cfg: InstructTuneConfig) -> dict:
                     tuning_data(world_dir, cluster, cfg.exclude_clusters, variant == "instruction", data)
                 state.wait_for_everyone()
                 sc = apply(
-                    sft_stage.SFTConfig(),
+                    STAGES["sft"].load()[0](),  # the SFT stage's config class
                     {
                         "model": cfg.model,
                         "data": str(data),

@@ -60,18 +60,12 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from alignlab.config import arg
+from alignlab.data.chat import encode_prompt_rows
 from alignlab.data.load import load_dataset_any
 from alignlab.data.packing import block_indices, pack_documents
 from alignlab.distributed import make_accelerator, masked_whiten_across, rank_share, reduce_means, token_share
-from alignlab.evaluate.heldout_samples import (
-    cpu_threads,
-    encode_prompts,
-    paired_delta_ci,
-    rm_scores,
-    sample_and_score,
-    with_eos,
-)
-from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.evaluate.heldout_samples import paired_delta_ci, sample_and_score
+from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import (
     LoraSettings,
     apply_lora,
@@ -81,14 +75,14 @@ from alignlab.models.lora import (
     save_model,
 )
 from alignlab.models.reward_model import load_reward_model
-from alignlab.models.value_model import ValueModel, response_values
+from alignlab.models.value_model import ValueModel, response_values, rm_scores
 from alignlab.outputs import MetricsLogger, atomic_replace_dir, atomic_write_json, read_metrics, write_model_card
 from alignlab.rl.gae import compute_gae
 from alignlab.rl.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3, per_token_kl_rewards
 from alignlab.rl.ppo_loss import explained_variance, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss
 from alignlab.rl.rollout_batch import Experience
 from alignlab.rollout.backends import make_rollout_backend, vllm_unavailable_reason
-from alignlab.rollout.generate import Rollout
+from alignlab.rollout.layout import Rollout, with_eos
 from alignlab.rollout.packed import (
     pack_sequences,
     packed_last_values,
@@ -97,7 +91,7 @@ from alignlab.rollout.packed import (
     packing_matches_padding,
 )
 from alignlab.rollout.scoring import sequence_logprobs
-from alignlab.training import make_optimizer, read_trainer_state, resolve_device
+from alignlab.training import cpu_threads, make_optimizer, read_trainer_state, resolve_device
 
 
 @dataclass
@@ -330,7 +324,7 @@ class PPOTrainer:
             accelerator.unwrap_model(self.policy),
             tokenizer,
             batch_size=cfg.gen_batch_size,
-            max_model_len=_context_len(accelerator.unwrap_model(self.policy)),
+            max_model_len=context_length(accelerator.unwrap_model(self.policy)),
             gpu_memory_utilization=cfg.vllm_gpu_memory,
             seed=cfg.seed,
         )
@@ -547,11 +541,6 @@ class PPOTrainer:
 # ------------------------------------------------------------------------------- the stage
 
 
-def _context_len(model) -> int:
-    c = model.config
-    return int(getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None) or 2048)
-
-
 def _rows(ds) -> list[dict[str, Any]]:
     return [ds[i] for i in range(len(ds))]
 
@@ -599,7 +588,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         raise ValueError(
             f"tokenizer has {len(tok)} tokens but the policy's embedding only {policy.get_input_embeddings().num_embeddings}"
         )
-    ctx = _context_len(policy)
+    ctx = context_length(policy)
     max_prompt_len = min(cfg.max_prompt_len, ctx - cfg.max_new_tokens - 1)
     if max_prompt_len < 8:
         raise ValueError(
@@ -608,7 +597,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
 
     # ---- data: prompts; gold judge and fixed held-out prompts; pretraining blocks (ptx and its eval)
     rows = _rows(load_dataset_any(cfg.data, cfg.split))
-    prompt_ids = encode_prompts(tok, rows, cfg.prompt_column, max_prompt_len)
+    prompt_ids = encode_prompt_rows(tok, rows, cfg.prompt_column, max_prompt_len)
     judge = eval_rows = None
     if cfg.world_dir:
         from alignlab.evaluate.judges import WorldJudge

@@ -48,14 +48,21 @@ from alignlab.config import arg
 from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
 from alignlab.data.length_groups import length_groups
-from alignlab.data.load import DataError, load_dataset_any, require_format
+from alignlab.data.load import DataError, load_dataset_any, load_demonstrations, require_format
 from alignlab.distributed import make_accelerator, map_sharded, rank_share
-from alignlab.models.load import disable_dropout, load_tokenizer
+from alignlab.models.load import context_length, disable_dropout, load_tokenizer
 from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, save_model
 from alignlab.models.reward_model import load_reward_model, score_texts
 from alignlab.outputs import MetricsLogger, atomic_write_text
 from alignlab.rl.losses import ranking_loss
-from alignlab.training import checkpoint_exists, load_checkpoint, make_optimizer, resolve_device, save_checkpoint
+from alignlab.training import (
+    DEFAULT_SEQ_CAP,
+    checkpoint_exists,
+    load_checkpoint,
+    make_optimizer,
+    resolve_device,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -396,7 +403,6 @@ def demonstration_source(cfg: RewardConfig) -> str | None:
 
 
 def run(cfg: RewardConfig) -> dict:
-    from alignlab.stages.sft import context_length, load_demonstrations
 
     t_start = time.time()
     out = Path(cfg.output_dir)
@@ -418,7 +424,7 @@ def run(cfg: RewardConfig) -> dict:
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     disable_dropout(model)
-    seq_len = cfg.seq_len or context_length(model)
+    seq_len = cfg.seq_len or min(context_length(model), DEFAULT_SEQ_CAP)
     model = apply_lora(model, cfg.lora, "SEQ_CLS")  # unchanged when lora.r == 0
 
     # ---- data: ranked lists (pairs = K of 2), one prompt per batch element

@@ -33,12 +33,12 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
-from alignlab.data.chat import encode_example, encode_prompt, split_messages
+from alignlab.data.chat import encode_example, encode_prompts
 from alignlab.data.collate import collate_sft
 from alignlab.data.length_groups import length_groups
-from alignlab.data.load import DataError, load_dataset_any, require_format
+from alignlab.data.load import load_demonstrations
 from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
-from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import (
     LoraSettings,
     apply_lora,
@@ -51,6 +51,7 @@ from alignlab.models.response_logits import response_lm_loss
 from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
 from alignlab.rollout.generate import generate_responses
 from alignlab.training import (
+    DEFAULT_SEQ_CAP,
     checkpoint_exists,
     load_checkpoint,
     make_optimizer,
@@ -123,44 +124,6 @@ PRESETS = {
 # --------------------------------------------------------------------------- data
 
 
-def load_demonstrations(source: str, split: str) -> tuple[Any, list, list[str]]:
-    """(dataset, prompts, responses) from prompt/completion or messages rows.
-
-    A prompt is a string or a list of chat messages (the conversation before the answer);
-    TRL's conversational prompt/completion (lists of messages) is accepted too.
-    """
-    ds = load_dataset_any(source, split)
-    fmt = require_format(ds, ("prompt_completion", "messages"), f"{source} ({split} split)")
-    prompts, responses = [], []
-    if fmt == "prompt_completion":
-        for i, (p, c) in enumerate(zip(ds["prompt"], ds["completion"])):
-            if isinstance(c, list):  # conversational completion: [{"role": "assistant", "content": ...}]
-                c = c[-1]["content"] if c else ""
-            if not isinstance(c, str) or not c.strip():
-                raise DataError(f"{source} ({split} split) row {i}: empty completion")
-            prompts.append(p)
-            responses.append(c)
-    else:
-        for i, msgs in enumerate(ds["messages"]):
-            try:
-                context, answer = split_messages(msgs)
-            except ValueError as e:
-                raise DataError(f"{source} ({split} split) row {i}: {e}") from None
-            prompts.append(context)
-            responses.append(answer)
-    return ds, prompts, responses
-
-
-def prompt_ids_for_generation(tok, prompts: list, max_prompt_len: int) -> list[list[int]]:
-    """Chat-formatted prompt ids, cut from the left so prompt + response fit the context."""
-    return [encode_prompt(tok, p)[-max_prompt_len:] for p in prompts]
-
-
-def context_length(model, cap: int = 1024) -> int:
-    n = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    return int(min(n or cap, cap))
-
-
 # ------------------------------------------------------------------------- judges
 
 
@@ -212,7 +175,7 @@ def run(cfg: SFTConfig) -> dict:
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     disable_dropout(model)
-    seq_len = cfg.seq_len or context_length(model)
+    seq_len = cfg.seq_len or min(context_length(model), DEFAULT_SEQ_CAP)
     model = apply_lora(model, cfg.lora, "CAUSAL_LM")  # unchanged when lora.r == 0
 
     # ---- data: chat template, prompt masked with -100, EOS after the response
@@ -232,8 +195,8 @@ def run(cfg: SFTConfig) -> dict:
         g = torch.Generator().manual_seed(cfg.seed)
         gen_idx = sorted(torch.randperm(len(gen_idx), generator=g)[: cfg.val_prompts].tolist())
     gen_records = [{**val_ds[i], "prompt": val_prompts[i]} for i in gen_idx]  # messages rows: the context
-    max_prompt = max(1, min(seq_len, context_length(model)) - cfg.val_max_new_tokens)
-    gen_prompt_ids = prompt_ids_for_generation(tok, [val_prompts[i] for i in gen_idx], max_prompt)
+    max_prompt = max(1, min(seq_len, context_length(model), DEFAULT_SEQ_CAP) - cfg.val_max_new_tokens)
+    gen_prompt_ids = encode_prompts(tok, [val_prompts[i] for i in gen_idx], max_prompt)
 
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(

@@ -1,0 +1,56 @@
+"""Config sections every training stage shares: how the run goes, where the model comes from, the optimiser.
+
+A stage config holds them as nested sections (``--run.seed 1``, ``--optim.lr 1e-4``,
+``--source.tokenizer PATH``) with its own defaults::
+
+    run: RunSettings = arg(factory=lambda: RunSettings(log_interval=1), help=RunSettings.HELP)
+
+The keys used to be flat (``--seed``, ``--lr``); ``FLAT_ALIASES`` keeps those names working for one
+release, with a warning (``config.unalias``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from alignlab.config import arg
+
+
+@dataclass
+class RunSettings:
+    HELP: ClassVar[str] = "how the run goes: seed, device, threads, resuming, logging, checkpoints"
+    FLAT_ALIASES: ClassVar[bool] = True
+
+    seed: int = arg(0, "seed for initialisation, data order and sampling")
+    device: str = arg("auto", "auto, cpu or cuda")
+    threads: int = arg(
+        0, "torch CPU threads (0 = torch's default, every core); on a CPU shared with other jobs 1 can be faster"
+    )
+    resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
+    tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    log_interval: int = arg(10, "steps between metrics.jsonl lines")
+    checkpoint_interval: int = arg(0, "steps between resumable checkpoints (0 = none)")
+
+
+@dataclass
+class ModelSource:
+    HELP: ClassVar[str] = "where the tokenizer comes from, and whether custom model code may run"
+    FLAT_ALIASES: ClassVar[bool] = True
+
+    tokenizer: str = arg("", "tokenizer (hub id or path); empty = the one saved with the model")
+    trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
+
+
+@dataclass
+class OptimSettings:
+    HELP: ClassVar[str] = "the AdamW optimiser and its learning-rate schedule"
+    FLAT_ALIASES: ClassVar[bool] = True
+
+    lr: float = arg(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = arg(0.0, "AdamW weight decay (matrices only)")
+    warmup_steps: int = arg(0, "steps of linear learning-rate warmup")
+    min_lr_ratio: float = arg(0.1, "the schedule decays the learning rate to this fraction of lr")
+    grad_clip: float = arg(1.0, "clip the gradient norm to this (0 = off)")
+    betas: list[float] = arg(factory=lambda: [0.9, 0.95], help="AdamW betas")
+    eps: float = arg(1e-8, "AdamW epsilon")
