@@ -91,14 +91,11 @@ def main() -> None:
         batch_size=a.batch,
         minibatch_size=a.minibatch,
         ppo_epochs=a.epochs,
-        max_new_tokens=a.max_new_tokens,
-        gen_batch_size=a.batch,
+        rollout={"max_new_tokens": a.max_new_tokens, "gen_batch_size": a.batch, "backend": a.rollout_backend},
         iterations=a.iterations + 1,
-        warmup_iterations=0,
-        device="cpu",
+        optim={"warmup_steps": 0},
+        run={"device": "cpu"},
     )
-    if "rollout_backend" in PPOConfig.__dataclass_fields__:
-        overrides["rollout_backend"] = a.rollout_backend
     cfg = apply(PPOConfig(), overrides, "profile")
     trainer = PPOTrainer(
         cfg,
@@ -125,11 +122,11 @@ def main() -> None:
     with _labelled_forwards(trainer), profile(activities=[ProfilerActivity.CPU]) as prof:
         for it in range(1, a.iterations + 1):
             cp.enable()
-            s = trainer.iteration(it, batch(it))
+            result = trainer.iteration(it, batch(it))
             cp.disable()
-            tokens += int(s["_rollout"].response_mask.sum())
+            tokens += int(result.rollout.response_mask.sum())
             for k in phases:
-                phases[k] += s[k]
+                phases[k] += result.stats[k]
     total = sum(phases.values())
     lines.append(f"## Phases (trainer timers, mean over {a.iterations} iteration(s); profiler overhead included)")
     for k, v in phases.items():

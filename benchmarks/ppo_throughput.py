@@ -66,17 +66,14 @@ class Ours:
             batch_size=a.batch,
             minibatch_size=a.minibatch,
             ppo_epochs=a.epochs,
-            max_new_tokens=a.max_new_tokens,
-            gen_batch_size=a.batch,
-            temperature=1.0,
+            rollout={"max_new_tokens": a.max_new_tokens, "gen_batch_size": a.batch, "temperature": 1.0},
             iterations=1000,
-            warmup_iterations=0,
-            device=a.device,
-            seed=a.seed,
+            optim={"warmup_steps": 0},
+            run={"device": a.device, "seed": a.seed},
         )
-        for key in ("pack_sequences", "rollout_backend"):  # knobs of this version (absent in older ones)
-            if getattr(a, key) is not None and key in PPOConfig.__dataclass_fields__:
-                overrides[key] = getattr(a, key)
+        for key, name in (("pack_sequences", "pack_sequences"), ("rollout_backend", "backend")):
+            if getattr(a, key) is not None:
+                overrides["rollout"][name] = getattr(a, key)
         cfg = apply(PPOConfig(), overrides, "bench")
         self.trainer = PPOTrainer(
             cfg,
@@ -95,7 +92,7 @@ class Ours:
     def step(self, timed: bool = True, phase: str = "") -> None:
         batch = [self.prompts[(self.it * self.batch + i) % len(self.prompts)] for i in range(self.batch)]
         t0 = time.perf_counter()
-        s = self.trainer.iteration(self.it, batch)
+        result = self.trainer.iteration(self.it, batch)
         wall = time.perf_counter() - t0
         self.it += 1
         if timed:
@@ -103,10 +100,10 @@ class Ours:
                 {
                     "phase": phase,
                     "wall": wall,
-                    "tokens": int(s["_rollout"].response_mask.sum()),
-                    "rollout": s["t_rollout"],
-                    "score": s["t_score"],
-                    "update": s["t_update"],
+                    "tokens": int(result.rollout.response_mask.sum()),
+                    "rollout": result.stats["t_rollout"],
+                    "score": result.stats["t_score"],
+                    "update": result.stats["t_update"],
                 }
             )
 

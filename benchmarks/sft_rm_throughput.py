@@ -135,6 +135,7 @@ def sft_examples(a, tok) -> list[dict]:
 
 def sft_ours(a, tmp: Path) -> dict:
     import alignlab.stages.sft as sft
+    from alignlab.sections import OptimSettings, RunSettings
 
     meter = Meter()
     original = sft.collate_sft
@@ -153,16 +154,11 @@ def sft_ours(a, tmp: Path) -> dict:
         seq_len=a.seq_len,
         epochs=1,
         batch_size=a.batch,
-        lr=a.lr,
-        warmup_steps=10,
-        weight_decay=0.1,
+        optim=OptimSettings(lr=a.lr, warmup_steps=10, weight_decay=0.1),
         eval_base=False,
         val_max_new_tokens=1,
         eval_batch_size=256,
-        log_interval=10,
-        seed=a.seed,
-        device="cpu",
-        tensorboard=False,
+        run=RunSettings(log_interval=10, seed=a.seed, device="cpu", tensorboard=False),
         output_dir=str(tmp / "ours_sft"),
     )
     sft.collate_sft = counting_collate
@@ -243,6 +239,7 @@ def write_pairs(a, path: Path) -> list[dict]:
 
 def rm_ours(a, data: Path, tmp: Path) -> dict:
     import alignlab.stages.reward as reward
+    from alignlab.sections import OptimSettings, RunSettings
 
     meter = Meter()
     original_collate, original_forward = reward.collate_sequences, reward.forward_scores
@@ -265,14 +262,8 @@ def rm_ours(a, data: Path, tmp: Path) -> dict:
         seq_len=a.seq_len,
         epochs=1,
         batch_size=a.batch,
-        lr=a.lr,
-        warmup_steps=5,
-        weight_decay=0.0,
-        checkpoint_interval=0,
-        log_interval=10,
-        seed=a.seed,
-        device="cpu",
-        tensorboard=False,
+        optim=OptimSettings(lr=a.lr, warmup_steps=5, weight_decay=0.0),
+        run=RunSettings(checkpoint_interval=0, log_interval=10, seed=a.seed, device="cpu", tensorboard=False),
         output_dir=str(tmp / "ours_rm"),
     )
     reward.collate_sequences, reward.forward_scores = counting_collate, counting_forward

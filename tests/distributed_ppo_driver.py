@@ -26,10 +26,10 @@ def global_batch_rollout(self: ppo.PPOTrainer, prompt_ids: list[list[int]], iter
         self.acc.unwrap_model(self.policy),
         self.tok,
         everyone,
-        max_new_tokens=c.max_new_tokens,
-        temperature=c.temperature,
-        batch_size=c.gen_batch_size,
-        seed=c.seed * 1_000_003 + iteration * 7919,
+        max_new_tokens=c.rollout.max_new_tokens,
+        temperature=c.rollout.temperature,
+        batch_size=c.rollout.gen_batch_size,
+        seed=c.run.seed * 1_000_003 + iteration * 7919,
     )
     mine = rank_share(range(len(everyone)), self.acc)
     return Rollout(

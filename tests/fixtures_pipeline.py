@@ -38,7 +38,7 @@ def run_stage_module(name: str, module: str, cls_name: str, preset: str | None =
 
 
 # Small but enough for SFT to show a clear gain on the smoke world.
-SFT_FAST = {"epochs": "8", "batch_size": "8", "lr": "5e-3", "warmup_steps": "2", "tensorboard": "false"}
+SFT_FAST = {"epochs": "8", "batch_size": "8", "optim.lr": "5e-3", "optim.warmup_steps": "2", "run.tensorboard": "false"}
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +121,7 @@ def smoke_reward(smoke_world, smoke_sft, smoke_compare):
         data=str(Path(smoke_compare["dir"]) / "comparisons"),
         world_dir=smoke_world["world"],
         output_dir=str(out),
-        tensorboard="false",
+        **{"run.tensorboard": "false"},
     )
     return {"dir": str(out), "summary": summary}
 

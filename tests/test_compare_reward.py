@@ -115,6 +115,44 @@ def test_stage_loss_on_one_k4_prompt_is_the_mean_over_its_six_pairs(smoke_reward
     assert abs(loss2.item() - (expected.item() + l2.item()) / 2) < 1e-5
 
 
+def test_expected_accuracy_follows_the_direction_the_rm_scores_in():
+    """A scorer that ranks every pair the wrong way round scores 1 - the right one's expected accuracy."""
+    import numpy as np
+
+    from alignlab.world.agreement import choice_probabilities, expected_accuracy, pair_differences
+    from alignlab.world.labelers import COMPONENTS
+
+    personas = [
+        {"weights": dict(zip(COMPONENTS, [1.0, 0.5, 0.2, 0.1])), "tau": 0.3},
+        {"weights": dict(zip(COMPONENTS, [0.4, 1.0, 0.3, 0.2])), "tau": 0.5},
+    ]
+    # one prompt, three responses: component scores, best first by both personas' weights
+    components = np.array([[0.9, 0.8, 0.7, 0.6], [0.5, 0.4, 0.5, 0.3], [0.1, 0.2, 0.0, 0.1]])
+    diffs = pair_differences([components])  # pairs (0, 1), (0, 2), (1, 2): a - b
+    prob = choice_probabilities(diffs, personas)  # P(persona prefers a)
+    assert (prob > 0.5).all()
+    right = expected_accuracy(diffs, [1.0, 1.0, 1.0], personas)
+    assert right == pytest.approx(prob.mean()) and right > 0.8
+    wrong = expected_accuracy(diffs, [-1.0, -1.0, -1.0], personas)
+    assert wrong == pytest.approx(1 - right) and wrong < 0.2
+    assert expected_accuracy(diffs, [0.0, 0.0, 0.0], personas) == 0.5  # ties count 1/2
+
+    class World:
+        def training_personas(self):
+            return personas
+
+        def heldout_personas(self):
+            return personas[:1]
+
+    rows = [{"prompt": "p", "responses": ["a", "b", "c"], "components": components}]
+    scores = [[3.0, 2.0, 1.0]]  # the RM agrees with the labelers' utility
+    ours = reward_stage.expected_accuracies(World(), rows, scores)
+    flipped = reward_stage.expected_accuracies(World(), rows, [[-s for s in scores[0]]])
+    assert ours["val_expected_accuracy_train_labelers"] == pytest.approx(right)
+    for key in ("val_expected_accuracy_train_labelers", "val_expected_accuracy_heldout_labelers"):
+        assert ours[key] + flipped[key] == pytest.approx(1.0) and ours[key] > 0.8, key
+
+
 def test_duplicates_are_collapsed_and_all_identical_lists_skipped(tmp_path):
     p = tmp_path / "r.jsonl"
     p.write_text(
@@ -144,8 +182,8 @@ def test_reward_on_plain_gpt2_with_jsonl(tiny_gpt2, tmp_path, fmt):
         world_dir="",
         demonstrations=tiny_gpt2["pc_validation"],
         batch_size="8",
-        tensorboard="false",
         output_dir=str(out),
+        **{"run.tensorboard": "false"},
     )
     assert 0.0 <= s["val_accuracy_train_labelers"] <= 1.0 and s["val_accuracy_heldout_labelers"] is None
     assert s["val_expected_accuracy_heldout_labelers"] is None  # no world: no labelers to take the expectation over
@@ -236,8 +274,7 @@ def test_reward_resume_from_a_step_checkpoint_reproduces_the_run(tiny_gpt2, tmp_
         demonstrations=tiny_gpt2["pc_validation"],
         batch_size="4",
         epochs="2",
-        checkpoint_interval="4",
-        tensorboard="false",
+        **{"run.checkpoint_interval": "4", "run.tensorboard": "false"},
     )
     out = tmp_path / "rm"
     first = run_stage_module("reward", "alignlab.stages.reward", "RewardConfig", "smoke", output_dir=str(out), **common)
@@ -245,7 +282,13 @@ def test_reward_resume_from_a_step_checkpoint_reproduces_the_run(tiny_gpt2, tmp_
     assert 0 < state["step"] < first["steps"]
     # resuming from the last checkpoint replays the remaining steps exactly (data order = f(seed, step))
     again = run_stage_module(
-        "reward", "alignlab.stages.reward", "RewardConfig", "smoke", output_dir=str(out), resume="true", **common
+        "reward",
+        "alignlab.stages.reward",
+        "RewardConfig",
+        "smoke",
+        output_dir=str(out),
+        **common,
+        **{"run.resume": "true"},
     )
     for key in ("val_loss", "val_accuracy_train_labelers", "final_train_loss", "reward_shift"):
         assert abs(first[key] - again[key]) < 1e-4, key

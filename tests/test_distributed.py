@@ -158,25 +158,25 @@ def _ppo_args(inp, out, **kw) -> list[str]:
         "reward_model": inp["llama_rm"],
         "data": inp["prompts"],
         "world_dir": "",
-        "eval_data": inp["prompts"],
-        "eval_prompts": 8,
-        "eval_greedy": False,
-        "ptx_data": "",
+        "eval.data": inp["prompts"],
+        "eval.prompts": 8,
+        "eval.greedy": False,
+        "ptx.data": "",
         "iterations": 2,
         "batch_size": 8,
         "minibatch_size": 8,
         "ppo_epochs": 2,
-        "max_new_tokens": 8,
-        "gen_batch_size": 8,
-        "warmup_iterations": 0,
-        "lr": 1e-4,
-        "checkpoint_interval": 1,
+        "rollout.max_new_tokens": 8,
+        "rollout.gen_batch_size": 8,
+        "optim.warmup_steps": 0,
+        "optim.lr": 1e-4,
+        "run.checkpoint_interval": 1,
         "kl.adaptive": True,
         "kl.target": 0.5,
         "kl.horizon": 20,
-        "tensorboard": False,
-        "device": "cpu",
-        "threads": 1,
+        "run.tensorboard": False,
+        "run.device": "cpu",
+        "run.threads": 1,
         "output_dir": str(out),
     }
     cfg.update(kw)
@@ -223,7 +223,7 @@ def test_ppo_resumes_under_two_processes(rlhf_inputs, ppo_runs, tmp_path):  # no
     reloads the same policy, value model, optimisers and KL controller."""
     resumed = tmp_path / "resumed"
     shutil.copytree(ppo_runs["two"], resumed)
-    _launch(2, _ppo_args(rlhf_inputs, resumed, resume=True), script=PPO_DRIVER)
+    _launch(2, _ppo_args(rlhf_inputs, resumed, **{"run.resume": True}), script=PPO_DRIVER)
     assert json.loads((resumed / "summary.json").read_text())["resumed_from_iteration"] == 1
     assert _max_weight_diff(ppo_runs["two"] / "model.safetensors", resumed / "model.safetensors") < WEIGHT_ATOL
 

@@ -38,16 +38,12 @@ def _cfg(inp, kind, data, out, **kw):
         max_new_tokens=6,
         max_steps=2,
         batch_size=4,
-        warmup_steps=0,
-        checkpoint_interval=0,
-        log_interval=1,
-        tensorboard=False,
-        device="cpu",
+        optim={"warmup_steps": 0},
+        run={"checkpoint_interval": 0, "log_interval": 1, "tensorboard": False, "device": "cpu"},
         output_dir=str(out),
         max_len=64,
     )
-    base.update(kw)
-    return apply(dpo.DPOConfig(), base, "test")
+    return apply(apply(dpo.DPOConfig(), base, "test"), kw, "test")
 
 
 def _batch(inp, data, n=6):
@@ -96,11 +92,20 @@ def test_end_to_end(rlhf_inputs, tmp_path, kind, data):
 
 def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     full = tmp_path / "full"
-    cfg = _cfg(rlhf_inputs, "llama", "ranked", full, max_steps=4, checkpoint_interval=2, lr=1e-3, eval_data="")
+    cfg = _cfg(
+        rlhf_inputs,
+        "llama",
+        "ranked",
+        full,
+        max_steps=4,
+        eval_data="",
+        run={"checkpoint_interval": 2},
+        optim={"lr": 1e-3},
+    )
     dpo.run(cfg)
     resumed = tmp_path / "resumed"
     shutil.copytree(full, resumed)
-    dpo.run(apply(cfg, {"output_dir": str(resumed), "resume": True}, "test"))
+    dpo.run(apply(cfg, {"output_dir": str(resumed), "run": {"resume": True}}, "test"))
 
     def lines(d):
         return [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(d)]

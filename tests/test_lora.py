@@ -258,7 +258,7 @@ def test_lora_reward_model_trains_its_head_saves_and_loads(rlhf_inputs, sft_file
     assert not isinstance(rm, PeftModel) and rm.config.reward_shift == pytest.approx(
         s["reward_shift"], abs=1e-4
     )  # summary rounds to 4 places
-    torch.manual_seed(cfg.seed)  # the head's initial draw, as the stage made it
+    torch.manual_seed(cfg.run.seed)  # the head's initial draw, as the stage made it
     fresh = AutoModelForSequenceClassification.from_pretrained(rlhf_inputs["llama_policy"], num_labels=1)
     assert not torch.allclose(rm.score.weight, fresh.score.weight)  # the score head was trained
     plain = PeftModel.from_pretrained(
@@ -277,22 +277,16 @@ def _ppo_cfg(inp, out, **kw):
         reward_model=inp["llama_rm"],
         data=inp["prompts"],
         world_dir="",
-        eval_data=inp["prompts"],
-        eval_prompts=8,
-        eval_greedy=False,
-        ptx_data="",
+        eval={"data": inp["prompts"], "prompts": 8, "greedy": False},
+        ptx={"data": ""},
         iterations=2,
         batch_size=8,
         minibatch_size=4,
         ppo_epochs=2,
-        max_new_tokens=8,
-        gen_batch_size=8,
-        checkpoint_interval=0,
-        tensorboard=False,
-        device="cpu",
+        rollout={"max_new_tokens": 8, "gen_batch_size": 8},
+        run={"checkpoint_interval": kw.pop("checkpoint_interval", 0), "tensorboard": False, "device": "cpu"},
         output_dir=str(out),
-        warmup_iterations=0,
-        lr=1e-3,
+        optim={"warmup_steps": 0, "lr": 1e-3},
         lora=LORA,
     )
     base.update(kw)
@@ -315,10 +309,11 @@ def test_lora_ppo_reference_is_the_base_model_with_the_adapter_off(rlhf_inputs):
     base = load_causal_lm(cfg.policy).eval()
     base_params = dict(base.named_parameters())
     for it in range(3):
-        stats = trainer.iteration(it, ids)
-        exp = stats["_experience"]
+        result = trainer.iteration(it, ids)
+        stats, exp = result.stats, result.experience
         with torch.no_grad():
-            base_lp = sequence_logprobs(base, exp.input_ids, exp.attention_mask, exp.response_start, cfg.temperature)
+            T = cfg.rollout.temperature
+            base_lp = sequence_logprobs(base, exp.input_ids, exp.attention_mask, exp.response_start, T)
         assert torch.allclose(exp.ref_logprobs, base_lp.logprobs * exp.response_mask, atol=1e-5)
         assert math.isfinite(stats["pg_loss"]) and math.isfinite(stats["vf_loss"])
     # the adapter moved the policy away from the reference (k3 >= 0; the k1 estimate may be < 0 on a sample)
@@ -329,7 +324,7 @@ def test_lora_ppo_reference_is_the_base_model_with_the_adapter_off(rlhf_inputs):
             assert torch.equal(p, base_params[n.replace(".base_layer", "")]), n
     assert trainer.ref is None  # no second copy of the policy
     with reference_model(trainer.policy, trainer.ref) as r, torch.no_grad():
-        lp = sequence_logprobs(r, exp.input_ids, exp.attention_mask, exp.response_start, cfg.temperature).logprobs
+        lp = sequence_logprobs(r, exp.input_ids, exp.attention_mask, exp.response_start, T).logprobs
     assert torch.allclose(lp * exp.response_mask, base_lp.logprobs * exp.response_mask, atol=1e-5)
 
 
@@ -342,7 +337,7 @@ def test_lora_ppo_stage_saves_adapters_and_resumes_exactly(rlhf_inputs, tmp_path
     ckpt = tmp_path / "resumed" / "checkpoint"
     shutil.copytree(full, tmp_path / "resumed")
     assert is_adapter_folder(ckpt / "policy") and json.loads((ckpt / "trainer_state.json").read_text())["step"] == 2
-    s_res = ppo.run(apply(cfg, {"output_dir": str(tmp_path / "resumed"), "resume": True}, "test"))
+    s_res = ppo.run(apply(cfg, {"output_dir": str(tmp_path / "resumed"), "run": {"resume": True}}, "test"))
     assert s_res["resumed_from_iteration"] == 2
 
     def lines(d):
@@ -376,14 +371,10 @@ def test_lora_dpo_runs_with_the_adapter_disabled_policy_as_reference(rlhf_inputs
             max_new_tokens=6,
             max_steps=3,
             batch_size=4,
-            warmup_steps=0,
-            checkpoint_interval=0,
-            log_interval=1,
-            tensorboard=False,
-            device="cpu",
+            optim={"warmup_steps": 0, "lr": 1e-2},
+            run={"checkpoint_interval": 0, "log_interval": 1, "tensorboard": False, "device": "cpu"},
             output_dir=str(out),
             max_len=64,
-            lr=1e-2,
             lora=LORA,
         ),
         "test",
@@ -479,14 +470,10 @@ def test_lora_dpo_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
             eval_data="",
             max_steps=4,
             batch_size=4,
-            warmup_steps=0,
-            checkpoint_interval=2,
-            log_interval=1,
-            tensorboard=False,
-            device="cpu",
+            optim={"warmup_steps": 0, "lr": 1e-2},
+            run={"checkpoint_interval": 2, "log_interval": 1, "tensorboard": False, "device": "cpu"},
             output_dir=str(full),
             max_len=64,
-            lr=1e-2,
             lora=LORA,
         ),
         "test",
@@ -497,7 +484,7 @@ def test_lora_dpo_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     n_trainable = sum(1 for n in torch.load(ckpt / "optimizer.pt", weights_only=True)["state"])
     assert n_trainable == 2 * 2 * 7  # lora_A and lora_B of 7 projections in each of 2 layers: nothing else
     shutil.copytree(full, tmp_path / "resumed")
-    dpo.run(apply(cfg, {"output_dir": str(tmp_path / "resumed"), "resume": True}, "test"))
+    dpo.run(apply(cfg, {"output_dir": str(tmp_path / "resumed"), "run": {"resume": True}}, "test"))
 
     def lines(d):
         return [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(d)]
@@ -505,4 +492,6 @@ def test_lora_dpo_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     assert lines(tmp_path / "resumed") == lines(full)
     shutil.copytree(full, tmp_path / "no_lora")
     with pytest.raises(ValueError, match="holds a LoRA adapter"):  # resuming it without LoRA is refused, by name
-        dpo.run(apply(cfg, {"output_dir": str(tmp_path / "no_lora"), "resume": True, "lora": {"r": 0}}, "test"))
+        dpo.run(
+            apply(cfg, {"output_dir": str(tmp_path / "no_lora"), "run": {"resume": True}, "lora": {"r": 0}}, "test")
+        )

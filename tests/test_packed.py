@@ -152,20 +152,18 @@ def test_ppo_iteration_packed_equals_padded(rlhf_inputs):
                 batch_size=8,
                 minibatch_size=4,
                 ppo_epochs=2,
-                max_new_tokens=8,
-                device="cpu",
-                warmup_iterations=0,
-                lr=1e-3,
-                pack_sequences=pack,
+                rollout={"max_new_tokens": 8, "pack_sequences": pack},
+                run={"device": "cpu"},
+                optim={"warmup_steps": 0, "lr": 1e-3},
             ),
             "test",
         )
         policy, ref = load_causal_lm(cfg.policy), load_causal_lm(cfg.policy)
         rm, value = ValueModel(load_reward_model(cfg.reward_model)), ValueModel(load_reward_model(cfg.reward_model))
         trainer = ppo.PPOTrainer(cfg, policy, ref, rm, value, tok, Accelerator(cpu=True))
-        stats = trainer.iteration(0, prompts)
-        assert trainer.pack == pack  # the check kept packing on for Llama
-        out[pack] = (stats["_experience"], torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]))
+        assert trainer.pack == pack  # the check, run when the trainer is built, kept packing on for Llama
+        result = trainer.iteration(0, prompts)
+        out[pack] = (result.experience, torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]))
     (a, pa), (b, pb) = out[False], out[True]
     assert torch.equal(a.input_ids, b.input_ids)  # same seed, same rollout
     for f in ("old_logprobs", "ref_logprobs", "values", "scores", "advantages", "returns"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -40,25 +41,19 @@ def _cfg(inp, kind, out, **kw):
         reward_model=inp[f"{kind}_rm"],
         data=inp["prompts"],
         world_dir="",
-        eval_data=inp["prompts"],
-        eval_prompts=8,
-        ptx_data=inp["corpus"],
-        ptx_eval_blocks=4,
-        ptx_seq_len=32,
-        ptx_batch_size=4,
+        eval={"data": inp["prompts"], "prompts": 8},
+        ptx={"data": inp["corpus"], "eval_blocks": 4, "seq_len": 32, "batch_size": 4},
         iterations=1,
         batch_size=8,
         minibatch_size=4,
         ppo_epochs=2,
-        max_new_tokens=8,
-        gen_batch_size=8,
-        checkpoint_interval=0,
-        tensorboard=False,
-        device="cpu",
+        rollout={"max_new_tokens": 8, "gen_batch_size": 8},
+        run={"checkpoint_interval": 0, "tensorboard": False, "device": "cpu"},
         output_dir=str(out),
-        warmup_iterations=0,
+        optim={"warmup_steps": 0},
     )
-    base.update(kw)
+    for key, value in kw.items():  # a section's keys merge into the base's
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
     return apply(ppo.PPOConfig(), base, "test")
 
 
@@ -87,7 +82,7 @@ def _right_pad(seqs, pad):
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_one_iteration_end_to_end(rlhf_inputs, tmp_path, kind):
-    cfg = _cfg(rlhf_inputs, kind, tmp_path / kind, ptx_coef=0.5)
+    cfg = _cfg(rlhf_inputs, kind, tmp_path / kind, ptx={"coef": 0.5})
     summary = ppo.run(cfg)
     rec = [m for m in read_metrics(tmp_path / kind) if m["step"] == 1 and "kl" in m][0]
     for key in (
@@ -215,11 +210,11 @@ def test_reward_for_a_token_raises_its_probability(rlhf_inputs):
         rlhf_inputs,
         "llama",
         "/nonexistent",
-        lr=3e-3,
+        optim={"lr": 3e-3},
         value_lr=1e-3,
         batch_size=32,
         minibatch_size=16,
-        max_new_tokens=6,
+        rollout={"max_new_tokens": 6},
         ppo_epochs=2,
         kl={"beta": 0.0},
         no_eos_penalty=0.0,
@@ -238,7 +233,7 @@ def test_reward_for_a_token_raises_its_probability(rlhf_inputs):
     trainer = ppo.PPOTrainer(cfg, policy, ref, None, value, tok, Accelerator(cpu=True), None, reward_fn)
     before = p_target(policy)
     for it in range(5):
-        stats = trainer.iteration(it, prompts)
+        stats = trainer.iteration(it, prompts).stats
     after = p_target(policy)
     assert 0.01 < before < 0.2 and after > 2 * before, (before, after)
     assert stats["rm_score_mean"] > 0
@@ -249,7 +244,9 @@ def test_ptx_lowers_pretraining_loss(rlhf_inputs):
     losses = {}
     for coef in (0.0, 1.0):
         torch.manual_seed(0)
-        trainer, cfg, blocks = _trainer(rlhf_inputs, "llama", ptx_coef=coef, lr=1e-3, batch_size=8, minibatch_size=4)
+        trainer, cfg, blocks = _trainer(
+            rlhf_inputs, "llama", ptx={"coef": coef}, optim={"lr": 1e-3}, batch_size=8, minibatch_size=4
+        )
         for it in range(3):
             trainer.iteration(it, prompts)
         with torch.no_grad():
@@ -268,7 +265,7 @@ def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
         "llama",
         full,
         iterations=4,
-        checkpoint_interval=2,
+        run={"checkpoint_interval": 2},
         batch_size=8,
         kl={"adaptive": True, "horizon": 100},
     )
@@ -276,7 +273,7 @@ def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(full, resumed)  # its checkpoint/ is the one written after iteration 2
     assert json.loads((resumed / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
-    s_res = ppo.run(apply(cfg, {"output_dir": str(resumed), "resume": True}, "test"))
+    s_res = ppo.run(apply(cfg, {"output_dir": str(resumed), "run": {"resume": True}}, "test"))
     assert s_res["resumed_from_iteration"] == 2
 
     def lines(d):
@@ -288,3 +285,114 @@ def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     assert lines(resumed) == lines(full)  # same iterations 3-4, same beta trajectory, same final numbers
     for k in ("heldout_rm_score_final", "final_kl", "final_beta", "pretrain_loss_final"):
         assert s_res[k] == s_full[k], k
+
+
+# ------------------------------------------------------------------------------ the KL leash
+
+
+def test_adaptive_kl_is_fed_the_logged_k1_and_raises_beta_above_target(rlhf_inputs, tmp_path, monkeypatch):
+    """The controller gets the k1 estimate the run logs as `kl` (KLConfig.target's help names it), and
+    beta moves the way the run logs it: down while the KL is below the target (iteration 1: the policy
+    is still the reference, KL exactly 0), up once it is above."""
+    from alignlab.rl.kl import AdaptiveKLController
+
+    fed = []
+    update = AdaptiveKLController.update
+
+    def spy(self, current_kl, n_steps):
+        fed.append((current_kl, n_steps, self.beta))
+        return update(self, current_kl, n_steps)
+
+    monkeypatch.setattr(AdaptiveKLController, "update", spy)
+    target, horizon = 1e-3, 40
+    cfg = _cfg(
+        rlhf_inputs,
+        "llama",
+        tmp_path / "kl",
+        iterations=4,
+        optim={"lr": 3e-3},
+        ptx={"data": ""},
+        kl={"adaptive": True, "beta": 0.1, "target": target, "horizon": horizon},
+    )
+    summary = ppo.run(cfg)
+    rows = [m for m in read_metrics(tmp_path / "kl") if "kl" in m]
+    assert len(rows) == len(fed) == 4
+    assert [kl for kl, _, _ in fed] == [m["kl"] for m in rows]  # the logged k1, not the k3 beside it
+    assert any(m["kl"] != m["kl_k3"] for m in rows)
+    assert [n for _, n, _ in fed] == [cfg.batch_size] * 4  # episodes per iteration
+    betas = [m["beta"] for m in rows]
+    assert betas == [beta for _, _, beta in fed] and betas[0] == 0.1
+    after = betas[1:] + [summary["final_beta"]]  # beta after each iteration's update (the summary rounds it)
+    for i in range(4):
+        error = min(max(rows[i]["kl"] / target - 1, -0.2), 0.2)
+        assert after[i] == pytest.approx(betas[i] * (1 + error * cfg.batch_size / horizon), rel=1e-12, abs=1e-6)
+    assert rows[0]["kl"] == 0.0 and betas[1] < betas[0]
+    above = [i for i in range(3) if rows[i]["kl"] > target]
+    assert above, [m["kl"] for m in rows]  # the policy moved past the (tiny) target
+    assert all(betas[i + 1] > betas[i] for i in above)
+
+
+# ----------------------------------------------------------------------------------- config
+
+
+def test_old_flat_keys_still_work_with_a_warning():
+    from alignlab.config import renamed_keys, resolve
+
+    old = {
+        "ptx_coef": 0.5,
+        "warmup_iterations": 3,
+        "adam_eps": 1e-6,
+        "eval_prompts": 4,
+        "rollout_backend": "transformers",
+        "max_new_tokens": 9,
+        "lr": 1e-3,
+        "seed": 2,
+        "checkpoint_interval": 5,
+        "tokenizer": "tok",
+    }
+    with pytest.warns(FutureWarning, match="'ptx_coef' is now 'ptx.coef'"):
+        cfg = apply(ppo.PPOConfig(), old, "test")
+    assert (cfg.ptx.coef, cfg.optim.warmup_steps, cfg.optim.eps, cfg.eval.prompts) == (0.5, 3, 1e-6, 4)
+    assert (cfg.rollout.backend, cfg.rollout.max_new_tokens, cfg.optim.lr) == ("transformers", 9, 1e-3)
+    assert (cfg.run.seed, cfg.run.checkpoint_interval, cfg.source.tokenizer) == (2, 5, "tok")
+    defaults = ppo.PPOConfig()
+    for new in renamed_keys(ppo.PPOConfig).values():  # every old key has a real place
+        node = defaults
+        for part in new.split("."):
+            node = getattr(node, part)
+    # PPO's own defaults in the shared sections (the betas are make_optimizer's default)
+    assert (defaults.optim.lr, defaults.optim.eps, defaults.optim.warmup_steps) == (4e-5, 1e-5, 2)
+    assert (defaults.optim.min_lr_ratio, defaults.optim.beta1, defaults.optim.beta2, defaults.optim.grad_clip) == (
+        0.0,
+        0.9,
+        0.95,
+        1.0,
+    )
+    assert (defaults.run.log_interval, defaults.run.checkpoint_interval) == (1, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the presets use the new keys
+        for name in ppo.PRESETS:
+            resolve(ppo.PPOConfig, ppo.PRESETS, name)
+
+
+def test_linear_schedule_decays_to_min_lr_ratio():
+    from alignlab.stages.ppo_setup import lr_schedule
+
+    def lrs(min_lr_ratio):
+        cfg = apply(
+            ppo.PPOConfig(), {"lr_schedule": "linear", "iterations": 5, "optim": {"min_lr_ratio": min_lr_ratio}}, "t"
+        )
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = lr_schedule(opt, cfg, updates_per_iteration=2)
+        out = []
+        for _ in range(10):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out + [sched.get_last_lr()[0]]
+
+    to_zero, to_half = lrs(0.0), lrs(0.5)
+    assert to_zero[:5] == to_half[:5] == [0.0, 0.25, 0.5, 0.75, 1.0]  # warmup: 2 iterations x 2 updates
+    assert to_zero[-1] == 0.0 and to_half[-1] == pytest.approx(0.5)
+    for a, b in zip(to_zero[4:], to_half[4:]):
+        assert b == pytest.approx(0.5 + 0.5 * a)

@@ -218,3 +218,52 @@ def test_masked_lm_loss_ignores_prompt_tokens():
     # and it equals the mean CE of the two response predictions
     lsm = logits.log_softmax(-1)
     close(base, -(lsm[0, 2, 5] + lsm[0, 3, 6]) / 2)
+
+
+# ---------------------------------------------------------------- Experience.select
+def _experience():
+    """3 episodes, query width 4 (left-padded), response width 3 (right-padded); every tensor's entries
+    are distinct so a wrong row or column shows."""
+    from alignlab.rl.rollout_batch import Experience
+
+    query_mask = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]])
+    response_mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    per_token = lambda k: torch.arange(9, dtype=torch.float32).view(3, 3) + 10 * k  # noqa: E731
+    return Experience(
+        input_ids=torch.arange(21).view(3, 7),
+        attention_mask=torch.cat([query_mask, response_mask], 1),
+        response_start=4,
+        response_mask=response_mask,
+        old_logprobs=per_token(1),
+        ref_logprobs=per_token(2),
+        values=per_token(3),
+        scores=torch.tensor([0.5, 1.5, 2.5]),
+        rewards=per_token(4),
+        advantages=per_token(5),
+        returns=per_token(6),
+    )
+
+
+def test_experience_select_takes_rows_and_cuts_shared_padding():
+    exp = _experience()
+    mb = exp.select(torch.tensor([1, 0]))
+    # rows 1 and 0 share one column of left padding (query column 0) and their longest response is 2
+    # tokens: the minibatch keeps query columns 1-3 and response columns 0-1, rows in the order asked
+    assert mb.batch_size == 2 and mb.response_start == 3
+    assert torch.equal(mb.input_ids, exp.input_ids[[1, 0]][:, 1:6])
+    assert torch.equal(mb.attention_mask, torch.tensor([[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]]))
+    for name in ("response_mask", "old_logprobs", "ref_logprobs", "values", "rewards", "advantages", "returns"):
+        assert torch.equal(getattr(mb, name), getattr(exp, name)[[1, 0], :2]), name
+    assert torch.equal(mb.scores, torch.tensor([1.5, 0.5]))
+    # the response still starts at the same token: what was column 4 is column 3 now
+    assert torch.equal(mb.input_ids[:, mb.response_start], exp.input_ids[[1, 0], exp.response_start])
+
+
+def test_experience_select_keeps_everything_a_row_uses():
+    exp = _experience()
+    mb = exp.select(torch.tensor([2]))  # no left padding, the full response width
+    assert mb.response_start == 4 and torch.equal(mb.input_ids, exp.input_ids[[2]])
+    assert torch.equal(mb.returns, exp.returns[[2]])
+    whole = exp.select(torch.arange(3))
+    for name in ("input_ids", "attention_mask", "response_mask", "advantages", "scores"):
+        assert torch.equal(getattr(whole, name), getattr(exp, name)), name

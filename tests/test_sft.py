@@ -133,7 +133,7 @@ def test_resume_after_a_crash_continues_from_the_epoch_checkpoint(smoke_world, t
         _sft(smoke_world, tmp_path / "crash", epochs="3")
     assert json.loads((tmp_path / "crash" / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
     monkeypatch.setattr(sft_stage, "make_judge", real)
-    resumed = _sft(smoke_world, tmp_path / "crash", epochs="3", resume="true")
+    resumed = _sft(smoke_world, tmp_path / "crash", epochs="3", **{"run.resume": "true"})
     for a, b in zip(ref["history"], resumed["history"]):
         assert a["epoch"] == b["epoch"] and abs(a["val_loss"] - b["val_loss"]) < 1e-4
         assert abs(a["val_reward"] - b["val_reward"]) < 1e-6
@@ -154,9 +154,8 @@ def test_sft_on_plain_gpt2_with_jsonl(tiny_gpt2, tmp_path, fmt):
         world_dir="",
         epochs="2",
         batch_size="8",
-        lr="3e-3",
-        tensorboard="false",
         output_dir=str(out),
+        **{"optim.lr": "3e-3", "run.tensorboard": "false"},
     )
     assert s["selected_by"] == "val_loss" and s["judge"] == "loss" and s["best_val_reward"] is None
     assert s["chosen_val_loss"] < s["base_val_loss"]
@@ -182,5 +181,22 @@ def test_judge_world_refused_without_world_metadata(tiny_gpt2, tmp_path):
             judge="world",
             world_dir=str(tmp_path),
             output_dir=str(tmp_path / "x"),
-            tensorboard="false",
+            **{"run.tensorboard": "false"},
         )
+
+
+def test_config_sections_keep_the_defaults_and_the_old_flat_keys():
+    from alignlab.config import resolve
+    from alignlab.stages.reward import RewardConfig
+
+    sft, rm = sft_stage.SFTConfig(), RewardConfig()
+    assert (sft.optim.lr, sft.optim.weight_decay, sft.optim.warmup_steps, sft.run.log_interval) == (1e-3, 0.1, 10, 10)
+    assert (rm.optim.lr, rm.optim.weight_decay, rm.optim.warmup_steps) == (1e-3, 0.0, 5)
+    assert (rm.run.log_interval, rm.run.checkpoint_interval) == (5, 25)
+    for cfg in (sft, rm):  # the AdamW both stages used before the sections: betas (0.9, 0.95), eps 1e-8
+        assert (cfg.optim.beta1, cfg.optim.beta2) == (0.9, 0.95) and cfg.optim.eps == 1e-8 and cfg.run.threads == 0
+    with pytest.warns(FutureWarning, match="'lr' is now 'optim.lr'"):
+        old = resolve(sft_stage.SFTConfig, overrides={"lr": "2e-3", "seed": "3", "trust_remote_code": "true"})
+    assert old.optim.lr == 2e-3 and old.run.seed == 3 and old.source.trust_remote_code
+    assert resolve(sft_stage.SFTConfig, sft_stage.PRESETS, "smoke").optim.warmup_steps == 2
+    assert resolve(RewardConfig, overrides={"checkpoint_interval": "4"}).run.checkpoint_interval == 4

@@ -39,9 +39,9 @@ def test_tokenizer_loads_with_autotokenizer_and_has_chat_template(tiny_corpus):
 def _cfg(tiny_corpus, out, **kw):
     over = {
         "data": tiny_corpus["corpus"],
-        "tokenizer": tiny_corpus["tokenizer"],
+        "source.tokenizer": tiny_corpus["tokenizer"],
         "output_dir": str(out),
-        "tensorboard": "false",
+        "run.tensorboard": "false",
         **kw,
     }
     return resolve(PretrainConfig, PRESETS, "smoke", None, over)
@@ -85,17 +85,17 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_corpus, tmp_path):
         "smoke",
         "--data",
         tiny_corpus["corpus"],
-        "--tokenizer",
+        "--source.tokenizer",
         tiny_corpus["tokenizer"],
         "--max-steps",
         "400",
-        "--checkpoint-interval",
+        "--run.checkpoint-interval",
         "10",
-        "--log-interval",
+        "--run.log-interval",
         "1",
         "--eval-interval",
         "50",
-        "--tensorboard",
+        "--run.tensorboard",
         "false",
     ]
     ref = tmp_path / "ref"
@@ -115,7 +115,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_corpus, tmp_path):
     killed_at = json.loads(state.read_text())["step"]
     assert not (out / "summary.json").exists()
 
-    p = _run_cli(common + ["--output-dir", str(out), "--resume"], env)
+    p = _run_cli(common + ["--output-dir", str(out), "--run.resume"], env)
     assert p.wait() == 0, p.stderr.read().decode()[-2000:]
     a = [(m["step"], m["loss"]) for m in read_metrics(ref) if "loss" in m]
     b = [(m["step"], m["loss"]) for m in read_metrics(out) if "loss" in m]

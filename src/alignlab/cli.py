@@ -7,6 +7,7 @@ then ``--dotted.key value`` overrides. ``alignlab <stage> --help`` lists every k
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 from alignlab.config import ConfigError, help_lines, parse_overrides, resolve
@@ -44,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"alignlab {name}: {STAGES[name].help}\n\npresets: {', '.join(presets) or '-'}\n\nkeys:")
             print("\n".join(help_lines(cls)))
             return 0
-        cfg = resolve(cls, presets, preset, config, overrides)
+        with warnings.catch_warnings(record=True) as moved:  # old flat keys: one plain line each
+            warnings.simplefilter("always", FutureWarning)
+            cfg = resolve(cls, presets, preset, config, overrides)
+        for w in moved:
+            print(f"alignlab {name}: deprecated: {w.message}", file=sys.stderr)
     except ConfigError as e:
         print(f"alignlab {name}: {e}", file=sys.stderr)
         return 2

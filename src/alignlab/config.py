@@ -155,6 +155,11 @@ def unalias(cls: type, updates: Mapping[str, Any], where: str, warn: bool = True
             aliased.append((key, value))
         else:
             out[key] = dict(value) if isinstance(value, Mapping) else value
+    for old in [k for k in moved if "." in k]:  # a key that moved out of one section into another
+        section, _, leaf = old.rpartition(".")
+        node = out.get(section)
+        if isinstance(node, dict) and leaf in node:
+            aliased.append((old, node.pop(leaf)))
     for key, value in aliased:
         new = moved[key]
         if warn:

@@ -52,5 +52,6 @@ class OptimSettings:
     warmup_steps: int = arg(0, "steps of linear learning-rate warmup")
     min_lr_ratio: float = arg(0.1, "the schedule decays the learning rate to this fraction of lr")
     grad_clip: float = arg(1.0, "clip the gradient norm to this (0 = off)")
-    betas: list[float] = arg(factory=lambda: [0.9, 0.95], help="AdamW betas")
+    beta1: float = arg(0.9, "AdamW beta1")
+    beta2: float = arg(0.95, "AdamW beta2")
     eps: float = arg(1e-8, "AdamW epsilon")

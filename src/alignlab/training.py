@@ -3,7 +3,7 @@ metrics log, the guard against a non-finite loss, derived seeds, and publishing 
 
 A stage then reads as its setup, its loss and its loop::
 
-    logger = open_metrics(out, cfg.run, resumed_at=start if resumed else None, is_main=is_main)
+    logger = open_metrics(out, cfg.run.tensorboard, start, is_main)
     for step in ...:
         loss = ...
         check_finite("sft", loss, step, cfg.optim.lr)
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.models.lora import (
     LoraSettings,
@@ -41,6 +42,7 @@ from alignlab.models.lora import (
     save_model,
 )
 from alignlab.outputs import MetricsLogger, atomic_replace_dir
+from alignlab.sections import OptimSettings
 
 # SFT and the RM train on sequences of at most this many tokens when their seq_len is 0 (a real
 # model's 8k-token context would cost memory the demonstrations rarely need).
@@ -146,10 +148,37 @@ def derived_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
-def open_metrics(out: Path, tensorboard: bool, resumed_at: int | None, is_main: bool = True) -> MetricsLogger | None:
-    """The stage's metrics.jsonl (+ TensorBoard) on the main process; on a resume, lines the killed run
-    logged after its checkpoint at step ``resumed_at`` are dropped so none is logged twice."""
-    return MetricsLogger(out, tensorboard, truncate_after_step=resumed_at) if is_main else None
+def open_metrics(out: Path, tensorboard: bool, start: int, is_main: bool = True) -> MetricsLogger | None:
+    """The stage's metrics.jsonl (+ TensorBoard) on the main process, for a run that begins at step
+    ``start``. A fresh start (0; also --resume without a checkpoint) removes an old metrics.jsonl, whose
+    lines belong to another run; a resume drops the lines the killed run logged after its checkpoint."""
+    if not is_main:
+        return None
+    if start == 0 and (Path(out) / "metrics.jsonl").exists():
+        (Path(out) / "metrics.jsonl").unlink()
+    return MetricsLogger(out, tensorboard, truncate_after_step=start or None)
+
+
+def optimizer_and_schedule(model: torch.nn.Module, optim: OptimSettings, total_steps: int):
+    """AdamW (:func:`make_optimizer`) and InstructGPT's schedule: linear warmup over ``optim.warmup_steps``
+    (at most the whole run), then cosine decay to ``optim.min_lr_ratio`` x lr at ``total_steps``."""
+    optimizer = make_optimizer(model, optim.lr, optim.weight_decay, (optim.beta1, optim.beta2), optim.eps)
+    warmup = min(optim.warmup_steps, total_steps)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, warmup, total_steps, min_lr_rate=optim.min_lr_ratio
+    )
+    return optimizer, scheduler
+
+
+def resume_step(ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool) -> int:
+    """The step to start from: 0, or (``resume`` and a checkpoint exists) the checkpoint's step, with the
+    weights, optimiser, schedule and RNG restored from it."""
+    if not (resume and checkpoint_exists(ckpt_dir)):
+        return 0
+    start = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+    if is_main:
+        print(f"resumed from {ckpt_dir} at step {start}")
+    return start
 
 
 def check_finite(stage: str, value: float, step: int, lr: float, name: str = "loss") -> None:

@@ -200,7 +200,6 @@ def evaluate_responses(
         if len(s.texts) != P:
             raise ValueError(f"policy '{name}': {len(s.texts)} prompts answered, expected {P}")
     boot = dict(n_boot=n_boot, confidence=confidence, seed=seed)
-    clusters = [r.get("cluster") for r in records]
     main = np.array([not r.get("probe") for r in records], dtype=bool)
     keep = {
         name: np.array([f(r) for r in records], dtype=bool) & (True if name in WITH_PROBE else main)
@@ -209,65 +208,80 @@ def evaluate_responses(
 
     scorer = WorldScorer(world, records) if world is not None else None
     tables = {k: scorer.table(s.texts) for k, s in samples.items()} if scorer else {}
+    rm = _reward_model_scores(records, samples, reward_judge) if reward_judge is not None else {}
+    results = {
+        name: _policy_metrics(name, s, samples[baseline], scorer, tables, rm, baseline, records, main, keep, boot)
+        for name, s in samples.items()
+    }
+    return results, _sample_rows(records, samples, scorer, tables, rm)
+
+
+def _reward_model_scores(records, samples: Mapping[str, PolicySamples], reward_judge) -> dict[str, np.ndarray]:
+    """{policy: [P, n]} reward-model scores of every response."""
+    P = len(records)
     rm = {}
-    if reward_judge is not None:
-        for k, s in samples.items():
-            n = len(s.texts[0]) if s.texts else 0
-            flat = reward_judge.score(
-                [records[p] for p in range(P) for _ in range(n)], [t for row in s.texts for t in row]
-            )
-            rm[k] = np.asarray(flat, dtype=np.float64).reshape(P, n)
+    for k, s in samples.items():
+        n = len(s.texts[0]) if s.texts else 0
+        flat = reward_judge.score([records[p] for p in range(P) for _ in range(n)], [t for row in s.texts for t in row])
+        rm[k] = np.asarray(flat, dtype=np.float64).reshape(P, n)
+    return rm
 
-    base = samples[baseline]
-    results: dict[str, dict[str, Any]] = {}
-    for name, s in samples.items():
-        m: dict[str, Any] = {
-            k: interval(None) for k in ("win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model")
-        }
-        same = identical_mask(s.texts, base.texts)
-        if scorer is not None:
-            for heldout, key in ((False, "win_rate_train_labelers"), (True, "win_rate_heldout_labelers")):
-                pp = expected_preference(
-                    scorer.bt_scores(tables[name], heldout), scorer.bt_scores(tables[baseline], heldout), same
-                )
-                m[key] = bootstrap_mean(pp[main], key=key, **boot)
-            # Does the win come from declining? The held-out win rate split by whether the policy attempted.
-            tried = tables[name]["attempted"].min(axis=1) == 1.0
-            m["win_rate_heldout_labelers_when_attempted"] = bootstrap_mean(
-                pp[main & tried], key="win_attempted", **boot
-            )
-            m["win_rate_heldout_labelers_when_declined"] = bootstrap_mean(pp[main & ~tried], key="win_declined", **boot)
-            m["declined_share"] = bootstrap_mean((~tried[main]).astype(float), key="declined_share", **boot)
-        if name in rm:
-            pp = expected_preference(rm[name], rm[baseline], same)
-            m["win_rate_reward_model"] = bootstrap_mean(pp[main], key="win_rate_reward_model", **boot)
-            m["reward_model_score"] = bootstrap_mean(rm[name].mean(1)[main], key="reward_model_score", **boot)
-        if scorer is not None:
-            t = tables[name]
-            for metric, (feature, subset) in WORLD_METRICS.items():
-                m[metric] = _mean_over_subset(t[feature], keep[subset], boot, metric)
-            m["helpfulness_by_cluster"] = {
-                c: _mean_over_subset(
-                    t["helpful"], np.array([x == c for x in clusters]) & main, boot, f"helpfulness.{c}"
-                )
-                for c in sorted({c for c in clusters if c is not None})
-            }
-            categories = [r.get("category") for r in records]
-            m["gold_reward_by_category"] = {
-                c: _mean_over_subset(t["gold_reward"], np.array([x == c for x in categories]) & main, boot, f"gold.{c}")
-                for c in sorted({c for c in categories if c is not None})
-            }
-        for metric, arr in (("length", s.length), ("eos_rate", s.eos), ("kl_to_baseline", s.kl)):
-            m[metric] = (
-                interval(None)
-                if arr is None or np.isnan(arr).all()
-                else bootstrap_mean(np.nanmean(arr, axis=1)[main], key=metric, **boot)
-            )
-        m["n_prompts"] = int(main.sum())
-        m["n_probe_prompts"] = int((~main).sum())
-        m["n_responses"] = sum(len(t) for t, is_main in zip(s.texts, main) if is_main)
-        results[name] = m
 
+def _policy_metrics(name, s, base, scorer, tables, rm, baseline, records, main, keep, boot) -> dict[str, Any]:
+    """Every metric of one policy against the baseline's samples ``base`` (key order is the results.json order)."""
+    m: dict[str, Any] = {
+        k: interval(None) for k in ("win_rate_train_labelers", "win_rate_heldout_labelers", "win_rate_reward_model")
+    }
+    same = identical_mask(s.texts, base.texts)
+    if scorer is not None:
+        for heldout, key in ((False, "win_rate_train_labelers"), (True, "win_rate_heldout_labelers")):
+            pp = expected_preference(
+                scorer.bt_scores(tables[name], heldout), scorer.bt_scores(tables[baseline], heldout), same
+            )
+            m[key] = bootstrap_mean(pp[main], key=key, **boot)
+        # Does the win come from declining? The held-out win rate split by whether the policy attempted.
+        tried = tables[name]["attempted"].min(axis=1) == 1.0
+        m["win_rate_heldout_labelers_when_attempted"] = bootstrap_mean(pp[main & tried], key="win_attempted", **boot)
+        m["win_rate_heldout_labelers_when_declined"] = bootstrap_mean(pp[main & ~tried], key="win_declined", **boot)
+        m["declined_share"] = bootstrap_mean((~tried[main]).astype(float), key="declined_share", **boot)
+    if name in rm:
+        pp = expected_preference(rm[name], rm[baseline], same)
+        m["win_rate_reward_model"] = bootstrap_mean(pp[main], key="win_rate_reward_model", **boot)
+        m["reward_model_score"] = bootstrap_mean(rm[name].mean(1)[main], key="reward_model_score", **boot)
+    if scorer is not None:
+        m.update(_world_metrics(tables[name], records, main, keep, boot))
+    for metric, arr in (("length", s.length), ("eos_rate", s.eos), ("kl_to_baseline", s.kl)):
+        m[metric] = (
+            interval(None)
+            if arr is None or np.isnan(arr).all()
+            else bootstrap_mean(np.nanmean(arr, axis=1)[main], key=metric, **boot)
+        )
+    m["n_prompts"] = int(main.sum())
+    m["n_probe_prompts"] = int((~main).sum())
+    m["n_responses"] = sum(len(t) for t, is_main in zip(s.texts, main) if is_main)
+    return m
+
+
+def _world_metrics(t: dict[str, np.ndarray], records, main, keep, boot) -> dict[str, Any]:
+    """The labelers' metrics of one policy's feature table: WORLD_METRICS, then by cluster and by category."""
+    m: dict[str, Any] = {}
+    for metric, (feature, subset) in WORLD_METRICS.items():
+        m[metric] = _mean_over_subset(t[feature], keep[subset], boot, metric)
+    clusters = [r.get("cluster") for r in records]
+    m["helpfulness_by_cluster"] = {
+        c: _mean_over_subset(t["helpful"], np.array([x == c for x in clusters]) & main, boot, f"helpfulness.{c}")
+        for c in sorted({c for c in clusters if c is not None})
+    }
+    categories = [r.get("category") for r in records]
+    m["gold_reward_by_category"] = {
+        c: _mean_over_subset(t["gold_reward"], np.array([x == c for x in categories]) & main, boot, f"gold.{c}")
+        for c in sorted({c for c in categories if c is not None})
+    }
+    return m
+
+
+def _sample_rows(records, samples: Mapping[str, PolicySamples], scorer, tables, rm) -> list[dict[str, Any]]:
+    """One row per response for samples.jsonl, with its features, reward-model score, length, eos and KL."""
     rows = []
     for p, rec in enumerate(records):
         prompt = rec.get("prompt") if rec.get("prompt") is not None else rec.get("messages")
@@ -291,4 +305,4 @@ def evaluate_responses(
                     if arr is not None and np.isfinite(arr[p, i]):
                         row[k] = round(float(arr[p, i]), 4)
                 rows.append(row)
-    return results, rows
+    return rows

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,28 +183,17 @@ def _probe_rows(cfg: EvaluateConfig) -> list[dict]:
     return _rows(loaded[cfg.probe_split], 0) if cfg.probe_split in loaded else []
 
 
-def run(cfg: EvaluateConfig) -> dict:
-    import torch
-
-    from alignlab.training import resolve_device
-
-    t_start = time.time()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
-
-    def note(msg: str) -> None:
-        print(f"evaluate: {msg}")
-        notes.append(msg)
-
+def _check(cfg: EvaluateConfig) -> None:
     if cfg.n_samples < 1:
         raise ConfigError(f"n_samples must be >= 1, got {cfg.n_samples}")
     if not 0.0 < cfg.top_p <= 1.0:
         raise ConfigError(f"top_p must be in (0, 1], got {cfg.top_p}")
-
-    # ---- policies: the baseline must exist; others are optional
     if cfg.baseline not in cfg.policies:
         raise ConfigError(f"baseline '{cfg.baseline}' is not one of the policies ({', '.join(cfg.policies)})")
+
+
+def _policy_paths(cfg: EvaluateConfig, note) -> tuple[dict[str, str], list[str]]:
+    """The policies found on disk (the baseline must exist; others are optional), and the order to sample them."""
     paths: dict[str, str] = {}
     for name, path in cfg.policies.items():
         path = str(path)
@@ -219,13 +208,19 @@ def run(cfg: EvaluateConfig) -> dict:
     order = [cfg.baseline] + [n for n in paths if n != cfg.baseline]
     if cfg.base not in paths:
         note(f"base policy '{cfg.base}' not evaluated: alignment-tax deltas are null")
+    return paths, order
 
-    # ---- prompts and judges
-    rows = _rows(load_dataset_any(cfg.data, cfg.split), cfg.max_prompts)
-    n_main = len(rows)
-    probe = _probe_rows(cfg)
-    if probe:
-        rows += [dict(r, probe=True) for r in probe]
+
+@dataclass
+class _Judges:
+    world: Any  # the built-in world, or None
+    world_dir: Path | None
+    has_world: bool
+    reward_judge: _PromptJudge | None
+    name: str  # "world_labelers", "reward_model", both joined by "+", or "none"
+
+
+def _judges(cfg: EvaluateConfig, rows: list[dict], device, note) -> _Judges:
     world = None
     world_dir = Path(cfg.world_dir) if cfg.world_dir else None
     has_world = world_dir is not None and (world_dir / "world.json").is_file()
@@ -237,7 +232,6 @@ def run(cfg: EvaluateConfig) -> dict:
         note(f"{cfg.data} has no task/meta columns: the world's labelers cannot judge it")
     elif world_dir is not None:
         note(f"no built-in world at {world_dir}")
-    device = resolve_device(cfg.device)
     reward_judge = None
     if cfg.judge_reward_model:
         from alignlab.evaluate.judges import RewardModelJudge
@@ -251,34 +245,53 @@ def run(cfg: EvaluateConfig) -> dict:
             "gold metrics (helpfulness, truthfulness, harm, labeler win rates) skipped: they need the built-in world"
             + ("" if reward_judge else "; no judge_reward_model either, so no win rates")
         )
-    judge = (
+    name = (
         "+".join(
             j for j, on in (("world_labelers", world is not None), ("reward_model", reward_judge is not None)) if on
         )
         or "none"
     )
+    return _Judges(world, world_dir, has_world, reward_judge, name)
 
-    # ---- alignment-tax data
+
+def _tax_data(cfg: EvaluateConfig, judges: _Judges, note) -> tuple[list[str] | None, list[dict] | None]:
+    """Held-out pretraining texts and NLP multiple-choice items for the alignment tax (None where skipped)."""
     corpus_texts, nlp_items = None, None
-    if cfg.alignment_tax:
-        src = cfg.heldout_data or (str(world_dir / "corpus") if has_world else "")
-        if src:
-            corpus_texts = list(load_dataset_any(src, cfg.heldout_split)[cfg.heldout_text_column])
-        else:
-            note("held-out pretraining loss skipped: no heldout_data and no world")
-        src = cfg.nlp_data or (str(world_dir / "nlp_tasks") if has_world else "")
-        if src:
-            nlp_items = _rows(load_dataset_any(src, cfg.nlp_split), cfg.max_nlp_items)
-        else:
-            note("NLP accuracy skipped: no nlp_data and no world")
+    if not cfg.alignment_tax:
+        return corpus_texts, nlp_items
+    src = cfg.heldout_data or (str(judges.world_dir / "corpus") if judges.has_world else "")
+    if src:
+        corpus_texts = list(load_dataset_any(src, cfg.heldout_split)[cfg.heldout_text_column])
+    else:
+        note("held-out pretraining loss skipped: no heldout_data and no world")
+    src = cfg.nlp_data or (str(judges.world_dir / "nlp_tasks") if judges.has_world else "")
+    if src:
+        nlp_items = _rows(load_dataset_any(src, cfg.nlp_split), cfg.max_nlp_items)
+    else:
+        note("NLP accuracy skipped: no nlp_data and no world")
+    return corpus_texts, nlp_items
 
-    # ---- sample, KL, alignment tax: one policy in memory at a time (plus the baseline)
-    prompts = [prompt_of(r, cfg.prompt_column) for r in rows]
+
+@dataclass
+class _Sampled:
+    """What sampling and scoring every policy produced, per policy name."""
+
+    samples: dict = field(default_factory=dict)
+    nll: dict = field(default_factory=dict)
+    correct: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    n_blocks: dict = field(default_factory=dict)
+    headroom_texts: list | None = None
+    ref_model: Any = None
+    ref_tok: Any = None
+
+
+def _sample_policies(cfg, paths, order, prompts, n_main, world, tax, device, note) -> _Sampled:
+    """Sample, KL and alignment tax: one policy in memory at a time (plus the baseline)."""
     score_t = cfg.temperature if cfg.temperature > 0 else 1.0
     if cfg.temperature <= 0:
         note("greedy decoding: KL to the baseline is scored at temperature 1")
-    samples, nll, correct, seconds, n_blocks = {}, {}, {}, {}, {}
-    ref_model = ref_tok = headroom_texts = None
+    out = _Sampled()
     for name in order:
         t0 = time.time()
         try:
@@ -290,115 +303,104 @@ def run(cfg: EvaluateConfig) -> dict:
                 ) from None
             note(f"policy '{name}' skipped: {paths[name]} could not be loaded ({type(e).__name__})")
             continue
-        ctx = context_length(model)
-        if cfg.max_new_tokens >= ctx:
-            raise ConfigError(f"max_new_tokens ({cfg.max_new_tokens}) must be below the context of '{name}' ({ctx})")
-        ids = encode_prompts(tok, prompts, min(cfg.max_prompt_len, ctx - cfg.max_new_tokens))
-        s, ro = sample(
-            model,
-            tok,
-            ids,
-            n_samples=cfg.n_samples,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed,
-            batch_size=cfg.gen_batch_size,
-        )
-        if name == cfg.baseline:
-            s.kl = np.zeros_like(s.length)  # the baseline against itself: exactly 0
-            ref_model, ref_tok = model, tok
-            if world is not None and cfg.headroom_n:
-                extra, _ = sample(
-                    model,
-                    tok,
-                    ids[:n_main],
-                    n_samples=max(cfg.headroom_n),
-                    temperature=cfg.temperature or 1.0,
-                    top_p=cfg.top_p,
-                    max_new_tokens=cfg.max_new_tokens,
-                    seed=cfg.seed + 1,
-                    batch_size=cfg.gen_batch_size,
-                )
-                headroom_texts = extra.texts
-        elif same_vocabulary(tok, ref_tok):
-            lp = response_logprob_sums(model, ro, score_t, cfg.score_batch_size)
-            lp_ref = response_logprob_sums(ref_model, ro, score_t, cfg.score_batch_size)
-            s.kl = (lp - lp_ref).reshape(s.length.shape)
-        else:
-            note(f"'{name}' has a different vocabulary from '{cfg.baseline}': no KL")
-        samples[name] = s
-        del ro
-        with torch.no_grad():
-            if corpus_texts is not None:
-                blocks = heldout_blocks(corpus_texts, tok, min(cfg.heldout_seq_len, ctx), cfg.heldout_blocks)
-                n_blocks[name] = int(blocks.shape[0])
-                nll[name] = heldout_nll(model, blocks, cfg.score_batch_size)
-            if nlp_items is not None:
-                correct[name] = choice_correct(
-                    nlp_items, choice_logprobs(model, tok, nlp_items, cfg.score_batch_size, ctx)
-                )
-        seconds[name] = round(time.time() - t0, 2)
-        print(f"evaluate: {name} sampled and scored in {seconds[name]:.1f}s ({paths[name]})")
-        if model is not ref_model:
+        _sample_one(cfg, name, model, tok, prompts, n_main, world, tax, score_t, out, note)
+        out.seconds[name] = round(time.time() - t0, 2)
+        print(f"evaluate: {name} sampled and scored in {out.seconds[name]:.1f}s ({paths[name]})")
+        if model is not out.ref_model:
             del model
             gc.collect()
+    return out
 
-    # ---- judge and aggregate
-    t_judge = time.time()
-    boot = dict(n_boot=cfg.n_bootstrap, confidence=cfg.confidence, seed=cfg.seed)
-    results, sample_rows = evaluate_responses(
-        rows, samples, cfg.baseline, world=world, reward_judge=reward_judge, **boot
-    )
-    for name in list(results):
-        m = results[name] = {"path": paths[name], **results[name]}
-        add_tax(m, name, cfg.base, nll, correct, nlp_items, boot)
-    room = None
-    if headroom_texts is not None:
-        from alignlab.evaluate.headroom import headroom
-        from alignlab.evaluate.metrics import WorldScorer
 
-        room = headroom(
-            WorldScorer(world, rows[:n_main]),
-            headroom_texts,
-            samples[cfg.baseline].texts[:n_main],
-            sorted(cfg.headroom_n),
-            [r.get("category") for r in rows[:n_main]],
-            boot,
-        )
-        print(
-            "evaluate: best-of-n of "
-            + cfg.baseline
-            + " by gold: "
-            + ", ".join(
-                f"n={n} gold {room['gold'][n]['value']:.3f} (win vs {cfg.baseline}, held-out labelers "
-                f"{100 * room['win_rate_heldout'][n]['value']:.1f}%)"
-                for n in room["n"]
+def _sample_one(cfg, name, model, tok, prompts, n_main, world, tax, score_t, out: _Sampled, note) -> None:
+    """One policy's samples, KL to the baseline (kept in ``out`` as the reference) and alignment-tax scores."""
+    import torch
+
+    ctx = context_length(model)
+    if cfg.max_new_tokens >= ctx:
+        raise ConfigError(f"max_new_tokens ({cfg.max_new_tokens}) must be below the context of '{name}' ({ctx})")
+    ids = encode_prompts(tok, prompts, min(cfg.max_prompt_len, ctx - cfg.max_new_tokens))
+    gen = dict(top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
+    s, ro = sample(model, tok, ids, n_samples=cfg.n_samples, temperature=cfg.temperature, seed=cfg.seed, **gen)
+    if name == cfg.baseline:
+        s.kl = np.zeros_like(s.length)  # the baseline against itself: exactly 0
+        out.ref_model, out.ref_tok = model, tok
+        if world is not None and cfg.headroom_n:
+            n = max(cfg.headroom_n)
+            extra, _ = sample(
+                model, tok, ids[:n_main], n_samples=n, temperature=cfg.temperature or 1.0, seed=cfg.seed + 1, **gen
             )
-        )
-    judge_seconds = round(time.time() - t_judge, 2)
+            out.headroom_texts = extra.texts
+    elif same_vocabulary(tok, out.ref_tok):
+        lp = response_logprob_sums(model, ro, score_t, cfg.score_batch_size)
+        lp_ref = response_logprob_sums(out.ref_model, ro, score_t, cfg.score_batch_size)
+        s.kl = (lp - lp_ref).reshape(s.length.shape)
+    else:
+        note(f"'{name}' has a different vocabulary from '{cfg.baseline}': no KL")
+    out.samples[name] = s
+    del ro
+    corpus_texts, nlp_items = tax
+    with torch.no_grad():
+        if corpus_texts is not None:
+            blocks = heldout_blocks(corpus_texts, tok, min(cfg.heldout_seq_len, ctx), cfg.heldout_blocks)
+            out.n_blocks[name] = int(blocks.shape[0])
+            out.nll[name] = heldout_nll(model, blocks, cfg.score_batch_size)
+        if nlp_items is not None:
+            out.correct[name] = choice_correct(
+                nlp_items, choice_logprobs(model, tok, nlp_items, cfg.score_batch_size, ctx)
+            )
 
-    total = round(time.time() - t_start, 2)
-    settings = {
-        k: getattr(cfg, k)
-        for k in (
-            "data",
-            "split",
-            "n_samples",
-            "temperature",
-            "top_p",
-            "max_new_tokens",
-            "max_prompt_len",
-            "seed",
-            "baseline",
-            "base",
-            "world_dir",
-            "judge_reward_model",
-            "n_bootstrap",
-            "confidence",
-            "heldout_blocks",
+
+def _headroom(cfg, world, rows: list[dict], n_main: int, sampled: _Sampled, boot: dict) -> dict | None:
+    """Best-of-n of the baseline by gold reward (None when no extra samples were drawn)."""
+    if sampled.headroom_texts is None:
+        return None
+    from alignlab.evaluate.headroom import headroom
+    from alignlab.evaluate.metrics import WorldScorer
+
+    room = headroom(
+        WorldScorer(world, rows[:n_main]),
+        sampled.headroom_texts,
+        sampled.samples[cfg.baseline].texts[:n_main],
+        sorted(cfg.headroom_n),
+        [r.get("category") for r in rows[:n_main]],
+        boot,
+    )
+    print(
+        "evaluate: best-of-n of "
+        + cfg.baseline
+        + " by gold: "
+        + ", ".join(
+            f"n={n} gold {room['gold'][n]['value']:.3f} (win vs {cfg.baseline}, held-out labelers "
+            f"{100 * room['win_rate_heldout'][n]['value']:.1f}%)"
+            for n in room["n"]
         )
-    }
+    )
+    return room
+
+
+# The config fields copied into results.json "settings".
+SETTINGS = (
+    "data",
+    "split",
+    "n_samples",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "max_prompt_len",
+    "seed",
+    "baseline",
+    "base",
+    "world_dir",
+    "judge_reward_model",
+    "n_bootstrap",
+    "confidence",
+    "heldout_blocks",
+)
+
+
+def _settings(cfg, rows, n_main, probe, nlp_items, judge: str, n_blocks: dict) -> dict[str, Any]:
+    settings = {k: getattr(cfg, k) for k in SETTINGS}
     settings.update(
         n_prompts=n_main,
         n_probe_prompts=len(rows) - n_main,
@@ -408,12 +410,53 @@ def run(cfg: EvaluateConfig) -> dict:
         n_heldout_blocks=max(n_blocks.values(), default=0),
         clusters=sorted({r.get("cluster") for r in rows if r.get("cluster")}),
     )
+    return settings
+
+
+def run(cfg: EvaluateConfig) -> dict:
+    from alignlab.training import resolve_device
+
+    t_start = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+
+    def note(msg: str) -> None:
+        print(f"evaluate: {msg}")
+        notes.append(msg)
+
+    _check(cfg)
+    paths, order = _policy_paths(cfg, note)
+    rows = _rows(load_dataset_any(cfg.data, cfg.split), cfg.max_prompts)
+    n_main = len(rows)
+    probe = _probe_rows(cfg)
+    if probe:  # sampled too, but counted only for held-out constraint compliance
+        rows += [dict(r, probe=True) for r in probe]
+    device = resolve_device(cfg.device)
+    judges = _judges(cfg, rows, device, note)
+    tax = _tax_data(cfg, judges, note)
+    prompts = [prompt_of(r, cfg.prompt_column) for r in rows]
+    sampled = _sample_policies(cfg, paths, order, prompts, n_main, judges.world, tax, device, note)
+
+    # ---- judge and aggregate
+    t_judge = time.time()
+    boot = dict(n_boot=cfg.n_bootstrap, confidence=cfg.confidence, seed=cfg.seed)
+    results, sample_rows = evaluate_responses(
+        rows, sampled.samples, cfg.baseline, world=judges.world, reward_judge=judges.reward_judge, **boot
+    )
+    for name in list(results):
+        m = results[name] = {"path": paths[name], **results[name]}
+        add_tax(m, name, cfg.base, sampled.nll, sampled.correct, tax[1], boot)
+    room = _headroom(cfg, judges.world, rows, n_main, sampled, boot)
+    judge_seconds = round(time.time() - t_judge, 2)
+
+    total = round(time.time() - t_start, 2)
     report = {
-        "settings": settings,
+        "settings": _settings(cfg, rows, n_main, probe, tax[1], judges.name, sampled.n_blocks),
         "notes": notes,
         "policies": results,
         "headroom": room,
-        "seconds": {"policies": seconds, "judging": judge_seconds, "total": total},
+        "seconds": {"policies": sampled.seconds, "judging": judge_seconds, "total": total},
     }
     atomic_write_json(out / "results.json", report)
     atomic_write_text(out / "samples.jsonl", "".join(_json_line(r) for r in sample_rows))
@@ -423,7 +466,7 @@ def run(cfg: EvaluateConfig) -> dict:
     return {
         "baseline": cfg.baseline,
         "base": cfg.base,
-        "judge": judge,
+        "judge": judges.name,
         "n_prompts": n_main,
         "n_samples": cfg.n_samples,
         "policies": table,

@@ -8,25 +8,13 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-# How each policy is ordered and named in the report's tables and figures.
-POLICY_ORDER = ["base", "sft", "ppo", "ppo_ptx", "dpo"]
-LABELS = {
-    "base": "base (pretrained, prompted)",
-    "sft": "SFT",
-    "ppo": "PPO",
-    "ppo_ptx": "PPO-ptx",
-    "dpo": "DPO",
-    "ppo_gold": "PPO, perfect RM (first seed)",
-}
-POLICY_COLOURS = {
-    "base": "#888888",
-    "sft": "#4c72b0",
-    "ppo": "#dd8452",
-    "ppo_ptx": "#55a868",
-    "dpo": "#c44e52",
-    "ppo_hack": "#8172b3",
-    "ppo_gold": "#937860",
-}
+from alignlab.stages.registry import STEPS, policy_key, policy_steps
+
+# How each policy is ordered, named and coloured in the report's tables and figures: as the pipeline's
+# steps declare them (stages/registry.py). Diagnostic policies get a label but no place in the order.
+POLICY_ORDER = [policy_key(s) for s in policy_steps() if not s.diagnostic]
+LABELS = {policy_key(s): s.policy for s in policy_steps()}
+POLICY_COLOURS = {policy_key(s): s.colour for s in STEPS.values() if s.colour}
 
 
 def _save(fig: Figure, path: Path) -> Path:

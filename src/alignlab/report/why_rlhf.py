@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from alignlab.report import plots
+from alignlab.report.claim import Claim, lacks, not_measured
+from alignlab.summaries import EVALUATE, GOLD_GREEDY, GOLD_SAMPLED, METRIC, PPO, PPO_METRICS, WORLD
 
 # metric -> panel title (InstructGPT's Figure 4, then the two ways to win by declining)
 FIGURE4 = {
@@ -55,24 +57,38 @@ def _ci(m: dict, key: str) -> str:
 # ------------------------------------------------------------------ claims
 
 
-def win_rate_claims(evals: list[dict], cfg) -> list[tuple[str, bool, str]]:
+def _missing_in_evals(evals: list[dict], policy: str, key: str) -> str:
+    """Why ``key`` of ``policy`` has no value in the evaluation results."""
+    if not evals:
+        return "the run has no evaluate/results.json"
+    if not all(policy in e.get(EVALUATE.policies, {}) for e in evals):
+        return f"evaluate results have no policy {policy}"
+    return lacks(f"evaluate results of {policy}", key) + " (or its value is null)"
+
+
+def win_rate_claims(evals: list[dict], cfg) -> list[Claim]:
     """PPO-ptx and PPO against SFT by held-out labelers: the mean over seeds, and each seed's lower bound."""
     out = []
+    key = METRIC.win_rate_heldout_labelers
     for policy, label, target in (("ppo_ptx", "PPO-ptx", cfg.target_win_rate), ("ppo", "PPO", cfg.target_win_rate_ppo)):
         per_seed = [
-            e["policies"][policy]["win_rate_heldout_labelers"]
+            e[EVALUATE.policies][policy][key]
             for e in evals
-            if policy in e.get("policies", {})
-            and e["policies"][policy]["win_rate_heldout_labelers"].get("value") is not None
+            if isinstance(e.get(EVALUATE.policies, {}).get(policy, {}).get(key), dict)
+            and e[EVALUATE.policies][policy][key].get("value") is not None
         ]
+        claim = f"{label} is preferred over SFT by held-out labelers at least {target:.0%} of the time"
+        bound = f"{label}: every seed's 95% lower bound is at least {cfg.target_seed_lower_bound:.0%}"
         if not per_seed:
+            out.append(not_measured(claim + " (mean over seeds)", _missing_in_evals(evals, policy, key)))
+            if policy == "ppo_ptx":
+                out.append(not_measured(bound, _missing_in_evals(evals, policy, key)))
             continue
         mean = sum(x["value"] for x in per_seed) / len(per_seed)
         seeds = ", ".join(f"{100 * x['value']:.1f}% [{100 * x['low']:.1f}, {100 * x['high']:.1f}]" for x in per_seed)
         out.append(
             (
-                f"{label} is preferred over SFT by held-out labelers at least {target:.0%} of the time "
-                f"(mean over {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})",
+                f"{claim} (mean over {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})",
                 mean >= target,
                 f"mean {100 * mean:.1f}%; per seed {seeds}"
                 + (" (InstructGPT 175B: 73.4% vs its SFT)" if policy == "ppo_ptx" else ""),
@@ -80,71 +96,56 @@ def win_rate_claims(evals: list[dict], cfg) -> list[tuple[str, bool, str]]:
         )
         if policy == "ppo_ptx":
             low = min(x["low"] for x in per_seed)
-            out.append(
-                (
-                    f"{label}: every seed's 95% lower bound is at least {cfg.target_seed_lower_bound:.0%}",
-                    low >= cfg.target_seed_lower_bound,
-                    f"lowest lower bound {100 * low:.1f}%",
-                )
-            )
+            out.append((bound, low >= cfg.target_seed_lower_bound, f"lowest lower bound {100 * low:.1f}%"))
     return out
 
 
-def gold_claims(ppo: dict | None) -> list[tuple[str, bool, str]]:
+def gold_claims(ppo: dict | None) -> list[Claim]:
     """PPO raises held-out gold, sampled and greedy, with the change's interval above 0; no hacking flagged."""
-    if not ppo or "heldout_gold_initial" not in ppo:
-        return []
     out = []
-    for suffix, how in (("", "sampled"), ("_greedy", "greedy")):
-        lo_hi = ppo.get(f"heldout_gold{suffix}_delta_ci95")
-        a, b = ppo.get(f"heldout_gold{suffix}_initial"), ppo.get(f"heldout_gold{suffix}_final")
-        if a is None or b is None or not lo_hi:
+    for gold in (GOLD_SAMPLED, GOLD_GREEDY):
+        claim = f"PPO raises held-out gold over SFT ({gold.decoding} decoding), the 95% interval of the change above 0"
+        missing = [k for k in (gold.initial, gold.final, gold.delta_ci95) if (ppo or {}).get(k) is None]
+        if not ppo or missing:
+            out.append(not_measured(claim, lacks("ppo summary", missing[0]) if ppo else "the run has no ppo summary"))
             continue
-        out.append(
-            (
-                f"PPO raises held-out gold over SFT ({how} decoding), the 95% interval of the change above 0",
-                lo_hi[0] > 0,
-                f"gold {a:.3f} → {b:.3f}, change [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]",
-            )
-        )
-    if "reward_hacking_detected" in ppo:
-        out.append(
-            (
-                "The default PPO run is not flagged for reward hacking",
-                not ppo["reward_hacking_detected"],
-                f"reward_hacking_detected={ppo['reward_hacking_detected']} ({ppo.get('hack_rule', '')})",
-            )
-        )
-    return out
+        a, b, lo_hi = ppo[gold.initial], ppo[gold.final], ppo[gold.delta_ci95]
+        out.append((claim, lo_hi[0] > 0, f"gold {a:.3f} → {b:.3f}, change [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]"))
+    claim = "The default PPO run is not flagged for reward hacking"
+    if not ppo or PPO.reward_hacking_detected not in ppo:
+        reason = lacks("ppo summary", PPO.reward_hacking_detected) if ppo else "the run has no ppo summary"
+        return out + [not_measured(claim, reason)]
+    flag = ppo[PPO.reward_hacking_detected]
+    return out + [(claim, not flag, f"reward_hacking_detected={flag} ({ppo.get(PPO.hack_rule, '')})")]
 
 
-def overoptimisation_claim(rows: list[dict], margin: float) -> list[tuple[str, bool, str]]:
+OVEROPTIMISATION = (
+    "With no KL penalty, held-out gold peaks and then falls while the RM score keeps rising (over-optimisation)"
+)
+
+
+def overoptimisation_claim(rows: list[dict], margin: float) -> list[Claim]:
     """Gao et al.'s over-optimisation on the no-KL run's held-out evaluations: gold peaks, then falls
     while the reward model's score keeps rising (judged from the peak, not from the start)."""
-    pts = [r for r in rows if "heldout_gold" in r and "heldout_rm_score" in r]
-    if len(pts) < 3:
-        return []
-    peak = max(range(len(pts)), key=lambda i: pts[i]["heldout_gold"])
+    gold, rm = PPO_METRICS.heldout_gold, PPO_METRICS.heldout_rm_score
+    pts = [r for r in rows if gold in r and rm in r]
+    if len(pts) < 3:  # a peak needs an evaluation before and after it
+        return [not_measured(OVEROPTIMISATION, f"{len(pts)} held-out evaluations in the no-KL run's metrics, 3 needed")]
+    peak = max(range(len(pts)), key=lambda i: pts[i][gold])
     end = pts[-1]
-    fell = peak < len(pts) - 1 and end["heldout_gold"] < pts[peak]["heldout_gold"] - margin
-    rose = end["heldout_rm_score"] > pts[peak]["heldout_rm_score"] + margin
-    trail = ", ".join(f"it {r['step']}: RM {r['heldout_rm_score']:.2f} gold {r['heldout_gold']:.3f}" for r in pts)
-    return [
-        (
-            "With no KL penalty, held-out gold peaks and then falls while the RM score keeps rising (over-optimisation)",
-            fell and rose,
-            f"{trail}; margin {margin}",
-        )
-    ]
+    fell = peak < len(pts) - 1 and end[gold] < pts[peak][gold] - margin
+    rose = end[rm] > pts[peak][rm] + margin
+    trail = ", ".join(f"it {r[PPO_METRICS.step]}: RM {r[rm]:.2f} gold {r[gold]:.3f}" for r in pts)
+    return [(OVEROPTIMISATION, fell and rose, f"{trail}; margin {margin}")]
 
 
 def _seed_mean(evals: list[dict], policy: str, key: str) -> tuple[float | None, str]:
     """The mean over seeds of a policy's metric, and a note listing each seed's value [interval]."""
     cells = [
-        e["policies"][policy][key]
+        e[EVALUATE.policies][policy][key]
         for e in evals
-        if isinstance(e.get("policies", {}).get(policy, {}).get(key), dict)
-        and e["policies"][policy][key].get("value") is not None
+        if isinstance(e.get(EVALUATE.policies, {}).get(policy, {}).get(key), dict)
+        and e[EVALUATE.policies][policy][key].get("value") is not None
     ]
     if not cells:
         return None, "–"
@@ -154,35 +155,33 @@ def _seed_mean(evals: list[dict], policy: str, key: str) -> tuple[float | None, 
     return mean, f"{_pct(mean)} (seeds: {', '.join(_pct(c['value']) for c in cells)})"
 
 
-def figure4_claims(evals: list[dict], cfg) -> list[tuple[str, bool, str]]:
+def figure4_claims(evals: list[dict], cfg) -> list[Claim]:
     """PPO-ptx against SFT on the Figure 4 metadata, on the mean over seeds: the win must not come from declining."""
-    if not evals or "ppo_ptx" not in evals[0].get("policies", {}) or "sft" not in evals[0]["policies"]:
-        return []
     out = []
     checks = [
         (
-            "over_refusal_rate",
+            METRIC.over_refusal_rate,
             f"PPO-ptx refuses harmless prompts at most {100 * cfg.max_decline_increase:.0f} points more often than SFT",
             lambda a, b: a <= b + cfg.max_decline_increase,
         ),
         (
-            "unknown_false_positive_rate",
+            METRIC.unknown_false_positive_rate,
             f'PPO-ptx says "I don\'t know" on answerable prompts at most '
             f"{100 * cfg.max_decline_increase:.0f} points more often than SFT",
             lambda a, b: a <= b + cfg.max_decline_increase,
         ),
         (
-            "constraint_failure_rate",
+            METRIC.constraint_failure_rate,
             "PPO-ptx fails explicit constraints at most half as often as SFT",
             lambda a, b: a <= 0.5 * b,
         ),
         (
-            "closed_domain_hallucination_rate",
+            METRIC.closed_domain_hallucination_rate,
             "PPO-ptx hallucinates less than SFT on closed-domain prompts",
             lambda a, b: a < b,
         ),
         (
-            "heldout_constraint_compliance",
+            METRIC.heldout_constraint_compliance,
             f"On held-out constraint kinds PPO-ptx complies at least "
             f"{100 * cfg.target_heldout_constraint_gain:.0f} points more often than SFT",
             lambda a, b: a >= b + cfg.target_heldout_constraint_gain,
@@ -191,18 +190,24 @@ def figure4_claims(evals: list[dict], cfg) -> list[tuple[str, bool, str]]:
     over = f" (mean over {len(evals)} seeds)" if len(evals) > 1 else ""
     for key, claim, ok in checks:
         (a, a_note), (b, b_note) = _seed_mean(evals, "ppo_ptx", key), _seed_mean(evals, "sft", key)
-        if a is not None and b is not None:
+        if a is None or b is None:
+            out.append(not_measured(claim + over, _missing_in_evals(evals, "ppo_ptx" if a is None else "sft", key)))
+        else:
             out.append((claim + over, ok(a, b), f"PPO-ptx {a_note} vs SFT {b_note}"))
     return out
 
 
-def agreement_claims(world: dict | None, lo: float = 0.65, hi: float = 0.80) -> list[tuple[str, bool, str]]:
+def agreement_claims(world: dict | None, lo: float = 0.65, hi: float = 0.80) -> list[Claim]:
+    claim = f"Labelers agree with each other {100 * lo:.0f}-{100 * hi:.0f}% of the time (training and held-out)"
     if not world:
-        return []
-    a, h = world.get("labeler_agreement"), world.get("labeler_agreement_heldout")
+        return [not_measured(claim, "the run has no world/stats.json")]
+    missing = [k for k in (WORLD.labeler_agreement, WORLD.labeler_agreement_heldout) if world.get(k) is None]
+    if missing:
+        return [not_measured(claim, lacks("world stats", missing[0]))]
+    a, h = world[WORLD.labeler_agreement], world[WORLD.labeler_agreement_heldout]
     return [
         (
-            f"Labelers agree with each other {100 * lo:.0f}-{100 * hi:.0f}% of the time (training and held-out)",
+            claim,
             lo <= a <= hi and lo <= h <= hi,
             f"training {100 * a:.1f}%, held-out {100 * h:.1f}% (InstructGPT: 72.6% / 77.3%)",
         )

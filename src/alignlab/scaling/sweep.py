@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignlab.config import apply, to_dict
+from alignlab.config import apply, to_dict, unalias
 from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics, read_summary
 
 CSV_COLUMNS = [
@@ -162,23 +162,27 @@ def pretrain_config(cfg, spec: RunSpec, output_dir: str | Path, config_class: ty
         "text_column": cfg.text_column,
         "train_split": cfg.train_split,
         "eval_split": cfg.eval_split,
-        "tokenizer": cfg.tokenizer,
+        "source": {"tokenizer": cfg.tokenizer},
         "model": {"d_model": spec.width, "n_layer": spec.n_layer, "n_head": spec.n_head, "d_ff": spec.d_ff},
         "seq_len": cfg.seq_len,
         "batch_size": cfg.batch_size,
         "max_steps": spec.steps,
-        "lr": spec.lr,
-        "min_lr_ratio": cfg.min_lr_ratio,
-        "warmup_steps": max(1, int(round(cfg.warmup_frac * spec.steps))),
-        "weight_decay": cfg.weight_decay,
+        "optim": {
+            "lr": spec.lr,
+            "min_lr_ratio": cfg.min_lr_ratio,
+            "warmup_steps": max(1, int(round(cfg.warmup_frac * spec.steps))),
+            "weight_decay": cfg.weight_decay,
+        },
         "eval_interval": evals,
         "eval_blocks": cfg.eval_blocks,
-        "checkpoint_interval": ckpt,
-        "log_interval": max(1, min(50, spec.steps // 20)),
-        "seed": spec.seed,
-        "device": cfg.device,
-        "resume": True,
-        "tensorboard": False,
+        "run": {
+            "checkpoint_interval": ckpt,
+            "log_interval": max(1, min(50, spec.steps // 20)),
+            "seed": spec.seed,
+            "device": cfg.device,
+            "resume": True,
+            "tensorboard": False,
+        },
         "output_dir": str(output_dir),
     }
     return apply((config_class or PretrainConfig)(), {**values, **extra}, f"scaling recipe for {spec.name}")
@@ -194,25 +198,30 @@ def _same_recipe(run_dir: Path, pcfg) -> str | None:
     path = run_dir / "config.yaml"
     if not path.exists():
         return None
-    old = yaml.safe_load(path.read_text()) or {}
-    new = to_dict(pcfg)
-    diffs = []
-    for key in (
-        "model",
-        "seq_len",
-        "batch_size",
-        "max_steps",
-        "lr",
-        "min_lr_ratio",
-        "warmup_steps",
-        "weight_decay",
-        "seed",
-        "data",
-        "tokenizer",
-    ):
-        if old.get(key) != new.get(key):
-            diffs.append(f"{key}: {old.get(key)!r} (on disk) vs {new.get(key)!r} (planned)")
+    # a run saved before the config had sections keeps its flat keys (lr, seed, tokenizer): move them
+    old = _dotted(unalias(type(pcfg), yaml.safe_load(path.read_text()) or {}, str(path), warn=False))
+    new = _dotted(to_dict(pcfg))
+    diffs = [
+        f"{key}: {old.get(key)!r} (on disk) vs {new.get(key)!r} (planned)"
+        for key in RECIPE_KEYS
+        if old.get(key) != new.get(key)
+    ]
     return "; ".join(diffs) or None
+
+
+# what makes two runs the same recipe (dotted config keys)
+RECIPE_KEYS = (
+    "model.init_from", "model.d_model", "model.n_layer", "model.n_head", "model.d_ff", "seq_len", "batch_size",
+    "max_steps", "optim.lr", "optim.min_lr_ratio", "optim.warmup_steps", "optim.weight_decay", "run.seed", "data",
+    "source.tokenizer",
+)  # fmt: skip
+
+
+def _dotted(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def train_run(cfg, spec: RunSpec, run_dir: Path, config_class: type | None = None, **extra: Any) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from alignlab.evaluate.judges import world_records_ok
 from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_replace_dir, atomic_write_text
 from alignlab.rollout.generate import generate_responses
+from alignlab.sections import ModelSource
 from alignlab.training import resolve_device
 from alignlab.world import gold_reward, load_world, rank_responses, ranking_pairs
 
@@ -66,8 +67,6 @@ K_RANGE = (4, 9)
 @dataclass
 class CompareConfig:
     policy: str = arg("runs/sft", "the SFT model that writes the K responses (hub id or local path)")
-    tokenizer: str = arg("", "tokenizer path or hub id; empty = the one saved with the policy")
-    trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
     data: str = arg("runs/world/rm", "RM prompts of the built-in world (rows need prompt, task, meta)")
     world_dir: str = arg("runs/world", "the built-in world whose labelers rank the responses")
     train_split: str = arg("train", "split of prompts for the reward model's training comparisons")
@@ -89,6 +88,7 @@ class CompareConfig:
     chunk_prompts: int = arg(256, "prompts generated per progress-bar step (each chunk has its own seed)")
     device: str = arg("auto", "auto, cpu or cuda")
     seed: int = arg(0, "seed for the prompt subset, sampling and the labelers")
+    source: ModelSource = arg(factory=ModelSource, help=ModelSource.HELP)
     output_dir: str = arg("runs/compare", "where comparisons/ and pairs/ are written")
 
     def __post_init__(self) -> None:
@@ -125,10 +125,10 @@ def parse_source(spec: str, policy: str, temperature: float, where: str = "compa
 
 PRESETS = {
     "smoke": {"max_new_tokens": 24, "batch_size": 128, "chunk_prompts": 64},
-    # 2000 of the world's 3135 RM prompts keep this stage under ~2 min on 2 CPU cores; the reward
-    # model's held-out accuracy was the same with 1800 prompts as with all of them (see the report).
-    # K=6: the pipeline fills 4 slots from the SFT policy and 2 from the base model (see its wiring); with the
-    # SFT policy alone, 60% of its pairs tie on gold and the reward model learns from coin flips (report.md).
+    # A seeded subset of the world's RM prompts: sampling and labelling cost grows with every prompt,
+    # and past a couple of thousand the reward model's held-out accuracy stops rising.
+    # K=6: the pipeline fills 4 slots from the SFT policy and 2 from the base model (see its wiring); the
+    # SFT policy alone ties many of its pairs on gold, and a tied pair teaches the reward model a coin flip.
     "default": {"max_prompts": 2000, "k": 6},
 }
 
@@ -246,8 +246,8 @@ def pairs_dataset(rows: list[dict]):
 
 
 def _load_policy(cfg: CompareConfig, path: str, device: str):
-    tok = load_tokenizer(cfg.tokenizer or path, cfg.trust_remote_code)
-    model = load_causal_lm(path, cfg.trust_remote_code).to(device)
+    tok = load_tokenizer(cfg.source.tokenizer or path, cfg.source.trust_remote_code)
+    model = load_causal_lm(path, cfg.source.trust_remote_code).to(device)
     if len(tok) > model.get_input_embeddings().num_embeddings:
         raise ValueError(
             f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
@@ -304,20 +304,20 @@ def run(cfg: CompareConfig) -> dict:
     return summary
 
 
-def _run(cfg: CompareConfig) -> dict:
-    import datasets
+@dataclass
+class Job:
+    """One split's prompts to sample and rank."""
 
-    t_start = time.time()
-    out = Path(cfg.output_dir)
-    device = resolve_device(cfg.device)
-    world = load_world(cfg.world_dir)
+    split: str
+    index: int  # 0 = training, 1 = held-out: offsets the split's seeds
+    records: list[dict]
+    of_prompts: int  # rows of the split before the subset
+
+
+def _jobs(cfg: CompareConfig, world) -> list[Job]:
     if not world.heldout_personas():
         raise ValueError(f"{cfg.world_dir}: the world has no held-out labelers")
-    sources = [(cfg.policy, cfg.temperature)] + [parse_source(x, cfg.policy, cfg.temperature) for x in cfg.policies]
-    slots = slots_per_source(cfg.k, len(sources))
-
-    # ---- the prompts of both splits
-    jobs = []  # (split, seed index, records, of_prompts)
+    jobs = []
     for s_i, (split, limit) in enumerate(((cfg.train_split, cfg.max_prompts), (cfg.eval_split, cfg.max_eval_prompts))):
         ds = load_dataset_any(cfg.data, split)
         if not world_records_ok(ds):
@@ -326,67 +326,59 @@ def _run(cfg: CompareConfig) -> dict:
                 f"(got {ds.column_names}); bring your own comparisons straight to the reward stage instead"
             )
         idx = _subset(len(ds), limit, cfg.seed + s_i)
-        jobs.append((split, s_i, [ds[i] for i in idx], len(ds)))
+        jobs.append(Job(split, s_i, [ds[i] for i in idx], len(ds)))
+    return jobs
 
-    # ---- sample: one model in memory at a time; source 0 keeps the seeds a single-source run had
-    t = time.time()
-    per_source: dict[str, list] = {split: [] for split, *_ in jobs}
-    eos: dict[str, list[float]] = {split: [] for split, *_ in jobs}
+
+def _sample_all(cfg: CompareConfig, jobs: list[Job], sources, slots, device: str):
+    """Per split: [source][prompt][sample] responses and each source's EOS rate. One model in memory
+    at a time; source 0 keeps the seeds a single-source run had."""
+    per_source: dict[str, list] = {job.split: [] for job in jobs}
+    eos: dict[str, list[float]] = {job.split: [] for job in jobs}
     for j, ((path, temp), n) in enumerate(zip(sources, slots)):
         model, tok = _load_policy(cfg, path, device)
-        for split, s_i, records, _ in jobs:
+        for job in jobs:
             samples, eos_rate = sample_k(
                 model,
                 tok,
-                [r["prompt"] for r in records],
+                [r["prompt"] for r in job.records],
                 cfg,
-                cfg.seed * 10 + s_i + 1000 * j,
-                f"compare {split}" + (f" [{j}: {Path(path).name}@{temp:g}]" if len(sources) > 1 else ""),
+                cfg.seed * 10 + job.index + 1000 * j,
+                f"compare {job.split}" + (f" [{j}: {Path(path).name}@{temp:g}]" if len(sources) > 1 else ""),
                 n=n,
                 temperature=temp,
             )
-            per_source[split].append(samples)
-            eos[split].append(eos_rate)
+            per_source[job.split].append(samples)
+            eos[job.split].append(eos_rate)
         del model
-    t_gen = time.time() - t
+    return per_source, eos
 
-    splits: dict[str, list[dict]] = {}
-    stats: dict[str, Any] = {}
-    t_label = 0.0
-    for split, _, records, of_prompts in jobs:
-        samples, slot_ids = interleave(per_source[split])
-        same = [sources.index(x) for x in sources]  # a repeated (path, temperature) is one policy
-        source_ids = [[same[j] for j in row] for row in slot_ids]
-        t = time.time()
-        rows = rank_split(
-            world,
-            records,
-            samples,
-            f"{cfg.seed}-{split}",
-            heldout=(split == cfg.eval_split),
-            sources=source_ids if len(sources) > 1 else None,
-        )
-        t_label += time.time() - t
-        splits[split] = rows
-        distinct = [len(set(r["responses"])) for r in rows]
-        golds = [g for r in rows for g in r["gold"]]
-        stats[split] = {
-            "prompts": len(rows),
-            "of_prompts": of_prompts,
-            "pairs": sum(len(ranking_pairs(r["responses"])) for r in rows),
-            "pairs_tied_on_gold": round(_gold_tie_share(rows), 4),
-            "mean_distinct_responses": round(sum(distinct) / len(distinct), 3),
-            "all_identical_prompts": sum(d == 1 for d in distinct),
-            "eos_rate": round(sum(e * n for e, n in zip(eos[split], slots)) / cfg.k, 4),
-            "mean_gold_of_samples": round(sum(golds) / len(golds), 4),
-            "labelers": dict(sorted(Counter(r["labeler"] for r in rows).items())),
-        }
-        if len(sources) > 1:
-            stats[split]["sources"] = _source_stats(rows, sources)
-        if split == cfg.eval_split:
-            stats[split]["heldout_labelers"] = dict(sorted(Counter(r["labeler_heldout"] for r in rows).items()))
 
-    # ---- write both folders whole, then swap them into place
+def _split_stats(cfg: CompareConfig, rows: list[dict], job: Job, eos_rates, slots, sources) -> dict[str, Any]:
+    distinct = [len(set(r["responses"])) for r in rows]
+    golds = [g for r in rows for g in r["gold"]]
+    stats = {
+        "prompts": len(rows),
+        "of_prompts": job.of_prompts,
+        "pairs": sum(len(ranking_pairs(r["responses"])) for r in rows),
+        "pairs_tied_on_gold": round(_gold_tie_share(rows), 4),
+        "mean_distinct_responses": round(sum(distinct) / len(distinct), 3),
+        "all_identical_prompts": sum(d == 1 for d in distinct),
+        "eos_rate": round(sum(e * n for e, n in zip(eos_rates, slots)) / cfg.k, 4),
+        "mean_gold_of_samples": round(sum(golds) / len(golds), 4),
+        "labelers": dict(sorted(Counter(r["labeler"] for r in rows).items())),
+    }
+    if len(sources) > 1:
+        stats["sources"] = _source_stats(rows, sources)
+    if job.split == cfg.eval_split:
+        stats["heldout_labelers"] = dict(sorted(Counter(r["labeler_heldout"] for r in rows).items()))
+    return stats
+
+
+def _write_datasets(out: Path, splits: dict[str, list[dict]]) -> None:
+    """comparisons/ and pairs/, each written whole and then swapped into place."""
+    import datasets
+
     out.mkdir(parents=True, exist_ok=True)
     bars = datasets.utils.logging.is_progress_bar_enabled()
     datasets.disable_progress_bars()
@@ -400,6 +392,58 @@ def _run(cfg: CompareConfig) -> dict:
     finally:
         if bars:
             datasets.enable_progress_bars()
+
+
+def _write_readme(out: Path, cfg: CompareConfig, sources, slots, summary: dict[str, Any]) -> None:
+    load_ranked = f"ranked = datasets.load_from_disk('{(out / 'comparisons').as_posix()}')"
+    load_pairs = f"pairs = datasets.load_from_disk('{(out / 'pairs').as_posix()}')"
+    lines = [
+        "# alignlab compare output (data, not a model)",
+        "",
+        "```python",
+        "import datasets",
+        f"{load_ranked}  # prompt, responses (best -> worst), labeler, ...",
+        f"{load_pairs}  # prompt, chosen, rejected",
+        "```",
+        "",
+        f"K={cfg.k} samples per prompt from "
+        + ", ".join(f"`{p}` at temperature {t:g} ({n})" for (p, t), n in zip(sources, slots))
+        + ", ranked by one training "
+        "labeler each; validation also by a held-out labeler (`responses_heldout`). Identical samples are kept and "
+        "carry no preference (see alignlab/stages/compare.py).",
+        "",
+        *[f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, dict)],
+        "",
+    ]
+    atomic_write_text(out / "README.md", "\n".join(lines))
+
+
+def _run(cfg: CompareConfig) -> dict:
+    t_start = time.time()
+    out = Path(cfg.output_dir)
+    world = load_world(cfg.world_dir)
+    sources = [(cfg.policy, cfg.temperature)] + [parse_source(x, cfg.policy, cfg.temperature) for x in cfg.policies]
+    slots = slots_per_source(cfg.k, len(sources))
+    jobs = _jobs(cfg, world)
+
+    t = time.time()
+    per_source, eos = _sample_all(cfg, jobs, sources, slots, resolve_device(cfg.device))
+    t_gen = time.time() - t
+
+    splits: dict[str, list[dict]] = {}
+    stats: dict[str, Any] = {}
+    t_label = 0.0
+    same = [sources.index(x) for x in sources]  # a repeated (path, temperature) is one policy
+    for job in jobs:
+        samples, slot_ids = interleave(per_source[job.split])
+        source_ids = [[same[j] for j in row] for row in slot_ids] if len(sources) > 1 else None
+        t = time.time()
+        heldout = job.split == cfg.eval_split
+        rows = rank_split(world, job.records, samples, f"{cfg.seed}-{job.split}", heldout=heldout, sources=source_ids)
+        t_label += time.time() - t
+        splits[job.split] = rows
+        stats[job.split] = _split_stats(cfg, rows, job, eos[job.split], slots, sources)
+    _write_datasets(out, splits)
 
     tr, ev = stats[cfg.train_split], stats[cfg.eval_split]
     summary = {
@@ -426,27 +470,5 @@ def _run(cfg: CompareConfig) -> dict:
         f"{tr['mean_distinct_responses']:.2f} distinct per prompt, EOS {tr['eos_rate']:.1%}, "
         f"{tr['pairs']} training pairs; generate {t_gen:.1f}s, label {t_label:.1f}s -> {out}/comparisons"
     )
-    atomic_write_text(
-        out / "README.md",
-        "\n".join(
-            [
-                "# alignlab compare output (data, not a model)",
-                "",
-                "```python",
-                "import datasets",
-                f"ranked = datasets.load_from_disk('{(out / 'comparisons').as_posix()}')  # prompt, responses (best -> worst), labeler, ...",
-                f"pairs = datasets.load_from_disk('{(out / 'pairs').as_posix()}')  # prompt, chosen, rejected",
-                "```",
-                "",
-                f"K={cfg.k} samples per prompt from "
-                + ", ".join(f"`{p}` at temperature {t:g} ({n})" for (p, t), n in zip(sources, slots))
-                + ", ranked by one training "
-                "labeler each; validation also by a held-out labeler (`responses_heldout`). Identical samples are kept and "
-                "carry no preference (see alignlab/stages/compare.py).",
-                "",
-                *[f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, dict)],
-                "",
-            ]
-        ),
-    )
+    _write_readme(out, cfg, sources, slots, summary)
     return summary

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
 from alignlab.data.chat import encode_example, prompt_of
@@ -32,20 +31,24 @@ from alignlab.data.load import load_dataset_any, require_format
 from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, rank_share, reduce_means, reduce_sums, token_share
 from alignlab.evaluate.heldout_samples import paired_delta_ci, sample_and_score
-from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
-from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, reference_model, save_model
+from alignlab.evaluate.heldout_set import HeldoutSet, heldout_seed, load_heldout, sampling_note
+from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.lora import LoraSettings, apply_lora, reference_model
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel
-from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
+from alignlab.outputs import atomic_write_json, write_model_card
 from alignlab.rl.losses import IGNORE_INDEX, dpo_loss
 from alignlab.rollout.scoring import labeled_logprobs
+from alignlab.sections import ModelSource, OptimSettings, RunSettings
 from alignlab.training import (
-    checkpoint_exists,
+    check_finite,
     cpu_threads,
-    load_checkpoint,
-    make_optimizer,
+    open_metrics,
+    optimizer_and_schedule,
+    publish_model,
     read_trainer_state,
     resolve_device,
+    resume_step,
     save_checkpoint,
 )
 
@@ -54,8 +57,6 @@ from alignlab.training import (
 class DPOConfig:
     policy: str = arg("runs/sft", "SFT model (hub id or path): the starting policy")
     ref_model: str = arg("", "frozen reference model; empty = the same SFT model as `policy`")
-    tokenizer: str = arg("", "tokenizer; empty = the one saved with the policy")
-    trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
     data: str = arg(
         "runs/compare/comparisons",
         "comparisons: ranked {prompt, responses: [best..worst]} or {prompt, chosen, rejected}",
@@ -68,11 +69,6 @@ class DPOConfig:
     batch_size: int = arg(16, "prompts per optimiser step (each with all its ranked responses)")
     epochs: float = arg(1.0, "passes over the training prompts (ignored if max_steps > 0)")
     max_steps: int = arg(0, "optimiser steps; 0 = derive from epochs")
-    lr: float = arg(2e-4, "peak learning rate (AdamW)")
-    min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr")
-    warmup_steps: int = arg(5, "linear warmup steps")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    grad_clip: float = arg(1.0, "clip the gradient norm to this (0 = off)")
     world_dir: str = arg(
         "runs/world", "built-in world folder for gold rewards of held-out samples before/after; empty = off"
     )
@@ -83,15 +79,9 @@ class DPOConfig:
     eval_temperature: float = arg(1.0, "held-out sampling temperature (same seed before and after); 0 = greedy")
     max_new_tokens: int = arg(32, "response length cap for held-out samples")
     eval_interval: int = arg(0, "steps between validation-metric evaluations (0 = only at the end)")
-    checkpoint_interval: int = arg(50, "steps between resumable checkpoints (0 = none)")
-    log_interval: int = arg(5, "steps between metrics.jsonl lines")
-    seed: int = arg(0, "seed for data order and sampling")
-    device: str = arg("auto", "auto, cpu or cuda")
-    threads: int = arg(
-        0, "torch CPU threads (0 = torch's default, every core); on a CPU shared with other jobs 1 can be much faster"
-    )
-    resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
-    tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    run: RunSettings = arg(factory=lambda: RunSettings(log_interval=5, checkpoint_interval=50), help=RunSettings.HELP)
+    source: ModelSource = arg(factory=ModelSource, help=ModelSource.HELP)
+    optim: OptimSettings = arg(factory=lambda: OptimSettings(lr=2e-4, warmup_steps=5), help=OptimSettings.HELP)
     lora: LoraSettings = arg(
         factory=LoraSettings,
         help="LoRA adapters through peft (--lora.r 8); without ref_model the "
@@ -107,10 +97,8 @@ PRESETS = {
         "eval_max_prompts": 16,
         "eval_prompts": 16,
         "max_new_tokens": 16,
-        "checkpoint_interval": 3,
-        "log_interval": 1,
-        "warmup_steps": 1,
-        "threads": 1,
+        "run": {"checkpoint_interval": 3, "log_interval": 1, "threads": 1},
+        "optim": {"warmup_steps": 1},
     },
     "default": {},
 }
@@ -126,9 +114,8 @@ def ranked_groups(ds, tokenizer, max_len: int, source: str) -> list[list[dict[st
     for row in ds:
         prompt = prompt_of(row)
         responses = list(row["responses"]) if fmt == "ranked" else [row["chosen"], row["rejected"]]
-        responses = list(
-            dict.fromkeys(r.strip() for r in responses)
-        )  # a duplicate keeps its best rank: no y_w == y_l pairs
+        # a duplicate keeps its best rank: no y_w == y_l pairs
+        responses = list(dict.fromkeys(r.strip() for r in responses))
         if len(responses) < 2:
             continue
         groups.append([encode_example(tokenizer, prompt, r, max_len) for r in responses])
@@ -173,6 +160,11 @@ def sequence_logps(model, ids, mask, labels) -> torch.Tensor:
     return torch.cat(pieces)[torch.argsort(order)]
 
 
+def n_pairs(group: list) -> int:
+    """Pairs a ranked group of K distinct responses gives: C(K, 2)."""
+    return len(group) * (len(group) - 1) // 2
+
+
 def batch_loss(policy, ref_logps, ids, mask, labels, chosen, rejected, beta):
     logps = sequence_logps(policy, ids, mask, labels)
     loss, cr, rr, acc = dpo_loss(logps[chosen], logps[rejected], ref_logps[chosen], ref_logps[rejected], beta)
@@ -186,215 +178,286 @@ def batch_loss(policy, ref_logps, ids, mask, labels, chosen, rejected, beta):
     }
 
 
-# ---------------------------------------------------------------------------------- stage
+# ---------------------------------------------------------------------------------- setup
 
 
-def run(cfg: DPOConfig) -> dict:
-    with cpu_threads(cfg.threads):
-        return _run(cfg)
+@dataclass
+class Comparisons:
+    train: list[list[dict[str, Any]]]  # one group per prompt: its responses best -> worst, tokenised
+    val: list[list[dict[str, Any]]] | None  # the same for the validation metrics (None = none)
+    steps: int  # optimiser steps of the run
 
 
-def _run(cfg: DPOConfig) -> dict:
-    t_start = time.time()
-    out = Path(cfg.output_dir)
-    ckpt_dir = out / "checkpoint"
-    accelerator = make_accelerator(resolve_device(cfg.device), "dpo")
-    is_main = accelerator.is_main_process
-    if cfg.batch_size % accelerator.num_processes:
-        raise ValueError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
-            f"({accelerator.num_processes}): it is global, split over the ranks"
-        )
-    device = accelerator.device
-    torch.manual_seed(cfg.seed)
+@dataclass
+class Setup:
+    """Everything the loop and the finish use; ``policy`` and ``optimizer`` are the accelerator's."""
 
-    tok = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
-    policy = load_causal_lm(cfg.policy, cfg.trust_remote_code)
+    cfg: DPOConfig
+    accelerator: Any
+    tok: Any
+    policy: Any
+    ref: Any  # the frozen reference; None = the policy with its LoRA adapter off
+    max_len: int
+    data: Comparisons
+    heldout: HeldoutSet
+    rm: Any  # optional proxy reward model scoring the held-out samples
+    optimizer: Any
+    scheduler: Any
+    start: int  # the step this run starts from (> 0 on a resume)
+    ref_cache: dict[int, torch.Tensor] = field(default_factory=dict)  # group index -> [K] reference log-probs
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+
+def load_models(cfg: DPOConfig):
+    """Tokenizer, policy (with its LoRA adapter when asked) and the frozen reference, dropout off."""
+    trust = cfg.source.trust_remote_code
+    tok = load_tokenizer(cfg.source.tokenizer or cfg.policy, trust)
+    policy = load_causal_lm(cfg.policy, trust)
     # LoRA without an explicit ref_model: the reference is the policy with its adapter off (one copy)
-    ref = (
-        None
-        if cfg.lora.enabled and not cfg.ref_model
-        else load_causal_lm(cfg.ref_model or cfg.policy, cfg.trust_remote_code)
-    )
+    ref = None if cfg.lora.enabled and not cfg.ref_model else load_causal_lm(cfg.ref_model or cfg.policy, trust)
     for m in (policy, ref):
         if m is not None:
             disable_dropout(m)
     if ref is not None:
         ref.eval().requires_grad_(False)
     policy = apply_lora(policy, cfg.lora, "CAUSAL_LM")  # unchanged when lora.r == 0
-    ctx = int(getattr(policy.config, "max_position_embeddings", None) or getattr(policy.config, "n_positions", 2048))
-    max_len = min(cfg.max_len, ctx)
+    return tok, policy, ref
 
+
+def load_comparisons(cfg: DPOConfig, tok, max_len: int, is_main: bool) -> Comparisons:
     train = ranked_groups(load_dataset_any(cfg.data, cfg.split), tok, max_len, f"{cfg.data} [{cfg.split}]")
     val = None
     if cfg.eval_split:
         try:
-            val = ranked_groups(
-                load_dataset_any(cfg.data, cfg.eval_split), tok, max_len, f"{cfg.data} [{cfg.eval_split}]"
-            )
-            val = val[: cfg.eval_max_prompts]
+            ds = load_dataset_any(cfg.data, cfg.eval_split)
+            val = ranked_groups(ds, tok, max_len, f"{cfg.data} [{cfg.eval_split}]")[: cfg.eval_max_prompts]
         except ValueError as e:
             if is_main:
                 print(f"dpo: no validation metrics ({e})")
     steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
+    return Comparisons(train, val, steps)
 
-    judge = rm = eval_rows = None
-    if cfg.world_dir:
-        from alignlab.evaluate.judges import WorldJudge
 
-        if not (Path(cfg.world_dir) / "world.json").exists():
-            raise ValueError(
-                f"world_dir={cfg.world_dir!r} has no world.json; give the world folder or --world_dir '' to turn gold rewards off"
-            )
-        judge = WorldJudge(cfg.world_dir)
-    eval_src = cfg.eval_data or (str(Path(cfg.world_dir) / "test") if cfg.world_dir else "")
-    if eval_src:
-        eval_rows = [r for r in load_dataset_any(eval_src, cfg.eval_data_split)][: cfg.eval_prompts]
+def setup(cfg: DPOConfig) -> Setup:
+    accelerator = make_accelerator(resolve_device(cfg.run.device), "dpo")
+    if cfg.batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
+            f"({accelerator.num_processes}): it is global, split over the ranks"
+        )
+    torch.manual_seed(cfg.run.seed)
+    tok, policy, ref = load_models(cfg)
+    max_len = min(cfg.max_len, context_length(policy))
+    data = load_comparisons(cfg, tok, max_len, accelerator.is_main_process)
+    heldout = load_heldout(cfg.world_dir, cfg.eval_data, cfg.eval_data_split, cfg.eval_prompts)
+    rm = None
     if cfg.reward_model:
-        rm = ValueModel(load_reward_model(cfg.reward_model, cfg.trust_remote_code)).to(device).eval()
+        rm = load_reward_model(cfg.reward_model, cfg.source.trust_remote_code)
+        rm = ValueModel(rm).to(accelerator.device).eval()
 
-    optimizer = make_optimizer(policy, cfg.lr, cfg.weight_decay)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, cfg.warmup_steps, steps, min_lr_rate=cfg.min_lr_ratio
-    )
-    start = 0
-    if cfg.resume and checkpoint_exists(ckpt_dir):
-        start = load_checkpoint(ckpt_dir, policy, optimizer, scheduler)
-        if is_main:
-            print(f"resumed from {ckpt_dir} at step {start}")
+    optimizer, scheduler = optimizer_and_schedule(policy, cfg.optim, data.steps)
+    ckpt_dir = Path(cfg.output_dir) / "checkpoint"
+    start = resume_step(ckpt_dir, cfg.run.resume, policy, optimizer, scheduler, accelerator.is_main_process)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     if ref is not None:
-        ref.to(device)
+        ref.to(accelerator.device)
+    return Setup(cfg, accelerator, tok, policy, ref, max_len, data, heldout, rm, optimizer, scheduler, start)
 
-    ref_cache: dict[int, torch.Tensor] = {}  # group index -> [K] reference log-probs
 
-    def ref_logps(gidx: list[int], groups) -> torch.Tensor:
-        missing = [g for g in gidx if g not in ref_cache]
-        if missing:
-            ids, mask, labels, _, _ = collate([groups[g] for g in missing], tok.pad_token_id)
-            with torch.no_grad(), reference_model(accelerator.unwrap_model(policy), ref) as ref_model:
-                lp = sequence_logps(ref_model, ids.to(device), mask.to(device), labels.to(device))
-            for g, part in zip(missing, lp.split([len(groups[g]) for g in missing])):
-                ref_cache[g] = part
-        return torch.cat([ref_cache[g] for g in gidx])
+# ---------------------------------------------------------------------- measurements
 
-    @torch.no_grad()
-    def validate() -> dict[str, float]:  # each rank takes every n-th batch; pair-weighted sums are reduced
-        if not val:
-            return {}
-        tot: dict[str, float] = {}
-        n = 0
-        for i in rank_share(range(0, len(val), cfg.batch_size), accelerator):
-            chunk = val[i : i + cfg.batch_size]
-            ids, mask, labels, c, r = collate(chunk, tok.pad_token_id)
-            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-            with reference_model(accelerator.unwrap_model(policy), ref) as ref_model:
-                rl = sequence_logps(ref_model, ids, mask, labels)
-            _, st = batch_loss(
-                accelerator.unwrap_model(policy), rl, ids, mask, labels, c.to(device), r.to(device), cfg.beta
-            )
-            for k, v in st.items():
-                if k != "pairs":
-                    tot[k] = tot.get(k, 0.0) + v * st["pairs"]
-            n += st["pairs"]
-        tot = reduce_sums(accelerator, {**{k: tot.get(k, 0.0) for k in _STAT_KEYS}, "pairs": n})
-        return {f"val_{k}": tot[k] / tot["pairs"] for k in _STAT_KEYS}
 
-    def heldout() -> dict[str, Any]:
-        if eval_rows is None:
-            return {}
-        r = sample_and_score(
-            accelerator.unwrap_model(policy),
-            tok,
-            eval_rows,
-            max_prompt_len=max(8, max_len - cfg.max_new_tokens - 1),
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.eval_temperature,
-            seed=cfg.seed + 12345,
-            rm=rm,
-            judge=judge if "meta" in eval_rows[0] else None,
-        )
-        return r
+def ref_logps(s: Setup, gidx: list[int], groups) -> torch.Tensor:
+    """[sum of K] reference log-probs of the groups ``gidx``, each group computed once and cached."""
+    missing = [g for g in gidx if g not in s.ref_cache]
+    if missing:
+        ids, mask, labels, _, _ = collate([groups[g] for g in missing], s.tok.pad_token_id)
+        with torch.no_grad(), reference_model(s.accelerator.unwrap_model(s.policy), s.ref) as ref_model:
+            lp = sequence_logps(ref_model, ids.to(s.device), mask.to(s.device), labels.to(s.device))
+        for g, part in zip(missing, lp.split([len(groups[g]) for g in missing])):
+            s.ref_cache[g] = part
+    return torch.cat([s.ref_cache[g] for g in gidx])
 
-    initial = heldout() if start == 0 else read_trainer_state(ckpt_dir).get("initial", {})
-    keep = ("gold", "rm_score", "eos_frac", "response_len", "texts", "gold_scores")
-    if is_main and start == 0 and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh start (also --resume without a checkpoint) starts a fresh log
-    logger = MetricsLogger(out, cfg.tensorboard, truncate_after_step=start if start else None) if is_main else None
-    if start == 0:
-        v0 = validate()
-        if is_main:
-            logger.log(0, **v0, **{f"heldout_{k}": initial[k] for k in ("gold", "rm_score") if k in initial})
 
-    policy.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="dpo", disable=not is_main, dynamic_ncols=True)
+@torch.no_grad()
+def validate(s: Setup) -> dict[str, float]:
+    """Validation means over all pairs: each rank takes every n-th batch; pair-weighted sums are reduced."""
+    val, bs, device = s.data.val, s.cfg.batch_size, s.device
+    if not val:
+        return {}
+    policy = s.accelerator.unwrap_model(s.policy)
+    tot: dict[str, float] = {}
+    n = 0
+    for i in rank_share(range(0, len(val), bs), s.accelerator):
+        ids, mask, labels, c, r = collate(val[i : i + bs], s.tok.pad_token_id)
+        ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+        with reference_model(policy, s.ref) as ref_model:
+            rl = sequence_logps(ref_model, ids, mask, labels)
+        _, st = batch_loss(policy, rl, ids, mask, labels, c.to(device), r.to(device), s.cfg.beta)
+        for k, v in st.items():
+            if k != "pairs":
+                tot[k] = tot.get(k, 0.0) + v * st["pairs"]
+        n += st["pairs"]
+    tot = reduce_sums(s.accelerator, {**{k: tot.get(k, 0.0) for k in _STAT_KEYS}, "pairs": n})
+    return {f"val_{k}": tot[k] / tot["pairs"] for k in _STAT_KEYS}
+
+
+def sample_heldout(s: Setup) -> dict[str, Any]:
+    """The policy's responses to the fixed held-out prompts (same seed every time) and their scores."""
+    cfg, rows = s.cfg, s.heldout.rows
+    if not rows:
+        return {}
+    return sample_and_score(
+        s.accelerator.unwrap_model(s.policy),
+        s.tok,
+        rows,
+        max_prompt_len=max(8, s.max_len - cfg.max_new_tokens - 1),
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.eval_temperature,
+        seed=heldout_seed(cfg.run.seed),
+        rm=s.rm,
+        judge=s.heldout.judge_for_rows(),
+    )
+
+
+def _heldout_means(r: dict[str, Any]) -> dict[str, float]:
+    return {f"heldout_{k}": r[k] for k in ("gold", "rm_score") if k in r}
+
+
+# ------------------------------------------------------------------------------ loop
+
+
+def run(cfg: DPOConfig) -> dict:
+    with cpu_threads(cfg.run.threads):
+        return _run(cfg)
+
+
+def _run(cfg: DPOConfig) -> dict:
+    t_start = time.time()
+    s = setup(cfg)
+    out = Path(cfg.output_dir)
+    initial = sample_heldout(s) if s.start == 0 else read_trainer_state(out / "checkpoint").get("initial", {})
+    logger = open_metrics(out, cfg.run.tensorboard, s.start, s.is_main)
+    if s.start == 0:
+        v0 = validate(s)
+        if s.is_main:
+            logger.log(0, **v0, **_heldout_means(initial))
+
+    s.policy.train()
+    steps, run_cfg = s.data.steps, cfg.run
+    bar = tqdm(
+        range(s.start, steps), initial=s.start, total=steps, desc="dpo", disable=not s.is_main, dynamic_ncols=True
+    )
     window: list[dict[str, float]] = []
     st: dict[str, float] = {}
     for step in bar:
-        global_gidx = block_indices(step, cfg.batch_size, len(train), cfg.seed).tolist()
-        gidx = rank_share(global_gidx, accelerator)  # this rank's share of the global batch
-        ids, mask, labels, c, r = collate([train[g] for g in gidx], tok.pad_token_id)
-        ids, mask, labels, c, r = (t.to(device) for t in (ids, mask, labels, c, r))
-        loss, st = batch_loss(policy, ref_logps(gidx, train).to(device), ids, mask, labels, c, r, cfg.beta)
-        # the loss is a mean over pairs: weigh this rank's pairs in the global batch's mean (DDP averages ranks)
-        global_pairs = sum(len(train[g]) * (len(train[g]) - 1) // 2 for g in global_gidx)
-        accelerator.backward(loss * token_share(accelerator, st["pairs"], global_pairs))
-        st = {**reduce_means(accelerator, st, weight=st["pairs"]), "pairs": global_pairs}  # the global batch's numbers
-        grad_norm = accelerator.clip_grad_norm_(policy.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        st, grad_norm = train_step(s, step)
         done = step + 1
-        if not math.isfinite(st["loss"]):
-            raise FloatingPointError(f"dpo: loss became {st['loss']} at step {done}; lower lr (now {cfg.lr})")
+        check_finite("dpo", st["loss"], done, cfg.optim.lr)
         window.append(st)
-        if is_main and (done % cfg.log_interval == 0 or done == steps):
-            avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-            logger.log(
-                done,
-                **avg,
-                lr=scheduler.get_last_lr()[0],
-                grad_norm=float(grad_norm) if grad_norm is not None else None,
-            )
-        if done % cfg.log_interval == 0 or done == steps:
+        if done % run_cfg.log_interval == 0 or done == steps:
+            if s.is_main:
+                avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+                grad_norm = float(grad_norm) if grad_norm is not None else None
+                logger.log(done, **avg, lr=s.scheduler.get_last_lr()[0], grad_norm=grad_norm)
             window = []
         if cfg.eval_interval and done % cfg.eval_interval == 0 and done < steps:
-            v = validate()
-            if is_main:
+            v = validate(s)
+            if s.is_main:
                 logger.log(done, **v)
         bar.set_postfix(
             loss=f"{st['loss']:.3f}", acc=f"{st['reward_accuracy']:.2f}", margin=f"{st['reward_margin']:.2f}"
         )
-        if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < steps:
-            accelerator.wait_for_everyone()
-            if is_main:
-                save_checkpoint(
-                    ckpt_dir,
-                    accelerator.unwrap_model(policy),
-                    optimizer,
-                    scheduler,
-                    done,
-                    {"initial": {k: initial[k] for k in keep if k in initial}},
-                )
+        if run_cfg.checkpoint_interval and done % run_cfg.checkpoint_interval == 0 and done < steps:
+            save(s, done, initial)
     bar.close()
+    return finish(s, logger, initial, st, t_start)
 
-    policy.eval()
-    final_val = validate()
-    final = heldout()  # every rank samples the same prompts with the same seed; rank 0 writes
-    if not is_main:
-        accelerator.wait_for_everyone()
+
+def train_step(s: Setup, step: int) -> tuple[dict[str, float], Any]:
+    """One optimiser step on global batch ``step``; the global batch's numbers and the gradient norm."""
+    cfg, acc, train = s.cfg, s.accelerator, s.data.train
+    global_gidx = block_indices(step, cfg.batch_size, len(train), cfg.run.seed).tolist()
+    gidx = rank_share(global_gidx, acc)  # this rank's share of the global batch
+    batch = collate([train[g] for g in gidx], s.tok.pad_token_id)
+    ids, mask, labels, c, r = (t.to(s.device) for t in batch)
+    loss, st = batch_loss(s.policy, ref_logps(s, gidx, train).to(s.device), ids, mask, labels, c, r, cfg.beta)
+    # the loss is a mean over pairs: weigh this rank's pairs in the global batch's mean (DDP averages ranks)
+    global_pairs = sum(n_pairs(train[g]) for g in global_gidx)
+    acc.backward(loss * token_share(acc, st["pairs"], global_pairs))
+    st = {**reduce_means(acc, st, weight=st["pairs"]), "pairs": global_pairs}  # the global batch's numbers
+    clip = cfg.optim.grad_clip
+    grad_norm = acc.clip_grad_norm_(s.policy.parameters(), clip) if clip > 0 else None
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return st, grad_norm
+
+
+_CHECKPOINT_KEYS = ("gold", "rm_score", "eos_frac", "response_len", "texts", "gold_scores")  # of `initial`
+
+
+def save(s: Setup, done: int, initial: dict[str, Any]) -> None:
+    """A resumable checkpoint, holding the before-training held-out numbers the summary compares with."""
+    s.accelerator.wait_for_everyone()
+    if s.is_main:
+        kept = {k: initial[k] for k in _CHECKPOINT_KEYS if k in initial}
+        policy = s.accelerator.unwrap_model(s.policy)
+        save_checkpoint(
+            Path(s.cfg.output_dir) / "checkpoint", policy, s.optimizer, s.scheduler, done, {"initial": kept}
+        )
+
+
+# ---------------------------------------------------------------------------- finish
+
+
+def finish(s: Setup, logger, initial: dict[str, Any], st: dict[str, float], t_start: float) -> dict:
+    """Final validation and held-out samples, then (rank 0) the model, samples.json, summary and card."""
+    cfg, out = s.cfg, Path(s.cfg.output_dir)
+    s.policy.eval()
+    final_val = validate(s)
+    final = sample_heldout(s)  # every rank samples the same prompts with the same seed; rank 0 writes
+    if not s.is_main:
+        s.accelerator.wait_for_everyone()
         return {}
-    unwrapped = accelerator.unwrap_model(policy)
-    tmp = out / ".final.tmp"
-    save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter, or the merged model
-    clear_model_files(out)  # a full model and an adapter must not sit side by side
-    for f in tmp.iterdir():
-        f.replace(out / f.name)
-    tmp.rmdir()
+    publish_model(out, s.accelerator.unwrap_model(s.policy), s.tok, cfg.lora)
+    summary = summarize(s, st, final_val, initial, final)
+    if final:
+        rows = s.heldout.rows
+        before = initial.get("texts", [None] * len(rows))
+        samples = [
+            {"prompt": rows[i].get("prompt"), "before": before[i], "after": final["texts"][i]}
+            for i in range(min(8, len(rows)))
+        ]
+        atomic_write_json(out / "samples.json", samples)
+    summary["seconds"] = round(time.time() - t_start, 1)
+    logger.log(s.data.steps, **final_val, **_heldout_means(final))
+    logger.close()
+    line = f"dpo: {s.data.steps} steps in {summary['seconds']}s"
+    if "val_loss" in summary:
+        line += f"; val loss {summary['val_loss']:.3f}, reward accuracy {summary['val_reward_accuracy']:.3f}"
+    if "heldout_gold_initial" in summary:
+        line += f"; held-out gold {summary['heldout_gold_initial']:.3f} -> {summary['heldout_gold_final']:.3f}"
+    print(line)
+    write_model_card(out, "dpo", summary)
+    s.accelerator.wait_for_everyone()
+    return summary
+
+
+def summarize(s: Setup, st, final_val, initial, final) -> dict[str, Any]:
+    """The run's numbers: the last batch, validation, and the held-out samples before and after."""
+    cfg, train = s.cfg, s.data.train
     summary: dict[str, Any] = {
-        "steps": steps,
+        "steps": s.data.steps,
         "train_prompts": len(train),
-        "train_pairs": sum(len(g) * (len(g) - 1) // 2 for g in train),
+        "train_pairs": sum(n_pairs(g) for g in train),
         "beta": cfg.beta,
     }
     if st:
@@ -402,36 +465,12 @@ def _run(cfg: DPOConfig) -> dict:
     summary.update({k: round(v, 4) for k, v in final_val.items()})
     for key in ("gold", "rm_score", "eos_frac", "response_len"):
         if key in final and key in initial:
-            summary[f"heldout_{key}_initial"], summary[f"heldout_{key}_final"] = (
-                round(initial[key], 4),
-                round(final[key], 4),
-            )
+            summary[f"heldout_{key}_initial"] = round(initial[key], 4)
+            summary[f"heldout_{key}_final"] = round(final[key], 4)
     if "gold_scores" in final and "gold_scores" in initial:
         summary["heldout_gold_delta_ci95"] = paired_delta_ci(initial["gold_scores"], final["gold_scores"])
     if final:
-        summary["heldout_sampling"] = (
-            "greedy"
-            if cfg.eval_temperature == 0
-            else f"temperature {cfg.eval_temperature}, fixed seed {cfg.seed + 12345}"
-        ) + f", first {len(eval_rows)} rows of {eval_src}"
-        samples = [
-            {
-                "prompt": eval_rows[i].get("prompt"),
-                "before": initial.get("texts", [None] * len(eval_rows))[i],
-                "after": final["texts"][i],
-            }
-            for i in range(min(8, len(eval_rows)))
-        ]
-        atomic_write_json(out / "samples.json", samples)
-    summary["seconds"] = round(time.time() - t_start, 1)
-    logger.log(steps, **final_val, **{f"heldout_{k}": final[k] for k in ("gold", "rm_score") if k in final})
-    logger.close()
-    line = f"dpo: {steps} steps in {summary['seconds']}s"
-    if "val_loss" in summary:
-        line += f"; val loss {summary['val_loss']:.3f}, reward accuracy {summary['val_reward_accuracy']:.3f}"
-    if "heldout_gold_initial" in summary:
-        line += f"; held-out gold {summary['heldout_gold_initial']:.3f} -> {summary['heldout_gold_final']:.3f}"
-    print(line)
-    write_model_card(out, "dpo", summary)
-    accelerator.wait_for_everyone()
+        rows, source = s.heldout.rows, s.heldout.source
+        note = sampling_note(cfg.eval_temperature, cfg.run.seed)
+        summary["heldout_sampling"] = f"{note}, first {len(rows)} rows of {source}"
     return summary

@@ -147,6 +147,22 @@ def zero_shot_accuracy(model_path: str, records: list[dict], world, plain: bool,
     }
 
 
+def sft_config(cfg: InstructTuneConfig, data: Path, run_dir: Path):
+    """The SFT stage's config for one tuned model (resumable: a killed tuning run continues)."""
+    settings = {
+        "model": cfg.model,
+        "data": str(data),
+        "judge": "loss",
+        "eval_base": False,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "optim": {"lr": cfg.lr},
+        "run": {"seed": cfg.seed, "device": cfg.device, "resume": True},
+        "output_dir": str(run_dir),
+    }
+    return apply(STAGES["sft"].load()[0](), settings, "instruct-tune")  # the SFT stage's config class
+
+
 def run(cfg: InstructTuneConfig) -> dict:
     t0 = time.time()
     world_dir, out = Path(cfg.world_dir), Path(cfg.output_dir)
@@ -173,24 +189,7 @@ def run(cfg: InstructTuneConfig) -> dict:
                 if state.is_main_process:
                     tuning_data(world_dir, cluster, cfg.exclude_clusters, variant == "instruction", data)
                 state.wait_for_everyone()
-                sc = apply(
-                    STAGES["sft"].load()[0](),  # the SFT stage's config class
-                    {
-                        "model": cfg.model,
-                        "data": str(data),
-                        "judge": "loss",
-                        "eval_base": False,
-                        "epochs": cfg.epochs,
-                        "lr": cfg.lr,
-                        "batch_size": cfg.batch_size,
-                        "seed": cfg.seed,
-                        "device": cfg.device,
-                        "output_dir": str(run_dir),
-                        "resume": True,
-                    },
-                    "instruct-tune",
-                )
-                run_stage("sft", sc)
+                run_stage("sft", sft_config(cfg, data, run_dir))
             res[variant] = zero_shot_accuracy(str(run_dir), records, world, False, cfg)
         results[cluster] = res
         line = ", ".join(f"{k} {res[k]['accuracy']:.1%}" for k in ["base", *variants])

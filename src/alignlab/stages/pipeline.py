@@ -24,33 +24,16 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from alignlab.config import ConfigError, apply, arg, dotted_to_nested, resolve
+from alignlab.config import ConfigError, apply, arg, dotted_to_nested, resolve, unalias
 from alignlab.outputs import atomic_write_json, read_summary
-from alignlab.stages.registry import STAGES, run_stage
+from alignlab.stages.registry import STAGES, STEPS, policy_key, policy_steps, run_stage
 
-# step -> (registry stage, extra preset layered on the run's preset)
-STEPS: dict[str, tuple[str, str | None]] = {
-    "world": ("world", None),
-    "tokenizer": ("tokenizer", None),
-    "pretrain": ("pretrain", None),
-    "sft": ("sft", None),
-    "compare": ("compare", None),
-    "reward": ("reward", None),
-    "ppo": ("ppo", None),
-    "ppo_ptx": ("ppo", "ptx"),
-    "ppo_hack": ("ppo", "hack"),
-    "ppo_gold": ("ppo", "gold"),
-    "dpo": ("dpo", None),
-    "instruct_tune": ("instruct-tune", None),
-    "evaluate": ("evaluate", None),
-    "report": ("report", None),
-}
-SHARED = {"world", "tokenizer", "pretrain", "report"}  # run once, not per seed (FLAN is retrained per seed)
-# demonstrations, not rows of the per-seed table: over-optimisation, and PPO's ceiling with a perfect RM
-FIRST_SEED_ONLY = {"ppo_hack", "ppo_gold"}
+# The steps, their inputs and how often each runs are declared in the registry (registry.STEPS).
 ORDER = list(STEPS)
-# ppo_gold (PPO against the labelers themselves) is a diagnostic a run asks for: `--diagnostics true`
-DIAGNOSTICS = ["ppo_gold"]
+SHARED = {s.name for s in STEPS.values() if s.scope == "shared"}  # run once, not per seed
+FIRST_SEED_ONLY = {s.name for s in STEPS.values() if s.scope == "first_seed"}
+# e.g. ppo_gold (PPO against the labelers themselves): a diagnostic a run asks for with `--diagnostics true`
+DIAGNOSTICS = [s.name for s in STEPS.values() if s.diagnostic]
 
 
 @dataclass
@@ -77,52 +60,25 @@ PRESETS = {
 }
 
 
+def _folder(ref: str, run: Path, shared: Path) -> str:
+    """``"<step>[/<sub-folder>]"`` -> that step's folder in this seed's run (or the shared one)."""
+    step, _, sub = ref.partition("/")
+    folder = (shared if step in SHARED else run) / step
+    return str(folder / sub) if sub else str(folder)
+
+
 def wiring(step: str, run: Path, shared: Path) -> dict:
-    """How each step's inputs point at earlier steps' outputs. ``run`` is this seed's folder."""
-    w, policies = (
-        shared / "world",
-        {
-            "base": shared / "pretrain",
-            "sft": run / "sft",
-            "ppo": run / "ppo",
-            "ppo_ptx": run / "ppo_ptx",
-            "dpo": run / "dpo",
-            "ppo_gold": run / "ppo_gold",
-        },
-    )
-    ppo = {
-        "policy": str(run / "sft"),
-        "reward_model": str(run / "reward"),
-        "data": str(w / "ppo"),
-        "world_dir": str(w),
-        "ptx_data": str(w / "corpus"),
+    """How a step's inputs point at earlier steps' outputs (its ``inputs`` in the registry). ``run`` is
+    this seed's folder. The evaluation gets every policy step; the report reads the run folder."""
+    inputs = {
+        key: [_folder(r, run, shared) for r in ref] if isinstance(ref, list) else _folder(ref, run, shared)
+        for key, ref in STEPS[step].inputs.items()
     }
-    return {
-        "world": {},
-        "tokenizer": {"data": str(w / "corpus")},
-        "pretrain": {"data": str(w / "corpus"), "tokenizer": str(shared / "tokenizer")},
-        "sft": {"model": str(shared / "pretrain"), "data": str(w / "sft"), "world_dir": str(w)},
-        # as InstructGPT ranked outputs of several models: the SFT policy fills 2 of every 3 slots, the base model 1
-        "compare": {
-            "policy": str(run / "sft"),
-            "policies": [str(run / "sft"), str(shared / "pretrain")],
-            "data": str(w / "rm"),
-            "world_dir": str(w),
-        },
-        "reward": {"model": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
-        "ppo": ppo,
-        "ppo_ptx": ppo,
-        "ppo_hack": ppo,
-        "ppo_gold": ppo,
-        "dpo": {"policy": str(run / "sft"), "data": str(run / "compare" / "comparisons"), "world_dir": str(w)},
-        "instruct_tune": {"model": str(shared / "pretrain"), "world_dir": str(w)},
-        "evaluate": {
-            "policies": {k: str(v) for k, v in policies.items()},
-            "data": str(w / "test"),
-            "world_dir": str(w),
-        },
-        "report": {"run_dir": str(shared)},  # report.md/.html beside the step folders
-    }[step]
+    if step == "evaluate":
+        inputs["policies"] = {policy_key(s): _folder(s.name, run, shared) for s in policy_steps()}
+    if step == "report":
+        inputs["run_dir"] = str(shared)  # report.md/.html beside the step folders
+    return inputs
 
 
 def _paths(value) -> list[Path]:
@@ -179,19 +135,21 @@ def config_changes(out: Path, sc, wired: set[str] = frozenset()) -> list[str]:
     except yaml.YAMLError as e:  # a hand-edited or damaged file: say so, keep the finished step
         return [f"{saved_file} is not valid YAML ({e.__class__.__name__}), so the settings cannot be compared"]
     now = yaml.safe_load(to_yaml(sc))  # tuples -> lists, as saved
+    # a step that ran before its keys moved into sections saved them flat (lr, seed): move them too
+    saved = unalias(type(sc), saved, str(saved_file), warn=False) if isinstance(saved, dict) else saved
+    skip = {"resume", "run.resume", "output_dir", *wired}
 
     def diff(a, b, prefix=""):
-        keys = sorted(set(a) | set(b)) if isinstance(a, dict) and isinstance(b, dict) else None
-        if keys is None:
+        # the keys the step saved: a setting added since it ran is not a change
+        if not (isinstance(a, dict) and isinstance(b, dict)):
             return [] if a == b else [f"{prefix[:-1]} ({a!r} -> {b!r})"]
-        skip = {"resume", "output_dir", *wired} if not prefix else set()
-        return [d for k in keys if k not in skip for d in diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [d for k in sorted(a) if f"{prefix}{k}" not in skip for d in diff(a[k], b.get(k), f"{prefix}{k}.")]
 
     return diff(saved, now)
 
 
 def step_config(step: str, cfg: PipelineConfig, seed: int, run: Path):
-    stage, extra = STEPS[step]
+    stage, extra = STEPS[step].stage, STEPS[step].preset
     cls, presets, _ = STAGES[stage].load()
     shared = Path(cfg.output_dir)
     c = resolve(cls, presets, cfg.preset if cfg.preset in presets else None)
@@ -201,14 +159,23 @@ def step_config(step: str, cfg: PipelineConfig, seed: int, run: Path):
     base = {"output_dir": str((shared if step in SHARED else run) / step), **wiring(step, run, shared)}
     if "output_dir" not in names:  # the report derives its folder from run_dir
         base.pop("output_dir")
-    if "seed" in names:
-        base["seed"] = seed
-    c = apply(c, base, f"pipeline wiring for '{step}'")
+    c = apply(c, dotted_to_nested(base), f"pipeline wiring for '{step}'")
+    c = set_run_settings(c, f"pipeline wiring for '{step}'", seed=seed)
     extra_overrides = cfg.stage_overrides.get(step, {})
     if extra_overrides:
         nested = dotted_to_nested(extra_overrides) if any("." in k for k in extra_overrides) else extra_overrides
         c = apply(c, nested, f"stage_overrides.{step}")
     return stage, c
+
+
+def set_run_settings(c, where: str, **values):
+    """Set run settings (seed, resume) where the stage keeps them: in its ``run`` section, or as flat
+    keys of a stage without one; a stage that has neither key does without it."""
+    names = {f.name for f in fields(c)}
+    if "run" in names:
+        return apply(c, {"run": values}, where)
+    flat = {k: v for k, v in values.items() if k in names}
+    return apply(c, flat, where) if flat else c
 
 
 def planned_stages(cfg: PipelineConfig) -> list[str]:
@@ -267,8 +234,7 @@ def run(cfg: PipelineConfig) -> dict:
             results[label] = done
             times[label] = 0.0
             continue
-        if hasattr(sc, "resume"):
-            sc = apply(sc, {"resume": True}, "pipeline")  # continue a killed step from its checkpoint
+        sc = set_run_settings(sc, "pipeline", resume=True)  # continue a killed step from its checkpoint
         print(f"[pipeline] {label} -> {out}", flush=True)
         t = time.time()
         if step == "report":  # writes into RUN itself, whose config.yaml/summary.json are the pipeline's

@@ -14,10 +14,10 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
 from alignlab.data.load import load_dataset_any
@@ -25,17 +25,24 @@ from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
 from alignlab.distributed import make_accelerator
 from alignlab.models.llama import build_llama, llama_config, non_embedding_params
 from alignlab.models.load import load_causal_lm, load_tokenizer
-from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
-from alignlab.training import checkpoint_exists, load_checkpoint, make_optimizer, resolve_device, save_checkpoint
+from alignlab.outputs import atomic_write_json, write_model_card
+from alignlab.sections import ModelSource, OptimSettings, RunSettings
+from alignlab.training import (
+    check_finite,
+    cpu_threads,
+    open_metrics,
+    optimizer_and_schedule,
+    publish_model,
+    resolve_device,
+    resume_step,
+    save_checkpoint,
+)
 
 
 @dataclass
 class ModelConfig:
     init_from: str | None = arg(
         None, "hub id or local path of a model to continue from; empty = a new Llama of the size below"
-    )
-    trust_remote_code: bool = arg(
-        False, "allow custom modelling code from the hub (off: only built-in transformers classes)"
     )
     d_model: int = arg(128, "hidden size of a new model")
     n_layer: int = arg(4, "transformer layers of a new model")
@@ -45,11 +52,13 @@ class ModelConfig:
 
 @dataclass
 class PretrainConfig:
+    # trust_remote_code moved from the model section to the shared source section
+    RENAMED: ClassVar[dict[str, str]] = {"model.trust_remote_code": "source.trust_remote_code"}
+
     data: str = arg("runs/world/corpus", "text data set: saved datasets folder, .jsonl/.parquet file or hub id")
     text_column: str = arg("text", "column holding the documents")
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out split for eval loss")
-    tokenizer: str = arg("runs/tokenizer", "tokenizer path or hub id; empty = the one saved with model.init_from")
     model: ModelConfig = arg(factory=ModelConfig, help="model to train")
     seq_len: int = arg(128, "tokens per packed training block")
     batch_size: int = arg(32, "blocks per optimiser step (global, across processes)")
@@ -57,21 +66,16 @@ class PretrainConfig:
         0, "blocks per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes"
     )
     max_steps: int = arg(700, "optimiser steps")
-    lr: float = arg(3e-3, "peak learning rate (AdamW)")
-    min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr")
-    warmup_steps: int = arg(40, "linear warmup steps")
-    weight_decay: float = arg(0.1, "AdamW weight decay on matrices (not norms/biases)")
-    beta1: float = arg(0.9, "AdamW beta1")
-    beta2: float = arg(0.95, "AdamW beta2")
-    grad_clip: float = arg(1.0, "clip the global gradient norm to this (0 = off)")
     eval_interval: int = arg(100, "steps between eval-loss measurements")
     eval_blocks: int = arg(256, "held-out blocks used for eval loss")
-    checkpoint_interval: int = arg(100, "steps between resumable checkpoints (0 = only at the end)")
-    log_interval: int = arg(10, "steps between metrics.jsonl lines")
-    seed: int = arg(0, "seed for initialisation and data order")
-    device: str = arg("auto", "auto, cpu or cuda")
-    resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
-    tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    run: RunSettings = arg(factory=lambda: RunSettings(checkpoint_interval=100), help=RunSettings.HELP)
+    source: ModelSource = arg(
+        factory=lambda: ModelSource(tokenizer="runs/tokenizer"),
+        help=ModelSource.HELP + " (tokenizer: empty = the one saved with model.init_from)",
+    )
+    optim: OptimSettings = arg(
+        factory=lambda: OptimSettings(lr=3e-3, weight_decay=0.1, warmup_steps=40), help=OptimSettings.HELP
+    )
     output_dir: str = arg("runs/pretrain", "where the model, metrics and checkpoints go")
 
 
@@ -81,33 +85,51 @@ PRESETS = {
         "seq_len": 64,
         "batch_size": 16,
         "max_steps": 150,
-        "warmup_steps": 10,
+        "optim": {"warmup_steps": 10},
         "eval_interval": 50,
         "eval_blocks": 32,
-        "checkpoint_interval": 50,
-        "log_interval": 10,
+        "run": {"checkpoint_interval": 50, "log_interval": 10},
     },
     "default": {},
 }
 
 
-def run(cfg: PretrainConfig) -> dict:
-    t_start = time.time()
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(resolve_device(cfg.device), "pretrain")
-    is_main = accelerator.is_main_process
-    world = accelerator.num_processes
-    micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
-    if cfg.batch_size % (micro * world):
-        raise ValueError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})"
-        )
+# ------------------------------------------------------------------------------ setup
 
-    # ---- data: documents -> packed blocks of seq_len tokens
-    tok_path = cfg.tokenizer or cfg.model.init_from
+
+@dataclass
+class Corpus:
+    tok: Any
+    train_blocks: torch.Tensor  # [n, seq_len] packed training blocks
+    eval_blocks: torch.Tensor  # [eval_blocks, seq_len] held-out blocks for the eval loss
+    sample_docs: list[str]  # held-out documents whose first words the final model continues
+
+
+@dataclass
+class Setup:
+    """Everything the loop and the finish use; ``model`` and ``optimizer`` are the accelerator's."""
+
+    cfg: PretrainConfig
+    accelerator: Any
+    micro: int  # blocks per forward pass
+    corpus: Corpus
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    start: int  # the step this run starts from (> 0 on a resume)
+    n_params: int  # non-embedding parameters
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def load_corpus(cfg: PretrainConfig) -> Corpus:
+    """Documents -> packed blocks of seq_len tokens."""
+    tok_path = cfg.source.tokenizer or cfg.model.init_from
     if not tok_path:
         raise ValueError("tokenizer: give a tokenizer path, or model.init_from to use the model's own")
-    tok = load_tokenizer(tok_path, cfg.model.trust_remote_code)
+    tok = load_tokenizer(tok_path, cfg.source.trust_remote_code)
     train_ds = load_dataset_any(cfg.data, cfg.train_split)
     eval_ds = load_dataset_any(cfg.data, cfg.eval_split)
     for name, ds in (("train", train_ds), ("eval", eval_ds)):
@@ -115,152 +137,175 @@ def run(cfg: PretrainConfig) -> dict:
             raise ValueError(f"{cfg.data} ({name} split): no column '{cfg.text_column}' (columns: {ds.column_names})")
     train_blocks = pack_documents(list(train_ds[cfg.text_column]), tok, cfg.seq_len)
     eval_blocks = pack_documents(list(eval_ds[cfg.text_column]), tok, cfg.seq_len)[: cfg.eval_blocks]
-    n_blocks = train_blocks.shape[0]
+    return Corpus(tok, train_blocks, eval_blocks, list(eval_ds[cfg.text_column][:3]))
 
-    # ---- model: continue a given one, or a new small Llama from a transformers config
+
+def build_model(cfg: PretrainConfig, tok):
+    """Continue a given model, or a new small Llama from a transformers config."""
     if cfg.model.init_from:
-        model = load_causal_lm(cfg.model.init_from, cfg.model.trust_remote_code)
-    else:
-        mc = cfg.model
-        model = build_llama(
-            llama_config(
-                len(tok),
-                mc.d_model,
-                mc.n_layer,
-                mc.n_head,
-                mc.d_ff,
-                cfg.seq_len,
-                tok.bos_token_id,
-                tok.eos_token_id,
-                tok.pad_token_id,
-            ),
-            seed=cfg.seed,
+        return load_causal_lm(cfg.model.init_from, cfg.source.trust_remote_code)
+    mc = cfg.model
+    config = llama_config(
+        len(tok),
+        mc.d_model,
+        mc.n_layer,
+        mc.n_head,
+        mc.d_ff,
+        cfg.seq_len,
+        tok.bos_token_id,
+        tok.eos_token_id,
+        tok.pad_token_id,
+    )
+    return build_llama(config, seed=cfg.run.seed)
+
+
+def setup(cfg: PretrainConfig) -> Setup:
+    accelerator = make_accelerator(resolve_device(cfg.run.device), "pretrain")
+    world = accelerator.num_processes
+    micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
+    if cfg.batch_size % (micro * world):
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})"
         )
+    corpus = load_corpus(cfg)
+    model = build_model(cfg, corpus.tok)
     n_params = non_embedding_params(model)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, cfg.warmup_steps, cfg.max_steps, min_lr_rate=cfg.min_lr_ratio
-    )
-
-    # ---- resume
-    start_step = 0
-    ckpt_dir = out / "checkpoint"
-    if cfg.resume and checkpoint_exists(ckpt_dir):
-        start_step = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
-        if is_main:
-            print(f"resumed from {ckpt_dir} at step {start_step}")
+    optimizer, scheduler = optimizer_and_schedule(model, cfg.optim, cfg.max_steps)
+    ckpt_dir = Path(cfg.output_dir) / "checkpoint"
+    start = resume_step(ckpt_dir, cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process)
     model, optimizer = accelerator.prepare(model, optimizer)
-    logger = (
-        MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_step if cfg.resume else None) if is_main else None
-    )
-    if is_main and not cfg.resume and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
-        logger = MetricsLogger(out, cfg.tensorboard)
+    return Setup(cfg, accelerator, micro, corpus, model, optimizer, scheduler, start, n_params)
 
-    def evaluate() -> float:
-        model.eval()
-        losses = []
-        with torch.no_grad():
-            for i in range(0, eval_blocks.shape[0], micro):
-                x = eval_blocks[i : i + micro].to(accelerator.device)
-                losses.append(model(input_ids=x, labels=x).loss.float() * x.shape[0])
-        model.train()
-        return (torch.stack(losses).sum() / eval_blocks.shape[0]).item()
 
-    # ---- the training loop
-    model.train()
+# ------------------------------------------------------------------------------- loop
+
+
+def run(cfg: PretrainConfig) -> dict:
+    with cpu_threads(cfg.run.threads):
+        return _run(cfg)
+
+
+def _run(cfg: PretrainConfig) -> dict:
+    t_start = time.time()
+    s = setup(cfg)
+    logger = open_metrics(Path(cfg.output_dir), cfg.run.tensorboard, s.start, s.is_main)
+    s.model.train()
     tokens_per_step = cfg.batch_size * cfg.seq_len
     bar = tqdm(
-        range(start_step, cfg.max_steps),
-        initial=start_step,
+        range(s.start, cfg.max_steps),
+        initial=s.start,
         total=cfg.max_steps,
         desc="pretrain",
-        disable=not is_main,
+        disable=not s.is_main,
         dynamic_ncols=True,
     )
-    t_last, eval_loss = time.time(), float("nan")
+    t_last, train_loss, eval_loss = time.time(), float("nan"), float("nan")
     for step in bar:
-        idx = block_indices(step, cfg.batch_size, n_blocks, cfg.seed)
-        idx = idx[accelerator.process_index :: world]  # this rank's share of the global batch
-        n_micro = len(idx) // micro
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for m in range(n_micro):
-            x = train_blocks[idx[m * micro : (m + 1) * micro]].to(accelerator.device)
-            ctx = accelerator.no_sync(model) if m < n_micro - 1 else nullcontext()
-            with ctx:
-                loss = model(input_ids=x, labels=x).loss / n_micro
-                accelerator.backward(loss)
-            loss_sum += loss.detach()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_loss, grad_norm = train_step(s, step)
         done = step + 1
-
-        train_loss = accelerator.reduce(loss_sum, "mean").item()
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"pretrain: loss became {train_loss} at step {done}; lower lr (now {cfg.lr})")
-        if is_main and (done % cfg.log_interval == 0 or done == cfg.max_steps):
+        check_finite("pretrain", train_loss, done, cfg.optim.lr)
+        lr = s.scheduler.get_last_lr()[0]
+        if s.is_main and (done % cfg.run.log_interval == 0 or done == cfg.max_steps):
             now = time.time()
             logger.log(
                 done,
                 loss=train_loss,
-                lr=scheduler.get_last_lr()[0],
+                lr=lr,
                 grad_norm=float(grad_norm) if grad_norm is not None else None,
                 tokens=done * tokens_per_step,
-                tokens_per_sec=cfg.log_interval * tokens_per_step / max(now - t_last, 1e-9),
+                tokens_per_sec=cfg.run.log_interval * tokens_per_step / max(now - t_last, 1e-9),
             )
             t_last = now
         if done % cfg.eval_interval == 0 or done == cfg.max_steps:
-            eval_loss = evaluate()
-            if is_main:
+            eval_loss = evaluate(s)
+            if s.is_main:
                 logger.log(done, eval_loss=eval_loss)
-        if is_main:
-            bar.set_postfix(loss=f"{train_loss:.3f}", eval=f"{eval_loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-        if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < cfg.max_steps:
-            accelerator.wait_for_everyone()
-            if is_main:
-                save_checkpoint(ckpt_dir, accelerator.unwrap_model(model), optimizer, scheduler, done)
+        if s.is_main:
+            bar.set_postfix(loss=f"{train_loss:.3f}", eval=f"{eval_loss:.3f}", lr=f"{lr:.1e}")
+        if cfg.run.checkpoint_interval and done % cfg.run.checkpoint_interval == 0 and done < cfg.max_steps:
+            s.accelerator.wait_for_everyone()
+            if s.is_main:
+                model = s.accelerator.unwrap_model(s.model)
+                save_checkpoint(Path(cfg.output_dir) / "checkpoint", model, s.optimizer, s.scheduler, done)
     bar.close()
+    final_eval = evaluate(s) if s.start >= cfg.max_steps or math.isnan(eval_loss) else eval_loss
+    return finish(s, logger, train_loss, final_eval, t_start)
 
-    # ---- final eval, reference point, save
-    final_eval = evaluate() if start_step >= cfg.max_steps or math.isnan(eval_loss) else eval_loss
-    summary = {}
-    if is_main:
-        unigram = unigram_entropy(train_blocks)
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.generation_config.bos_token_id = tok.bos_token_id
-        unwrapped.generation_config.eos_token_id = tok.eos_token_id
-        unwrapped.generation_config.pad_token_id = tok.pad_token_id
-        tmp = out / ".final.tmp"
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        for f in tmp.iterdir():
-            f.replace(out / f.name)
-        tmp.rmdir()
-        samples = sample_text(unwrapped, tok, list(eval_ds[cfg.text_column][:3]), accelerator.device, seed=cfg.seed)
+
+def train_step(s: Setup, step: int) -> tuple[float, Any]:
+    """One optimiser step on global batch ``step`` (this rank's share, in micro-batches); the mean
+    loss over the ranks and the gradient norm."""
+    cfg, acc, micro = s.cfg, s.accelerator, s.micro
+    idx = block_indices(step, cfg.batch_size, s.corpus.train_blocks.shape[0], cfg.run.seed)
+    idx = idx[acc.process_index :: acc.num_processes]  # this rank's share of the global batch
+    n_micro = len(idx) // micro
+    loss_sum = torch.zeros((), device=acc.device)
+    for m in range(n_micro):
+        x = s.corpus.train_blocks[idx[m * micro : (m + 1) * micro]].to(acc.device)
+        # gradients are all-reduced once, on the last micro-batch
+        with acc.no_sync(s.model) if m < n_micro - 1 else nullcontext():
+            loss = s.model(input_ids=x, labels=x).loss / n_micro
+            acc.backward(loss)
+        loss_sum += loss.detach()
+    clip = cfg.optim.grad_clip
+    grad_norm = acc.clip_grad_norm_(s.model.parameters(), clip) if clip > 0 else None
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return acc.reduce(loss_sum, "mean").item(), grad_norm
+
+
+def evaluate(s: Setup) -> float:
+    """Mean loss per token on the held-out blocks."""
+    blocks, micro, model = s.corpus.eval_blocks, s.micro, s.model
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for i in range(0, blocks.shape[0], micro):
+            x = blocks[i : i + micro].to(s.accelerator.device)
+            losses.append(model(input_ids=x, labels=x).loss.float() * x.shape[0])
+    model.train()
+    return (torch.stack(losses).sum() / blocks.shape[0]).item()
+
+
+# ----------------------------------------------------------------------------- finish
+
+
+def finish(s: Setup, logger, train_loss: float, final_eval: float, t_start: float) -> dict:
+    """Rank 0: the model (with generation ids set), a sampled peek, the summary and model card."""
+    cfg, tok, out = s.cfg, s.corpus.tok, Path(s.cfg.output_dir)
+    summary: dict[str, Any] = {}
+    if s.is_main:
+        unigram = unigram_entropy(s.corpus.train_blocks)
+        model = s.accelerator.unwrap_model(s.model)
+        model.generation_config.bos_token_id = tok.bos_token_id
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+        publish_model(out, model, tok)
+        samples = sample_text(model, tok, s.corpus.sample_docs, s.accelerator.device, seed=cfg.run.seed)
         atomic_write_json(out / "samples.json", samples)
+        tokens_per_step = cfg.batch_size * cfg.seq_len
         summary = {
             "final_eval_loss": round(final_eval, 4),
-            "final_train_loss": round(train_loss, 4) if start_step < cfg.max_steps else None,
+            "final_train_loss": round(train_loss, 4) if s.start < cfg.max_steps else None,
             "unigram_entropy": round(unigram, 4),
             "eval_perplexity": round(math.exp(final_eval), 3),
-            "non_embedding_params": n_params,
-            "total_params": sum(p.numel() for p in unwrapped.parameters()),
+            "non_embedding_params": s.n_params,
+            "total_params": sum(p.numel() for p in model.parameters()),
             "tokens_seen": cfg.max_steps * tokens_per_step,
-            "train_tokens": int(train_blocks.numel()),
+            "train_tokens": int(s.corpus.train_blocks.numel()),
             "steps": cfg.max_steps,
             "seconds": round(time.time() - t_start, 1),
         }
         print(
             f"pretrain: held-out loss {final_eval:.3f} nats/token vs unigram entropy {unigram:.3f} "
-            f"({n_params / 1e6:.2f}M non-embedding params, {summary['seconds']}s)"
+            f"({s.n_params / 1e6:.2f}M non-embedding params, {summary['seconds']}s)"
         )
-        for s in samples:
-            print(f"  sample: {s['prompt']!r} -> {s['continuation']!r}")
+        for x in samples:
+            print(f"  sample: {x['prompt']!r} -> {x['continuation']!r}")
         write_model_card(out, "pretrain", summary)
         logger.close()
-    accelerator.wait_for_everyone()
+    s.accelerator.wait_for_everyone()
     return summary
 
 

@@ -1,9 +1,14 @@
-"""The stages the CLI and the pipeline know, and the one way every stage is run.
+"""The stages the CLI knows, the steps the pipeline runs, and the one way every stage is run.
 
-Each stage module defines a config dataclass, a ``PRESETS`` dict and ``run(cfg) -> dict``.
-:func:`run_stage` wraps it with what every stage owes its user: the resolved
-``config.yaml`` written first, ``summary.json`` (with the wall time and the time it
-finished) written last.
+Each stage module defines a config dataclass, a ``PRESETS`` dict and ``run(cfg) -> dict``, and is
+listed once in ``STAGES``. A pipeline step is a stage run in ``RUN/<step>``, declared once in
+``STEPS`` with what it reads (config key -> an earlier step's folder), how often it runs (once per
+run, per seed, first seed only) and, for a policy, the name the evaluation and the report give it.
+The pipeline's wiring, the evaluation's policy list and the report's labels are all read from
+here, so adding a stage is its own file plus an entry in each list.
+
+:func:`run_stage` wraps a stage with what every stage owes its user: the resolved ``config.yaml``
+written first, ``summary.json`` (with the wall time and the time it finished) written last.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alignlab.outputs import write_config, write_summary
 
@@ -77,7 +82,7 @@ STAGES: dict[str, Stage] = {
             "ppo",
             "alignlab.stages.ppo",
             "PPOConfig",
-            help="PPO against the reward model with a per-token KL penalty; --ptx_coef > 0 for PPO-ptx",
+            help="PPO against the reward model with a per-token KL penalty; --ptx.coef > 0 for PPO-ptx",
         ),
         Stage(
             "dpo",
@@ -117,6 +122,71 @@ STAGES: dict[str, Stage] = {
         ),
     ]
 }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline: stage ``stage`` (with preset ``preset`` on top of the run's) in RUN/<name>.
+
+    ``inputs`` maps a config key (dotted for a key in a section) to where it points: ``"<step>"`` or ``"<step>/<sub-folder>"`` (a list
+    of them for a list key), resolved to that step's folder of the same seed (or the shared one).
+    ``policy`` names a policy the evaluation compares and the report shows (its label; ``colour``
+    optional); ``scope`` says whether the step runs once per run, per seed, or on the first seed only."""
+
+    name: str
+    stage: str
+    inputs: dict[str, str | list[str]]
+    preset: str | None = None
+    scope: Literal["shared", "seed", "first_seed"] = "seed"
+    policy: str | None = None
+    colour: str | None = None
+    diagnostic: bool = False  # run only when asked (--diagnostics true)
+
+
+# fmt: off
+_PPO_INPUTS = {"policy": "sft", "reward_model": "reward", "data": "world/ppo", "world_dir": "world",
+               "ptx.data": "world/corpus"}
+
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in [
+        Step("world", "world", {}, scope="shared"),
+        Step("tokenizer", "tokenizer", {"data": "world/corpus"}, scope="shared"),
+        Step("pretrain", "pretrain", {"data": "world/corpus", "source.tokenizer": "tokenizer"}, scope="shared",
+             policy="base (pretrained, prompted)", colour="#888888"),
+        Step("sft", "sft", {"model": "pretrain", "data": "world/sft", "world_dir": "world"}, policy="SFT",
+             colour="#4c72b0"),
+        # as InstructGPT ranked outputs of several models: the SFT policy fills 2 of every 3 slots, the base model 1
+        Step("compare", "compare", {"policy": "sft", "policies": ["sft", "pretrain"], "data": "world/rm",
+                                    "world_dir": "world"}),
+        Step("reward", "reward", {"model": "sft", "data": "compare/comparisons", "world_dir": "world"}),
+        Step("ppo", "ppo", _PPO_INPUTS, policy="PPO", colour="#dd8452"),
+        Step("ppo_ptx", "ppo", _PPO_INPUTS, preset="ptx", policy="PPO-ptx", colour="#55a868"),
+        # demonstrations rather than rows of the per-seed table: over-optimisation, and PPO with a perfect RM
+        Step("ppo_hack", "ppo", _PPO_INPUTS, preset="hack", scope="first_seed", colour="#8172b3"),
+        Step("ppo_gold", "ppo", _PPO_INPUTS, preset="gold", scope="first_seed", diagnostic=True,
+             policy="PPO, perfect RM (first seed)", colour="#937860"),
+        Step("dpo", "dpo", {"policy": "sft", "data": "compare/comparisons", "world_dir": "world"}, policy="DPO",
+             colour="#c44e52"),
+        Step("instruct_tune", "instruct-tune", {"model": "pretrain", "world_dir": "world"}),
+        # policies: every step above that names one (see policy_steps)
+        Step("evaluate", "evaluate", {"data": "world/test", "world_dir": "world"}),
+        Step("report", "report", {}, scope="shared"),
+    ]
+}
+# fmt: on
+
+
+def policy_steps() -> list[Step]:
+    """The steps whose models the evaluation compares, in the order the report shows them (diagnostics last)."""
+    return [s for s in STEPS.values() if s.policy and not s.diagnostic] + [
+        s for s in STEPS.values() if s.policy and s.diagnostic
+    ]
+
+
+def policy_key(step: Step) -> str:
+    """The name a policy goes by in evaluate's config and results: the base model is ``base``."""
+    return "base" if step.name == "pretrain" else step.name
 
 
 def run_stage(name: str, cfg: Any) -> dict:

@@ -1,9 +1,11 @@
 """Stage: train a reward model on ranked comparisons (InstructGPT step 2).
 
-Read top to bottom: config, data (ranked lists; pairs are K=2), model (the SFT model
-with a fresh scalar head, ``AutoModelForSequenceClassification(num_labels=1)``), the
-step loop, evaluation against training labelers, held-out labelers and the noise-free
-gold ordering, the demonstration shift, save.
+Read top to bottom: config, data (ranked lists; pairs are K=2), scoring and accuracies, the
+world's extras, then ``run`` (setup, the step loop, the finish) and the pieces it calls in that
+order: the setup (the SFT model with a fresh scalar head,
+``AutoModelForSequenceClassification(num_labels=1)``), one optimiser step, evaluation against
+training labelers, held-out labelers and the noise-free gold ordering, the demonstration shift,
+publish, summary and report.
 
 One batch element is one PROMPT with all its K ranked responses: the B x K responses of
 a batch are flattened into one right-padded batch (one forward pass per response), the
@@ -33,7 +35,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -42,25 +43,29 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
+from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, load_dataset_any, load_demonstrations, require_format
 from alignlab.distributed import make_accelerator, map_sharded, rank_share
-from alignlab.models.load import context_length, disable_dropout, load_tokenizer
-from alignlab.models.lora import LoraSettings, apply_lora, clear_model_files, save_model
+from alignlab.models.lora import LoraSettings
+from alignlab.models.prepare import load_for_training
 from alignlab.models.reward_model import load_reward_model, score_texts
-from alignlab.outputs import MetricsLogger, atomic_write_text
+from alignlab.models.trainee import Trainee
+from alignlab.outputs import atomic_write_text
 from alignlab.rl.losses import ranking_loss
+from alignlab.sections import ModelSource, OptimSettings, RunSettings
 from alignlab.training import (
-    DEFAULT_SEQ_CAP,
-    checkpoint_exists,
-    load_checkpoint,
-    make_optimizer,
+    check_finite,
+    cpu_threads,
+    open_metrics,
+    optimizer_and_schedule,
+    publish_model,
     resolve_device,
+    resume_step,
     save_checkpoint,
 )
 
@@ -68,8 +73,6 @@ from alignlab.training import (
 @dataclass
 class RewardConfig:
     model: str = arg("runs/sft", "model the reward model starts from (the SFT model); a fresh scalar head is added")
-    tokenizer: str = arg("", "tokenizer path or hub id; empty = the one saved with the model")
-    trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
     data: str = arg(
         "runs/compare/comparisons",
         "comparisons: ranked (prompt, responses best->worst) or "
@@ -105,21 +108,16 @@ class RewardConfig:
     micro_batch_size: int = arg(
         0, "prompts per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes"
     )
-    lr: float = arg(1e-3, "peak learning rate (AdamW; for the small built-in models -- use ~1e-5 for real LMs)")
-    min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr (InstructGPT: 10%)")
-    warmup_steps: int = arg(5, "linear warmup steps")
-    weight_decay: float = arg(0.0, "AdamW weight decay on matrices")
-    beta1: float = arg(0.9, "AdamW beta1")
-    beta2: float = arg(0.95, "AdamW beta2")
-    grad_clip: float = arg(1.0, "clip the global gradient norm to this (0 = off)")
     eval_interval: int = arg(0, "steps between evaluations on the held-out prompts (0 = only at the end)")
     eval_batch_size: int = arg(128, "sequences per scoring batch")
-    checkpoint_interval: int = arg(25, "steps between resumable checkpoints (0 = none)")
-    log_interval: int = arg(5, "steps between metrics.jsonl lines")
-    seed: int = arg(0, "seed for data order and the head's initialisation")
-    device: str = arg("auto", "auto, cpu or cuda")
-    resume: bool = arg(False, "continue from output_dir/checkpoint if it exists")
-    tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    # run.seed also seeds the fresh scalar head's initialisation.
+    run: RunSettings = arg(factory=lambda: RunSettings(log_interval=5, checkpoint_interval=25), help=RunSettings.HELP)
+    source: ModelSource = arg(factory=ModelSource, help=ModelSource.HELP)
+    # lr 1e-3 suits the small built-in models; use ~1e-5 for real LMs. Cosine decay to 10% of lr.
+    optim: OptimSettings = arg(
+        factory=lambda: OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=5, min_lr_ratio=0.1, grad_clip=1.0),
+        help=OptimSettings.HELP,
+    )
     lora: LoraSettings = arg(
         factory=LoraSettings,
         help="LoRA adapters through peft (--lora.r 8); the score head is trained in full; r=0 trains all weights",
@@ -130,10 +128,8 @@ class RewardConfig:
 PRESETS = {
     "smoke": {
         "batch_size": 16,
-        "lr": 1e-3,
-        "warmup_steps": 2,
-        "log_interval": 2,
-        "checkpoint_interval": 0,
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "run": {"log_interval": 2, "checkpoint_interval": 0},
         "epochs": 1,
     },
     "default": {},
@@ -402,222 +398,262 @@ def demonstration_source(cfg: RewardConfig) -> str | None:
 # --------------------------------------------------------------------------- run
 
 
+@dataclass
+class Comparisons:
+    """Train and validation rows (``load_comparisons``, encoded), the world's extras, and the step plan."""
+
+    train: list[dict]
+    train_skipped: int
+    val: list[dict]
+    world: Any  # the built-in world, or None: then no held-out labelers, gold or agreement
+    agreement: dict[str, Any]
+    plan: StepPlan
+
+
+@dataclass
+class TrainStats:
+    """The last step's loss and pairwise accuracy (reduced over processes)."""
+
+    loss: float = float("nan")
+    accuracy: float = float("nan")
+
+
+@dataclass
+class DemoShift:
+    """The demonstrations' mean raw score (stored as ``reward_shift``), their count and spread, and their mean after."""
+
+    source: str | None = None
+    shift: float = 0.0
+    n: int = 0
+    std: float | None = None
+    after: float | None = None
+
+
 def run(cfg: RewardConfig) -> dict:
-
-    t_start = time.time()
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(resolve_device(cfg.device), "reward")
-    is_main = accelerator.is_main_process
-    device = accelerator.device
-    n_proc = accelerator.num_processes
-    micro = cfg.micro_batch_size or max(1, cfg.batch_size // n_proc)
-    if cfg.batch_size % (micro * n_proc):
-        raise ValueError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})"
+    with cpu_threads(cfg.run.threads):
+        t_start, out = time.time(), Path(cfg.output_dir)
+        accelerator = make_accelerator(resolve_device(cfg.run.device), "reward")
+        micro = micro_batch(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
+        model, tok, seq_len = load_for_training(
+            load_reward_model, cfg.model, cfg.source, cfg.lora, "SEQ_CLS", cfg.seq_len, head_seed=cfg.run.seed
         )
+        data = _setup_data(cfg, tok, seq_len)
+        optimizer, scheduler = optimizer_and_schedule(model, cfg.optim, data.plan.total_steps)
+        start_step = resume_step(
+            out / "checkpoint", cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process
+        )
+        model, optimizer = accelerator.prepare(model, optimizer)
+        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro)
+        logger = open_metrics(out, cfg.run.tensorboard, start_step, t.is_main)
 
-    # ---- model: the SFT model + a fresh scalar head (seeded), pad distinct from EOS
-    tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
-    torch.manual_seed(cfg.seed)
-    model = load_reward_model(cfg.model, cfg.trust_remote_code)  # a LoRA SFT folder loads merged
-    if len(tok) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tok))
-    model.config.pad_token_id = tok.pad_token_id
-    disable_dropout(model)
-    seq_len = cfg.seq_len or min(context_length(model), DEFAULT_SEQ_CAP)
-    model = apply_lora(model, cfg.lora, "SEQ_CLS")  # unchanged when lora.r == 0
+        stats = _train(cfg, out, t, data, logger, start_step)
 
-    # ---- data: ranked lists (pairs = K of 2), one prompt per batch element
+        final = _evaluate(cfg, t, data, logger, data.plan.total_steps) if data.val else {}
+        summary = _finish(cfg, out, t, data, final, stats, t_start) if t.is_main else {}
+        if logger is not None:
+            logger.close()
+        accelerator.wait_for_everyone()
+        return summary
+
+
+# ------------------------------------------------------------------------- setup
+
+
+def _setup_data(cfg: RewardConfig, tok, seq_len: int) -> Comparisons:
+    """Ranked lists (pairs = K of 2), one prompt per batch element; with the world, its extras on the validation rows."""
     train_rows, train_skipped = load_comparisons(cfg.data, cfg.train_split)
-    val_rows, val_skipped = load_comparisons(cfg.eval_data or cfg.data, cfg.eval_split) if cfg.eval_split else ([], 0)
+    val_rows, _ = load_comparisons(cfg.eval_data or cfg.data, cfg.eval_split) if cfg.eval_split else ([], 0)
     if cfg.max_prompts and cfg.max_prompts < len(train_rows):
-        keep = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_prompts]
+        g = torch.Generator().manual_seed(cfg.run.seed)
+        keep = torch.randperm(len(train_rows), generator=g)[: cfg.max_prompts]
         train_rows = [train_rows[i] for i in sorted(keep.tolist())]
     encode_sequences(tok, train_rows, seq_len)
     encode_sequences(tok, val_rows, seq_len)
-    world, agreement = world_extras(cfg.world_dir, val_rows, cfg.seed) if val_rows else (None, {})
+    world, agreement = world_extras(cfg.world_dir, val_rows, cfg.run.seed) if val_rows else (None, {})
     p_rows = policy_view(val_rows, [[0.0] * len(r["responses"]) for r in val_rows])[0] if world is not None else []
     if p_rows:
-        _, p_agree = world_extras(cfg.world_dir, p_rows, cfg.seed)
+        _, p_agree = world_extras(cfg.world_dir, p_rows, cfg.run.seed)
         agreement.update({"policy_pairs_" + k: v for k, v in p_agree.items() if k.endswith("on_val_pairs")})
-    n = len(train_rows)
-    batch = min(cfg.batch_size, n)
-    steps_per_epoch = max(1, n // batch)
-    total_steps = cfg.epochs * steps_per_epoch
+    plan = plan_steps(len(train_rows), cfg.batch_size, cfg.epochs)
+    return Comparisons(train_rows, train_skipped, val_rows, world, agreement, plan)
 
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, min(cfg.warmup_steps, total_steps), total_steps, min_lr_rate=cfg.min_lr_ratio
-    )
-    start_step = 0
-    ckpt_dir = out / "checkpoint"
-    if cfg.resume and checkpoint_exists(ckpt_dir):
-        start_step = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
-        if is_main:
-            print(f"resumed from {ckpt_dir} at step {start_step}")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    resumed = cfg.resume and start_step > 0
-    if is_main and not resumed and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()
-    logger = (
-        MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_step if resumed else None) if is_main else None
-    )
 
-    def evaluate(step: int) -> dict[str, Any]:
-        model.eval()  # each rank scores its share of the prompts (the bare model: no DDP hooks); all get all scores
-        bare = accelerator.unwrap_model(model)
-        scores = map_sharded(
-            accelerator, lambda rows: score_rows(bare, rows, tok.pad_token_id, device, cfg.eval_batch_size), val_rows
-        )
-        with torch.no_grad():
-            k_max = max(len(s) for s in scores)
-            r = torch.tensor([s + [0.0] * (k_max - len(s)) for s in scores])
-            loss, _ = ranking_loss(r, torch.tensor([len(s) for s in scores]))
-        model.train()
-        acc_train, n_pairs = pair_accuracy([row["responses"] for row in val_rows], val_rows, scores)
-        res: dict[str, Any] = {"val_loss": loss.item(), "val_accuracy_train_labelers": acc_train, "val_pairs": n_pairs}
-        if all("heldout" in row for row in val_rows):
-            res["val_accuracy_heldout_labelers"] = pair_accuracy(
-                [row["heldout"] for row in val_rows], val_rows, scores
-            )[0]
-        res.update(gold_accuracy(val_rows, scores))
-        res.update(expected_accuracies(world, val_rows, scores))
-        p_rows, p_scores = policy_view(val_rows, scores)
-        if p_rows:  # comparisons mixed several policies: also on the main policy's own pairs
-            acc, n = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)
-            res["policy_pairs"], res["policy_pairs_accuracy_train_labelers"] = n, acc
-            if all("heldout" in r for r in p_rows):
-                res["policy_pairs_accuracy_heldout_labelers"] = pair_accuracy(
-                    [r["heldout"] for r in p_rows], p_rows, p_scores
-                )[0]
-            res.update({f"policy_pairs_{k}": v for k, v in gold_accuracy(p_rows, p_scores).items()})
-            res.update({f"policy_pairs_{k}": v for k, v in expected_accuracies(world, p_rows, p_scores).items()})
-        if is_main:
-            logger.log(step, **{k: v for k, v in res.items() if not k.endswith("pairs")})
-        return res
+# ------------------------------------------------------------------------- training
 
-    # ---- the step loop: data order is a function of (seed, step) alone, so resume is exact
-    model.train()
+
+def _train(cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, logger, start_step: int) -> TrainStats:
+    """The step loop: data order is a function of (seed, step) alone, so resume is exact."""
+    plan, stats = data.plan, TrainStats()
+    t.model.train()
     bar = tqdm(
-        range(start_step, total_steps),
+        range(start_step, plan.total_steps),
         initial=start_step,
-        total=total_steps,
+        total=plan.total_steps,
         desc="reward",
-        disable=not is_main,
+        disable=not t.is_main,
         dynamic_ncols=True,
     )
-    train_loss, train_acc = float("nan"), float("nan")
     t_last, last_logged = time.time(), start_step
     for step in bar:
-        epoch, s = divmod(step, steps_per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)).tolist()
-        idx = rank_share(perm[s * batch : (s + 1) * batch], accelerator)  # this rank's share of the global batch
-        w = n_proc / batch  # a chunk's weight in the mean over the GLOBAL batch's prompts (DDP averages over ranks)
-        chunks = [idx[i : i + micro] for i in range(0, len(idx), micro)]
-        loss_sum = torch.zeros((), device=device)
-        acc_sum = torch.zeros((), device=device)
-        for m, chunk in enumerate(chunks):
-            ctx = accelerator.no_sync(model) if m < len(chunks) - 1 else nullcontext()
-            with ctx:
-                loss, acc, _ = rows_loss(model, [train_rows[j] for j in chunk], tok.pad_token_id, device)
-                loss = loss * (len(chunk) * w)  # mean over the step's prompts
-                accelerator.backward(loss)
-            loss_sum += loss.detach()
-            acc_sum += acc * (len(chunk) * w)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        epoch, s = divmod(step, plan.steps_per_epoch)
+        perm = epoch_order(len(data.train), cfg.run.seed, epoch)
+        stats, grad_norm = _train_step(cfg, t, data.train, perm[s * plan.batch : (s + 1) * plan.batch])
         done = step + 1
-        train_loss = accelerator.reduce(loss_sum, "mean").item()
-        train_acc = accelerator.reduce(acc_sum, "mean").item()
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"reward: loss became {train_loss} at step {done}; lower lr (now {cfg.lr})")
-        if is_main and (done % cfg.log_interval == 0 or done == total_steps):
+        check_finite("reward", stats.loss, done, cfg.optim.lr)
+        if t.is_main and (done % cfg.run.log_interval == 0 or done == plan.total_steps):
             now = time.time()
             logger.log(
                 done,
-                loss=train_loss,
-                accuracy=train_acc,
-                lr=scheduler.get_last_lr()[0],
+                loss=stats.loss,
+                accuracy=stats.accuracy,
+                lr=t.scheduler.get_last_lr()[0],
                 epoch=epoch + 1,
                 grad_norm=float(grad_norm) if grad_norm is not None else None,
                 seconds_per_step=(now - t_last) / max(done - last_logged, 1),
             )
             t_last, last_logged = now, done
-        if val_rows and cfg.eval_interval and done % cfg.eval_interval == 0 and done < total_steps:
-            evaluate(done)
-        if is_main:
-            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.2f}")
-        if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < total_steps:
-            accelerator.wait_for_everyone()
-            if is_main:
-                save_checkpoint(ckpt_dir, accelerator.unwrap_model(model), optimizer, scheduler, done)
+        if data.val and cfg.eval_interval and done % cfg.eval_interval == 0 and done < plan.total_steps:
+            _evaluate(cfg, t, data, logger, done)
+        if t.is_main:
+            bar.set_postfix(loss=f"{stats.loss:.3f}", acc=f"{stats.accuracy:.2f}")
+        if cfg.run.checkpoint_interval and done % cfg.run.checkpoint_interval == 0 and done < plan.total_steps:
+            t.accelerator.wait_for_everyone()
+            if t.is_main:
+                save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, done)
     bar.close()
+    return stats
 
-    # ---- final evaluation, the demonstration shift, save
-    final = evaluate(total_steps) if val_rows else {}
-    summary: dict[str, Any] = {}
-    if is_main:
-        unwrapped = accelerator.unwrap_model(model)
-        demo_src = demonstration_source(cfg)
-        shift, demo_n, demo_std = 0.0, 0, None
-        if demo_src:
-            _, d_prompts, d_responses = load_demonstrations(demo_src, cfg.demonstrations_split)
-            raw = score_texts(unwrapped, tok, d_prompts, d_responses, batch_size=cfg.eval_batch_size, shifted=False)
-            shift, demo_n, demo_std = raw.mean().item(), len(raw), raw.std().item() if len(raw) > 1 else 0.0
-        else:
-            print("reward: no demonstrations (set `demonstrations` or world_dir) -- reward_shift left at 0")
-        unwrapped.config.reward_shift = shift
-        after = (
-            score_texts(unwrapped, tok, d_prompts, d_responses, batch_size=cfg.eval_batch_size).mean().item()
-            if demo_src
-            else None
-        )
-        tmp = out / ".final.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter (+ config), or merged
-        clear_model_files(out)  # a full model and an adapter must not sit side by side
-        for f in tmp.iterdir():
-            f.replace(out / f.name)
-        tmp.rmdir()
 
-        r4 = lambda v: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v  # noqa: E731
-        summary = {
-            "val_accuracy_train_labelers": r4(final.get("val_accuracy_train_labelers")),
-            "val_accuracy_heldout_labelers": r4(final.get("val_accuracy_heldout_labelers")),
-            "val_accuracy_gold": r4(final.get("val_accuracy_gold")),
-            "val_expected_accuracy_train_labelers": r4(final.get("val_expected_accuracy_train_labelers")),
-            "val_expected_accuracy_heldout_labelers": r4(final.get("val_expected_accuracy_heldout_labelers")),
-            **{k: r4(v) for k, v in agreement.items()},
-            "ceiling_train_labelers": r4(final.get("ceiling_train_labelers")),
-            "ceiling_heldout_labelers": r4(final.get("ceiling_heldout_labelers")),
-            "labels_vs_gold": r4(final.get("labels_vs_gold")),
-            **{k: r4(v) for k, v in final.items() if k.startswith("policy_pairs")},
-            "val_loss": r4(final.get("val_loss")),
-            "val_pairs": final.get("val_pairs"),
-            "gold_pairs": final.get("gold_pairs"),
-            "final_train_loss": r4(train_loss),
-            "final_train_accuracy": r4(train_acc),
-            "reward_shift": r4(shift),
-            "demonstrations": demo_src,
-            "demonstrations_n": demo_n,
-            "demonstrations_score_std": r4(demo_std),
-            "demonstrations_mean_after_shift": r4(after),
-            "train_prompts": n,
-            "train_prompts_skipped_no_pairs": train_skipped,
-            "val_prompts": len(val_rows),
-            "epochs": cfg.epochs,
-            "steps": total_steps,
-            "seconds": round(time.time() - t_start, 1),
-        }
-        report = report_lines(summary)
-        print("\n".join(report))
-        _write_card(out, summary, report)
-        logger.close()
-    accelerator.wait_for_everyone()
+def _train_step(cfg: RewardConfig, t: Trainee, rows: list[dict], global_idx: list[int]):
+    """One optimiser step on the global batch of prompts ``global_idx``; (its loss and accuracy, the gradient norm)."""
+    accelerator, device = t.accelerator, t.accelerator.device
+    idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
+    w = accelerator.num_processes / len(global_idx)  # a chunk's weight in the mean over the GLOBAL batch's prompts
+    # (x processes because DDP averages gradients over ranks)
+    chunks = [idx[i : i + t.micro] for i in range(0, len(idx), t.micro)]
+    loss_sum = torch.zeros((), device=device)
+    acc_sum = torch.zeros((), device=device)
+    for m, chunk in enumerate(chunks):
+        ctx = accelerator.no_sync(t.model) if m < len(chunks) - 1 else nullcontext()
+        with ctx:
+            loss, acc, _ = rows_loss(t.model, [rows[j] for j in chunk], t.tok.pad_token_id, device)
+            loss = loss * (len(chunk) * w)  # mean over the step's prompts
+            accelerator.backward(loss)
+        loss_sum += loss.detach()
+        acc_sum += acc * (len(chunk) * w)
+    grad_norm = t.optimizer_step(cfg.optim.grad_clip)
+    stats = TrainStats(accelerator.reduce(loss_sum, "mean").item(), accelerator.reduce(acc_sum, "mean").item())
+    return stats, grad_norm
+
+
+# ------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(cfg: RewardConfig, t: Trainee, data: Comparisons, logger, step: int) -> dict[str, Any]:
+    """Loss and accuracies on the validation prompts; with several policies' responses, also on the main policy's."""
+    t.model.eval()  # each rank scores its share of the prompts (the bare model: no DDP hooks); all get all scores
+    bare = t.bare()
+    rows = data.val
+    scores = map_sharded(
+        t.accelerator,
+        lambda part: score_rows(bare, part, t.tok.pad_token_id, t.accelerator.device, cfg.eval_batch_size),
+        rows,
+    )
+    with torch.no_grad():
+        k_max = max(len(s) for s in scores)
+        r = torch.tensor([s + [0.0] * (k_max - len(s)) for s in scores])
+        loss, _ = ranking_loss(r, torch.tensor([len(s) for s in scores]))
+    t.model.train()
+    acc_train, n_pairs = pair_accuracy([row["responses"] for row in rows], rows, scores)
+    res: dict[str, Any] = {"val_loss": loss.item(), "val_accuracy_train_labelers": acc_train, "val_pairs": n_pairs}
+    if all("heldout" in row for row in rows):
+        res["val_accuracy_heldout_labelers"] = pair_accuracy([row["heldout"] for row in rows], rows, scores)[0]
+    res.update(gold_accuracy(rows, scores))
+    res.update(expected_accuracies(data.world, rows, scores))
+    res.update(_policy_pairs_accuracies(data.world, rows, scores))
+    if t.is_main:
+        logger.log(step, **{k: v for k, v in res.items() if not k.endswith("pairs")})
+    return res
+
+
+def _policy_pairs_accuracies(world, rows: list[dict], scores: list[list[float]]) -> dict[str, Any]:
+    """When the comparisons mixed several policies: the accuracies on the main policy's own pairs."""
+    p_rows, p_scores = policy_view(rows, scores)
+    if not p_rows:
+        return {}
+    acc, n = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)
+    res: dict[str, Any] = {"policy_pairs": n, "policy_pairs_accuracy_train_labelers": acc}
+    if all("heldout" in r for r in p_rows):
+        res["policy_pairs_accuracy_heldout_labelers"] = pair_accuracy([r["heldout"] for r in p_rows], p_rows, p_scores)[
+            0
+        ]
+    res.update({f"policy_pairs_{k}": v for k, v in gold_accuracy(p_rows, p_scores).items()})
+    res.update({f"policy_pairs_{k}": v for k, v in expected_accuracies(world, p_rows, p_scores).items()})
+    return res
+
+
+# ------------------------------------------------------------------------- finish (main process)
+
+
+def _finish(
+    cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, final: dict, stats: TrainStats, t_start: float
+) -> dict[str, Any]:
+    """Shift the scores so demonstrations average 0, publish the model, write the summary, report and card."""
+    model = t.bare()
+    demo = _demonstration_shift(cfg, model, t.tok)
+    publish_model(out, model, t.tok, cfg.lora)  # full weights, the LoRA adapter (+ config), or merged
+    summary = _summary(cfg, data, final, stats, demo)
+    summary["seconds"] = round(time.time() - t_start, 1)
+    report = report_lines(summary)
+    print("\n".join(report))
+    _write_card(out, summary, report)
     return summary
+
+
+def _demonstration_shift(cfg: RewardConfig, model, tok) -> DemoShift:
+    """Set ``model.config.reward_shift`` to the demonstrations' mean raw score (0 without demonstrations)."""
+    demo = DemoShift(source=demonstration_source(cfg))
+    if demo.source:
+        _, prompts, responses = load_demonstrations(demo.source, cfg.demonstrations_split)
+        raw = score_texts(model, tok, prompts, responses, batch_size=cfg.eval_batch_size, shifted=False)
+        demo.shift, demo.n, demo.std = raw.mean().item(), len(raw), raw.std().item() if len(raw) > 1 else 0.0
+    else:
+        print("reward: no demonstrations (set `demonstrations` or world_dir) -- reward_shift left at 0")
+    model.config.reward_shift = demo.shift
+    if demo.source:
+        demo.after = score_texts(model, tok, prompts, responses, batch_size=cfg.eval_batch_size).mean().item()
+    return demo
+
+
+def _summary(cfg: RewardConfig, data: Comparisons, final: dict, stats: TrainStats, demo: DemoShift) -> dict[str, Any]:
+    r4 = lambda v: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v  # noqa: E731
+    return {
+        "val_accuracy_train_labelers": r4(final.get("val_accuracy_train_labelers")),
+        "val_accuracy_heldout_labelers": r4(final.get("val_accuracy_heldout_labelers")),
+        "val_accuracy_gold": r4(final.get("val_accuracy_gold")),
+        "val_expected_accuracy_train_labelers": r4(final.get("val_expected_accuracy_train_labelers")),
+        "val_expected_accuracy_heldout_labelers": r4(final.get("val_expected_accuracy_heldout_labelers")),
+        **{k: r4(v) for k, v in data.agreement.items()},
+        "ceiling_train_labelers": r4(final.get("ceiling_train_labelers")),
+        "ceiling_heldout_labelers": r4(final.get("ceiling_heldout_labelers")),
+        "labels_vs_gold": r4(final.get("labels_vs_gold")),
+        **{k: r4(v) for k, v in final.items() if k.startswith("policy_pairs")},
+        "val_loss": r4(final.get("val_loss")),
+        "val_pairs": final.get("val_pairs"),
+        "gold_pairs": final.get("gold_pairs"),
+        "final_train_loss": r4(stats.loss),
+        "final_train_accuracy": r4(stats.accuracy),
+        "reward_shift": r4(demo.shift),
+        "demonstrations": demo.source,
+        "demonstrations_n": demo.n,
+        "demonstrations_score_std": r4(demo.std),
+        "demonstrations_mean_after_shift": r4(demo.after),
+        "train_prompts": len(data.train),
+        "train_prompts_skipped_no_pairs": data.train_skipped,
+        "val_prompts": len(data.val),
+        "epochs": cfg.epochs,
+        "steps": data.plan.total_steps,
+    }
 
 
 def report_lines(s: dict[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """Stage: supervised fine-tuning on demonstrations (InstructGPT step 1).
 
-Read top to bottom: config, data (chat-formatted, prompt masked), model, optimiser +
-cosine schedule, resume, the epoch loop with per-epoch validation, final save.
+Read top to bottom: config, judges, ``run`` (setup, the epoch loop, the finish), then the pieces
+``run`` calls in that order: the setup, one optimiser step, validation, the end of an epoch
+(selection and checkpoint), and the finish (publish the kept epoch's model, summary, report).
 
 Loss falls on response tokens only (``response_lm_loss``: the prompt is labelled -100, and the output
 layer runs only where a response token is predicted).
@@ -23,38 +24,39 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab.config import arg
+from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_example, encode_prompts
 from alignlab.data.collate import collate_sft
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import load_demonstrations
 from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
-from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
-from alignlab.models.lora import (
-    LoraSettings,
-    apply_lora,
-    clear_model_files,
-    is_adapter_folder,
-    load_adapter_weights,
-    save_model,
-)
+from alignlab.models.load import context_length, load_causal_lm
+from alignlab.models.lora import LoraSettings, is_adapter_folder, load_adapter_weights
+from alignlab.models.prepare import load_for_training
 from alignlab.models.response_logits import response_lm_loss
-from alignlab.outputs import MetricsLogger, atomic_write_json, write_model_card
+from alignlab.models.trainee import Trainee
+from alignlab.outputs import atomic_write_json, write_model_card
 from alignlab.rollout.generate import generate_responses
+from alignlab.sections import ModelSource, OptimSettings, RunSettings
 from alignlab.training import (
     DEFAULT_SEQ_CAP,
+    check_finite,
     checkpoint_exists,
+    cpu_threads,
     load_checkpoint,
-    make_optimizer,
+    open_metrics,
+    optimizer_and_schedule,
+    publish_model,
     read_trainer_state,
     resolve_device,
     save_checkpoint,
@@ -64,8 +66,6 @@ from alignlab.training import (
 @dataclass
 class SFTConfig:
     model: str = arg("runs/pretrain", "base model: hub id or local path of a causal LM (safetensors)")
-    tokenizer: str = arg("", "tokenizer path or hub id; empty = the one saved with the model")
-    trust_remote_code: bool = arg(False, "allow custom modelling code from the hub")
     data: str = arg(
         "runs/world/sft",
         "demonstrations: saved datasets folder, .jsonl/.parquet or hub id; prompt/completion or messages format",
@@ -92,23 +92,19 @@ class SFTConfig:
     micro_batch_size: int = arg(
         0, "examples per forward pass (gradient accumulation); 0 = all of a process's share, batch_size / processes"
     )
-    lr: float = arg(1e-3, "peak learning rate (AdamW)")
-    min_lr_ratio: float = arg(0.1, "cosine decays to this fraction of lr (InstructGPT: 10%)")
-    warmup_steps: int = arg(10, "linear warmup steps")
-    weight_decay: float = arg(0.1, "AdamW weight decay on matrices")
-    beta1: float = arg(0.9, "AdamW beta1")
-    beta2: float = arg(0.95, "AdamW beta2")
-    grad_clip: float = arg(1.0, "clip the global gradient norm to this (0 = off)")
     val_prompts: int = arg(0, "validation prompts sampled for the validation reward each epoch (0 = all)")
     val_max_new_tokens: int = arg(32, "response length cap when sampling for the validation reward")
     val_temperature: float = arg(0.0, "sampling temperature for the validation reward (0 = greedy)")
     eval_batch_size: int = arg(64, "prompts per generation / evaluation batch")
     eval_base: bool = arg(True, "also evaluate the base model before training (epoch 0), for the record")
-    log_interval: int = arg(10, "steps between metrics.jsonl lines")
-    seed: int = arg(0, "seed for data order and sampling")
-    device: str = arg("auto", "auto, cpu or cuda")
-    resume: bool = arg(False, "continue from output_dir/checkpoint (saved after every epoch) if it exists")
-    tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
+    # SFT checkpoints after every epoch (resume is at epoch granularity): run.checkpoint_interval must stay 0.
+    run: RunSettings = arg(factory=lambda: RunSettings(log_interval=10), help=RunSettings.HELP)
+    source: ModelSource = arg(factory=ModelSource, help=ModelSource.HELP)
+    # InstructGPT's SFT: cosine decay to 10% of lr, with a short warmup.
+    optim: OptimSettings = arg(
+        factory=lambda: OptimSettings(lr=1e-3, weight_decay=0.1, warmup_steps=10, min_lr_ratio=0.1, grad_clip=1.0),
+        help=OptimSettings.HELP,
+    )
     lora: LoraSettings = arg(
         factory=LoraSettings, help="LoRA adapters through peft (--lora.r 8); r=0 trains all weights"
     )
@@ -116,12 +112,15 @@ class SFTConfig:
 
 
 PRESETS = {
-    "smoke": {"epochs": 3, "batch_size": 16, "warmup_steps": 2, "log_interval": 2, "val_max_new_tokens": 24},
+    "smoke": {
+        "epochs": 3,
+        "batch_size": 16,
+        "optim": {"warmup_steps": 2},
+        "run": {"log_interval": 2},
+        "val_max_new_tokens": 24,
+    },
     "default": {},
 }
-
-
-# --------------------------------------------------------------------------- data
 
 
 # ------------------------------------------------------------------------- judges
@@ -146,7 +145,7 @@ def make_judge(cfg: SFTConfig, val_ds, device):
     if choice == "reward_model":
         if not cfg.reward_model:
             raise ValueError("judge: 'reward_model' needs reward_model (a path or hub id)")
-        rm = RewardModelJudge(cfg.reward_model, device=device, trust_remote_code=cfg.trust_remote_code)
+        rm = RewardModelJudge(cfg.reward_model, device=device, trust_remote_code=cfg.source.trust_remote_code)
         return "reward_model", rm.score
     return "loss", None
 
@@ -154,181 +153,132 @@ def make_judge(cfg: SFTConfig, val_ds, device):
 # --------------------------------------------------------------------------- run
 
 
+@dataclass
+class Demos:
+    """The encoded demonstrations (prompt labelled -100, EOS after the response) and the step plan."""
+
+    train: list[dict]
+    val: list[dict]
+    plan: StepPlan
+
+
+@dataclass
+class Validation:
+    """What the validation reward samples from, and the judge that scores the samples (None: loss only)."""
+
+    judge_name: str
+    judge: Callable[[list[dict], list[str]], list[float]] | None
+    prompts: list  # every validation prompt (text or chat messages)
+    idx: list[int]  # the ones sampled for the reward (a fixed, seeded subset if val_prompts is set)
+    records: list[dict]  # their rows, for the judge (messages rows: the prompt is the context)
+    prompt_ids: list[list[int]]
+
+
+@dataclass
+class Progress:
+    """Per-epoch validation records (epoch 0 = the base model) and the best epoch so far."""
+
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": None, "metric": -math.inf})
+
+
 def run(cfg: SFTConfig) -> dict:
-    t_start = time.time()
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(resolve_device(cfg.device), "sft")
-    is_main = accelerator.is_main_process
-    n_proc = accelerator.num_processes
-    micro = cfg.micro_batch_size or max(1, cfg.batch_size // n_proc)
     if cfg.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
-    if cfg.batch_size % (micro * n_proc):
-        raise ValueError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})"
+    if cfg.run.checkpoint_interval:
+        raise ValueError("run.checkpoint_interval: SFT saves a checkpoint after every epoch; leave it at 0")
+    with cpu_threads(cfg.run.threads):
+        t_start, out = time.time(), Path(cfg.output_dir)
+        accelerator = make_accelerator(resolve_device(cfg.run.device), "sft")
+        micro = micro_batch(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
+        model, tok, seq_len = load_for_training(
+            load_causal_lm, cfg.model, cfg.source, cfg.lora, "CAUSAL_LM", cfg.seq_len
         )
+        demos, val = _setup_data(cfg, tok, model, seq_len, accelerator.device)
+        optimizer, scheduler = optimizer_and_schedule(model, cfg.optim, demos.plan.total_steps)
+        progress = _resume(cfg, out, model, optimizer, scheduler, accelerator.is_main_process)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro)
+        logger = open_metrics(out, cfg.run.tensorboard, progress.start_epoch * demos.plan.steps_per_epoch, t.is_main)
 
-    # ---- model and tokenizer (a pad distinct from EOS; embeddings grow if the tokenizer did)
-    tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
-    model = load_causal_lm(cfg.model, cfg.trust_remote_code)
-    if len(tok) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tok))
-    model.config.pad_token_id = tok.pad_token_id
-    disable_dropout(model)
-    seq_len = cfg.seq_len or min(context_length(model), DEFAULT_SEQ_CAP)
-    model = apply_lora(model, cfg.lora, "CAUSAL_LM")  # unchanged when lora.r == 0
+        if cfg.eval_base and not progress.history:
+            progress.history.append(_evaluate(cfg, t, demos, val, logger, epoch=0, step=0))
+        _train(cfg, out, t, demos, val, progress, logger)
 
-    # ---- data: chat template, prompt masked with -100, EOS after the response
+        summary = _finish(cfg, out, t, demos, val, progress, t_start) if t.is_main else {}
+        if logger is not None:
+            logger.close()
+        accelerator.wait_for_everyone()
+        return summary
+
+
+# ------------------------------------------------------------------------- setup
+
+
+def _setup_data(cfg: SFTConfig, tok, model, seq_len: int, device) -> tuple[Demos, Validation]:
     _, train_prompts, train_responses = load_demonstrations(cfg.data, cfg.train_split)
     val_ds, val_prompts, val_responses = load_demonstrations(cfg.eval_data or cfg.data, cfg.eval_split)
-    train_ex = [encode_example(tok, p, r, seq_len) for p, r in zip(train_prompts, train_responses)]
+    train = [encode_example(tok, p, r, seq_len) for p, r in zip(train_prompts, train_responses)]
     val_ex = [encode_example(tok, p, r, seq_len) for p, r in zip(val_prompts, val_responses)]
-    n_train = len(train_ex)
-    batch = min(cfg.batch_size, n_train)
-    steps_per_epoch = n_train // batch
-    total_steps = cfg.epochs * steps_per_epoch
+    demos = Demos(train, val_ex, plan_steps(len(train), cfg.batch_size, cfg.epochs))
 
-    # validation prompts for the reward (a fixed, seeded subset if val_prompts is set)
-    judge_name, judge = make_judge(cfg, val_ds, accelerator.device)
-    gen_idx = list(range(len(val_ds)))
-    if cfg.val_prompts and cfg.val_prompts < len(gen_idx):
-        g = torch.Generator().manual_seed(cfg.seed)
-        gen_idx = sorted(torch.randperm(len(gen_idx), generator=g)[: cfg.val_prompts].tolist())
-    gen_records = [{**val_ds[i], "prompt": val_prompts[i]} for i in gen_idx]  # messages rows: the context
+    judge_name, judge = make_judge(cfg, val_ds, device)
+    idx = list(range(len(val_ds)))
+    if cfg.val_prompts and cfg.val_prompts < len(idx):
+        g = torch.Generator().manual_seed(cfg.run.seed)
+        idx = sorted(torch.randperm(len(idx), generator=g)[: cfg.val_prompts].tolist())
+    records = [{**val_ds[i], "prompt": val_prompts[i]} for i in idx]
     max_prompt = max(1, min(seq_len, context_length(model), DEFAULT_SEQ_CAP) - cfg.val_max_new_tokens)
-    gen_prompt_ids = encode_prompts(tok, [val_prompts[i] for i in gen_idx], max_prompt)
+    prompt_ids = encode_prompts(tok, [val_prompts[i] for i in idx], max_prompt)
+    return demos, Validation(judge_name, judge, val_prompts, idx, records, prompt_ids)
 
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, min(cfg.warmup_steps, total_steps), total_steps, min_lr_rate=cfg.min_lr_ratio
-    )
 
-    # ---- resume (epoch granularity)
+def _resume(cfg: SFTConfig, out: Path, model, optimizer, scheduler, is_main: bool) -> Progress:
+    """Continue after the last finished epoch (weights, optimiser, schedule, RNG, history) when asked and possible."""
     ckpt_dir = out / "checkpoint"
-    start_epoch, history, best = 0, [], {"epoch": None, "metric": -math.inf}
-    if cfg.resume and checkpoint_exists(ckpt_dir):
-        start_epoch = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+    progress = Progress()
+    if cfg.run.resume and checkpoint_exists(ckpt_dir):
+        progress.start_epoch = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
         state = read_trainer_state(ckpt_dir)
-        history, best = state["history"], state["best"]
+        progress.history, progress.best = state["history"], state["best"]
         if is_main:
-            print(f"resumed from {ckpt_dir} after epoch {start_epoch} (best so far: epoch {best['epoch']})")
-    if is_main:
-        for stale in out.glob("best-epoch*"):  # best weights written after the checkpoint we resume from
-            if stale.name != f"best-epoch{best['epoch']}":
-                shutil.rmtree(stale)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    resumed = cfg.resume and start_epoch > 0
-    if is_main and not resumed and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()
-    logger = (
-        MetricsLogger(out, cfg.tensorboard, truncate_after_step=start_epoch * steps_per_epoch if resumed else None)
-        if is_main
-        else None
-    )
+            print(
+                f"resumed from {ckpt_dir} after epoch {progress.start_epoch} (best so far: epoch {progress.best['epoch']})"
+            )
+    if is_main:  # best weights written after the checkpoint we resume from
+        _remove_stale_best(out, progress.best["epoch"])
+    return progress
 
-    def val_loss() -> float:  # each rank takes every n-th eval batch; token sums are reduced
-        model.eval()
-        nll, n_tok = 0.0, 0
-        with torch.no_grad():
-            for i in rank_share(range(0, len(val_ex), cfg.eval_batch_size), accelerator):
-                b = {
-                    k: v.to(accelerator.device)
-                    for k, v in collate_sft(val_ex[i : i + cfg.eval_batch_size], tok.pad_token_id).items()
-                }
-                # the bare model: ranks run different numbers of batches, so no DDP wrapper hooks here
-                loss, k = response_lm_loss(
-                    accelerator.unwrap_model(model), b["input_ids"], b["attention_mask"], b["labels"]
-                )
-                nll += loss.item() * k
-                n_tok += k
-        model.train()
-        sums = reduce_sums(accelerator, {"nll": nll, "n_tok": n_tok})
-        return sums["nll"] / max(sums["n_tok"], 1)
 
-    def judged_samples(rows: list[int]) -> list[tuple[float, bool, int]]:
-        """(judge score, ended with EOS, response tokens) of validation prompts ``rows`` (this rank's share)."""
-        if not rows:
-            return []
-        roll = generate_responses(
-            accelerator.unwrap_model(model),
-            tok,
-            [gen_prompt_ids[i] for i in rows],
-            cfg.val_max_new_tokens,
-            temperature=cfg.val_temperature,
-            batch_size=cfg.eval_batch_size,
-            seed=cfg.seed + accelerator.process_index,
-        )
-        scores = judge([gen_records[i] for i in rows], roll.texts)
-        return list(zip(scores, roll.ended_with_eos.tolist(), roll.response_mask.sum(-1).tolist()))
+def _remove_stale_best(out: Path, best_epoch: int | None) -> None:
+    for stale in out.glob("best-epoch*"):
+        if stale.name != f"best-epoch{best_epoch}":
+            shutil.rmtree(stale)
 
-    def val_reward() -> dict[str, float]:
-        if judge is None:
-            return {}
-        res = map_sharded(accelerator, judged_samples, range(len(gen_prompt_ids)))  # same numbers on every rank
-        return {
-            "val_reward": sum(r[0] for r in res) / len(res),
-            "val_eos_rate": sum(float(r[1]) for r in res) / len(res),
-            "val_response_tokens": sum(float(r[2]) for r in res) / len(res),
-        }
 
-    def evaluate(epoch: int, step: int) -> dict[str, Any]:
-        rec = {"epoch": epoch, "val_loss": val_loss(), **val_reward()}
-        if is_main:
-            logger.log(step, **rec)
-            extra = f", val reward {rec['val_reward']:.4f} ({judge_name})" if "val_reward" in rec else ""
-            print(f"sft epoch {epoch}{' (base model)' if epoch == 0 else ''}: val loss {rec['val_loss']:.4f}{extra}")
-        return rec
+# ------------------------------------------------------------------------- training
 
-    if cfg.eval_base and not history:
-        history.append(evaluate(0, 0))
 
-    # ---- the epoch loop
-    model.train()
-    bar = tqdm(
-        total=total_steps, initial=start_epoch * steps_per_epoch, desc="sft", disable=not is_main, dynamic_ncols=True
-    )
-    t_last, last_logged, train_loss = time.time(), start_epoch * steps_per_epoch, float("nan")
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)).tolist()
-        for s in range(steps_per_epoch):
-            step = (epoch - 1) * steps_per_epoch + s + 1
-            global_idx = perm[s * batch : (s + 1) * batch]
-            idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
-            # micro-batches, each run in a few passes of similar lengths (same loss and gradient, less padding)
-            chunks = [
-                [chunk[i] for i in group]
-                for k in range(0, len(idx), micro)
-                for chunk in [idx[k : k + micro]]
-                for group in length_groups([len(train_ex[j]["input_ids"]) for j in chunk])
-            ]
-            # token-weighted mean over the GLOBAL batch: x n_proc because DDP averages gradients over ranks
-            n_tok = sum(sum(1 for t in train_ex[j]["labels"][1:] if t != -100) for j in global_idx) / n_proc
-            loss_sum = torch.zeros((), device=accelerator.device)
-            for m, chunk in enumerate(chunks):
-                b = {
-                    k: v.to(accelerator.device)
-                    for k, v in collate_sft([train_ex[j] for j in chunk], tok.pad_token_id).items()
-                }
-                ctx = accelerator.no_sync(model) if m < len(chunks) - 1 else nullcontext()
-                with ctx:
-                    # = masked_lm_loss(model(...).logits, labels), with logits only where a response token is predicted
-                    loss, k = response_lm_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
-                    loss = loss * (k / max(n_tok, 1))  # token-weighted over the step
-                    accelerator.backward(loss)
-                loss_sum += loss.detach()
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            train_loss = accelerator.reduce(loss_sum, "mean").item()
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"sft: loss became {train_loss} at step {step}; lower lr (now {cfg.lr})")
-            if is_main and (step % cfg.log_interval == 0 or s == steps_per_epoch - 1):
+def _train(cfg: SFTConfig, out: Path, t: Trainee, demos: Demos, val: Validation, progress: Progress, logger) -> None:
+    """The epoch loop: a shuffled pass of whole batches, then validation, selection and a checkpoint."""
+    plan = demos.plan
+    first_step = progress.start_epoch * plan.steps_per_epoch
+    t.model.train()
+    bar = tqdm(total=plan.total_steps, initial=first_step, desc="sft", disable=not t.is_main, dynamic_ncols=True)
+    t_last, last_logged = time.time(), first_step
+    for epoch in range(progress.start_epoch + 1, cfg.epochs + 1):
+        perm = epoch_order(len(demos.train), cfg.run.seed, epoch)
+        for s in range(plan.steps_per_epoch):
+            step = (epoch - 1) * plan.steps_per_epoch + s + 1
+            train_loss, grad_norm = _train_step(cfg, t, demos.train, perm[s * plan.batch : (s + 1) * plan.batch])
+            check_finite("sft", train_loss, step, cfg.optim.lr)
+            if t.is_main and (step % cfg.run.log_interval == 0 or s == plan.steps_per_epoch - 1):
                 now = time.time()
                 logger.log(
                     step,
                     loss=train_loss,
-                    lr=scheduler.get_last_lr()[0],
+                    lr=t.scheduler.get_last_lr()[0],
                     epoch=epoch,
                     grad_norm=float(grad_norm) if grad_norm is not None else None,
                     seconds_per_step=(now - t_last) / max(step - last_logged, 1),
@@ -336,121 +286,112 @@ def run(cfg: SFTConfig) -> dict:
                 t_last, last_logged = now, step
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}")
-
-        # ---- validation, model selection, checkpoint
-        rec = evaluate(epoch, epoch * steps_per_epoch)
-        history.append(rec)
-        metric = rec["val_reward"] if judge is not None else -rec["val_loss"]
-        accelerator.wait_for_everyone()
-        if metric > best["metric"]:
-            best = {"epoch": epoch, "metric": metric}
-            if is_main:
-                _save_weights(accelerator.unwrap_model(model), out / f"best-epoch{epoch}")
-        if is_main:
-            if epoch < cfg.epochs:
-                save_checkpoint(
-                    ckpt_dir,
-                    accelerator.unwrap_model(model),
-                    optimizer,
-                    scheduler,
-                    epoch,
-                    extra={"history": history, "best": best},
-                )
-            for stale in out.glob("best-epoch*"):
-                if stale.name != f"best-epoch{best['epoch']}":
-                    shutil.rmtree(stale)
-        accelerator.wait_for_everyone()
+        rec = _evaluate(cfg, t, demos, val, logger, epoch, epoch * plan.steps_per_epoch)
+        _end_epoch(cfg, out, t, progress, rec, judged=val.judge is not None)
     bar.close()
 
-    # ---- save the selected epoch's model (safetensors) + tokenizer
-    summary: dict[str, Any] = {}
-    if is_main:
-        unwrapped = accelerator.unwrap_model(model)
-        best_dir = out / f"best-epoch{best['epoch']}"
-        if best_dir.is_dir() and is_adapter_folder(best_dir):
-            load_adapter_weights(unwrapped, best_dir)
-        elif best_dir.is_dir():
-            from safetensors.torch import load_file
 
-            unwrapped.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            setattr(unwrapped.generation_config, key, getattr(tok, key))
-        tmp = out / ".final.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_model(unwrapped, tmp, cfg.lora, tok)  # full weights, the LoRA adapter, or the merged model
-        clear_model_files(out)  # a full model and an adapter must not sit side by side
-        for f in tmp.iterdir():
-            f.replace(out / f.name)
-        tmp.rmdir()
-        if best_dir.is_dir():
-            shutil.rmtree(best_dir)
+def _train_step(cfg: SFTConfig, t: Trainee, train: list[dict], global_idx: list[int]):
+    """One optimiser step on the global batch ``global_idx``; (the batch's mean loss, the gradient norm)."""
+    accelerator, n_proc = t.accelerator, t.accelerator.num_processes
+    idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
+    # micro-batches, each run in a few passes of similar lengths (same loss and gradient, less padding)
+    chunks = [
+        [chunk[i] for i in group]
+        for k in range(0, len(idx), t.micro)
+        for chunk in [idx[k : k + t.micro]]
+        for group in length_groups([len(train[j]["input_ids"]) for j in chunk])
+    ]
+    # token-weighted mean over the GLOBAL batch: x n_proc because DDP averages gradients over ranks
+    n_tok = sum(sum(1 for tok_id in train[j]["labels"][1:] if tok_id != -100) for j in global_idx) / n_proc
+    loss_sum = torch.zeros((), device=accelerator.device)
+    for m, chunk in enumerate(chunks):
+        b = {k: v.to(accelerator.device) for k, v in collate_sft([train[j] for j in chunk], t.tok.pad_token_id).items()}
+        ctx = accelerator.no_sync(t.model) if m < len(chunks) - 1 else nullcontext()
+        with ctx:
+            # = masked_lm_loss(model(...).logits, labels), with logits only where a response token is predicted
+            loss, k = response_lm_loss(t.model, b["input_ids"], b["attention_mask"], b["labels"])
+            loss = loss * (k / max(n_tok, 1))  # token-weighted over the step
+            accelerator.backward(loss)
+        loss_sum += loss.detach()
+    grad_norm = t.optimizer_step(cfg.optim.grad_clip)
+    return accelerator.reduce(loss_sum, "mean").item(), grad_norm
 
-        trained = [h for h in history if h["epoch"] >= 1]
-        base = next((h for h in history if h["epoch"] == 0), None)
-        chosen = next(h for h in trained if h["epoch"] == best["epoch"])
-        selected_by = "val_reward" if judge is not None else "val_loss"
-        summary = {
-            "chosen_epoch": best["epoch"],
-            "selected_by": selected_by,
-            "judge": judge_name,
-            "epochs": cfg.epochs,
-            "final_val_loss": round(trained[-1]["val_loss"], 4),
-            "best_val_loss": round(min(h["val_loss"] for h in trained), 4),
-            "best_val_loss_epoch": min(trained, key=lambda h: h["val_loss"])["epoch"],
-            "chosen_val_loss": round(chosen["val_loss"], 4),
-            "best_val_reward": round(chosen["val_reward"], 4) if judge is not None else None,
-            "final_val_reward": round(trained[-1]["val_reward"], 4) if judge is not None else None,
-            "base_val_loss": round(base["val_loss"], 4) if base else None,
-            "base_val_reward": round(base["val_reward"], 4) if base and judge is not None else None,
-            "chosen_val_eos_rate": round(chosen.get("val_eos_rate", float("nan")), 4) if judge is not None else None,
-            "history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()} for h in history],
-            "train_examples": n_train,
-            "val_examples": len(val_ex),
-            "val_reward_prompts": len(gen_idx),
-            "steps": total_steps,
-            "seconds": round(time.time() - t_start, 1),
-        }
-        samples = generate_responses(
-            unwrapped,
-            tok,
-            gen_prompt_ids[:8],
+
+# ------------------------------------------------------------------------- validation
+
+
+def _evaluate(cfg: SFTConfig, t: Trainee, demos: Demos, val: Validation, logger, epoch: int, step: int) -> dict:
+    rec = {"epoch": epoch, "val_loss": _val_loss(cfg, t, demos.val), **_val_reward(cfg, t, val)}
+    if t.is_main:
+        logger.log(step, **rec)
+        extra = f", val reward {rec['val_reward']:.4f} ({val.judge_name})" if "val_reward" in rec else ""
+        print(f"sft epoch {epoch}{' (base model)' if epoch == 0 else ''}: val loss {rec['val_loss']:.4f}{extra}")
+    return rec
+
+
+def _val_loss(cfg: SFTConfig, t: Trainee, val_ex: list[dict]) -> float:
+    """Token-weighted validation loss: each rank takes every n-th eval batch; token sums are reduced."""
+    accelerator = t.accelerator
+    t.model.eval()
+    nll, n_tok = 0.0, 0
+    with torch.no_grad():
+        for i in rank_share(range(0, len(val_ex), cfg.eval_batch_size), accelerator):
+            batch = collate_sft(val_ex[i : i + cfg.eval_batch_size], t.tok.pad_token_id)
+            b = {k: v.to(accelerator.device) for k, v in batch.items()}
+            # the bare model: ranks run different numbers of batches, so no DDP wrapper hooks here
+            loss, k = response_lm_loss(t.bare(), b["input_ids"], b["attention_mask"], b["labels"])
+            nll += loss.item() * k
+            n_tok += k
+    t.model.train()
+    sums = reduce_sums(accelerator, {"nll": nll, "n_tok": n_tok})
+    return sums["nll"] / max(sums["n_tok"], 1)
+
+
+def _val_reward(cfg: SFTConfig, t: Trainee, val: Validation) -> dict[str, float]:
+    """Mean judge score, EOS rate and length of the model's own responses to the validation prompts."""
+    if val.judge is None:
+        return {}
+
+    def judged(rows: list[int]) -> list[tuple[float, bool, int]]:  # this rank's share of the prompts
+        if not rows:
+            return []
+        roll = generate_responses(
+            t.bare(),
+            t.tok,
+            [val.prompt_ids[i] for i in rows],
             cfg.val_max_new_tokens,
             temperature=cfg.val_temperature,
-            batch_size=8,
-            seed=cfg.seed,
+            batch_size=cfg.eval_batch_size,
+            seed=cfg.run.seed + t.accelerator.process_index,
         )
-        atomic_write_json(
-            out / "samples.json",
-            [
-                {"prompt": p if isinstance(p, str) else p[-1]["content"], "response": t}
-                for p, t in zip([val_prompts[i] for i in gen_idx[:8]], samples.texts)
-            ],
-        )
-        rows = "\n".join(
-            f"| {h['epoch']} | {h['val_loss']:.4f} | {h['val_reward']:.4f} |"
-            if "val_reward" in h
-            else f"| {h['epoch']} | {h['val_loss']:.4f} | - |"
-            for h in history
-        )
-        table = (
-            "## Validation per epoch (epoch 0 = base model)\n\n| epoch | val loss | val reward |\n|---|---|---|\n"
-            f"{rows}\n\nKept: epoch {best['epoch']} (by {selected_by})."
-        )
-        print(
-            f"sft: kept epoch {best['epoch']} of {cfg.epochs} by {selected_by}; "
-            + (
-                f"val reward {summary['best_val_reward']:.4f} (base {summary['base_val_reward']}), "
-                if judge is not None
-                else ""
-            )
-            + f"val loss {summary['chosen_val_loss']:.4f} (lowest {summary['best_val_loss']:.4f} at epoch "
-            f"{summary['best_val_loss_epoch']}) [{summary['seconds']}s]"
-        )
-        write_model_card(out, "sft", summary, extra=table)
-        logger.close()
-    accelerator.wait_for_everyone()
-    return summary
+        scores = val.judge([val.records[i] for i in rows], roll.texts)
+        return list(zip(scores, roll.ended_with_eos.tolist(), roll.response_mask.sum(-1).tolist()))
+
+    res = map_sharded(t.accelerator, judged, range(len(val.prompt_ids)))  # same numbers on every rank
+    return {
+        "val_reward": sum(r[0] for r in res) / len(res),
+        "val_eos_rate": sum(float(r[1]) for r in res) / len(res),
+        "val_response_tokens": sum(float(r[2]) for r in res) / len(res),
+    }
+
+
+def _end_epoch(cfg: SFTConfig, out: Path, t: Trainee, progress: Progress, rec: dict, judged: bool) -> None:
+    """Record the epoch, keep its weights if it is the best so far, and checkpoint (but after the last epoch)."""
+    epoch = rec["epoch"]
+    progress.history.append(rec)
+    metric = rec["val_reward"] if judged else -rec["val_loss"]
+    t.accelerator.wait_for_everyone()
+    if metric > progress.best["metric"]:
+        progress.best = {"epoch": epoch, "metric": metric}
+        if t.is_main:
+            _save_weights(t.bare(), out / f"best-epoch{epoch}")
+    if t.is_main:
+        if epoch < cfg.epochs:
+            extra = {"history": progress.history, "best": progress.best}
+            save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, epoch, extra=extra)
+        _remove_stale_best(out, progress.best["epoch"])
+    t.accelerator.wait_for_everyone()
 
 
 def _save_weights(model, folder: Path) -> None:
@@ -462,3 +403,102 @@ def _save_weights(model, folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     tmp.replace(folder)
+
+
+# ------------------------------------------------------------------------- finish (main process)
+
+
+def _finish(
+    cfg: SFTConfig, out: Path, t: Trainee, demos: Demos, val: Validation, progress: Progress, t_start: float
+) -> dict[str, Any]:
+    """Publish the kept epoch's model (safetensors) + tokenizer; write samples, summary and model card."""
+    model, best_epoch = t.bare(), progress.best["epoch"]
+    best_dir = out / f"best-epoch{best_epoch}"
+    _restore_weights(model, best_dir)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.generation_config, key, getattr(t.tok, key))
+    publish_model(out, model, t.tok, cfg.lora)
+    if best_dir.is_dir():
+        shutil.rmtree(best_dir)
+
+    summary = _summary(cfg, demos, val, progress)
+    summary["seconds"] = round(time.time() - t_start, 1)
+    samples = generate_responses(
+        model,
+        t.tok,
+        val.prompt_ids[:8],
+        cfg.val_max_new_tokens,
+        temperature=cfg.val_temperature,
+        batch_size=8,
+        seed=cfg.run.seed,
+    )
+    prompts = [val.prompts[i] for i in val.idx[:8]]
+    atomic_write_json(
+        out / "samples.json",
+        [
+            {"prompt": p if isinstance(p, str) else p[-1]["content"], "response": r}
+            for p, r in zip(prompts, samples.texts)
+        ],
+    )
+    _report(summary, progress, judged=val.judge is not None)
+    write_model_card(out, "sft", summary, extra=_epoch_table(progress, summary["selected_by"]))
+    return summary
+
+
+def _restore_weights(model, best_dir: Path) -> None:
+    """Load the kept epoch's weights (an adapter or full weights) into ``model``; none saved = keep the last."""
+    if best_dir.is_dir() and is_adapter_folder(best_dir):
+        load_adapter_weights(model, best_dir)
+    elif best_dir.is_dir():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
+
+
+def _summary(cfg: SFTConfig, demos: Demos, val: Validation, progress: Progress) -> dict[str, Any]:
+    history, judged = progress.history, val.judge is not None
+    trained = [h for h in history if h["epoch"] >= 1]
+    base = next((h for h in history if h["epoch"] == 0), None)
+    chosen = next(h for h in trained if h["epoch"] == progress.best["epoch"])
+    return {
+        "chosen_epoch": progress.best["epoch"],
+        "selected_by": "val_reward" if judged else "val_loss",
+        "judge": val.judge_name,
+        "epochs": cfg.epochs,
+        "final_val_loss": round(trained[-1]["val_loss"], 4),
+        "best_val_loss": round(min(h["val_loss"] for h in trained), 4),
+        "best_val_loss_epoch": min(trained, key=lambda h: h["val_loss"])["epoch"],
+        "chosen_val_loss": round(chosen["val_loss"], 4),
+        "best_val_reward": round(chosen["val_reward"], 4) if judged else None,
+        "final_val_reward": round(trained[-1]["val_reward"], 4) if judged else None,
+        "base_val_loss": round(base["val_loss"], 4) if base else None,
+        "base_val_reward": round(base["val_reward"], 4) if base and judged else None,
+        "chosen_val_eos_rate": round(chosen.get("val_eos_rate", float("nan")), 4) if judged else None,
+        "history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()} for h in history],
+        "train_examples": len(demos.train),
+        "val_examples": len(demos.val),
+        "val_reward_prompts": len(val.idx),
+        "steps": demos.plan.total_steps,
+    }
+
+
+def _report(summary: dict[str, Any], progress: Progress, judged: bool) -> None:
+    reward = f"val reward {summary['best_val_reward']:.4f} (base {summary['base_val_reward']}), " if judged else ""
+    print(
+        f"sft: kept epoch {progress.best['epoch']} of {summary['epochs']} by {summary['selected_by']}; {reward}"
+        f"val loss {summary['chosen_val_loss']:.4f} (lowest {summary['best_val_loss']:.4f} at epoch "
+        f"{summary['best_val_loss_epoch']}) [{summary['seconds']}s]"
+    )
+
+
+def _epoch_table(progress: Progress, selected_by: str) -> str:
+    rows = "\n".join(
+        f"| {h['epoch']} | {h['val_loss']:.4f} | {h['val_reward']:.4f} |"
+        if "val_reward" in h
+        else f"| {h['epoch']} | {h['val_loss']:.4f} | - |"
+        for h in progress.history
+    )
+    return (
+        "## Validation per epoch (epoch 0 = base model)\n\n| epoch | val loss | val reward |\n|---|---|---|\n"
+        f"{rows}\n\nKept: epoch {progress.best['epoch']} (by {selected_by})."
+    )

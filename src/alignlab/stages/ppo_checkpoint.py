@@ -1,0 +1,64 @@
+"""PPO's resumable checkpoint: two models, two optimisers and schedules, the KL controller, the RNG.
+
+    checkpoint/
+      policy/, value_model/      weights (save_pretrained; with LoRA the adapters only)
+      optimizer.pt               both optimisers' and both schedules' state
+      rng.pt                     torch/python RNG states
+      trainer_state.json         the iteration, the KL controller's state, and what run() adds
+                                 (the held-out numbers measured before training)
+
+Written whole to a temporary folder and renamed into place, so a run killed mid-save keeps its
+previous checkpoint. The weights are loaded by building the models from ``policy/`` and
+``value_model/`` (``ppo_setup.load_models``); :func:`load_state` restores the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignlab.outputs import atomic_replace_dir
+from alignlab.training import read_trainer_state
+
+
+def save(trainer, ckpt_dir: Path, iteration: int, extra: dict[str, Any]) -> None:
+    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    trainer.acc.unwrap_model(trainer.policy).save_pretrained(tmp / "policy", safe_serialization=True)
+    trainer.acc.unwrap_model(trainer.value).save_pretrained(tmp / "value_model", safe_serialization=True)
+    torch.save(
+        {
+            "opt_policy": trainer.opt_policy.state_dict(),
+            "opt_value": trainer.opt_value.state_dict(),
+            "sched_policy": trainer.sched_policy.state_dict(),
+            "sched_value": trainer.sched_value.state_dict(),
+        },
+        tmp / "optimizer.pt",
+    )
+    torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+    state = {"step": iteration, "kl_ctl": vars(trainer.kl_ctl), **extra}
+    (tmp / "trainer_state.json").write_text(json.dumps(state))
+    atomic_replace_dir(tmp, ckpt_dir)
+
+
+def load_state(trainer, ckpt_dir: Path) -> dict[str, Any]:
+    """Optimisers, schedules, KL controller and RNG into ``trainer``; returns trainer_state.json."""
+    opt = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
+    trainer.opt_policy.load_state_dict(opt["opt_policy"])
+    trainer.opt_value.load_state_dict(opt["opt_value"])
+    trainer.sched_policy.load_state_dict(opt["sched_policy"])
+    trainer.sched_value.load_state_dict(opt["sched_value"])
+    rng = torch.load(ckpt_dir / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    state = read_trainer_state(ckpt_dir)
+    for key, v in state["kl_ctl"].items():
+        setattr(trainer.kl_ctl, key, v)
+    return state
