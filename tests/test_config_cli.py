@@ -12,11 +12,11 @@ from alignlab.stages.pretrain import PRESETS, PretrainConfig
 
 def test_layers_apply_in_order(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("max_steps: 7\nlr: 0.01\nmodel:\n  n_layer: 3\n")
-    cfg = resolve(PretrainConfig, PRESETS, "smoke", f, {"lr": "0.5", "model.d_model": "96"})
+    f.write_text("max_steps: 7\noptim:\n  lr: 0.01\nmodel:\n  n_layer: 3\n")
+    cfg = resolve(PretrainConfig, PRESETS, "smoke", f, {"optim.lr": "0.5", "model.d_model": "96"})
     assert cfg.seq_len == PRESETS["smoke"]["seq_len"]  # from the preset
     assert cfg.max_steps == 7 and cfg.model.n_layer == 3  # YAML over preset
-    assert cfg.lr == 0.5 and cfg.model.d_model == 96  # CLI over YAML
+    assert cfg.optim.lr == 0.5 and cfg.model.d_model == 96  # CLI over YAML
     assert cfg.model.n_head == PRESETS["smoke"]["model"]["n_head"]  # untouched nested key keeps preset
 
 
@@ -33,8 +33,8 @@ def test_resolved_yaml_round_trips(tmp_path):
         ({"max_stepz": "3"}, "unknown key 'max_stepz'"),
         ({"model.d_modl": "3"}, "unknown key 'model.d_modl'"),
         ({"max_steps": "three"}, "'max_steps' expects an integer"),
-        ({"resume": "maybe"}, "'resume' expects true/false"),
-        ({"lr": "fast"}, "'lr' expects a number"),
+        ({"run.resume": "maybe"}, "'run.resume' expects true/false"),
+        ({"optim.lr": "fast"}, "'optim.lr' expects a number"),
     ],
 )
 def test_bad_cli_values_name_the_key(overrides, needle):
@@ -70,7 +70,7 @@ def test_parse_overrides_flags_and_equals():
 def test_cli_help_lists_every_key_with_default(capsys):
     assert main(["pretrain", "--help"]) == 0
     out = capsys.readouterr().out
-    for key in ("--max_steps", "--model.d_model", "--lr", "--resume", "--output_dir"):
+    for key in ("--max_steps", "--model.d_model", "--optim.lr", "--run.resume", "--output_dir"):
         assert key in out
     assert "default: 700" in out
 

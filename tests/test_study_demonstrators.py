@@ -26,7 +26,7 @@ def smoke_run(tmp_path_factory):
         {
             "output_dir": str(run),
             "stages": "[world, tokenizer, pretrain]",
-            "stage_overrides": "{pretrain: {max_steps: 30, eval_interval: 30, checkpoint_interval: 0}}",
+            "stage_overrides": "{pretrain: {max_steps: 30, eval_interval: 30, run.checkpoint_interval: 0}}",
         },
     )
     run_stage("pipeline", cfg)

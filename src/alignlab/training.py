@@ -1,5 +1,5 @@
 """Pieces every training stage shares: device choice, the AdamW set-up, resumable checkpoints, the
-metrics log, the guard against a non-finite loss, derived seeds, and publishing the final model.
+metrics log, the guard against a non-finite loss, and publishing the final model (derived seeds: seeds.py).
 
 A stage then reads as its setup, its loss and its loop::
 
@@ -23,6 +23,7 @@ place, so a run killed mid-save still has its previous checkpoint intact:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -142,12 +143,6 @@ def cpu_threads(n: int):
         torch.set_num_threads(prev)
 
 
-def derived_seed(seed: int, index: int) -> int:
-    """The seed of the ``index``-th draw of a run seeded ``seed`` (an epoch's shuffle, an iteration's
-    prompts): a function of both alone, so a resumed run draws what the uninterrupted one did."""
-    return seed * 1_000_003 + index
-
-
 def open_metrics(out: Path, tensorboard: bool, start: int, is_main: bool = True) -> MetricsLogger | None:
     """The stage's metrics.jsonl (+ TensorBoard) on the main process, for a run that begins at step
     ``start``. A fresh start (0; also --resume without a checkpoint) removes an old metrics.jsonl, whose
@@ -211,3 +206,14 @@ def publish_model(
     for f in tmp.iterdir():
         f.replace(out / f.name)
     tmp.rmdir()
+
+
+def with_run_threads(run):
+    """Decorate a stage's ``run(cfg, ...)`` to run with ``cfg.run.threads`` torch CPU threads (0 = as is)."""
+
+    @functools.wraps(run)
+    def wrapped(cfg, *args, **kwargs):
+        with cpu_threads(cfg.run.threads):
+            return run(cfg, *args, **kwargs)
+
+    return wrapped

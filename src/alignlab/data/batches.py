@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignlab.training import derived_seed
+from alignlab.seeds import derived_seed
 
 
 @dataclass

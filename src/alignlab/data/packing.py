@@ -13,6 +13,8 @@ from collections import Counter
 
 import torch
 
+from alignlab.seeds import derived_seed
+
 
 def pack_documents(texts: list[str], tokenizer, seq_len: int, add_bos_eos: bool = True) -> torch.Tensor:
     """Return a LongTensor [n_blocks, seq_len]; the ragged tail is dropped."""
@@ -42,7 +44,7 @@ def block_indices(step: int, batch_size: int, n_blocks: int, seed: int) -> torch
 
 @functools.lru_cache(maxsize=4)
 def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(derived_seed(seed, epoch))
     return torch.randperm(n, generator=g)
 
 

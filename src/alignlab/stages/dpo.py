@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from alignlab import training
 from alignlab.config import arg
 from alignlab.data.chat import encode_example, prompt_of
 from alignlab.data.length_groups import length_groups
@@ -40,17 +41,6 @@ from alignlab.outputs import atomic_write_json, write_model_card
 from alignlab.rl.losses import IGNORE_INDEX, dpo_loss
 from alignlab.rollout.scoring import labeled_logprobs
 from alignlab.sections import ModelSource, OptimSettings, RunSettings
-from alignlab.training import (
-    check_finite,
-    cpu_threads,
-    open_metrics,
-    optimizer_and_schedule,
-    publish_model,
-    read_trainer_state,
-    resolve_device,
-    resume_step,
-    save_checkpoint,
-)
 
 
 @dataclass
@@ -246,7 +236,7 @@ def load_comparisons(cfg: DPOConfig, tok, max_len: int, is_main: bool) -> Compar
 
 
 def setup(cfg: DPOConfig) -> Setup:
-    accelerator = make_accelerator(resolve_device(cfg.run.device), "dpo")
+    accelerator = make_accelerator(training.resolve_device(cfg.run.device), "dpo")
     if cfg.batch_size % accelerator.num_processes:
         raise ValueError(
             f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
@@ -262,9 +252,9 @@ def setup(cfg: DPOConfig) -> Setup:
         rm = load_reward_model(cfg.reward_model, cfg.source.trust_remote_code)
         rm = ValueModel(rm).to(accelerator.device).eval()
 
-    optimizer, scheduler = optimizer_and_schedule(policy, cfg.optim, data.steps)
+    optimizer, scheduler = training.optimizer_and_schedule(policy, cfg.optim, data.steps)
     ckpt_dir = Path(cfg.output_dir) / "checkpoint"
-    start = resume_step(ckpt_dir, cfg.run.resume, policy, optimizer, scheduler, accelerator.is_main_process)
+    start = training.resume_step(ckpt_dir, cfg.run.resume, policy, optimizer, scheduler, accelerator.is_main_process)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     if ref is not None:
         ref.to(accelerator.device)
@@ -334,17 +324,13 @@ def _heldout_means(r: dict[str, Any]) -> dict[str, float]:
 # ------------------------------------------------------------------------------ loop
 
 
+@training.with_run_threads
 def run(cfg: DPOConfig) -> dict:
-    with cpu_threads(cfg.run.threads):
-        return _run(cfg)
-
-
-def _run(cfg: DPOConfig) -> dict:
     t_start = time.time()
     s = setup(cfg)
     out = Path(cfg.output_dir)
-    initial = sample_heldout(s) if s.start == 0 else read_trainer_state(out / "checkpoint").get("initial", {})
-    logger = open_metrics(out, cfg.run.tensorboard, s.start, s.is_main)
+    initial = sample_heldout(s) if s.start == 0 else training.read_trainer_state(out / "checkpoint").get("initial", {})
+    logger = training.open_metrics(out, cfg.run.tensorboard, s.start, s.is_main)
     if s.start == 0:
         v0 = validate(s)
         if s.is_main:
@@ -360,7 +346,7 @@ def _run(cfg: DPOConfig) -> dict:
     for step in bar:
         st, grad_norm = train_step(s, step)
         done = step + 1
-        check_finite("dpo", st["loss"], done, cfg.optim.lr)
+        training.check_finite("dpo", st["loss"], done, cfg.optim.lr)
         window.append(st)
         if done % run_cfg.log_interval == 0 or done == steps:
             if s.is_main:
@@ -410,7 +396,7 @@ def save(s: Setup, done: int, initial: dict[str, Any]) -> None:
     if s.is_main:
         kept = {k: initial[k] for k in _CHECKPOINT_KEYS if k in initial}
         policy = s.accelerator.unwrap_model(s.policy)
-        save_checkpoint(
+        training.save_checkpoint(
             Path(s.cfg.output_dir) / "checkpoint", policy, s.optimizer, s.scheduler, done, {"initial": kept}
         )
 
@@ -427,7 +413,7 @@ def finish(s: Setup, logger, initial: dict[str, Any], st: dict[str, float], t_st
     if not s.is_main:
         s.accelerator.wait_for_everyone()
         return {}
-    publish_model(out, s.accelerator.unwrap_model(s.policy), s.tok, cfg.lora)
+    training.publish_model(out, s.accelerator.unwrap_model(s.policy), s.tok, cfg.lora)
     summary = summarize(s, st, final_val, initial, final)
     if final:
         rows = s.heldout.rows

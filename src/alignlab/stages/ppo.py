@@ -51,6 +51,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from alignlab import training
 from alignlab.config import arg
 from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, masked_whiten_across, rank_share, reduce_means, token_share
@@ -66,11 +67,11 @@ from alignlab.rollout.layout import Rollout, with_eos
 from alignlab.rollout.packed import pack_sequences, packed_last_values, packed_logprobs, packed_values
 from alignlab.rollout.scoring import sequence_logprobs
 from alignlab.sections import ModelSource, OptimSettings, RunSettings
+from alignlab.seeds import derived_seed
 from alignlab.stages import ppo_checkpoint, ppo_setup, ppo_summary
 from alignlab.stages.ppo_config import PRESETS as PRESETS  # the registry reads ppo.PRESETS
 from alignlab.stages.ppo_config import RENAMED, EvalSettings, KLConfig, PtxSettings, RolloutSettings
 from alignlab.stages.ppo_eval import HeldoutEval
-from alignlab.training import check_finite, cpu_threads, make_optimizer, open_metrics, resolve_device
 
 
 @dataclass
@@ -182,8 +183,8 @@ class PPOTrainer:
         self.local_minibatch = cfg.minibatch_size // accelerator.num_processes  # one local minibatch per rank
         self.updates_per_iteration = cfg.ppo_epochs * math.ceil(local_batch / self.local_minibatch)
         o = cfg.optim
-        self.opt_policy = make_optimizer(policy, o.lr, o.weight_decay, (o.beta1, o.beta2), o.eps)
-        self.opt_value = make_optimizer(value_model, cfg.value_lr, o.weight_decay, (o.beta1, o.beta2), o.eps)
+        self.opt_policy = training.make_optimizer(policy, o.lr, o.weight_decay, (o.beta1, o.beta2), o.eps)
+        self.opt_value = training.make_optimizer(value_model, cfg.value_lr, o.weight_decay, (o.beta1, o.beta2), o.eps)
         self.sched_policy, self.sched_value = (
             ppo_setup.lr_schedule(opt, cfg, self.updates_per_iteration) for opt in (self.opt_policy, self.opt_value)
         )
@@ -208,7 +209,7 @@ class PPOTrainer:
             prompt_ids,
             max_new_tokens=c.rollout.max_new_tokens,
             temperature=c.rollout.temperature,
-            seed=c.run.seed * 1_000_003 + iteration * 7919 + self.acc.process_index,
+            seed=derived_seed(c.run.seed, iteration * 7919 + self.acc.process_index),
         )
 
     # -- 2. scoring: everything about the episodes that needs no gradient, computed once
@@ -276,7 +277,7 @@ class PPOTrainer:
         c = self.cfg
         self.policy.train()
         self.value.train()
-        g = torch.Generator().manual_seed(c.run.seed * 1_000_003 + iteration)
+        g = torch.Generator().manual_seed(derived_seed(c.run.seed, iteration))
         mb_stats = []
         for _ in range(c.ppo_epochs):
             perm = torch.randperm(exp.batch_size, generator=g).to(exp.input_ids.device)
@@ -355,16 +356,12 @@ class PPOTrainer:
 # ------------------------------------------------------------------------------- the stage
 
 
+@training.with_run_threads
 def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor] | None = None) -> dict:
-    with cpu_threads(cfg.run.threads):
-        return _run(cfg, reward_fn)
-
-
-def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor] | None) -> dict:
     t_start = time.time()
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoint"
-    accelerator = make_accelerator(resolve_device(cfg.run.device), "ppo")
+    accelerator = make_accelerator(training.resolve_device(cfg.run.device), "ppo")
     is_main = accelerator.is_main_process
     ppo_setup.check_settings(cfg)
     torch.manual_seed(cfg.run.seed)
@@ -387,7 +384,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         initial = heldout.initial_record(policy(), trainer.rm)
     if is_main and not resuming and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh start (also --resume without a checkpoint) starts a fresh log
-    logger = open_metrics(out, cfg.run.tensorboard, start if resuming else 0, is_main)
+    logger = training.open_metrics(out, cfg.run.tensorboard, start if resuming else 0, is_main)
     if is_main and not resuming:
         logger.log(0, **{k: v for k, v in initial.items() if k not in ("samples", "gold_scores")})
 
@@ -401,7 +398,7 @@ def _run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tenso
         result = trainer.iteration(it, [inputs.prompt_ids[i] for i in idx], judge, [inputs.rows[i] for i in idx])
         done, metrics = it + 1, dict(result.stats)
         for k, v in metrics.items():
-            check_finite("ppo", v, done, cfg.optim.lr, name=k)
+            training.check_finite("ppo", v, done, cfg.optim.lr, name=k)
         if cfg.eval.interval and done % cfg.eval.interval == 0 and done < cfg.iterations:
             metrics.update(heldout(policy(), trainer.rm).metrics)
         if is_main:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from alignlab import training
 from alignlab.config import arg
 from alignlab.data.load import load_dataset_any
 from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
@@ -27,16 +28,6 @@ from alignlab.models.llama import build_llama, llama_config, non_embedding_param
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_write_json, write_model_card
 from alignlab.sections import ModelSource, OptimSettings, RunSettings
-from alignlab.training import (
-    check_finite,
-    cpu_threads,
-    open_metrics,
-    optimizer_and_schedule,
-    publish_model,
-    resolve_device,
-    resume_step,
-    save_checkpoint,
-)
 
 
 @dataclass
@@ -160,7 +151,7 @@ def build_model(cfg: PretrainConfig, tok):
 
 
 def setup(cfg: PretrainConfig) -> Setup:
-    accelerator = make_accelerator(resolve_device(cfg.run.device), "pretrain")
+    accelerator = make_accelerator(training.resolve_device(cfg.run.device), "pretrain")
     world = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
     if cfg.batch_size % (micro * world):
@@ -170,9 +161,9 @@ def setup(cfg: PretrainConfig) -> Setup:
     corpus = load_corpus(cfg)
     model = build_model(cfg, corpus.tok)
     n_params = non_embedding_params(model)
-    optimizer, scheduler = optimizer_and_schedule(model, cfg.optim, cfg.max_steps)
+    optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, cfg.max_steps)
     ckpt_dir = Path(cfg.output_dir) / "checkpoint"
-    start = resume_step(ckpt_dir, cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process)
+    start = training.resume_step(ckpt_dir, cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process)
     model, optimizer = accelerator.prepare(model, optimizer)
     return Setup(cfg, accelerator, micro, corpus, model, optimizer, scheduler, start, n_params)
 
@@ -180,15 +171,11 @@ def setup(cfg: PretrainConfig) -> Setup:
 # ------------------------------------------------------------------------------- loop
 
 
+@training.with_run_threads
 def run(cfg: PretrainConfig) -> dict:
-    with cpu_threads(cfg.run.threads):
-        return _run(cfg)
-
-
-def _run(cfg: PretrainConfig) -> dict:
     t_start = time.time()
     s = setup(cfg)
-    logger = open_metrics(Path(cfg.output_dir), cfg.run.tensorboard, s.start, s.is_main)
+    logger = training.open_metrics(Path(cfg.output_dir), cfg.run.tensorboard, s.start, s.is_main)
     s.model.train()
     tokens_per_step = cfg.batch_size * cfg.seq_len
     bar = tqdm(
@@ -203,7 +190,7 @@ def _run(cfg: PretrainConfig) -> dict:
     for step in bar:
         train_loss, grad_norm = train_step(s, step)
         done = step + 1
-        check_finite("pretrain", train_loss, done, cfg.optim.lr)
+        training.check_finite("pretrain", train_loss, done, cfg.optim.lr)
         lr = s.scheduler.get_last_lr()[0]
         if s.is_main and (done % cfg.run.log_interval == 0 or done == cfg.max_steps):
             now = time.time()
@@ -226,7 +213,7 @@ def _run(cfg: PretrainConfig) -> dict:
             s.accelerator.wait_for_everyone()
             if s.is_main:
                 model = s.accelerator.unwrap_model(s.model)
-                save_checkpoint(Path(cfg.output_dir) / "checkpoint", model, s.optimizer, s.scheduler, done)
+                training.save_checkpoint(Path(cfg.output_dir) / "checkpoint", model, s.optimizer, s.scheduler, done)
     bar.close()
     final_eval = evaluate(s) if s.start >= cfg.max_steps or math.isnan(eval_loss) else eval_loss
     return finish(s, logger, train_loss, final_eval, t_start)
@@ -281,7 +268,7 @@ def finish(s: Setup, logger, train_loss: float, final_eval: float, t_start: floa
         model.generation_config.bos_token_id = tok.bos_token_id
         model.generation_config.eos_token_id = tok.eos_token_id
         model.generation_config.pad_token_id = tok.pad_token_id
-        publish_model(out, model, tok)
+        training.publish_model(out, model, tok)
         samples = sample_text(model, tok, s.corpus.sample_docs, s.accelerator.device, seed=cfg.run.seed)
         atomic_write_json(out / "samples.json", samples)
         tokens_per_step = cfg.batch_size * cfg.seq_len

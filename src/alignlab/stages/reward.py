@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from alignlab import training
 from alignlab.config import arg
 from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_prompt, encode_response
@@ -58,16 +59,6 @@ from alignlab.models.trainee import Trainee
 from alignlab.outputs import atomic_write_text
 from alignlab.rl.losses import ranking_loss
 from alignlab.sections import ModelSource, OptimSettings, RunSettings
-from alignlab.training import (
-    check_finite,
-    cpu_threads,
-    open_metrics,
-    optimizer_and_schedule,
-    publish_model,
-    resolve_device,
-    resume_step,
-    save_checkpoint,
-)
 
 
 @dataclass
@@ -430,21 +421,21 @@ class DemoShift:
 
 
 def run(cfg: RewardConfig) -> dict:
-    with cpu_threads(cfg.run.threads):
+    with training.cpu_threads(cfg.run.threads):
         t_start, out = time.time(), Path(cfg.output_dir)
-        accelerator = make_accelerator(resolve_device(cfg.run.device), "reward")
+        accelerator = make_accelerator(training.resolve_device(cfg.run.device), "reward")
         micro = micro_batch(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
         model, tok, seq_len = load_for_training(
             load_reward_model, cfg.model, cfg.source, cfg.lora, "SEQ_CLS", cfg.seq_len, head_seed=cfg.run.seed
         )
         data = _setup_data(cfg, tok, seq_len)
-        optimizer, scheduler = optimizer_and_schedule(model, cfg.optim, data.plan.total_steps)
-        start_step = resume_step(
+        optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, data.plan.total_steps)
+        start_step = training.resume_step(
             out / "checkpoint", cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process
         )
         model, optimizer = accelerator.prepare(model, optimizer)
         t = Trainee(accelerator, model, tok, optimizer, scheduler, micro)
-        logger = open_metrics(out, cfg.run.tensorboard, start_step, t.is_main)
+        logger = training.open_metrics(out, cfg.run.tensorboard, start_step, t.is_main)
 
         stats = _train(cfg, out, t, data, logger, start_step)
 
@@ -499,7 +490,7 @@ def _train(cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, logger, 
         perm = epoch_order(len(data.train), cfg.run.seed, epoch)
         stats, grad_norm = _train_step(cfg, t, data.train, perm[s * plan.batch : (s + 1) * plan.batch])
         done = step + 1
-        check_finite("reward", stats.loss, done, cfg.optim.lr)
+        training.check_finite("reward", stats.loss, done, cfg.optim.lr)
         if t.is_main and (done % cfg.run.log_interval == 0 or done == plan.total_steps):
             now = time.time()
             logger.log(
@@ -519,7 +510,7 @@ def _train(cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, logger, 
         if cfg.run.checkpoint_interval and done % cfg.run.checkpoint_interval == 0 and done < plan.total_steps:
             t.accelerator.wait_for_everyone()
             if t.is_main:
-                save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, done)
+                training.save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, done)
     bar.close()
     return stats
 
@@ -601,7 +592,7 @@ def _finish(
     """Shift the scores so demonstrations average 0, publish the model, write the summary, report and card."""
     model = t.bare()
     demo = _demonstration_shift(cfg, model, t.tok)
-    publish_model(out, model, t.tok, cfg.lora)  # full weights, the LoRA adapter (+ config), or merged
+    training.publish_model(out, model, t.tok, cfg.lora)  # full weights, the LoRA adapter (+ config), or merged
     summary = _summary(cfg, data, final, stats, demo)
     summary["seconds"] = round(time.time() - t_start, 1)
     report = report_lines(summary)

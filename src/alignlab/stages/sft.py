@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from alignlab import training
 from alignlab.config import arg
 from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_example, encode_prompts
@@ -48,19 +49,6 @@ from alignlab.models.trainee import Trainee
 from alignlab.outputs import atomic_write_json, write_model_card
 from alignlab.rollout.generate import generate_responses
 from alignlab.sections import ModelSource, OptimSettings, RunSettings
-from alignlab.training import (
-    DEFAULT_SEQ_CAP,
-    check_finite,
-    checkpoint_exists,
-    cpu_threads,
-    load_checkpoint,
-    open_metrics,
-    optimizer_and_schedule,
-    publish_model,
-    read_trainer_state,
-    resolve_device,
-    save_checkpoint,
-)
 
 
 @dataclass
@@ -188,19 +176,21 @@ def run(cfg: SFTConfig) -> dict:
         raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
     if cfg.run.checkpoint_interval:
         raise ValueError("run.checkpoint_interval: SFT saves a checkpoint after every epoch; leave it at 0")
-    with cpu_threads(cfg.run.threads):
+    with training.cpu_threads(cfg.run.threads):
         t_start, out = time.time(), Path(cfg.output_dir)
-        accelerator = make_accelerator(resolve_device(cfg.run.device), "sft")
+        accelerator = make_accelerator(training.resolve_device(cfg.run.device), "sft")
         micro = micro_batch(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
         model, tok, seq_len = load_for_training(
             load_causal_lm, cfg.model, cfg.source, cfg.lora, "CAUSAL_LM", cfg.seq_len
         )
         demos, val = _setup_data(cfg, tok, model, seq_len, accelerator.device)
-        optimizer, scheduler = optimizer_and_schedule(model, cfg.optim, demos.plan.total_steps)
+        optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, demos.plan.total_steps)
         progress = _resume(cfg, out, model, optimizer, scheduler, accelerator.is_main_process)
         model, optimizer = accelerator.prepare(model, optimizer)
         t = Trainee(accelerator, model, tok, optimizer, scheduler, micro)
-        logger = open_metrics(out, cfg.run.tensorboard, progress.start_epoch * demos.plan.steps_per_epoch, t.is_main)
+        logger = training.open_metrics(
+            out, cfg.run.tensorboard, progress.start_epoch * demos.plan.steps_per_epoch, t.is_main
+        )
 
         if cfg.eval_base and not progress.history:
             progress.history.append(_evaluate(cfg, t, demos, val, logger, epoch=0, step=0))
@@ -229,7 +219,7 @@ def _setup_data(cfg: SFTConfig, tok, model, seq_len: int, device) -> tuple[Demos
         g = torch.Generator().manual_seed(cfg.run.seed)
         idx = sorted(torch.randperm(len(idx), generator=g)[: cfg.val_prompts].tolist())
     records = [{**val_ds[i], "prompt": val_prompts[i]} for i in idx]
-    max_prompt = max(1, min(seq_len, context_length(model), DEFAULT_SEQ_CAP) - cfg.val_max_new_tokens)
+    max_prompt = max(1, min(seq_len, context_length(model), training.DEFAULT_SEQ_CAP) - cfg.val_max_new_tokens)
     prompt_ids = encode_prompts(tok, [val_prompts[i] for i in idx], max_prompt)
     return demos, Validation(judge_name, judge, val_prompts, idx, records, prompt_ids)
 
@@ -238,9 +228,9 @@ def _resume(cfg: SFTConfig, out: Path, model, optimizer, scheduler, is_main: boo
     """Continue after the last finished epoch (weights, optimiser, schedule, RNG, history) when asked and possible."""
     ckpt_dir = out / "checkpoint"
     progress = Progress()
-    if cfg.run.resume and checkpoint_exists(ckpt_dir):
-        progress.start_epoch = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
-        state = read_trainer_state(ckpt_dir)
+    if cfg.run.resume and training.checkpoint_exists(ckpt_dir):
+        progress.start_epoch = training.load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+        state = training.read_trainer_state(ckpt_dir)
         progress.history, progress.best = state["history"], state["best"]
         if is_main:
             print(
@@ -272,7 +262,7 @@ def _train(cfg: SFTConfig, out: Path, t: Trainee, demos: Demos, val: Validation,
         for s in range(plan.steps_per_epoch):
             step = (epoch - 1) * plan.steps_per_epoch + s + 1
             train_loss, grad_norm = _train_step(cfg, t, demos.train, perm[s * plan.batch : (s + 1) * plan.batch])
-            check_finite("sft", train_loss, step, cfg.optim.lr)
+            training.check_finite("sft", train_loss, step, cfg.optim.lr)
             if t.is_main and (step % cfg.run.log_interval == 0 or s == plan.steps_per_epoch - 1):
                 now = time.time()
                 logger.log(
@@ -389,7 +379,7 @@ def _end_epoch(cfg: SFTConfig, out: Path, t: Trainee, progress: Progress, rec: d
     if t.is_main:
         if epoch < cfg.epochs:
             extra = {"history": progress.history, "best": progress.best}
-            save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, epoch, extra=extra)
+            training.save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, epoch, extra=extra)
         _remove_stale_best(out, progress.best["epoch"])
     t.accelerator.wait_for_everyone()
 
@@ -417,7 +407,7 @@ def _finish(
     _restore_weights(model, best_dir)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, getattr(t.tok, key))
-    publish_model(out, model, t.tok, cfg.lora)
+    training.publish_model(out, model, t.tok, cfg.lora)
     if best_dir.is_dir():
         shutil.rmtree(best_dir)
 
