@@ -138,7 +138,7 @@ class PredictConfig:
 
 
 SWEEP_PRESETS: dict[str, dict[str, Any]] = {
-    # ~20 s on 2 cores with the smoke world: six d16-d32 runs of 50-150 steps (plumbing, not a fit to trust).
+    # The plumbing on the smoke world: six d16-d32 runs of 50-150 steps (not a fit to trust).
     "smoke": {
         "grid": ["16x3e4", "16x8e4", "24x4e4", "24x1e5", "32x3e4", "32x8e4"],
         "seq_len": 64,
@@ -154,11 +154,9 @@ SWEEP_PRESETS: dict[str, dict[str, Any]] = {
     },
     # The demo sweep.  Main line (what L(C) is fitted on, GPT-4 style: smaller copies of the
     # target under one recipe): d_model 8-48 at the recipe's D = 0.8M tokens (781 steps,
-    # ~1.5 epochs of the default world corpus), compute span ~33x, each with seeds 0 and 1
-    # (seed-to-seed spread is a few % at this size).  Four off-line runs at
-    # 0.4M and 1.6M tokens let L(N, D) separate N from D.  Peak lr per width from a
-    # 400k-token scan (seed 0, lr steps of ~1.5x): the optimum falls from ~0.05 at d16 to
-    # ~0.006 at d64 and stays there at d128 (8 and 12: extrapolated).
+    # ~1.5 epochs of the default world corpus), compute span ~33x, each with seeds 0 and 1.
+    # Four off-line runs at 0.4M and 1.6M tokens let L(N, D) separate N from D. Peak lr per
+    # width from a 400k-token scan in lr steps of ~1.5x (widths 8 and 12 extrapolated).
     "default": {
         "grid": ["8x8e5", "12x8e5", "16x8e5", "24x8e5", "32x8e5", "48x8e5", "12x1.6e6", "16x4e5", "24x4e5", "48x4e5"],
         "line_tokens": 8e5,

@@ -382,8 +382,6 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
             print(f"resumed from {ckpt_dir} at iteration {start} (beta {trainer.kl_ctl.beta:.4g})")
     else:
         initial = heldout.initial_record(policy(), trainer.rm)
-    if is_main and not resuming and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh start (also --resume without a checkpoint) starts a fresh log
     logger = training.open_metrics(out, cfg.run.tensorboard, start if resuming else 0, is_main)
     if is_main and not resuming:
         logger.log(0, **{k: v for k, v in initial.items() if k not in ("samples", "gold_scores")})
