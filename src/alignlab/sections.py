@@ -55,3 +55,14 @@ class OptimSettings:
     beta1: float = arg(0.9, "AdamW beta1")
     beta2: float = arg(0.95, "AdamW beta2")
     eps: float = arg(1e-8, "AdamW epsilon")
+
+
+@dataclass
+class HeldoutSampling:
+    """Held-out prompts a policy answers before and after training (same prompts, same seed), scored by the
+    world's labelers (gold) and, where there is one, the reward model. PPO and DPO extend it."""
+
+    data: str = arg("", "held-out prompts; empty = world_dir/test when world_dir is set")
+    split: str = arg("test", "split of eval.data")
+    prompts: int = arg(256, "held-out prompts (the first N rows: a fixed set); 0 = no held-out samples")
+    temperature: float = arg(1.0, "sampling temperature (same seed before and after); 0 = greedy")

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -40,11 +40,25 @@ from alignlab.models.value_model import ValueModel
 from alignlab.outputs import atomic_write_json, write_model_card
 from alignlab.rl.losses import IGNORE_INDEX, dpo_loss
 from alignlab.rollout.scoring import labeled_logprobs
-from alignlab.sections import ModelSource, OptimSettings, RunSettings
+from alignlab.sections import HeldoutSampling, ModelSource, OptimSettings, RunSettings
+
+
+@dataclass
+class DPOHeldout(HeldoutSampling):
+    max_new_tokens: int = arg(32, "response length cap for held-out samples")
 
 
 @dataclass
 class DPOConfig:
+    # the held-out sampling keys moved into the eval. section PPO also has
+    RENAMED: ClassVar[dict[str, str]] = {
+        "eval_data": "eval.data",
+        "eval_data_split": "eval.split",
+        "eval_prompts": "eval.prompts",
+        "eval_temperature": "eval.temperature",
+        "max_new_tokens": "eval.max_new_tokens",
+    }
+
     policy: str = arg("runs/sft", "SFT model (hub id or path): the starting policy")
     ref_model: str = arg("", "frozen reference model; empty = the same SFT model as `policy`")
     data: str = arg(
@@ -63,11 +77,7 @@ class DPOConfig:
         "runs/world", "built-in world folder for gold rewards of held-out samples before/after; empty = off"
     )
     reward_model: str = arg("", "optional reward model to also score the held-out samples (proxy); empty = off")
-    eval_data: str = arg("", "held-out prompts for samples; empty = world_dir/test")
-    eval_data_split: str = arg("test", "split of eval_data")
-    eval_prompts: int = arg(256, "held-out prompts sampled before and after (the first N rows)")
-    eval_temperature: float = arg(1.0, "held-out sampling temperature (same seed before and after); 0 = greedy")
-    max_new_tokens: int = arg(32, "response length cap for held-out samples")
+    eval: DPOHeldout = arg(factory=DPOHeldout, help="held-out prompts sampled before and after training")
     eval_interval: int = arg(0, "steps between validation-metric evaluations (0 = only at the end)")
     run: RunSettings = arg(factory=lambda: RunSettings(log_interval=5, checkpoint_interval=50), help=RunSettings.HELP)
     source: ModelSource = arg(factory=ModelSource, help=ModelSource.HELP)
@@ -85,8 +95,7 @@ PRESETS = {
         "max_steps": 6,
         "batch_size": 8,
         "eval_max_prompts": 16,
-        "eval_prompts": 16,
-        "max_new_tokens": 16,
+        "eval": {"prompts": 16, "max_new_tokens": 16},
         "run": {"checkpoint_interval": 3, "log_interval": 1, "threads": 1},
         "optim": {"warmup_steps": 1},
     },
@@ -246,7 +255,7 @@ def setup(cfg: DPOConfig) -> Setup:
     tok, policy, ref = load_models(cfg)
     max_len = min(cfg.max_len, context_length(policy))
     data = load_comparisons(cfg, tok, max_len, accelerator.is_main_process)
-    heldout = load_heldout(cfg.world_dir, cfg.eval_data, cfg.eval_data_split, cfg.eval_prompts)
+    heldout = load_heldout(cfg.world_dir, cfg.eval.data, cfg.eval.split, cfg.eval.prompts)
     rm = None
     if cfg.reward_model:
         rm = load_reward_model(cfg.reward_model, cfg.source.trust_remote_code)
@@ -308,9 +317,9 @@ def sample_heldout(s: Setup) -> dict[str, Any]:
         s.accelerator.unwrap_model(s.policy),
         s.tok,
         rows,
-        max_prompt_len=max(8, s.max_len - cfg.max_new_tokens - 1),
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.eval_temperature,
+        max_prompt_len=max(8, s.max_len - cfg.eval.max_new_tokens - 1),
+        max_new_tokens=cfg.eval.max_new_tokens,
+        temperature=cfg.eval.temperature,
         seed=heldout_seed(cfg.run.seed),
         rm=s.rm,
         judge=s.heldout.judge_for_rows(),
@@ -457,6 +466,6 @@ def summarize(s: Setup, st, final_val, initial, final) -> dict[str, Any]:
         summary["heldout_gold_delta_ci95"] = paired_delta_ci(initial["gold_scores"], final["gold_scores"])
     if final:
         rows, source = s.heldout.rows, s.heldout.source
-        note = sampling_note(cfg.eval_temperature, cfg.run.seed)
+        note = sampling_note(cfg.eval.temperature, cfg.run.seed)
         summary["heldout_sampling"] = f"{note}, first {len(rows)} rows of {source}"
     return summary

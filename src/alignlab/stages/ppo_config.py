@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alignlab.config import arg
+from alignlab.sections import HeldoutSampling
 
 
 @dataclass
@@ -63,11 +64,7 @@ class PtxSettings:
 
 
 @dataclass
-class EvalSettings:
-    data: str = arg("", "held-out prompts for before/after numbers; empty = world_dir/test when world_dir is set")
-    split: str = arg("test", "split of eval.data")
-    prompts: int = arg(256, "number of held-out prompts (the first N rows: a fixed set); 0 = no held-out evaluation")
-    temperature: float = arg(1.0, "held-out sampling temperature (same seed before and after); 0 = greedy")
+class EvalSettings(HeldoutSampling):
     greedy: bool = arg(True, "also evaluate greedy decoding on the held-out prompts (keys *_greedy)")
     interval: int = arg(0, "iterations between extra held-out evaluations (0 = only before and after)")
 
