@@ -78,24 +78,8 @@ def generate_responses(
     if any(len(p) == 0 for p in prompts_ids):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
     device = next(model.parameters()).device
-    sampling = temperature > 0
-    gen_kwargs = dict(
-        max_new_tokens=max_new_tokens,
-        do_sample=sampling,
-        num_beams=1,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-        use_cache=True,
-        min_length=0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        return_dict_in_generate=True,
-        output_scores=return_logprobs,
-    )
-    if sampling:
-        gen_kwargs.update(
-            temperature=temperature, top_k=top_k, top_p=top_p, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0
-        )
+    gen_kwargs = _generate_kwargs(max_new_tokens, temperature, top_k, top_p, eos_token_id, pad_token_id)
+    gen_kwargs["output_scores"] = return_logprobs
 
     order = sorted(range(len(prompts_ids)), key=lambda i: -len(prompts_ids[i]))  # stable
     results: list[tuple[list[int], Tensor, Tensor | None]] = [None] * len(prompts_ids)  # type: ignore[list-item]
@@ -118,3 +102,24 @@ def generate_responses(
     finally:
         model.train(was_training)
     return assemble_rollout(results, tokenizer, eos_token_id, pad_token_id, device, return_logprobs)
+
+
+def _generate_kwargs(max_new_tokens: int, temperature: float, top_k: int, top_p: float, eos_token_id, pad_token_id):
+    """Every ``generate`` knob that changes the sampling distribution, set explicitly (greedy at temperature 0)."""
+    kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=temperature > 0,
+        num_beams=1,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        use_cache=True,
+        min_length=0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        return_dict_in_generate=True,
+    )
+    if temperature > 0:
+        kwargs.update(
+            temperature=temperature, top_k=top_k, top_p=top_p, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0
+        )
+    return kwargs
