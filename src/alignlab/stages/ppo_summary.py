@@ -13,6 +13,7 @@ from typing import Any
 
 from alignlab.evaluate.heldout_samples import paired_delta_ci
 from alignlab.outputs import atomic_write_json, write_model_card
+from alignlab.summaries import PPOSummary
 from alignlab.training import publish_model
 
 CARD = """## Method
@@ -50,8 +51,9 @@ def finish(out: Path, cfg, trainer, tokenizer, heldout, initial: dict, final, fi
     return summary
 
 
-def summarize(cfg, initial: dict, final, final_pt, history: list[dict], beta: float, facts: dict) -> dict:
-    """summary.json's numbers; ``final`` is a ``ppo_eval.Heldout``."""
+def summarize(cfg, initial: dict, final, final_pt, history: list[dict], beta: float, facts: dict) -> PPOSummary:
+    """summary.json's numbers (the keys the report reads: ``summaries.PPOSummary``); ``final`` is a
+    ``ppo_eval.Heldout``."""
     s: dict[str, Any] = {
         "iterations": cfg.iterations,
         "episodes": cfg.iterations * cfg.batch_size,
@@ -106,6 +108,7 @@ def _hacking(s: dict, gold_before: dict, gold_after: dict, m: float) -> dict[str
         if suffix in gold_after:
             out[f"heldout_gold{suffix}_delta_ci95"] = paired_delta_ci(before, gold_after[suffix])
     out["hack_rule"] = f"held-out RM score up by > {m} and gold down by > {m} (sampled or greedy decoding)"
+    out["hack_margin"] = m  # the report judges over-optimisation with the margin the run used
     return out
 
 

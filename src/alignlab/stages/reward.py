@@ -59,6 +59,7 @@ from alignlab.models.trainee import Trainee
 from alignlab.outputs import atomic_write_text
 from alignlab.rl.losses import ranking_loss
 from alignlab.sections import ModelSource, OptimSettings, RunSettings
+from alignlab.summaries import RewardSummary
 
 
 @dataclass
@@ -616,7 +617,8 @@ def _demonstration_shift(cfg: RewardConfig, model, tok) -> DemoShift:
     return demo
 
 
-def _summary(cfg: RewardConfig, data: Comparisons, final: dict, stats: TrainStats, demo: DemoShift) -> dict[str, Any]:
+def _summary(cfg: RewardConfig, data: Comparisons, final: dict, stats: TrainStats, demo: DemoShift) -> RewardSummary:
+    """summary.json's numbers (the keys the report reads: ``summaries.RewardSummary``)."""
     r4 = lambda v: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v  # noqa: E731
     return {
         "val_accuracy_train_labelers": r4(final.get("val_accuracy_train_labelers")),
