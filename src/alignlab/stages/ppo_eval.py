@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from alignlab.evaluate.heldout_samples import sample_and_score
+from alignlab.evaluate.heldout_set import heldout_seed, heldout_source, sampling_note
 
 METRICS = ("rm_score", "gold", "eos_frac", "response_len")
-EVAL_SEED_OFFSET = 12345  # the held-out sampling seed is seed + this: apart from the training rollouts' seeds
 
 
 @dataclass
@@ -48,7 +48,7 @@ class HeldoutEval:
                 max_prompt_len=self.max_prompt_len,
                 max_new_tokens=c.rollout.max_new_tokens,
                 temperature=temp,
-                seed=c.run.seed + EVAL_SEED_OFFSET,
+                seed=heldout_seed(c.run.seed),
                 batch_size=c.rollout.gen_batch_size,
                 rm=rm,
                 judge=self.judge,
@@ -87,9 +87,8 @@ class HeldoutEval:
     def description(self) -> str:
         """How the held-out responses are sampled, in words (summary.json's heldout_sampling)."""
         c, e = self.cfg, self.cfg.eval
-        seed = c.run.seed + EVAL_SEED_OFFSET
-        how = "greedy" if e.temperature == 0 else f"temperature {e.temperature}, fixed seed {seed}"
-        source = e.data or (c.world_dir + "/test" if c.world_dir else "-")
+        how = sampling_note(e.temperature, c.run.seed)
+        source = heldout_source(e.data, c.world_dir) or "-"
         return f"{how}, first {e.prompts} rows of {source}" + ("; *_greedy: greedy decoding" if e.greedy else "")
 
     def initial_record(self, policy, rm) -> dict[str, Any]:

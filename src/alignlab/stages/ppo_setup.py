@@ -16,6 +16,7 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 from alignlab.data.chat import encode_prompt_rows
 from alignlab.data.load import load_dataset_any
 from alignlab.data.packing import pack_documents
+from alignlab.evaluate.heldout_set import heldout_source, world_judge
 from alignlab.models.load import context_length, load_causal_lm, load_tokenizer
 from alignlab.models.lora import apply_lora, load_adapter_weights
 from alignlab.models.reward_model import load_reward_model
@@ -106,16 +107,8 @@ def load_inputs(cfg, tok, policy) -> PPOInputs:
         )
     rows = _rows(load_dataset_any(cfg.data, cfg.split))
     prompt_ids = encode_prompt_rows(tok, rows, cfg.prompt_column, max_prompt_len)
-    judge = None
-    if cfg.world_dir:
-        from alignlab.evaluate.judges import WorldJudge
-
-        if not (Path(cfg.world_dir) / "world.json").exists():
-            raise ValueError(
-                f"world_dir={cfg.world_dir!r} has no world.json; give the world folder or --world_dir '' to turn gold rewards off"
-            )
-        judge = WorldJudge(cfg.world_dir)
-    eval_src = cfg.eval.data or (str(Path(cfg.world_dir) / "test") if cfg.world_dir else "")
+    judge = world_judge(cfg.world_dir)
+    eval_src = heldout_source(cfg.eval.data, cfg.world_dir)
     eval_rows = _rows(load_dataset_any(eval_src, cfg.eval.split))[: cfg.eval.prompts] if eval_src else None
     ptx_blocks, ptx_eval = _pretraining_blocks(cfg, tok, ctx)
     return PPOInputs(rows, prompt_ids, max_prompt_len, judge, eval_rows, ptx_blocks, ptx_eval)
