@@ -19,7 +19,7 @@ from alignlab.config import arg
 
 @dataclass
 class RunSettings:
-    HELP: ClassVar[str] = "how the run goes: seed, device, threads, resuming, logging, checkpoints"
+    HELP: ClassVar[str] = "how the run goes: seed, device, threads, resuming, logging, checkpoints, non-finite values"
     FLAT_ALIASES: ClassVar[bool] = True
 
     seed: int = arg(0, "seed for initialisation, data order and sampling")
@@ -31,6 +31,11 @@ class RunSettings:
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
     log_interval: int = arg(10, "steps between metrics.jsonl lines")
     checkpoint_interval: int = arg(0, "steps between resumable checkpoints (0 = none)")
+    skip_nonfinite: int = arg(
+        0,
+        "skip up to this many batches whose loss, reward or gradient is NaN or inf, reporting each "
+        "(0 = stop at the first, naming the step and the checkpoint to resume from)",
+    )
 
 
 @dataclass

@@ -1,16 +1,17 @@
 """Pieces every training stage shares: device choice, the AdamW set-up, resumable checkpoints, the
-metrics log, the guard against a non-finite loss, and publishing the final model (derived seeds: seeds.py).
+metrics log, the guard against a non-finite loss, reward or gradient, and publishing the final model (derived seeds: seeds.py).
 
 A stage then reads as its setup, its loss and its loop::
 
     logger = open_metrics(out, cfg.run.tensorboard, start, is_main)
     for step in ...:
         loss = ...
-        check_finite("sft", loss, step, cfg.optim.lr)
+        guarded_step(acc, model.parameters(), optimizer, scheduler, clip, guard, step, loss=loss)
     publish_model(out, model, tok, cfg.lora)
 
-A checkpoint is a folder written whole to a temporary name and then renamed into
-place, so a run killed mid-save still has its previous checkpoint intact:
+A checkpoint is a folder written whole to a temporary name, hashed into a manifest and then
+renamed into place, the previous one kept as ``checkpoint.prev`` (checkpoints.py), so a run killed
+mid-save, or a damaged file, still leaves an intact checkpoint to resume from:
 
     checkpoint/
       model.safetensors, config.json   weights (save_pretrained; with LoRA: adapter_model.safetensors,
@@ -18,22 +19,27 @@ place, so a run killed mid-save still has its previous checkpoint intact:
       optimizer.pt, scheduler.pt       optimiser and LR-schedule state
       trainer_state.json               step and anything else the stage needs to continue
       rng.pt                           torch/python RNG states
+      manifest.json                    size and SHA-256 of each file above, written last
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from alignlab import checkpoints
+from alignlab.faults import fault_point
 from alignlab.models.lora import (
     LoraSettings,
     clear_model_files,
@@ -42,7 +48,7 @@ from alignlab.models.lora import (
     load_adapter_weights,
     save_model,
 )
-from alignlab.outputs import MetricsLogger, atomic_replace_dir
+from alignlab.outputs import MetricsLogger
 from alignlab.sections import OptimSettings
 
 # SFT and the RM train on sequences of at most this many tokens when their seq_len is 0 (a real
@@ -80,50 +86,49 @@ def _fused_ok(params: list[torch.Tensor]) -> bool:
     )
 
 
-def checkpoint_exists(ckpt_dir: str | Path) -> bool:
-    return (Path(ckpt_dir) / "trainer_state.json").exists()
+def resumable(ckpt_dir: str | Path, resume: bool) -> Path | None:
+    """The checkpoint folder to continue from: the newest intact one under ``ckpt_dir`` when ``resume``
+    is on (checkpoints.latest reports and sets aside damaged ones), else None."""
+    return checkpoints.latest(ckpt_dir) if resume else None
 
 
 def save_checkpoint(
     ckpt_dir: str | Path, model, optimizer, scheduler, step: int, extra: dict[str, Any] | None = None
 ) -> None:
-    ckpt_dir = Path(ckpt_dir)
-    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if scheduler is not None:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **(extra or {})}))
-    atomic_replace_dir(tmp, ckpt_dir)
+    with checkpoints.writing(ckpt_dir, step) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        fault_point("checkpoint")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **(extra or {})}))
 
 
-def load_checkpoint(ckpt_dir: str | Path, model, optimizer, scheduler) -> int:
-    """Restore weights, optimiser, scheduler and RNG in place; return the step to continue from."""
+def load_checkpoint(folder: str | Path, model, optimizer, scheduler) -> int:
+    """Restore weights, optimiser, scheduler and RNG in place from a checkpoint folder (as
+    :func:`resumable` chose it); return the step to continue from."""
     from safetensors.torch import load_file
 
-    ckpt_dir = Path(ckpt_dir)
-    if is_adapter_folder(ckpt_dir) or is_lora(model):  # LoRA: the checkpoint holds the adapter only
-        load_adapter_weights(model, ckpt_dir)
+    folder = Path(folder)
+    if is_adapter_folder(folder) or is_lora(model):  # LoRA: the checkpoint holds the adapter only
+        load_adapter_weights(model, folder)
     else:
-        state = load_file(str(ckpt_dir / "model.safetensors"))
+        state = load_file(str(folder / "model.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         # Tied output weights are saved once; anything else missing means a different model.
         missing = [k for k in missing if not k.endswith("lm_head.weight")]
         if missing or unexpected:
             raise ValueError(
-                f"{ckpt_dir}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                f"{folder}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
-    optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
-    if scheduler is not None and (ckpt_dir / "scheduler.pt").exists():
-        scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt_dir / "rng.pt", weights_only=True)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    if scheduler is not None and (folder / "scheduler.pt").exists():
+        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    rng = torch.load(folder / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
-    return read_trainer_state(ckpt_dir)["step"]
+    return read_trainer_state(folder)["step"]
 
 
 def read_trainer_state(ckpt_dir: str | Path) -> dict[str, Any]:
@@ -165,21 +170,79 @@ def optimizer_and_schedule(model: torch.nn.Module, optim: OptimSettings, total_s
     return optimizer, scheduler
 
 
-def resume_step(ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool) -> int:
-    """The step to start from: 0, or (``resume`` and a checkpoint exists) the checkpoint's step, with the
-    weights, optimiser, schedule and RNG restored from it."""
-    if not (resume and checkpoint_exists(ckpt_dir)):
-        return 0
-    start = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+def resume_step(ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool) -> tuple[int, Path | None]:
+    """(the step to start from, the checkpoint folder it came from): (0, None), or (``resume`` and an
+    intact checkpoint exists) its step, with the weights, optimiser, schedule and RNG restored from it."""
+    folder = resumable(ckpt_dir, resume)
+    if folder is None:
+        return 0, None
+    start = load_checkpoint(folder, model, optimizer, scheduler)
     if is_main:
-        print(f"resumed from {ckpt_dir} at step {start}")
-    return start
+        print(f"resumed from {folder} at step {start}")
+    return start, folder
 
 
-def check_finite(stage: str, value: float, step: int, lr: float, name: str = "loss") -> None:
-    """Stop the run at the first non-finite loss: every later step would train on it."""
-    if not math.isfinite(value):
-        raise FloatingPointError(f"{stage}: {name} became {value} at step {step}; lower lr (now {lr})")
+class NonFiniteError(FloatingPointError):
+    """A loss, reward or gradient stopped being a finite number."""
+
+
+def _finite(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return bool(torch.isfinite(value).all())
+    return math.isfinite(float(value))
+
+
+@dataclasses.dataclass
+class NonFiniteGuard:
+    """Stops a stage at the first non-finite loss, reward or gradient norm, before it reaches the weights,
+    naming the step, the quantity and the checkpoint to resume from. With ``allowed`` > 0
+    (``run.skip_nonfinite``) up to that many such batches are skipped instead, each one reported."""
+
+    stage: str
+    ckpt_dir: Path
+    allowed: int = 0
+    skipped: int = 0
+
+    def ok(self, step: int, **values) -> bool:
+        """True when every value is finite (None: not measured); False when this batch is to be skipped."""
+        bad = [(k, v) for k, v in values.items() if v is not None and not _finite(v)]
+        if not bad:
+            return True
+        name, value = bad[0]
+        shown = float(value.float().sum()) if isinstance(value, torch.Tensor) else value
+        if self.skipped < self.allowed:
+            self.skipped += 1
+            print(
+                f"{self.stage}: {name} is {shown} at step {step}: batch skipped "
+                f"({self.skipped} of at most {self.allowed}, run.skip_nonfinite)",
+                file=sys.stderr,
+            )
+            return False
+        raise NonFiniteError(
+            f"{self.stage}: {name} became {shown} at step {step}, before the weights were updated; "
+            f"{self.last_good()}. Lower optim.lr, or set run.skip_nonfinite N to skip up to N such batches"
+        )
+
+    def last_good(self) -> str:
+        ckpt = Path(self.ckpt_dir)
+        if (ckpt / "trainer_state.json").exists():
+            return f"the last good checkpoint is {ckpt} (step {read_trainer_state(ckpt)['step']}); run.resume continues from it"
+        return "no checkpoint was written yet"
+
+
+def guarded_step(acc, params, optimizer, scheduler, grad_clip: float, guard: NonFiniteGuard, step: int, **values):
+    """Clip the gradient to ``grad_clip`` (0: measure its norm, clip nothing), then step the optimiser and
+    the schedule unless ``guard`` finds a non-finite value or norm; clear the gradients. Returns the norm
+    before clipping and whether the weights were updated. The schedule advances either way, so a skipped
+    batch does not shift the learning rate of those after it."""
+    params = list(params)
+    grad_norm = acc.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    applied = guard.ok(step, **values, gradient_norm=grad_norm)
+    if applied:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, applied
 
 
 def publish_model(

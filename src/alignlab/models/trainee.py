@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from alignlab.training import NonFiniteGuard, guarded_step
+
 
 @dataclass
 class Trainee:
@@ -19,6 +21,7 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     micro: int  # examples per forward pass
+    guard: NonFiniteGuard  # stops (or skips) a non-finite loss or gradient before the update
 
     @property
     def is_main(self) -> bool:
@@ -28,10 +31,10 @@ class Trainee:
         """The model without its DDP wrapper: what evaluation (ranks run different batches) and saving use."""
         return self.accelerator.unwrap_model(self.model)
 
-    def optimizer_step(self, grad_clip: float):
-        """Clip (0 = off), step the optimiser and the schedule, clear the gradients; the norm before clipping."""
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), grad_clip) if grad_clip > 0 else None
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+    def optimizer_step(self, grad_clip: float, step: int, **values):
+        """Clip (0 = off), step the optimiser and the schedule unless ``values`` (the loss) or the gradient
+        is not finite (training.guarded_step), clear the gradients; the norm before clipping."""
+        params = self.model.parameters()
+        return guarded_step(
+            self.accelerator, params, self.optimizer, self.scheduler, grad_clip, self.guard, step, **values
+        )[0]

@@ -33,6 +33,7 @@ from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, rank_share, reduce_means, reduce_sums, token_share
 from alignlab.evaluate.heldout_samples import paired_delta_ci, sample_and_score
 from alignlab.evaluate.heldout_set import HeldoutSet, heldout_seed, load_heldout, sampling_note
+from alignlab.faults import fault_point
 from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import LoraSettings, apply_lora, reference_model
 from alignlab.models.reward_model import load_reward_model
@@ -203,6 +204,8 @@ class Setup:
     optimizer: Any
     scheduler: Any
     start: int  # the step this run starts from (> 0 on a resume)
+    resumed_from: Path | None  # the checkpoint folder it resumed from
+    guard: training.NonFiniteGuard
     ref_cache: dict[int, torch.Tensor] = field(default_factory=dict)  # group index -> [K] reference log-probs
 
     @property
@@ -263,11 +266,16 @@ def setup(cfg: DPOConfig) -> Setup:
 
     optimizer, scheduler = training.optimizer_and_schedule(policy, cfg.optim, data.steps)
     ckpt_dir = Path(cfg.output_dir) / "checkpoint"
-    start = training.resume_step(ckpt_dir, cfg.run.resume, policy, optimizer, scheduler, accelerator.is_main_process)
+    start, resumed_from = training.resume_step(
+        ckpt_dir, cfg.run.resume, policy, optimizer, scheduler, accelerator.is_main_process
+    )
     policy, optimizer = accelerator.prepare(policy, optimizer)
     if ref is not None:
         ref.to(accelerator.device)
-    return Setup(cfg, accelerator, tok, policy, ref, max_len, data, heldout, rm, optimizer, scheduler, start)
+    guard = training.NonFiniteGuard("dpo", ckpt_dir, cfg.run.skip_nonfinite)
+    return Setup(
+        cfg, accelerator, tok, policy, ref, max_len, data, heldout, rm, optimizer, scheduler, start, resumed_from, guard
+    )
 
 
 # ---------------------------------------------------------------------- measurements
@@ -338,7 +346,7 @@ def run(cfg: DPOConfig) -> dict:
     t_start = time.time()
     s = setup(cfg)
     out = Path(cfg.output_dir)
-    initial = sample_heldout(s) if s.start == 0 else training.read_trainer_state(out / "checkpoint").get("initial", {})
+    initial = sample_heldout(s) if s.start == 0 else training.read_trainer_state(s.resumed_from).get("initial", {})
     logger = training.open_metrics(out, cfg.run.tensorboard, s.start, s.is_main)
     if s.start == 0:
         v0 = validate(s)
@@ -355,7 +363,6 @@ def run(cfg: DPOConfig) -> dict:
     for step in bar:
         st, grad_norm = train_step(s, step)
         done = step + 1
-        training.check_finite("dpo", st["loss"], done, cfg.optim.lr)
         window.append(st)
         if done % run_cfg.log_interval == 0 or done == steps:
             if s.is_main:
@@ -372,6 +379,7 @@ def run(cfg: DPOConfig) -> dict:
         )
         if run_cfg.checkpoint_interval and done % run_cfg.checkpoint_interval == 0 and done < steps:
             save(s, done, initial)
+        fault_point("step")
     bar.close()
     return finish(s, logger, initial, st, t_start)
 
@@ -388,11 +396,9 @@ def train_step(s: Setup, step: int) -> tuple[dict[str, float], Any]:
     global_pairs = sum(n_pairs(train[g]) for g in global_gidx)
     acc.backward(loss * token_share(acc, st["pairs"], global_pairs))
     st = {**reduce_means(acc, st, weight=st["pairs"]), "pairs": global_pairs}  # the global batch's numbers
-    clip = cfg.optim.grad_clip
-    grad_norm = acc.clip_grad_norm_(s.policy.parameters(), clip) if clip > 0 else None
-    s.optimizer.step()
-    s.scheduler.step()
-    s.optimizer.zero_grad(set_to_none=True)
+    grad_norm, _ = training.guarded_step(
+        acc, s.policy.parameters(), s.optimizer, s.scheduler, cfg.optim.grad_clip, s.guard, step + 1, loss=st["loss"]
+    )
     return st, grad_norm
 
 

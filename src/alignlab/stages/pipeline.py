@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from alignlab.config import ConfigError, apply, arg, dotted_to_nested, resolve, unalias
+from alignlab.faults import fault_point
 from alignlab.outputs import atomic_write_json, read_summary
 from alignlab.stages.registry import STAGES, STEPS, policy_key, policy_steps, run_stage
 
@@ -247,6 +248,7 @@ def run(cfg: PipelineConfig) -> dict:
         all_times = {**all_times, **on_disk, label: times[label]}
         atomic_write_json(shared / "timings.json", all_times)
         print(f"[pipeline] {label} finished in {times[label]:.1f}s", flush=True)
+        fault_point("stage")
     total = round(time.time() - t0, 1)
     print("\n[pipeline] step times (s): " + ", ".join(f"{k} {v}" for k, v in times.items()) + f"; total {total}")
     return {"stage_seconds": times, "total_seconds": total, "report": results.get("report"), "stages": results}

@@ -55,6 +55,7 @@ from alignlab import training
 from alignlab.config import arg
 from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, masked_whiten_across, rank_share, reduce_means, token_share
+from alignlab.faults import fault_point
 from alignlab.models.load import disable_dropout
 from alignlab.models.lora import LoraSettings, reference_model
 from alignlab.models.value_model import ValueModel, response_values, rm_scores
@@ -201,6 +202,8 @@ class PPOTrainer:
         pc = accelerator.unwrap_model(self.policy).config
         self._pack_hidden = int(getattr(pc, "hidden_size", None) or getattr(pc, "n_embd", None) or 256)
         self.pack = cfg.rollout.pack_sequences and ppo_setup.packing_works(self)
+        name = "ppo" if cfg.ptx.coef == 0 else "ppo-ptx"
+        self.guard = training.NonFiniteGuard(name, Path(cfg.output_dir) / "checkpoint", cfg.run.skip_nonfinite)
 
     # -- 1. rollout
     def rollout(self, prompt_ids: list[list[int]], iteration: int) -> Rollout:
@@ -272,6 +275,14 @@ class PPOTrainer:
             return packed_last_values(self.rm, packed).float()
         return rm_scores(self.rm, rm_ids, rm_mask).float()
 
+    def _rewards_finite(self, scores: torch.Tensor, raw_mean: float, iteration: int) -> bool:
+        """Whether the update may use these rewards. The raw reward counts too: a NaN score replaced by the
+        missing-EOS penalty still says the reward model broke. Every rank checks all ranks' numbers, so
+        every rank stops, or skips, together."""
+        every = torch.cat([scores.float(), torch.tensor([raw_mean], device=scores.device)])
+        every = self.acc.gather(every) if self.acc.num_processes > 1 else every
+        return self.guard.ok(iteration + 1, reward=every)
+
     # -- 3. update: PPO epochs over minibatches (+ ptx gradients in the same optimiser step)
     def update(self, exp: Experience, iteration: int) -> list[dict[str, float]]:
         c = self.cfg
@@ -286,13 +297,7 @@ class PPOTrainer:
                 stats = self._ppo_backward(mb)
                 if self.ptx_blocks is not None:  # PPO-ptx: pretraining gradient accumulated in a consecutive backward
                     stats["ptx_loss"] = self._ptx_backward(iteration * self.updates_per_iteration + len(mb_stats))
-                if c.optim.grad_clip > 0:
-                    stats["grad_norm"] = self.acc.clip_grad_norm_(self.policy.parameters(), c.optim.grad_clip)
-                    stats["value_grad_norm"] = self.acc.clip_grad_norm_(self.value.parameters(), c.optim.grad_clip)
-                for opt, sched in ((self.opt_policy, self.sched_policy), (self.opt_value, self.sched_value)):
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
+                self._step(stats, iteration)
                 mb_stats.append(stats)
         # stats stay tensors until the end of the update: one device sync per iteration, not ~8 per minibatch
         keys = list(mb_stats[0])
@@ -301,6 +306,20 @@ class PPOTrainer:
             [torch.stack([torch.as_tensor(s[k], dtype=torch.float32, device=device) for k in keys]) for s in mb_stats]
         ).tolist()
         return [dict(zip(keys, row)) for row in rows]
+
+    def _step(self, stats: dict[str, torch.Tensor], iteration: int) -> None:
+        """Clip both gradients (grad_clip 0: measure their norms only), then step both optimisers and
+        schedules, unless a loss or a norm is not finite: the guard then stops the run or skips the step."""
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
+        stats["grad_norm"] = self.acc.clip_grad_norm_(self.policy.parameters(), clip)
+        stats["value_grad_norm"] = self.acc.clip_grad_norm_(self.value.parameters(), clip)
+        checked = ("pg_loss", "vf_loss", "ptx_loss", "grad_norm", "value_grad_norm")
+        applied = self.guard.ok(iteration + 1, **{k: stats[k] for k in checked if k in stats})
+        for opt, sched in ((self.opt_policy, self.sched_policy), (self.opt_value, self.sched_value)):
+            if applied:
+                opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
 
     def _ppo_backward(self, mb: Experience) -> dict[str, torch.Tensor]:
         c, T = self.cfg, self.cfg.rollout.temperature
@@ -336,12 +355,19 @@ class PPOTrainer:
         if judge is not None and records is not None:
             stats["gold_mean"] = statistics.fmean(judge.gold(records, ro.texts))
         t2 = time.time()
-        mb = self.update(exp, iteration)
-        self.backend.sync_weights(self.acc.unwrap_model(self.policy))  # the next rollout samples the new policy
+        if self._rewards_finite(exp.scores, stats["rm_score_mean"], iteration):
+            mb = self.update(exp, iteration)
+            self.backend.sync_weights(self.acc.unwrap_model(self.policy))  # the next rollout samples the new policy
+        else:  # skipped: no update, the schedules still advance (as for a skipped minibatch)
+            mb = [{}]
+            for _ in range(self.updates_per_iteration):
+                self.sched_policy.step()
+                self.sched_value.step()
         t3 = time.time()
         for key in mb[0]:
             stats[key] = statistics.fmean(s[key] for s in mb)
-        stats["first_mb_clipfrac"], stats["first_mb_approx_kl"] = mb[0]["clipfrac"], mb[0]["approx_kl"]
+        if "clipfrac" in mb[0]:
+            stats["first_mb_clipfrac"], stats["first_mb_approx_kl"] = mb[0]["clipfrac"], mb[0]["approx_kl"]
         stats["lr"] = self.sched_policy.get_last_lr()[0]
         stats["t_rollout"], stats["t_score"], stats["t_update"] = t1 - t0, t2 - t1, t3 - t2
         stats["response_tokens_per_sec"] = ro.response_mask.sum().item() / max(t3 - t0, 1e-9)
@@ -365,8 +391,9 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     is_main = accelerator.is_main_process
     ppo_setup.check_settings(cfg)
     torch.manual_seed(cfg.run.seed)
-    resuming = cfg.run.resume and (ckpt_dir / "trainer_state.json").exists()
-    m = ppo_setup.load_models(cfg, ckpt_dir if resuming else None, use_rm=reward_fn is None or bool(cfg.reward_model))
+    folder = training.resumable(ckpt_dir, cfg.run.resume)  # the newest intact checkpoint, when resuming
+    resuming = folder is not None
+    m = ppo_setup.load_models(cfg, folder, use_rm=reward_fn is None or bool(cfg.reward_model))
     inputs = ppo_setup.load_inputs(cfg, m.tokenizer, m.policy)
     reward_fn = ppo_setup.world_reward_fn(cfg, inputs, reward_fn)
     trainer = PPOTrainer(cfg, m.policy, m.ref, m.rm, m.value, m.tokenizer, accelerator, inputs.ptx_blocks, reward_fn)
@@ -376,10 +403,10 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     # ---- resume, or measure the starting point
     start = 0
     if resuming:
-        state = ppo_checkpoint.load_state(trainer, ckpt_dir)
+        state = ppo_checkpoint.load_state(trainer, folder)
         start, initial = state["step"], state["initial"]
         if is_main:
-            print(f"resumed from {ckpt_dir} at iteration {start} (beta {trainer.kl_ctl.beta:.4g})")
+            print(f"resumed from {folder} at iteration {start} (beta {trainer.kl_ctl.beta:.4g})")
     else:
         initial = heldout.initial_record(policy(), trainer.rm)
     logger = training.open_metrics(out, cfg.run.tensorboard, start if resuming else 0, is_main)
@@ -395,8 +422,6 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
         idx = rank_share(idx.tolist(), accelerator)  # this rank's share of the global batch
         result = trainer.iteration(it, [inputs.prompt_ids[i] for i in idx], judge, [inputs.rows[i] for i in idx])
         done, metrics = it + 1, dict(result.stats)
-        for k, v in metrics.items():
-            training.check_finite("ppo", v, done, cfg.optim.lr, name=k)
         if cfg.eval.interval and done % cfg.eval.interval == 0 and done < cfg.iterations:
             metrics.update(heldout(policy(), trainer.rm).metrics)
         if is_main:
@@ -407,6 +432,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
             accelerator.wait_for_everyone()
             if is_main:
                 ppo_checkpoint.save(trainer, ckpt_dir, done, {"initial": initial})
+        fault_point("step")
     bar.close()
 
     # ---- held-out after, save, summary

@@ -7,8 +7,9 @@
       trainer_state.json         the iteration, the KL controller's state, and what run() adds
                                  (the held-out numbers measured before training)
 
-Written whole to a temporary folder and renamed into place, so a run killed mid-save keeps its
-previous checkpoint. The weights are loaded by building the models from ``policy/`` and
+Written whole to a temporary folder, hashed into ``manifest.json`` and renamed into place, the
+previous one kept as ``checkpoint.prev`` (checkpoints.py): a run killed mid-save, or a damaged file,
+leaves an intact checkpoint. The weights are loaded by building the models from ``policy/`` and
 ``value_model/`` (``ppo_setup.load_models``); :func:`load_state` restores the rest.
 """
 
@@ -16,36 +17,31 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from alignlab.outputs import atomic_replace_dir
+from alignlab import checkpoints
+from alignlab.faults import fault_point
 from alignlab.training import read_trainer_state
 
 
 def save(trainer, ckpt_dir: Path, iteration: int, extra: dict[str, Any]) -> None:
-    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    trainer.acc.unwrap_model(trainer.policy).save_pretrained(tmp / "policy", safe_serialization=True)
-    trainer.acc.unwrap_model(trainer.value).save_pretrained(tmp / "value_model", safe_serialization=True)
-    torch.save(
-        {
+    with checkpoints.writing(ckpt_dir, iteration) as tmp:
+        trainer.acc.unwrap_model(trainer.policy).save_pretrained(tmp / "policy", safe_serialization=True)
+        fault_point("checkpoint")
+        trainer.acc.unwrap_model(trainer.value).save_pretrained(tmp / "value_model", safe_serialization=True)
+        optimizers = {
             "opt_policy": trainer.opt_policy.state_dict(),
             "opt_value": trainer.opt_value.state_dict(),
             "sched_policy": trainer.sched_policy.state_dict(),
             "sched_value": trainer.sched_value.state_dict(),
-        },
-        tmp / "optimizer.pt",
-    )
-    torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
-    state = {"step": iteration, "kl_ctl": vars(trainer.kl_ctl), **extra}
-    (tmp / "trainer_state.json").write_text(json.dumps(state))
-    atomic_replace_dir(tmp, ckpt_dir)
+        }
+        torch.save(optimizers, tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+        state = {"step": iteration, "kl_ctl": vars(trainer.kl_ctl), **extra}
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
 
 
 def load_state(trainer, ckpt_dir: Path) -> dict[str, Any]:

@@ -89,8 +89,8 @@ def summarize(cfg, initial: dict, final, final_pt, history: list[dict], beta: fl
 
 
 def _mean(history: list[dict], key: str, last: bool, n: int = 5) -> float | None:
-    """Mean of ``key`` over the first (or last) ``n`` iterations."""
-    vals = [h[key] for h in (history[-n:] if last else history[:n]) if key in h]
+    """Mean of ``key`` over the first (or last) ``n`` iterations (a batch skipped as non-finite logged None)."""
+    vals = [h[key] for h in (history[-n:] if last else history[:n]) if h.get(key) is not None]
     return round(statistics.fmean(vals), 4) if vals else None
 
 

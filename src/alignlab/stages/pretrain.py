@@ -24,6 +24,7 @@ from alignlab.config import arg
 from alignlab.data.load import load_dataset_any
 from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
 from alignlab.distributed import make_accelerator
+from alignlab.faults import fault_point
 from alignlab.models.llama import build_llama, llama_config, non_embedding_params
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_write_json, write_model_card
@@ -109,6 +110,7 @@ class Setup:
     scheduler: Any
     start: int  # the step this run starts from (> 0 on a resume)
     n_params: int  # non-embedding parameters
+    guard: training.NonFiniteGuard
 
     @property
     def is_main(self) -> bool:
@@ -163,9 +165,10 @@ def setup(cfg: PretrainConfig) -> Setup:
     n_params = non_embedding_params(model)
     optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, cfg.max_steps)
     ckpt_dir = Path(cfg.output_dir) / "checkpoint"
-    start = training.resume_step(ckpt_dir, cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process)
+    start, _ = training.resume_step(ckpt_dir, cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process)
     model, optimizer = accelerator.prepare(model, optimizer)
-    return Setup(cfg, accelerator, micro, corpus, model, optimizer, scheduler, start, n_params)
+    guard = training.NonFiniteGuard("pretrain", ckpt_dir, cfg.run.skip_nonfinite)
+    return Setup(cfg, accelerator, micro, corpus, model, optimizer, scheduler, start, n_params, guard)
 
 
 # ------------------------------------------------------------------------------- loop
@@ -190,7 +193,6 @@ def run(cfg: PretrainConfig) -> dict:
     for step in bar:
         train_loss, grad_norm = train_step(s, step)
         done = step + 1
-        training.check_finite("pretrain", train_loss, done, cfg.optim.lr)
         lr = s.scheduler.get_last_lr()[0]
         if s.is_main and (done % cfg.run.log_interval == 0 or done == cfg.max_steps):
             now = time.time()
@@ -214,6 +216,7 @@ def run(cfg: PretrainConfig) -> dict:
             if s.is_main:
                 model = s.accelerator.unwrap_model(s.model)
                 training.save_checkpoint(Path(cfg.output_dir) / "checkpoint", model, s.optimizer, s.scheduler, done)
+        fault_point("step")
     bar.close()
     final_eval = evaluate(s) if s.start >= cfg.max_steps or math.isnan(eval_loss) else eval_loss
     return finish(s, logger, train_loss, final_eval, t_start)
@@ -234,12 +237,11 @@ def train_step(s: Setup, step: int) -> tuple[float, Any]:
             loss = s.model(input_ids=x, labels=x).loss / n_micro
             acc.backward(loss)
         loss_sum += loss.detach()
-    clip = cfg.optim.grad_clip
-    grad_norm = acc.clip_grad_norm_(s.model.parameters(), clip) if clip > 0 else None
-    s.optimizer.step()
-    s.scheduler.step()
-    s.optimizer.zero_grad(set_to_none=True)
-    return acc.reduce(loss_sum, "mean").item(), grad_norm
+    loss = acc.reduce(loss_sum, "mean").item()
+    grad_norm, _ = training.guarded_step(
+        acc, s.model.parameters(), s.optimizer, s.scheduler, cfg.optim.grad_clip, s.guard, step + 1, loss=loss
+    )
+    return loss, grad_norm
 
 
 def evaluate(s: Setup) -> float:

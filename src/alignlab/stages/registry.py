@@ -13,6 +13,7 @@ written first, ``summary.json`` (with the wall time and the time it finished) wr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alignlab.outputs import write_config, write_summary
+from alignlab.run_lock import run_lock
 
 
 @dataclass(frozen=True)
@@ -194,18 +196,18 @@ def run_stage(name: str, cfg: Any) -> dict:
     out = Path(cfg.output_dir)
     # Under `accelerate launch` only rank 0 writes files the user reads.
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(out, cfg)
-    t0 = time.time()
-    summary = run(cfg) or {}
-    # finished_at (Unix time) lets the pipeline order steps even after a copy that resets file times
-    summary = {
-        "stage": name,
-        **summary,
-        "wall_seconds": round(time.time() - t0, 2),
-        "finished_at": round(time.time(), 3),
-    }
-    if is_main:
-        write_summary(out, summary)
+    with run_lock(out) if is_main else contextlib.nullcontext():  # one writer per folder (run_lock.py)
+        if is_main:
+            write_config(out, cfg)
+        t0 = time.time()
+        summary = run(cfg) or {}
+        # finished_at (Unix time) lets the pipeline order steps even after a copy that resets file times
+        summary = {
+            "stage": name,
+            **summary,
+            "wall_seconds": round(time.time() - t0, 2),
+            "finished_at": round(time.time(), 3),
+        }
+        if is_main:
+            write_summary(out, summary)
     return summary

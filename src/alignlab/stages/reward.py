@@ -52,6 +52,7 @@ from alignlab.data.collate import collate_sequences
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, load_dataset_any, load_demonstrations, require_format
 from alignlab.distributed import make_accelerator, map_sharded, rank_share
+from alignlab.faults import fault_point
 from alignlab.models.lora import LoraSettings
 from alignlab.models.prepare import load_for_training
 from alignlab.models.reward_model import load_reward_model, score_texts
@@ -431,11 +432,12 @@ def run(cfg: RewardConfig) -> dict:
         )
         data = _setup_data(cfg, tok, seq_len)
         optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, data.plan.total_steps)
-        start_step = training.resume_step(
+        start_step, _ = training.resume_step(
             out / "checkpoint", cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process
         )
         model, optimizer = accelerator.prepare(model, optimizer)
-        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro)
+        guard = training.NonFiniteGuard("reward", out / "checkpoint", cfg.run.skip_nonfinite)
+        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro, guard)
         logger = training.open_metrics(out, cfg.run.tensorboard, start_step, t.is_main)
 
         stats = _train(cfg, out, t, data, logger, start_step)
@@ -489,9 +491,8 @@ def _train(cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, logger, 
     for step in bar:
         epoch, s = divmod(step, plan.steps_per_epoch)
         perm = epoch_order(len(data.train), cfg.run.seed, epoch)
-        stats, grad_norm = _train_step(cfg, t, data.train, perm[s * plan.batch : (s + 1) * plan.batch])
         done = step + 1
-        training.check_finite("reward", stats.loss, done, cfg.optim.lr)
+        stats, grad_norm = _train_step(cfg, t, data.train, perm[s * plan.batch : (s + 1) * plan.batch], done)
         if t.is_main and (done % cfg.run.log_interval == 0 or done == plan.total_steps):
             now = time.time()
             logger.log(
@@ -512,11 +513,12 @@ def _train(cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, logger, 
             t.accelerator.wait_for_everyone()
             if t.is_main:
                 training.save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, done)
+        fault_point("step")
     bar.close()
     return stats
 
 
-def _train_step(cfg: RewardConfig, t: Trainee, rows: list[dict], global_idx: list[int]):
+def _train_step(cfg: RewardConfig, t: Trainee, rows: list[dict], global_idx: list[int], step: int):
     """One optimiser step on the global batch of prompts ``global_idx``; (its loss and accuracy, the gradient norm)."""
     accelerator, device = t.accelerator, t.accelerator.device
     idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
@@ -533,9 +535,8 @@ def _train_step(cfg: RewardConfig, t: Trainee, rows: list[dict], global_idx: lis
             accelerator.backward(loss)
         loss_sum += loss.detach()
         acc_sum += acc * (len(chunk) * w)
-    grad_norm = t.optimizer_step(cfg.optim.grad_clip)
     stats = TrainStats(accelerator.reduce(loss_sum, "mean").item(), accelerator.reduce(acc_sum, "mean").item())
-    return stats, grad_norm
+    return stats, t.optimizer_step(cfg.optim.grad_clip, step, loss=stats.loss)
 
 
 # ------------------------------------------------------------------------- evaluation

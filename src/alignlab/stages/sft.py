@@ -41,6 +41,7 @@ from alignlab.data.collate import collate_sft
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import load_demonstrations
 from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
+from alignlab.faults import fault_point
 from alignlab.models.load import context_length, load_causal_lm
 from alignlab.models.lora import LoraSettings, is_adapter_folder, load_adapter_weights
 from alignlab.models.prepare import load_for_training
@@ -187,7 +188,8 @@ def run(cfg: SFTConfig) -> dict:
         optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, demos.plan.total_steps)
         progress = _resume(cfg, out, model, optimizer, scheduler, accelerator.is_main_process)
         model, optimizer = accelerator.prepare(model, optimizer)
-        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro)
+        guard = training.NonFiniteGuard("sft", out / "checkpoint", cfg.run.skip_nonfinite)
+        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro, guard)
         logger = training.open_metrics(
             out, cfg.run.tensorboard, progress.start_epoch * demos.plan.steps_per_epoch, t.is_main
         )
@@ -228,13 +230,14 @@ def _resume(cfg: SFTConfig, out: Path, model, optimizer, scheduler, is_main: boo
     """Continue after the last finished epoch (weights, optimiser, schedule, RNG, history) when asked and possible."""
     ckpt_dir = out / "checkpoint"
     progress = Progress()
-    if cfg.run.resume and training.checkpoint_exists(ckpt_dir):
-        progress.start_epoch = training.load_checkpoint(ckpt_dir, model, optimizer, scheduler)
-        state = training.read_trainer_state(ckpt_dir)
+    folder = training.resumable(ckpt_dir, cfg.run.resume)
+    if folder is not None:
+        progress.start_epoch = training.load_checkpoint(folder, model, optimizer, scheduler)
+        state = training.read_trainer_state(folder)
         progress.history, progress.best = state["history"], state["best"]
         if is_main:
             print(
-                f"resumed from {ckpt_dir} after epoch {progress.start_epoch} (best so far: epoch {progress.best['epoch']})"
+                f"resumed from {folder} after epoch {progress.start_epoch} (best so far: epoch {progress.best['epoch']})"
             )
     if is_main:  # best weights written after the checkpoint we resume from
         _remove_stale_best(out, progress.best["epoch"])
@@ -261,8 +264,7 @@ def _train(cfg: SFTConfig, out: Path, t: Trainee, demos: Demos, val: Validation,
         perm = epoch_order(len(demos.train), cfg.run.seed, epoch)
         for s in range(plan.steps_per_epoch):
             step = (epoch - 1) * plan.steps_per_epoch + s + 1
-            train_loss, grad_norm = _train_step(cfg, t, demos.train, perm[s * plan.batch : (s + 1) * plan.batch])
-            training.check_finite("sft", train_loss, step, cfg.optim.lr)
+            train_loss, grad_norm = _train_step(cfg, t, demos.train, perm[s * plan.batch : (s + 1) * plan.batch], step)
             if t.is_main and (step % cfg.run.log_interval == 0 or s == plan.steps_per_epoch - 1):
                 now = time.time()
                 logger.log(
@@ -276,12 +278,13 @@ def _train(cfg: SFTConfig, out: Path, t: Trainee, demos: Demos, val: Validation,
                 t_last, last_logged = now, step
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}")
+            fault_point("step")
         rec = _evaluate(cfg, t, demos, val, logger, epoch, epoch * plan.steps_per_epoch)
         _end_epoch(cfg, out, t, progress, rec, judged=val.judge is not None)
     bar.close()
 
 
-def _train_step(cfg: SFTConfig, t: Trainee, train: list[dict], global_idx: list[int]):
+def _train_step(cfg: SFTConfig, t: Trainee, train: list[dict], global_idx: list[int], step: int):
     """One optimiser step on the global batch ``global_idx``; (the batch's mean loss, the gradient norm)."""
     accelerator, n_proc = t.accelerator, t.accelerator.num_processes
     idx = rank_share(global_idx, accelerator)  # this rank's share of the global batch
@@ -304,8 +307,8 @@ def _train_step(cfg: SFTConfig, t: Trainee, train: list[dict], global_idx: list[
             loss = loss * (k / max(n_tok, 1))  # token-weighted over the step
             accelerator.backward(loss)
         loss_sum += loss.detach()
-    grad_norm = t.optimizer_step(cfg.optim.grad_clip)
-    return accelerator.reduce(loss_sum, "mean").item(), grad_norm
+    loss = accelerator.reduce(loss_sum, "mean").item()
+    return loss, t.optimizer_step(cfg.optim.grad_clip, step, loss=loss)
 
 
 # ------------------------------------------------------------------------- validation
