@@ -1,0 +1,46 @@
+"""One writer per run folder: a second process is refused with the holder's PID; a lock left by a
+dead process is recovered."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from alignlab.run_lock import LOCK_NAME, RunFolderInUse, run_lock
+
+
+def _hold(folder, ready):
+    with run_lock(folder):
+        ready.set()
+        time.sleep(60)
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid_and_a_dead_holders_lock_recovered(tmp_path, capsys):
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold, args=(tmp_path, ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(RunFolderInUse, match=rf"{tmp_path} is in use by process {holder.pid} on .*started"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join()
+    assert str(holder.pid) in (tmp_path / LOCK_NAME).read_text()  # left behind by the killed holder
+    with run_lock(tmp_path):
+        assert str(os.getpid()) in (tmp_path / LOCK_NAME).read_text()
+    assert f"recovered the lock left by process {holder.pid}" in capsys.readouterr().err
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # released cleanly
+
+
+def test_the_same_folder_can_be_locked_again_after_a_clean_release(tmp_path, capsys):
+    for _ in range(2):
+        with run_lock(tmp_path):
+            pass
+    assert "recovered" not in capsys.readouterr().err
