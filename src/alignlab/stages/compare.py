@@ -441,8 +441,8 @@ def _run(cfg: CompareConfig) -> dict:
     world = load_world(cfg.world_dir)
     sources = [(cfg.policy, cfg.temperature)] + [parse_source(x, cfg.policy, cfg.temperature) for x in cfg.policies]
     slots = slots_per_source(cfg.k, len(sources))
-    jobs, heldout = _jobs(cfg, world)
-    print(f"compare: {heldout.line()}")
+    jobs, heldout_info = _jobs(cfg, world)
+    print(f"compare: {heldout_info.line()}")
 
     t = time.time()
     per_source, eos = _sample_all(cfg, jobs, sources, slots, resolve_device(cfg.device))
@@ -481,7 +481,7 @@ def _run(cfg: CompareConfig) -> dict:
         "seconds": round(time.time() - t_start, 1),
         "comparisons": str(out / "comparisons"),
         "pairs": str(out / "pairs"),
-        "heldout": heldout.as_dict(),
+        "heldout": heldout_info.as_dict(),
     }
     print(
         f"compare: {tr['prompts']}+{ev['prompts']} prompts x K={cfg.k} from {len(sources)} source(s), "
