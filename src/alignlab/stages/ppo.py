@@ -378,7 +378,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     if is_main:
         print(f"ppo: {inputs.heldout.line()}")
         if inputs.heldout_ptx is not None:
-            print(f"ppo: pretraining text {inputs.heldout_ptx.line()}")
+            print(f"ppo: pretraining text -- {inputs.heldout_ptx.line()}")
     reward_fn = ppo_setup.world_reward_fn(cfg, inputs, reward_fn)
     trainer = PPOTrainer(cfg, m.policy, m.ref, m.rm, m.value, m.tokenizer, accelerator, inputs.ptx_blocks, reward_fn)
     heldout = HeldoutEval(cfg, inputs, m.tokenizer, accelerator.device)
