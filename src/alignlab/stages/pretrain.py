@@ -57,7 +57,7 @@ class PretrainConfig:
     text_column: str = arg("text", "column holding the documents")
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out split for eval loss")
-    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP.replace("prompts", "documents"))
+    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP.replace("prompt", "document"))
     model: ModelConfig = arg(factory=ModelConfig, help="model to train")
     seq_len: int = arg(128, "tokens per packed training block")
     batch_size: int = arg(32, "blocks per optimiser step (global, across processes)")
