@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignlab.data.chat import IGNORE, encode_example, encode_prompt
 from alignlab.data.collate import collate_sft
+from alignlab.data.load import load_demonstrations
 from alignlab.evaluate.judges import WorldJudge
 from alignlab.models.load import load_tokenizer
 from alignlab.outputs import read_metrics
@@ -40,7 +41,7 @@ def _sft(smoke_world, out, **kw):
 
 def test_labels_mask_exactly_the_chat_template_prompt(smoke_world):
     tok = load_tokenizer(smoke_world["tokenizer"])
-    _, prompts, responses = sft_stage.load_demonstrations(str(Path(smoke_world["world"]) / "sft"), "train")
+    _, prompts, responses = load_demonstrations(str(Path(smoke_world["world"]) / "sft"), "train")
     for p, r in list(zip(prompts, responses))[:20]:
         ex = encode_example(tok, p, r, 128)
         chat = tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
@@ -100,7 +101,7 @@ def test_selection_keeps_the_epoch_with_best_validation_reward(smoke_world, tmp_
     # the saved weights are epoch 2's: their val loss is epoch 2's, not epoch 3's
     model = AutoModelForCausalLM.from_pretrained(str(out))
     tok = AutoTokenizer.from_pretrained(str(out))
-    _, vp, vr = sft_stage.load_demonstrations(str(Path(smoke_world["world"]) / "sft"), "validation")
+    _, vp, vr = load_demonstrations(str(Path(smoke_world["world"]) / "sft"), "validation")
     b = collate_sft([encode_example(tok, p, r, 64) for p, r in zip(vp, vr)], tok.pad_token_id)
     with torch.no_grad():
         loss = masked_lm_loss(

@@ -23,6 +23,17 @@ class Interval(TypedDict):
     high: float | None
 
 
+class HeldoutRecord(TypedDict):
+    """``heldout`` in a stage's summary.json (``data/heldout.HeldoutInfo``): where its evaluation rows came from."""
+
+    source: str  # the data set ('' = none)
+    split: str  # its split, "held out 5% of prompts by hash", or why there is none
+    how: str  # split | separate_source | fraction | none
+    prompts: int  # distinct held-out prompts (documents, for text)
+    train_prompts: int  # distinct prompts on the training side
+    overlap: int  # held-out prompts that are also training prompts
+
+
 class WorldStats(TypedDict):
     """``RUN/world/stats.json``."""
 
@@ -55,6 +66,7 @@ class RewardSummary(TypedDict):
     policy_pairs_labeler_agreement_on_val_pairs: NotRequired[float]
     policy_pairs_labeler_agreement_heldout_on_val_pairs: NotRequired[float]
     policy_pairs_val_accuracy_gold: NotRequired[float]
+    heldout: HeldoutRecord  # where the validation prompts came from
 
 
 class PPOSummary(TypedDict):
@@ -76,6 +88,8 @@ class PPOSummary(TypedDict):
     # the margin of hack_rule; the ppo stage does not write it, so the report falls back to the stage's default
     hack_margin: NotRequired[float]
     seconds: float
+    heldout: HeldoutRecord  # where the held-out prompts came from
+    heldout_ptx: NotRequired[HeldoutRecord]  # where the held-out pretraining text came from (with ptx.data)
 
 
 class PPOMetricsRow(TypedDict):

@@ -60,7 +60,10 @@ def _read_jsonl(path: Path) -> datasets.Dataset:
 
 
 def load_dataset_any(source: str, split: str | None = None) -> datasets.Dataset:
-    """Return one split of ``source`` as a Dataset (``split`` defaults to 'train')."""
+    """Return one split of ``source`` as a Dataset (``split`` defaults to 'train').
+
+    A file or a saved single Dataset has no splits: every split name returns all of its rows. A stage
+    that evaluates must not read its held-out rows this way; ``data/heldout.load_train_eval`` does it."""
     path = Path(source).expanduser()
     if path.is_file():
         suffix = path.suffix.lower()
@@ -121,14 +124,19 @@ def load_demonstrations(source: str, split: str) -> tuple[Any, list, list[str]]:
     TRL's conversational prompt/completion (lists of messages) is accepted too.
     """
     ds = load_dataset_any(source, split)
-    fmt = require_format(ds, ("prompt_completion", "messages"), f"{source} ({split} split)")
+    return (ds, *demonstrations(ds, f"{source} ({split} split)"))
+
+
+def demonstrations(ds: datasets.Dataset, where: str) -> tuple[list, list[str]]:
+    """(prompts, responses) of loaded demonstration rows; ``where`` names them in errors."""
+    fmt = require_format(ds, ("prompt_completion", "messages"), where)
     prompts, responses = [], []
     if fmt == "prompt_completion":
         for i, (p, c) in enumerate(zip(ds["prompt"], ds["completion"])):
             if isinstance(c, list):  # conversational completion: [{"role": "assistant", "content": ...}]
                 c = c[-1]["content"] if c else ""
             if not isinstance(c, str) or not c.strip():
-                raise DataError(f"{source} ({split} split) row {i}: empty completion")
+                raise DataError(f"{where} row {i}: empty completion")
             prompts.append(p)
             responses.append(c)
     else:
@@ -136,7 +144,7 @@ def load_demonstrations(source: str, split: str) -> tuple[Any, list, list[str]]:
             try:
                 context, answer = split_messages(msgs)
             except ValueError as e:
-                raise DataError(f"{source} ({split} split) row {i}: {e}") from None
+                raise DataError(f"{where} row {i}: {e}") from None
             prompts.append(context)
             responses.append(answer)
-    return ds, prompts, responses
+    return prompts, responses

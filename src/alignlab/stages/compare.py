@@ -52,7 +52,14 @@ from tqdm.auto import tqdm
 
 from alignlab.config import ConfigError, arg
 from alignlab.data.chat import encode_prompts
-from alignlab.data.load import DataError, load_dataset_any
+from alignlab.data.heldout import (
+    DEFAULT_EVAL_FRACTION,
+    EVAL_FRACTION_HELP,
+    HeldoutInfo,
+    load_train_eval,
+    no_eval_message,
+)
+from alignlab.data.load import DataError
 from alignlab.evaluate.judges import world_records_ok
 from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_replace_dir, atomic_write_text
@@ -71,6 +78,7 @@ class CompareConfig:
     world_dir: str = arg("runs/world", "the built-in world whose labelers rank the responses")
     train_split: str = arg("train", "split of prompts for the reward model's training comparisons")
     eval_split: str = arg("validation", "split of held-out prompts (also ranked by a held-out labeler)")
+    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP)
     k: int = arg(4, "responses sampled and ranked per prompt (InstructGPT: 4..9)")
     max_prompts: int = arg(0, "use at most this many training prompts, a seeded subset (0 = all)")
     max_eval_prompts: int = arg(0, "use at most this many held-out prompts (0 = all)")
@@ -92,6 +100,11 @@ class CompareConfig:
     output_dir: str = arg("runs/compare", "where comparisons/ and pairs/ are written")
 
     def __post_init__(self) -> None:
+        if self.train_split == self.eval_split:
+            raise ConfigError(
+                f"compare: 'train_split' and 'eval_split' are both {self.train_split!r}; they name the two "
+                "splits written, and the held-out prompts must not be trained on"
+            )
         lo, hi = K_RANGE
         if not lo <= self.k <= hi:
             raise ConfigError(
@@ -314,12 +327,16 @@ class Job:
     of_prompts: int  # rows of the split before the subset
 
 
-def _jobs(cfg: CompareConfig, world) -> list[Job]:
+def _jobs(cfg: CompareConfig, world) -> tuple[list[Job], HeldoutInfo]:
+    """The training and held-out prompts (``data/heldout.py``: never the same prompts), each a seeded subset."""
     if not world.heldout_personas():
         raise ValueError(f"{cfg.world_dir}: the world has no held-out labelers")
+    data = load_train_eval(cfg.data, cfg.train_split, cfg.eval_split, cfg.eval_fraction)
+    if data.eval is None:  # the reward model's held-out accuracy is measured on these prompts
+        raise DataError(no_eval_message("compare", cfg.data, data.info))
     jobs = []
-    for s_i, (split, limit) in enumerate(((cfg.train_split, cfg.max_prompts), (cfg.eval_split, cfg.max_eval_prompts))):
-        ds = load_dataset_any(cfg.data, split)
+    sides = ((cfg.train_split, data.train, cfg.max_prompts), (cfg.eval_split, data.eval, cfg.max_eval_prompts))
+    for s_i, (split, ds, limit) in enumerate(sides):
         if not world_records_ok(ds):
             raise DataError(
                 f"{cfg.data} ({split} split): the labelers need the world's prompt/task/meta columns "
@@ -327,7 +344,7 @@ def _jobs(cfg: CompareConfig, world) -> list[Job]:
             )
         idx = _subset(len(ds), limit, cfg.seed + s_i)
         jobs.append(Job(split, s_i, [ds[i] for i in idx], len(ds)))
-    return jobs
+    return jobs, data.info
 
 
 def _sample_all(cfg: CompareConfig, jobs: list[Job], sources, slots, device: str):
@@ -424,7 +441,8 @@ def _run(cfg: CompareConfig) -> dict:
     world = load_world(cfg.world_dir)
     sources = [(cfg.policy, cfg.temperature)] + [parse_source(x, cfg.policy, cfg.temperature) for x in cfg.policies]
     slots = slots_per_source(cfg.k, len(sources))
-    jobs = _jobs(cfg, world)
+    jobs, heldout_info = _jobs(cfg, world)
+    print(f"compare: {heldout_info.line()}")
 
     t = time.time()
     per_source, eos = _sample_all(cfg, jobs, sources, slots, resolve_device(cfg.device))
@@ -463,6 +481,7 @@ def _run(cfg: CompareConfig) -> dict:
         "seconds": round(time.time() - t_start, 1),
         "comparisons": str(out / "comparisons"),
         "pairs": str(out / "pairs"),
+        "heldout": heldout_info.as_dict(),
     }
     print(
         f"compare: {tr['prompts']}+{ev['prompts']} prompts x K={cfg.k} from {len(sources)} source(s), "

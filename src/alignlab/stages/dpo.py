@@ -27,8 +27,16 @@ from tqdm.auto import tqdm
 from alignlab import training
 from alignlab.config import arg
 from alignlab.data.chat import encode_example, prompt_of
+from alignlab.data.heldout import (
+    DEFAULT_EVAL_FRACTION,
+    EVAL_FRACTION_HELP,
+    HeldoutInfo,
+    group_keys,
+    load_train_eval,
+    separate_info,
+)
 from alignlab.data.length_groups import length_groups
-from alignlab.data.load import load_dataset_any, require_format
+from alignlab.data.load import require_format
 from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, rank_share, reduce_means, reduce_sums, token_share
 from alignlab.evaluate.heldout_samples import paired_delta_ci, sample_and_score
@@ -68,6 +76,7 @@ class DPOConfig:
     )
     split: str = arg("train", "training split")
     eval_split: str = arg("validation", "held-out split for loss / reward accuracy ('' = none)")
+    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP)
     eval_max_prompts: int = arg(200, "cap on held-out prompts for validation metrics")
     beta: float = arg(0.1, "DPO beta (strength of the implicit KL to the reference)")
     max_len: int = arg(128, "tokens per prompt+response (prompt cut from the left; capped at the model's context)")
@@ -186,6 +195,8 @@ class Comparisons:
     train: list[list[dict[str, Any]]]  # one group per prompt: its responses best -> worst, tokenised
     val: list[list[dict[str, Any]]] | None  # the same for the validation metrics (None = none)
     steps: int  # optimiser steps of the run
+    heldout: HeldoutInfo  # where the validation rows came from (summary.json's heldout)
+    train_keys: set[str]  # the training prompts (data/heldout.group_keys), to check held-out samples against
 
 
 @dataclass
@@ -200,6 +211,7 @@ class Setup:
     max_len: int
     data: Comparisons
     heldout: HeldoutSet
+    heldout_samples: HeldoutInfo  # where the held-out sampling prompts came from (summary.json's heldout_samples)
     rm: Any  # optional proxy reward model scoring the held-out samples
     optimizer: Any
     scheduler: Any
@@ -234,17 +246,19 @@ def load_models(cfg: DPOConfig):
 
 
 def load_comparisons(cfg: DPOConfig, tok, max_len: int, is_main: bool) -> Comparisons:
-    train = ranked_groups(load_dataset_any(cfg.data, cfg.split), tok, max_len, f"{cfg.data} [{cfg.split}]")
-    val = None
-    if cfg.eval_split:
+    """Training and validation groups (``data/heldout.py``: never the same prompts), tokenised."""
+    split = load_train_eval(cfg.data, cfg.split, cfg.eval_split, cfg.eval_fraction)
+    train = ranked_groups(split.train, tok, max_len, f"{cfg.data} [{cfg.split}]")
+    val, info = None, split.info
+    if split.eval is not None:
         try:
-            ds = load_dataset_any(cfg.data, cfg.eval_split)
-            val = ranked_groups(ds, tok, max_len, f"{cfg.data} [{cfg.eval_split}]")[: cfg.eval_max_prompts]
+            val = ranked_groups(split.eval, tok, max_len, f"{info.source} [{info.split}]")[: cfg.eval_max_prompts]
         except ValueError as e:
-            if is_main:
-                print(f"dpo: no validation metrics ({e})")
+            info = info.unused(f"no validation metrics: {e}")
+    if is_main:
+        print(f"dpo: {info.line()}")
     steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    return Comparisons(train, val, steps)
+    return Comparisons(train, val, steps, info, set(group_keys(split.train)))
 
 
 def setup(cfg: DPOConfig) -> Setup:
@@ -259,6 +273,9 @@ def setup(cfg: DPOConfig) -> Setup:
     max_len = min(cfg.max_len, context_length(policy))
     data = load_comparisons(cfg, tok, max_len, accelerator.is_main_process)
     heldout = load_heldout(cfg.world_dir, cfg.eval.data, cfg.eval.split, cfg.eval.prompts)
+    samples_info = separate_info(heldout.source, cfg.eval.split, heldout.rows, data.train_keys)
+    if accelerator.is_main_process:
+        print(f"dpo: sampling before/after -- {samples_info.line()}")
     rm = None
     if cfg.reward_model:
         rm = load_reward_model(cfg.reward_model, cfg.source.trust_remote_code)
@@ -274,7 +291,21 @@ def setup(cfg: DPOConfig) -> Setup:
         ref.to(accelerator.device)
     guard = training.NonFiniteGuard("dpo", ckpt_dir, cfg.run.skip_nonfinite)
     return Setup(
-        cfg, accelerator, tok, policy, ref, max_len, data, heldout, rm, optimizer, scheduler, start, resumed_from, guard
+        cfg,
+        accelerator,
+        tok,
+        policy,
+        ref,
+        max_len,
+        data,
+        heldout,
+        samples_info,
+        rm,
+        optimizer,
+        scheduler,
+        start,
+        resumed_from,
+        guard,
     )
 
 
@@ -460,6 +491,8 @@ def summarize(s: Setup, st, final_val, initial, final) -> dict[str, Any]:
         "train_prompts": len(train),
         "train_pairs": sum(n_pairs(g) for g in train),
         "beta": cfg.beta,
+        "heldout": s.data.heldout.as_dict(),
+        "heldout_samples": s.heldout_samples.as_dict(),
     }
     if st:
         summary["final_train_loss"] = round(st["loss"], 4)

@@ -31,6 +31,7 @@ from accelerate import PartialState
 
 from alignlab.config import apply, arg
 from alignlab.data.chat import encode_prompt
+from alignlab.data.heldout import HeldoutInfo, canonical
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_write_json, read_summary
 from alignlab.rollout.generate import generate_responses
@@ -119,6 +120,32 @@ def heldout_prompts(world_dir: Path, cluster: str, n: int, seed: int) -> list[di
     return rows[:n]
 
 
+def tuned_prompts(world_dir: Path, heldout: str, exclude: list[str]) -> set[str]:
+    """The prompts ``tuning_data`` tunes on when ``heldout`` is held out (canonical, as data/heldout keys them)."""
+    sft = datasets.load_from_disk(str(world_dir / "sft"))
+    return {
+        canonical(p)
+        for split in ("train", "validation")
+        for p, c in zip(sft[split]["prompt"], sft[split]["cluster"])
+        if c != heldout and c not in exclude
+    }
+
+
+def heldout_info(world_dir: Path, clusters: list[str], exclude: list[str], records: dict[str, list]) -> HeldoutInfo:
+    """summary.json's ``heldout``: the held-out clusters' prompts asked zero-shot (``records`` by cluster), each
+    checked against the mixture its model was tuned on (``overlap``: prompts in both, expected 0)."""
+    tuned = {c: tuned_prompts(world_dir, c, exclude) for c in clusters}
+    asked = {c: {canonical(r["prompt"]) for r in records[c]} for c in clusters}
+    return HeldoutInfo(
+        f"{world_dir / 'sft'}, {world_dir / 'test'}",
+        "clusters never tuned on: " + ", ".join(clusters),
+        "split",
+        sum(len(a) for a in asked.values()),
+        len(set().union(*tuned.values())),
+        sum(len(asked[c] & tuned[c]) for c in clusters),
+    )
+
+
 @torch.no_grad()
 def zero_shot_accuracy(model_path: str, records: list[dict], world, plain: bool, cfg: InstructTuneConfig) -> dict:
     """Greedy answers to held-out prompts, scored by the task checker, averaged per template."""
@@ -179,8 +206,12 @@ def run(cfg: InstructTuneConfig) -> dict:
     # by rank 0 (the others wait), and every rank computes the same greedy zero-shot answers
     state = PartialState(cpu=resolve_device(cfg.device) == "cpu")
     results: dict[str, dict] = {}
+    asked = {c: heldout_prompts(world_dir, c, cfg.max_eval_prompts, cfg.seed) for c in cfg.heldout_clusters}
+    heldout = heldout_info(world_dir, cfg.heldout_clusters, cfg.exclude_clusters, asked)
+    if state.is_main_process:
+        print(f"[instruct-tune] {heldout.line()}")
     for cluster in cfg.heldout_clusters:
-        records = heldout_prompts(world_dir, cluster, cfg.max_eval_prompts, cfg.seed)
+        records = asked[cluster]
         res = {"n_prompts": len(records), "base": zero_shot_accuracy(cfg.model, records, world, True, cfg)}
         for variant in variants:
             run_dir = out / cluster / variant
@@ -210,4 +241,5 @@ def run(cfg: InstructTuneConfig) -> dict:
         "instruction_beats_base": mean["instruction"] > mean["base"],
         "instruction_beats_no_template": (mean["instruction"] > mean["no_template"]) if cfg.no_template else None,
         "seconds": round(time.time() - t0, 1),
+        "heldout": heldout.as_dict(),
     }

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from alignlab import training
 from alignlab.config import arg
+from alignlab.data.heldout import DEFAULT_EVAL_FRACTION
 from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, masked_whiten_across, rank_share, reduce_means, token_share
 from alignlab.faults import fault_point
@@ -86,6 +87,12 @@ class PPOConfig:
     value_model: str = arg("", "initial value model (a reward-model folder); empty = a copy of reward_model")
     data: str = arg("runs/world/ppo", "prompts: saved datasets folder, .jsonl/.parquet or hub id (no labels needed)")
     split: str = arg("train", "split of `data`")
+    eval_fraction: float = arg(
+        DEFAULT_EVAL_FRACTION,
+        "share of the distinct prompts of `data` held out for the held-out evaluation when neither eval.data nor "
+        "world_dir gives held-out prompts and `data` has no eval.split split (a single .jsonl file): never trained "
+        "on, chosen by prompt hash; the same share of ptx.data's documents when it has no validation split; 0 = none",
+    )
     prompt_column: str = arg("prompt", "column with the prompt (text or messages); else a `messages` column's context")
     world_dir: str = arg("runs/world", "built-in world folder for GOLD rewards (reward-hacking check); empty = off")
     iterations: int = arg(24, "PPO iterations (rollout + update)")
@@ -395,6 +402,10 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     resuming = folder is not None
     m = ppo_setup.load_models(cfg, folder, use_rm=reward_fn is None or bool(cfg.reward_model))
     inputs = ppo_setup.load_inputs(cfg, m.tokenizer, m.policy)
+    if is_main:
+        print(f"ppo: {inputs.heldout.line()}")
+        if inputs.heldout_ptx is not None:
+            print(f"ppo: pretraining text -- {inputs.heldout_ptx.line()}")
     reward_fn = ppo_setup.world_reward_fn(cfg, inputs, reward_fn)
     trainer = PPOTrainer(cfg, m.policy, m.ref, m.rm, m.value, m.tokenizer, accelerator, inputs.ptx_blocks, reward_fn)
     heldout = HeldoutEval(cfg, inputs, m.tokenizer, accelerator.device)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from alignlab.evaluate.heldout_samples import sample_and_score
-from alignlab.evaluate.heldout_set import heldout_seed, heldout_source, sampling_note
+from alignlab.evaluate.heldout_set import heldout_seed, sampling_note
 
 METRICS = ("rm_score", "gold", "eos_frac", "response_len")
 
@@ -29,6 +29,7 @@ class HeldoutEval:
     def __init__(self, cfg, inputs, tokenizer, device):
         self.cfg, self.tok, self.device = cfg, tokenizer, device
         self.rows, self.ptx_eval, self.max_prompt_len = inputs.eval_rows, inputs.ptx_eval, inputs.max_prompt_len
+        self.info, self.ptx_info = inputs.heldout, inputs.heldout_ptx  # where the rows and the ptx blocks came from
         self.judge = inputs.judge if self.rows and "meta" in self.rows[0] else None  # gold needs the world's rows
         temp = cfg.eval.temperature
         self.decodings = [("", temp)] + ([("_greedy", 0.0)] if cfg.eval.greedy and temp > 0 else [])
@@ -88,8 +89,16 @@ class HeldoutEval:
         """How the held-out responses are sampled, in words (summary.json's heldout_sampling)."""
         c, e = self.cfg, self.cfg.eval
         how = sampling_note(e.temperature, c.run.seed)
-        source = heldout_source(e.data, c.world_dir) or "-"
+        info = self.info
+        source = "-" if info.how == "none" else info.source + (f" ({info.split})" if info.how == "fraction" else "")
         return f"{how}, first {e.prompts} rows of {source}" + ("; *_greedy: greedy decoding" if e.greedy else "")
+
+    def records(self) -> dict[str, Any]:
+        """summary.json's ``heldout`` (the prompts) and ``heldout_ptx`` (the pretraining text, with ptx.data)."""
+        out = {"heldout": self.info.as_dict()}
+        if self.ptx_info is not None:
+            out["heldout_ptx"] = self.ptx_info.as_dict()
+        return out
 
     def initial_record(self, policy, rm) -> dict[str, Any]:
         """The starting point, as the checkpoint keeps it: held-out metrics, per-prompt gold, pretraining

@@ -14,7 +14,7 @@ import torch
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from alignlab.data.chat import encode_prompt_rows
-from alignlab.data.load import load_dataset_any
+from alignlab.data.heldout import HeldoutInfo, TrainEval, load_train_eval
 from alignlab.data.packing import pack_documents
 from alignlab.evaluate.heldout_set import heldout_source, world_judge
 from alignlab.models.load import context_length, load_causal_lm, load_tokenizer
@@ -96,6 +96,8 @@ class PPOInputs:
     eval_rows: list[dict[str, Any]] | None  # the fixed held-out prompts, or None
     ptx_blocks: torch.Tensor | None  # [N, seq] packed pretraining text for PPO-ptx
     ptx_eval: torch.Tensor | None  # [n, seq] held-out blocks for the pretraining loss before/after
+    heldout: HeldoutInfo  # where eval_rows came from (summary.json's heldout)
+    heldout_ptx: HeldoutInfo | None  # where ptx_eval came from (summary.json's heldout_ptx); None without ptx.data
 
 
 def load_inputs(cfg, tok, policy) -> PPOInputs:
@@ -105,31 +107,46 @@ def load_inputs(cfg, tok, policy) -> PPOInputs:
         raise ValueError(
             f"max_new_tokens ({cfg.rollout.max_new_tokens}) leaves no room for a prompt in the {ctx}-token context"
         )
-    rows = _rows(load_dataset_any(cfg.data, cfg.split))
+    prompts = prompt_split(cfg)
+    rows = _rows(prompts.train)
     prompt_ids = encode_prompt_rows(tok, rows, cfg.prompt_column, max_prompt_len)
     judge = world_judge(cfg.world_dir)
-    eval_src = heldout_source(cfg.eval.data, cfg.world_dir)
-    eval_rows = _rows(load_dataset_any(eval_src, cfg.eval.split))[: cfg.eval.prompts] if eval_src else None
-    ptx_blocks, ptx_eval = _pretraining_blocks(cfg, tok, ctx)
-    return PPOInputs(rows, prompt_ids, max_prompt_len, judge, eval_rows, ptx_blocks, ptx_eval)
+    eval_rows = _rows(prompts.eval)[: cfg.eval.prompts] if prompts.eval is not None else None
+    ptx_blocks, ptx_eval, ptx_info = _pretraining_blocks(cfg, tok, ctx)
+    return PPOInputs(rows, prompt_ids, max_prompt_len, judge, eval_rows, ptx_blocks, ptx_eval, prompts.info, ptx_info)
+
+
+def prompt_split(cfg) -> TrainEval:
+    """The training prompts and the held-out ones (``data/heldout.py``): eval.data, else the world's test
+    prompts, else -- so that PPO never trains on the prompts it is judged on -- ``data``'s eval.split, or
+    eval_fraction of its prompts. eval.prompts 0: nothing held out, every prompt trained on."""
+    if cfg.eval.prompts == 0:
+        none = load_train_eval(cfg.data, cfg.split, "", column=cfg.prompt_column)
+        return TrainEval(none.train, None, none.info.unused("eval.prompts is 0"))
+    eval_data = heldout_source(cfg.eval.data, cfg.world_dir)
+    return load_train_eval(
+        cfg.data, cfg.split, cfg.eval.split, cfg.eval_fraction, eval_data=eval_data, column=cfg.prompt_column
+    )
 
 
 def _rows(ds) -> list[dict[str, Any]]:
     return [ds[i] for i in range(len(ds))]
 
 
-def _pretraining_blocks(cfg, tok, ctx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(blocks PPO-ptx trains on, held-out blocks for the pretraining loss), packed from ptx.data."""
+def _pretraining_blocks(cfg, tok, ctx: int) -> tuple[torch.Tensor | None, torch.Tensor | None, HeldoutInfo | None]:
+    """(blocks PPO-ptx trains on, held-out blocks for the pretraining loss, where those came from), packed from
+    ptx.data: its validation split, else eval_fraction of its documents (never the ones PPO-ptx trains on)."""
     if not cfg.ptx.data or not (cfg.ptx.coef > 0 or Path(cfg.ptx.data).exists()):
-        return None, None
+        return None, None, None
     seq = min(cfg.ptx.seq_len, ctx)
-    ptx_ds = load_dataset_any(cfg.ptx.data, "train")
-    blocks = pack_documents(list(ptx_ds[cfg.ptx.text_column]), tok, seq) if cfg.ptx.coef > 0 else None
-    try:
-        val_ds = load_dataset_any(cfg.ptx.data, "validation")
-    except ValueError:
-        val_ds = ptx_ds
-    return blocks, pack_documents(list(val_ds[cfg.ptx.text_column][:2000]), tok, seq)[: cfg.ptx.eval_blocks]
+    text = load_train_eval(
+        cfg.ptx.data, "train", "validation", cfg.eval_fraction, column=cfg.ptx.text_column, text=True
+    )
+    blocks = pack_documents(list(text.train[cfg.ptx.text_column]), tok, seq) if cfg.ptx.coef > 0 else None
+    if text.eval is None:  # no held-out text: the pretraining loss before/after is not measured
+        return blocks, None, text.info
+    val = pack_documents(list(text.eval[cfg.ptx.text_column][:2000]), tok, seq)[: cfg.ptx.eval_blocks]
+    return blocks, val, text.info
 
 
 def world_reward_fn(cfg, inputs: PPOInputs, reward_fn: Callable | None) -> Callable | None:

@@ -44,7 +44,7 @@ def finish(out: Path, cfg, trainer, tokenizer, heldout, initial: dict, final, fi
         parts={"value_model": acc.unwrap_model(trainer.value).model},
     )
     atomic_write_json(out / "samples.json", {"before": initial.get("samples"), "after": heldout.samples(final)})
-    facts = {**facts, "heldout_sampling": heldout.description()}
+    facts = {**facts, "heldout_sampling": heldout.description(), "heldout_records": heldout.records()}
     summary = summarize(cfg, initial, final, final_pt, facts["history"], trainer.kl_ctl.beta, facts)
     print_summary(summary)
     write_model_card(out, "ppo" if cfg.ptx.coef == 0 else "ppo-ptx", summary, extra=CARD)
@@ -65,6 +65,7 @@ def summarize(cfg, initial: dict, final, final_pt, history: list[dict], beta: fl
         if a is not None and b is not None:
             s[f"heldout_{key}_initial"], s[f"heldout_{key}_final"] = round(a, 4), round(b, 4)
     s["heldout_sampling"] = facts["heldout_sampling"]
+    s.update(facts.get("heldout_records", {}))  # where the held-out prompts and pretraining text came from
     if history:
         s["train_rm_score_first5"] = _mean(history, "rm_score_mean", last=False)
         s["train_rm_score_last5"] = _mean(history, "rm_score_mean", last=True)

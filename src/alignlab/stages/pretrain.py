@@ -21,7 +21,14 @@ from tqdm.auto import tqdm
 
 from alignlab import training
 from alignlab.config import arg
-from alignlab.data.load import load_dataset_any
+from alignlab.data.heldout import (
+    DEFAULT_EVAL_FRACTION,
+    EVAL_FRACTION_HELP,
+    HeldoutInfo,
+    load_train_eval,
+    no_eval_message,
+)
+from alignlab.data.load import DataError
 from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
 from alignlab.distributed import make_accelerator
 from alignlab.faults import fault_point
@@ -51,6 +58,7 @@ class PretrainConfig:
     text_column: str = arg("text", "column holding the documents")
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out split for eval loss")
+    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP.replace("prompt", "document"))
     model: ModelConfig = arg(factory=ModelConfig, help="model to train")
     seq_len: int = arg(128, "tokens per packed training block")
     batch_size: int = arg(32, "blocks per optimiser step (global, across processes)")
@@ -95,6 +103,7 @@ class Corpus:
     train_blocks: torch.Tensor  # [n, seq_len] packed training blocks
     eval_blocks: torch.Tensor  # [eval_blocks, seq_len] held-out blocks for the eval loss
     sample_docs: list[str]  # held-out documents whose first words the final model continues
+    heldout: HeldoutInfo  # where the held-out documents came from (summary.json's heldout)
 
 
 @dataclass
@@ -123,14 +132,16 @@ def load_corpus(cfg: PretrainConfig) -> Corpus:
     if not tok_path:
         raise ValueError("tokenizer: give a tokenizer path, or model.init_from to use the model's own")
     tok = load_tokenizer(tok_path, cfg.source.trust_remote_code)
-    train_ds = load_dataset_any(cfg.data, cfg.train_split)
-    eval_ds = load_dataset_any(cfg.data, cfg.eval_split)
-    for name, ds in (("train", train_ds), ("eval", eval_ds)):
-        if cfg.text_column not in ds.column_names:
-            raise ValueError(f"{cfg.data} ({name} split): no column '{cfg.text_column}' (columns: {ds.column_names})")
+    # the eval loss is the run's only measure of progress, and its samples continue held-out documents
+    split = load_train_eval(
+        cfg.data, cfg.train_split, cfg.eval_split, cfg.eval_fraction, column=cfg.text_column, text=True
+    )
+    if split.eval is None:
+        raise DataError(no_eval_message("pretrain", cfg.data, split.info))
+    train_ds, eval_ds = split.train, split.eval
     train_blocks = pack_documents(list(train_ds[cfg.text_column]), tok, cfg.seq_len)
     eval_blocks = pack_documents(list(eval_ds[cfg.text_column]), tok, cfg.seq_len)[: cfg.eval_blocks]
-    return Corpus(tok, train_blocks, eval_blocks, list(eval_ds[cfg.text_column][:3]))
+    return Corpus(tok, train_blocks, eval_blocks, list(eval_ds[cfg.text_column][:3]), split.info)
 
 
 def build_model(cfg: PretrainConfig, tok):
@@ -161,6 +172,8 @@ def setup(cfg: PretrainConfig) -> Setup:
             f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})"
         )
     corpus = load_corpus(cfg)
+    if accelerator.is_main_process:
+        print(f"pretrain: {corpus.heldout.line()}")
     model = build_model(cfg, corpus.tok)
     n_params = non_embedding_params(model)
     optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, cfg.max_steps)
@@ -285,6 +298,7 @@ def finish(s: Setup, logger, train_loss: float, final_eval: float, t_start: floa
             "train_tokens": int(s.corpus.train_blocks.numel()),
             "steps": cfg.max_steps,
             "seconds": round(time.time() - t_start, 1),
+            "heldout": s.corpus.heldout.as_dict(),
         }
         print(
             f"pretrain: held-out loss {final_eval:.3f} nats/token vs unigram entropy {unigram:.3f} "

@@ -49,6 +49,7 @@ from alignlab.config import arg
 from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_prompt, encode_response
 from alignlab.data.collate import collate_sequences
+from alignlab.data.heldout import DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP, HeldoutInfo, load_train_eval
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, load_dataset_any, load_demonstrations, require_format
 from alignlab.distributed import make_accelerator, map_sharded, rank_share
@@ -73,8 +74,11 @@ class RewardConfig:
     )
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out prompts for accuracy (empty = no evaluation)")
+    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP)
     eval_data: str = arg(
-        "", "held-out comparisons from another source (e.g. a second .jsonl); empty = data's eval_split"
+        "",
+        "held-out comparisons from another source (e.g. a second .jsonl); "
+        "empty = data's eval_split, else eval_fraction of its prompts",
     )
     world_dir: str | None = arg(
         "runs/world",
@@ -156,8 +160,12 @@ def load_comparisons(source: str, split: str) -> tuple[list[dict[str, Any]], int
     may carry ``responses_heldout`` (the same responses ranked by a held-out labeler) and
     ``gold`` (noise-free reward of each response, aligned with ``responses``).
     """
-    ds = load_dataset_any(source, split)
-    fmt = require_format(ds, ("ranked", "preference"), f"{source} ({split} split)")
+    return comparison_rows(load_dataset_any(source, split), f"{source} ({split} split)")
+
+
+def comparison_rows(ds, where: str) -> tuple[list[dict[str, Any]], int]:
+    """``load_comparisons`` of loaded rows; ``where`` names them in errors."""
+    fmt = require_format(ds, ("ranked", "preference"), where)
     rows, skipped = [], 0
     for i, rec in enumerate(ds):
         if fmt == "ranked":
@@ -165,7 +173,7 @@ def load_comparisons(source: str, split: str) -> tuple[list[dict[str, Any]], int
         else:
             ranked = [_text(rec["chosen"]), _text(rec["rejected"])]
         if not all(isinstance(r, str) for r in ranked):
-            raise DataError(f"{source} ({split} split) row {i}: responses must be strings or chat messages")
+            raise DataError(f"{where} row {i}: responses must be strings or chat messages")
         resp = distinct(ranked)
         if len(resp) < 2:
             skipped += 1
@@ -185,7 +193,7 @@ def load_comparisons(source: str, split: str) -> tuple[list[dict[str, Any]], int
             row["sources"] = [first_src[r] for r in resp]
         rows.append(row)
     if not rows:
-        raise DataError(f"{source} ({split} split): no row has two different responses to compare")
+        raise DataError(f"{where}: no row has two different responses to compare")
     return rows, skipped
 
 
@@ -401,6 +409,7 @@ class Comparisons:
     world: Any  # the built-in world, or None: then no held-out labelers, gold or agreement
     agreement: dict[str, Any]
     plan: StepPlan
+    heldout: HeldoutInfo  # where the validation rows came from (summary.json's heldout)
 
 
 @dataclass
@@ -431,6 +440,8 @@ def run(cfg: RewardConfig) -> dict:
             load_reward_model, cfg.model, cfg.source, cfg.lora, "SEQ_CLS", cfg.seq_len, head_seed=cfg.run.seed
         )
         data = _setup_data(cfg, tok, seq_len)
+        if accelerator.is_main_process:
+            print(f"reward: {data.heldout.line()}")
         optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, data.plan.total_steps)
         start_step, _ = training.resume_step(
             out / "checkpoint", cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process
@@ -455,8 +466,11 @@ def run(cfg: RewardConfig) -> dict:
 
 def _setup_data(cfg: RewardConfig, tok, seq_len: int) -> Comparisons:
     """Ranked lists (pairs = K of 2), one prompt per batch element; with the world, its extras on the validation rows."""
-    train_rows, train_skipped = load_comparisons(cfg.data, cfg.train_split)
-    val_rows, _ = load_comparisons(cfg.eval_data or cfg.data, cfg.eval_split) if cfg.eval_split else ([], 0)
+    split = load_train_eval(cfg.data, cfg.train_split, cfg.eval_split, cfg.eval_fraction, cfg.eval_data)
+    train_rows, train_skipped = comparison_rows(split.train, f"{cfg.data} ({cfg.train_split} split)")
+    val_rows, _ = (
+        comparison_rows(split.eval, f"{split.info.source} ({split.info.split})") if split.eval is not None else ([], 0)
+    )
     if cfg.max_prompts and cfg.max_prompts < len(train_rows):
         g = torch.Generator().manual_seed(cfg.run.seed)
         keep = torch.randperm(len(train_rows), generator=g)[: cfg.max_prompts]
@@ -469,7 +483,7 @@ def _setup_data(cfg: RewardConfig, tok, seq_len: int) -> Comparisons:
         _, p_agree = world_extras(cfg.world_dir, p_rows, cfg.run.seed)
         agreement.update({"policy_pairs_" + k: v for k, v in p_agree.items() if k.endswith("on_val_pairs")})
     plan = plan_steps(len(train_rows), cfg.batch_size, cfg.epochs)
-    return Comparisons(train_rows, train_skipped, val_rows, world, agreement, plan)
+    return Comparisons(train_rows, train_skipped, val_rows, world, agreement, plan, split.info)
 
 
 # ------------------------------------------------------------------------- training
@@ -647,6 +661,7 @@ def _summary(cfg: RewardConfig, data: Comparisons, final: dict, stats: TrainStat
         "val_prompts": len(data.val),
         "epochs": cfg.epochs,
         "steps": data.plan.total_steps,
+        "heldout": data.heldout.as_dict(),
     }
 
 

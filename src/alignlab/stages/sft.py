@@ -38,8 +38,15 @@ from alignlab.config import arg
 from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_example, encode_prompts
 from alignlab.data.collate import collate_sft
+from alignlab.data.heldout import (
+    DEFAULT_EVAL_FRACTION,
+    EVAL_FRACTION_HELP,
+    HeldoutInfo,
+    load_train_eval,
+    no_eval_message,
+)
 from alignlab.data.length_groups import length_groups
-from alignlab.data.load import load_demonstrations
+from alignlab.data.load import DataError, demonstrations
 from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
 from alignlab.faults import fault_point
 from alignlab.models.load import context_length, load_causal_lm
@@ -61,8 +68,11 @@ class SFTConfig:
     )
     train_split: str = arg("train", "split to train on")
     eval_split: str = arg("validation", "held-out split for validation loss and reward")
+    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP)
     eval_data: str = arg(
-        "", "held-out demonstrations from another source (e.g. a second .jsonl); empty = data's eval_split"
+        "",
+        "held-out demonstrations from another source (e.g. a second .jsonl); "
+        "empty = data's eval_split, else eval_fraction of its prompts",
     )
     judge: Literal["auto", "world", "reward_model", "loss"] = arg(
         "auto",
@@ -161,6 +171,7 @@ class Validation:
     idx: list[int]  # the ones sampled for the reward (a fixed, seeded subset if val_prompts is set)
     records: list[dict]  # their rows, for the judge (messages rows: the prompt is the context)
     prompt_ids: list[list[int]]
+    heldout: HeldoutInfo  # where the validation rows came from (summary.json's heldout)
 
 
 @dataclass
@@ -185,6 +196,8 @@ def run(cfg: SFTConfig) -> dict:
             load_causal_lm, cfg.model, cfg.source, cfg.lora, "CAUSAL_LM", cfg.seq_len
         )
         demos, val = _setup_data(cfg, tok, model, seq_len, accelerator.device)
+        if accelerator.is_main_process:
+            print(f"sft: {val.heldout.line()}")
         optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, demos.plan.total_steps)
         progress = _resume(cfg, out, model, optimizer, scheduler, accelerator.is_main_process)
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -209,8 +222,13 @@ def run(cfg: SFTConfig) -> dict:
 
 
 def _setup_data(cfg: SFTConfig, tok, model, seq_len: int, device) -> tuple[Demos, Validation]:
-    _, train_prompts, train_responses = load_demonstrations(cfg.data, cfg.train_split)
-    val_ds, val_prompts, val_responses = load_demonstrations(cfg.eval_data or cfg.data, cfg.eval_split)
+    """Training and validation demonstrations (``data/heldout.py``: never the same prompts), encoded; the judge."""
+    split = load_train_eval(cfg.data, cfg.train_split, cfg.eval_split, cfg.eval_fraction, cfg.eval_data)
+    if split.eval is None:  # the kept epoch is chosen on validation: no validation, no SFT
+        raise DataError(no_eval_message("sft", cfg.data, split.info))
+    train_prompts, train_responses = demonstrations(split.train, f"{cfg.data} ({cfg.train_split} split)")
+    val_ds = split.eval
+    val_prompts, val_responses = demonstrations(val_ds, f"{split.info.source} ({split.info.split})")
     train = [encode_example(tok, p, r, seq_len) for p, r in zip(train_prompts, train_responses)]
     val_ex = [encode_example(tok, p, r, seq_len) for p, r in zip(val_prompts, val_responses)]
     demos = Demos(train, val_ex, plan_steps(len(train), cfg.batch_size, cfg.epochs))
@@ -223,7 +241,7 @@ def _setup_data(cfg: SFTConfig, tok, model, seq_len: int, device) -> tuple[Demos
     records = [{**val_ds[i], "prompt": val_prompts[i]} for i in idx]
     max_prompt = max(1, min(seq_len, context_length(model), training.DEFAULT_SEQ_CAP) - cfg.val_max_new_tokens)
     prompt_ids = encode_prompts(tok, [val_prompts[i] for i in idx], max_prompt)
-    return demos, Validation(judge_name, judge, val_prompts, idx, records, prompt_ids)
+    return demos, Validation(judge_name, judge, val_prompts, idx, records, prompt_ids, split.info)
 
 
 def _resume(cfg: SFTConfig, out: Path, model, optimizer, scheduler, is_main: bool) -> Progress:
@@ -472,6 +490,7 @@ def _summary(cfg: SFTConfig, demos: Demos, val: Validation, progress: Progress) 
         "val_examples": len(demos.val),
         "val_reward_prompts": len(val.idx),
         "steps": demos.plan.total_steps,
+        "heldout": val.heldout.as_dict(),
     }
 
 
