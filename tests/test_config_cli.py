@@ -94,9 +94,9 @@ def test_cli_missing_data_is_named(tmp_path, capsys):
             str(tmp_path / "out"),
         ]
     )
-    assert rc == 1
+    assert rc == 2  # the input was refused: one line, no traceback
     err = capsys.readouterr().err
-    assert "not found" in err and str(tmp_path) in err
+    assert "alignlab pretrain: error:" in err and "not found" in err and str(tmp_path) in err
     # the resolved config is still written, so the user sees what ran
     assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["data"].endswith("missing_corpus")
 

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "alignlab"
-LOW = {"world", "data", "rl", "models", "rollout", "training", "seeds", "sections"}
+LOW = {"errors", "world", "data", "rl", "models", "rollout", "training", "seeds", "sections"}
 HIGH = {"stages", "evaluate", "report", "scaling", "cli", "studies"}
 
 

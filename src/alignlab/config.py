@@ -28,9 +28,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config key, value or file the user gave is wrong; the message says which."""
+from alignlab.errors import ConfigError
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:

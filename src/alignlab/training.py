@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from alignlab.errors import ConfigError
 from alignlab.models.lora import (
     LoraSettings,
     clear_model_files,
@@ -54,9 +55,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
+        raise ConfigError(f"device: expected auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but no CUDA device is available")
+        raise ConfigError("device: cuda requested but no CUDA device is available")
     return device
 
 

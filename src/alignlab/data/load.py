@@ -20,6 +20,7 @@ from typing import Any
 import datasets
 
 from alignlab.data.chat import split_messages
+from alignlab.errors import DataError
 
 FORMATS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
@@ -28,10 +29,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "preference": ("prompt", "chosen", "rejected"),
     "ranked": ("prompt", "responses"),
 }
-
-
-class DataError(ValueError):
-    """Bad user data; the message names the file, line or column."""
 
 
 def _read_jsonl(path: Path) -> datasets.Dataset:

@@ -14,11 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from alignlab.errors import ModelLoadError
 from alignlab.models.lora import ADAPTER_WEIGHTS, is_adapter_folder, load_merged
-
-
-class ModelLoadError(ValueError):
-    pass
 
 
 def check_model_path(path: str) -> None:

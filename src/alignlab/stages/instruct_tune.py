@@ -31,6 +31,7 @@ from accelerate import PartialState
 
 from alignlab.config import apply, arg
 from alignlab.data.chat import encode_prompt
+from alignlab.errors import ConfigError
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_write_json, read_summary
 from alignlab.rollout.generate import generate_responses
@@ -171,9 +172,9 @@ def run(cfg: InstructTuneConfig) -> dict:
     for key in ("heldout_clusters", "exclude_clusters"):
         unknown = [c for c in getattr(cfg, key) if c not in known]
         if unknown:
-            raise ValueError(f"{key}: unknown cluster(s) {unknown}; the world has {sorted(known)}")
+            raise ConfigError(f"{key}: unknown cluster(s) {unknown}; the world has {sorted(known)}")
     if set(cfg.heldout_clusters) & set(cfg.exclude_clusters):
-        raise ValueError("heldout_clusters and exclude_clusters overlap")
+        raise ConfigError("heldout_clusters and exclude_clusters overlap")
     variants = ["instruction"] + (["no_template"] if cfg.no_template else [])
     # under `accelerate launch` the SFT runs are multi-process; this stage's own files are written
     # by rank 0 (the others wait), and every rank computes the same greedy zero-shot answers
