@@ -50,11 +50,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from alignlab.config import ConfigError, arg
+from alignlab.config import arg
 from alignlab.data.chat import encode_prompts
-from alignlab.data.load import DataError, load_dataset_any
+from alignlab.data.load import load_dataset_any
+from alignlab.errors import ConfigError, DataError, ModelLoadError
 from alignlab.evaluate.judges import world_records_ok
-from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.load import check_model_path, context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_replace_dir, atomic_write_text
 from alignlab.rollout.generate import generate_responses
 from alignlab.sections import ModelSource
@@ -246,10 +247,13 @@ def pairs_dataset(rows: list[dict]):
 
 
 def _load_policy(cfg: CompareConfig, path: str, device: str):
-    tok = load_tokenizer(cfg.source.tokenizer or path, cfg.source.trust_remote_code)
+    check_model_path(path)  # a missing policy is named as such, not as its tokenizer
+    tok = load_tokenizer(
+        cfg.source.tokenizer or path, cfg.source.trust_remote_code, "tokenizer" if cfg.source.tokenizer else "policy"
+    )
     model = load_causal_lm(path, cfg.source.trust_remote_code).to(device)
     if len(tok) > model.get_input_embeddings().num_embeddings:
-        raise ValueError(
+        raise ModelLoadError(
             f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
             "embeddings (give the SFT output, whose tokenizer matches)"
         )
@@ -316,7 +320,7 @@ class Job:
 
 def _jobs(cfg: CompareConfig, world) -> list[Job]:
     if not world.heldout_personas():
-        raise ValueError(f"{cfg.world_dir}: the world has no held-out labelers")
+        raise DataError(f"{cfg.world_dir}: the world has no held-out labelers")
     jobs = []
     for s_i, (split, limit) in enumerate(((cfg.train_split, cfg.max_prompts), (cfg.eval_split, cfg.max_eval_prompts))):
         ds = load_dataset_any(cfg.data, split)

@@ -14,10 +14,11 @@ import torch
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from alignlab.data.chat import encode_prompt_rows
-from alignlab.data.load import load_dataset_any
+from alignlab.data.load import load_dataset_any, require_column
 from alignlab.data.packing import pack_documents
+from alignlab.errors import ConfigError, ModelLoadError
 from alignlab.evaluate.heldout_set import heldout_source, world_judge
-from alignlab.models.load import context_length, load_causal_lm, load_tokenizer
+from alignlab.models.load import check_model_path, context_length, load_causal_lm, load_tokenizer
 from alignlab.models.lora import apply_lora, load_adapter_weights
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel
@@ -29,26 +30,26 @@ from alignlab.rollout.packed import packing_matches_padding
 def check_settings(cfg) -> None:
     """Refuse settings PPO cannot run with, before any model is loaded."""
     if cfg.batch_size % cfg.minibatch_size:
-        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")
+        raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")
     if cfg.rollout.temperature <= 0:
-        raise ValueError("temperature must be > 0: PPO needs sampled responses and their probabilities")
+        raise ConfigError("temperature must be > 0: PPO needs sampled responses and their probabilities")
     if cfg.rollout.backend == "vllm" and vllm_unavailable_reason():
-        raise ValueError(f"rollout.backend='vllm': {vllm_unavailable_reason()}; use rollout.backend='transformers'")
+        raise ConfigError(f"rollout.backend='vllm': {vllm_unavailable_reason()}; use rollout.backend='transformers'")
 
 
 def check_shapes(cfg, n_proc: int, has_reward: bool, ptx_blocks: torch.Tensor | None) -> None:
     """Batch sizes are global: each must split evenly over the ``n_proc`` ranks."""
     if not has_reward:
-        raise ValueError("PPO needs a reward model or a reward_fn")
+        raise ConfigError("PPO needs a reward model or a reward_fn")
     if cfg.batch_size % n_proc or cfg.minibatch_size % n_proc:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must be "
             f"divisible by the number of processes ({n_proc}): both are global, split over the ranks"
         )
     if cfg.ptx.coef > 0 and ptx_blocks is None:
-        raise ValueError("ptx.coef > 0 needs pretraining blocks (set ptx.data)")
+        raise ConfigError("ptx.coef > 0 needs pretraining blocks (set ptx.data)")
     if cfg.ptx.coef > 0 and cfg.ptx.batch_size % n_proc:
-        raise ValueError(
+        raise ConfigError(
             f"ptx.batch_size ({cfg.ptx.batch_size}) must be divisible by the number of processes "
             f"({n_proc}): it is global, split over the ranks"
         )
@@ -70,7 +71,8 @@ def load_models(cfg, ckpt_dir: Path | None, use_rm: bool) -> PPOModels:
     off (no second copy); a checkpoint holds the adapters, loaded onto the same bases. The load order
     is fixed: a LoRA adapter's initialisation draws from the torch RNG."""
     trust, lora = cfg.source.trust_remote_code, cfg.lora.enabled
-    tok = load_tokenizer(cfg.source.tokenizer or cfg.policy, trust)
+    check_model_path(cfg.policy)  # a missing policy is named as such, not as its tokenizer
+    tok = load_tokenizer(cfg.source.tokenizer or cfg.policy, trust, "tokenizer" if cfg.source.tokenizer else "policy")
     policy = load_causal_lm(str(ckpt_dir / "policy") if ckpt_dir and not lora else cfg.policy, trust)
     policy = apply_lora(policy, cfg.lora, "CAUSAL_LM")
     ref = None if lora else load_causal_lm(cfg.policy, trust)
@@ -83,7 +85,7 @@ def load_models(cfg, ckpt_dir: Path | None, use_rm: bool) -> PPOModels:
         load_adapter_weights(value.model, ckpt_dir / "value_model")
     n_embed = policy.get_input_embeddings().num_embeddings
     if len(tok) > n_embed:
-        raise ValueError(f"tokenizer has {len(tok)} tokens but the policy's embedding only {n_embed}")
+        raise ModelLoadError(f"tokenizer has {len(tok)} tokens but the policy's embedding only {n_embed}")
     return PPOModels(tok, policy, ref, rm, value)
 
 
@@ -102,14 +104,14 @@ def load_inputs(cfg, tok, policy) -> PPOInputs:
     ctx = context_length(policy)
     max_prompt_len = min(cfg.rollout.max_prompt_len, ctx - cfg.rollout.max_new_tokens - 1)
     if max_prompt_len < 8:
-        raise ValueError(
+        raise ConfigError(
             f"max_new_tokens ({cfg.rollout.max_new_tokens}) leaves no room for a prompt in the {ctx}-token context"
         )
-    rows = _rows(load_dataset_any(cfg.data, cfg.split))
+    rows = _rows(_prompts(cfg.data, cfg.split, cfg.prompt_column))
     prompt_ids = encode_prompt_rows(tok, rows, cfg.prompt_column, max_prompt_len)
     judge = world_judge(cfg.world_dir)
     eval_src = heldout_source(cfg.eval.data, cfg.world_dir)
-    eval_rows = _rows(load_dataset_any(eval_src, cfg.eval.split))[: cfg.eval.prompts] if eval_src else None
+    eval_rows = _rows(_prompts(eval_src, cfg.eval.split, cfg.prompt_column))[: cfg.eval.prompts] if eval_src else None
     ptx_blocks, ptx_eval = _pretraining_blocks(cfg, tok, ctx)
     return PPOInputs(rows, prompt_ids, max_prompt_len, judge, eval_rows, ptx_blocks, ptx_eval)
 
@@ -118,18 +120,32 @@ def _rows(ds) -> list[dict[str, Any]]:
     return [ds[i] for i in range(len(ds))]
 
 
+def _prompts(source: str, split: str, column: str):
+    """A prompt data set; one without the prompt column (or a ``messages`` one) is refused, naming the key."""
+    ds = load_dataset_any(source, split)
+    require_column(ds, column, f"{source} ({split} split)", "prompt_column", alternative="messages")
+    return ds
+
+
+def _documents(ds, source: str, split: str, column: str) -> list[str]:
+    """The documents of one split of the pretraining text; a missing column is refused, naming the key."""
+    require_column(ds, column, f"{source} ({split} split)", "ptx.text_column")
+    return list(ds[column])
+
+
 def _pretraining_blocks(cfg, tok, ctx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(blocks PPO-ptx trains on, held-out blocks for the pretraining loss), packed from ptx.data."""
     if not cfg.ptx.data or not (cfg.ptx.coef > 0 or Path(cfg.ptx.data).exists()):
         return None, None
     seq = min(cfg.ptx.seq_len, ctx)
-    ptx_ds = load_dataset_any(cfg.ptx.data, "train")
-    blocks = pack_documents(list(ptx_ds[cfg.ptx.text_column]), tok, seq) if cfg.ptx.coef > 0 else None
+    docs = _documents(load_dataset_any(cfg.ptx.data, "train"), cfg.ptx.data, "train", cfg.ptx.text_column)
+    blocks = pack_documents(docs, tok, seq) if cfg.ptx.coef > 0 else None
     try:
         val_ds = load_dataset_any(cfg.ptx.data, "validation")
-    except ValueError:
-        val_ds = ptx_ds
-    return blocks, pack_documents(list(val_ds[cfg.ptx.text_column][:2000]), tok, seq)[: cfg.ptx.eval_blocks]
+    except ValueError:  # no validation split: the held-out loss is measured on training text
+        val_ds = None
+    val_docs = docs if val_ds is None else _documents(val_ds, cfg.ptx.data, "validation", cfg.ptx.text_column)
+    return blocks, pack_documents(val_docs[:2000], tok, seq)[: cfg.ptx.eval_blocks]
 
 
 def world_reward_fn(cfg, inputs: PPOInputs, reward_fn: Callable | None) -> Callable | None:
@@ -137,10 +153,10 @@ def world_reward_fn(cfg, inputs: PPOInputs, reward_fn: Callable | None) -> Calla
     if cfg.reward_source != "world":
         return reward_fn
     if reward_fn is not None:
-        raise ValueError("reward_source='world' and a reward_fn were both given; pass one")
+        raise ConfigError("reward_source='world' and a reward_fn were both given; pass one")
     judge = inputs.judge
     if judge is None or "meta" not in inputs.rows[0]:
-        raise ValueError(
+        raise ConfigError(
             f"reward_source='world' needs world_dir and prompts from the world's data (rows with "
             f"`meta`); data={cfg.data!r} world_dir={cfg.world_dir!r}"
         )

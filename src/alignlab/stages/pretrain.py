@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from alignlab import training
 from alignlab.config import arg
-from alignlab.data.load import load_dataset_any
+from alignlab.data.load import load_dataset_any, require_column
 from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
 from alignlab.distributed import make_accelerator
+from alignlab.errors import ConfigError
 from alignlab.models.llama import build_llama, llama_config, non_embedding_params
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_write_json, write_model_card
@@ -119,13 +120,14 @@ def load_corpus(cfg: PretrainConfig) -> Corpus:
     """Documents -> packed blocks of seq_len tokens."""
     tok_path = cfg.source.tokenizer or cfg.model.init_from
     if not tok_path:
-        raise ValueError("tokenizer: give a tokenizer path, or model.init_from to use the model's own")
+        raise ConfigError(
+            "tokenizer: give a tokenizer path (source.tokenizer), or model.init_from to use the model's own"
+        )
     tok = load_tokenizer(tok_path, cfg.source.trust_remote_code)
     train_ds = load_dataset_any(cfg.data, cfg.train_split)
     eval_ds = load_dataset_any(cfg.data, cfg.eval_split)
-    for name, ds in (("train", train_ds), ("eval", eval_ds)):
-        if cfg.text_column not in ds.column_names:
-            raise ValueError(f"{cfg.data} ({name} split): no column '{cfg.text_column}' (columns: {ds.column_names})")
+    for split, ds in ((cfg.train_split, train_ds), (cfg.eval_split, eval_ds)):
+        require_column(ds, cfg.text_column, f"{cfg.data} ({split} split)", "text_column")
     train_blocks = pack_documents(list(train_ds[cfg.text_column]), tok, cfg.seq_len)
     eval_blocks = pack_documents(list(eval_ds[cfg.text_column]), tok, cfg.seq_len)[: cfg.eval_blocks]
     return Corpus(tok, train_blocks, eval_blocks, list(eval_ds[cfg.text_column][:3]))
@@ -155,7 +157,7 @@ def setup(cfg: PretrainConfig) -> Setup:
     world = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
     if cfg.batch_size % (micro * world):
-        raise ValueError(
+        raise ConfigError(
             f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})"
         )
     corpus = load_corpus(cfg)
