@@ -97,8 +97,8 @@ def test_cli_missing_data_is_named(tmp_path, capsys):
     assert rc == 2  # the input was refused: one line, no traceback
     err = capsys.readouterr().err
     assert "alignlab pretrain: error:" in err and "not found" in err and str(tmp_path) in err
-    # the resolved config is still written, so the user sees what ran
-    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["data"].endswith("missing_corpus")
+    # refused before it wrote anything: no half-made output folder is left behind
+    assert not (tmp_path / "out").exists()
 
 
 def test_mapping_and_list_overrides_parse_from_the_command_line():
