@@ -96,7 +96,7 @@ def _hub_failure(source: str, err: OSError) -> str:
     if isinstance(err, ConnectionError):
         return (
             f"data not found: '{source}' is no local file or folder, is not in the Hugging Face cache, "
-            "and the hub could not be reached"
+            "and the hub could not be reached (no network, or HF_HUB_OFFLINE is set)"
         )
     if isinstance(err, datasets.exceptions.DatasetNotFoundError):
         return f"data not found: '{source}' is no local file or folder, and the Hugging Face hub has no such data set"

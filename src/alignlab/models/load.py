@@ -92,7 +92,8 @@ def why_not_loadable(what: str, name: str, err: BaseException) -> str:
     if any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) for e in chain):
         return (
             f"{what} '{name}' not found locally (no such folder, not in the Hugging Face cache) and the hub "
-            "could not be reached; give a local folder, or download it where there is network access"
+            "could not be reached (no network, or HF_HUB_OFFLINE is set); give a local folder, or download it "
+            "where there is network access"
         )
     return f"{what} '{name}' could not be loaded: {first_line}"
 
