@@ -29,7 +29,7 @@ import datasets
 import torch
 from accelerate import PartialState
 
-from alignlab.config import apply, arg
+from alignlab.config import apply, arg, check_output_name
 from alignlab.data.chat import encode_prompt
 from alignlab.errors import ConfigError
 from alignlab.models.load import load_causal_lm, load_tokenizer
@@ -66,6 +66,10 @@ class InstructTuneConfig:
     seed: int = arg(0, "seed for tuning and the prompt sample")
     device: str = arg("auto", "auto, cpu or cuda")
     output_dir: str = arg("runs/instruct_tune", "one sub-folder per held-out cluster and variant")
+
+    def __post_init__(self) -> None:
+        for i, cluster in enumerate(self.heldout_clusters):  # each names a sub-folder of output_dir
+            check_output_name(cluster, f"instruct-tune: 'heldout_clusters[{i}]'")
 
 
 PRESETS = {
