@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from alignlab.cli import main
 from alignlab.config import ConfigError, parse_overrides, resolve, to_yaml
