@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from alignlab.cli import main
 from alignlab.config import ConfigError, parse_overrides, resolve, to_yaml
@@ -94,11 +93,11 @@ def test_cli_missing_data_is_named(tmp_path, capsys):
             str(tmp_path / "out"),
         ]
     )
-    assert rc == 1
+    assert rc == 2  # the input was refused: one line, no traceback
     err = capsys.readouterr().err
-    assert "not found" in err and str(tmp_path) in err
-    # the resolved config is still written, so the user sees what ran
-    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["data"].endswith("missing_corpus")
+    assert "alignlab pretrain: error:" in err and "not found" in err and str(tmp_path) in err
+    # refused before it wrote anything: no half-made output folder is left behind
+    assert not (tmp_path / "out").exists()
 
 
 def test_mapping_and_list_overrides_parse_from_the_command_line():

@@ -8,7 +8,20 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "alignlab"
-LOW = {"world", "data", "rl", "models", "rollout", "training", "seeds", "sections", "checkpoints", "faults", "run_lock"}
+LOW = {
+    "errors",
+    "world",
+    "data",
+    "rl",
+    "models",
+    "rollout",
+    "training",
+    "seeds",
+    "sections",
+    "checkpoints",
+    "faults",
+    "run_lock",
+}
 HIGH = {"stages", "evaluate", "report", "scaling", "cli", "studies"}
 
 

@@ -24,13 +24,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from alignlab.errors import RunStopped
 from alignlab.faults import fault_point
 
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
 
 
-class CheckpointError(OSError):
+class CheckpointError(RunStopped, OSError):
     """A checkpoint could not be written or none of the existing ones can be trusted."""
 
 

@@ -2,6 +2,10 @@
 
 Layers, each on top of the last: the stage's defaults, the preset, the YAML file,
 then ``--dotted.key value`` overrides. ``alignlab <stage> --help`` lists every key.
+
+Exit status: 0 done; 2 the input was refused (an unknown stage or key, a bad value, a missing or unsafe
+model, data without the columns it needs: any ``alignlab.errors.UserError``), printed as one line
+``alignlab <stage>: error: <message>``; anything else is a bug and ends in a traceback (status 1).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from alignlab.config import ConfigError, help_lines, parse_overrides, resolve
+from alignlab.config import help_lines, parse_overrides, resolve
+from alignlab.errors import RunStopped, UserError
 from alignlab.stages.registry import STAGES, run_stage
 
 
@@ -21,6 +26,13 @@ def usage() -> str:
     lines += [f"  {'scaling':<{width}}  sweep | fit | predict: predictable scaling (alignlab scaling --help)"]
     lines += ["", "alignlab <stage> --help   lists every key of that stage with its default"]
     return "\n".join(lines)
+
+
+def refuse(name: str, err: UserError) -> int:
+    """The user's input was wrong: one line on stderr (a message from a library may span several) and status 2."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"alignlab {name}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,13 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = resolve(cls, presets, preset, config, overrides)
         for w in moved:
             print(f"alignlab {name}: deprecated: {w.message}", file=sys.stderr)
-    except ConfigError as e:
-        print(f"alignlab {name}: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return refuse(name, e)
     try:
         run_stage(name, cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"alignlab {name}: error: {e}", file=sys.stderr)
+    except UserError as e:
+        return refuse(name, e)
+    except RunStopped as e:  # a full disk, a NaN, a folder in use: said in one line, status 1
+        print(f"alignlab {name}: stopped: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -28,9 +28,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config key, value or file the user gave is wrong; the message says which."""
+from alignlab.errors import ConfigError
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:
@@ -104,13 +102,15 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     if origin in (list, tuple) or base in (list, tuple):
         (inner,) = typing.get_args(base)[:1] or (Any,)
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            value = (
+                _yaml_value(value, key, where) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            )
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: '{key}' expects a list, got {value!r}")
         return [_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin is dict or base is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = _yaml_value(value, key, where)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: '{key}' expects a mapping, got {value!r}")
         return dict(value)
@@ -120,6 +120,14 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: '{key}' must be one of {list(choices)}, got {value!r}")
         return value
     return value
+
+
+def _yaml_value(text: str, key: str, where: str) -> Any:
+    """A list or mapping given as YAML on the command line; safe_load, so a ``!!python/...`` tag is refused."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: '{key}' is not valid YAML: {getattr(e, 'problem', None) or e}") from None
 
 
 def _type_name(tp: Any) -> str:
@@ -198,6 +206,14 @@ def apply(cfg: Any, updates: Mapping[str, Any], where: str, prefix: str = "") ->
         else:
             changes[key] = _coerce(value, types_[key], full, where)
     return dataclasses.replace(cfg, **changes)
+
+
+def check_output_name(name: str, key: str) -> str:
+    """``name`` if it is a plain file or folder name; a config or world file may name an output inside the
+    output folder (a cluster's sub-folder) but not point it elsewhere (``../x``, ``/x``, ``a/b``)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise ConfigError(f"{key}: {name!r} is not a plain name; outputs are written only inside the output folder")
+    return name
 
 
 def dotted_to_nested(pairs: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
+from alignlab.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -32,7 +34,7 @@ def make_accelerator(device: str, stage: str) -> Accelerator:
     acc = Accelerator(cpu=device == "cpu")
     why = unsupported_parallelism(acc.distributed_type, _zero_stage(acc), stage)
     if why:
-        raise ValueError(
+        raise ConfigError(
             f"{stage} under accelerate {acc.distributed_type.value}: {why}. Supported: one process and "
             "multi-process DDP (configs/accelerate/multi_gpu_ddp.yaml, cpu_2proc.yaml); DeepSpeed ZeRO-1/2 "
             "(deepspeed_zero2.yaml) is accepted for the other stages but untested"

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from alignlab.errors import RunStopped
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -25,7 +27,7 @@ except ImportError:  # Windows
 LOCK_NAME = ".alignlab.lock"
 
 
-class RunFolderInUse(RuntimeError):
+class RunFolderInUse(RunStopped, RuntimeError):
     """Another live process is writing this run folder."""
 
 

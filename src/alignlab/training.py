@@ -39,6 +39,7 @@ import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from alignlab import checkpoints
+from alignlab.errors import ConfigError, RunStopped
 from alignlab.faults import fault_point
 from alignlab.models.lora import (
     LoraSettings,
@@ -60,9 +61,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
+        raise ConfigError(f"device: expected auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but no CUDA device is available")
+        raise ConfigError("device: cuda requested but no CUDA device is available")
     return device
 
 
@@ -182,7 +183,7 @@ def resume_step(ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_ma
     return start, folder
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(RunStopped, FloatingPointError):
     """A loss, reward or gradient stopped being a finite number."""
 
 

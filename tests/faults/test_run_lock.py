@@ -44,3 +44,23 @@ def test_the_same_folder_can_be_locked_again_after_a_clean_release(tmp_path, cap
         with run_lock(tmp_path):
             pass
     assert "recovered" not in capsys.readouterr().err
+
+
+def test_the_cli_refuses_a_folder_in_use_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from alignlab.cli import main
+
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold, args=(tmp_path, ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        assert main(["tokenizer", "--data", "corpus.jsonl", "--output_dir", str(tmp_path)]) == 1
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"alignlab tokenizer: stopped: {tmp_path} is in use by process {holder.pid}"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # the holder's folder is untouched

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alignlab.errors import ConfigError
 from alignlab.seeds import derived_seed
 
 
@@ -29,7 +30,7 @@ def micro_batch(batch_size: int, micro_batch_size: int, n_proc: int) -> int:
     """Examples per forward pass (0 = a process's whole share of the batch); the batch must split evenly."""
     micro = micro_batch_size or max(1, batch_size // n_proc)
     if batch_size % (micro * n_proc):
-        raise ValueError(
+        raise ConfigError(
             f"batch_size ({batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {n_proc})"
         )
     return micro

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from alignlab.errors import DataError
+
 IGNORE = -100
 PLAIN_FORMAT = "User: {prompt}\nAssistant:"
 
@@ -52,7 +54,7 @@ def encode_example(tokenizer, prompt: str | list[dict[str, str]], response: str,
 def split_messages(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
     """A conversation -> (context up to the last assistant turn, that turn's content)."""
     if not messages or messages[-1].get("role") != "assistant":
-        raise ValueError("messages: the last message must be the assistant's answer")
+        raise DataError("messages: the last message must be the assistant's answer")
     return messages[:-1], messages[-1]["content"]
 
 
@@ -64,7 +66,7 @@ def prompt_of(row: dict[str, Any], column: str = "prompt"):
     msgs = row.get("messages")
     if msgs:
         return msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
-    raise ValueError(f"row has no '{column}' column and no 'messages' (columns: {sorted(row)})")
+    raise DataError(f"row has no '{column}' column and no 'messages' (columns: {sorted(row)})")
 
 
 def encode_prompts(tokenizer, prompts: list, max_prompt_len: int) -> list[list[int]]:

@@ -32,7 +32,7 @@ import datasets
 
 from alignlab.config import ConfigError
 from alignlab.data.chat import prompt_of
-from alignlab.data.load import DataError, load_dataset_any
+from alignlab.data.load import DataError, load_dataset_any, require_column
 
 DEFAULT_EVAL_FRACTION = 0.05
 EVAL_FRACTION_HELP = (
@@ -208,14 +208,23 @@ def load_train_eval(
     column: str = "prompt",
     text: bool = False,
     load: Callable[[str, str], datasets.Dataset] = load_dataset_any,
+    column_key: str = "",
 ) -> TrainEval:
     """The training rows of ``source`` and its held-out rows, by the module's rule.
 
     ``eval_split`` '' means no evaluation (a stage's way to turn it off), even with ``eval_data``. ``eval_data`` names a separate
     held-out source (its ``eval_split`` if it has one, else all of it); naming ``source`` itself there is
-    the same as leaving it empty. ``column`` holds the prompt (the document, with ``text``)."""
+    the same as leaving it empty. ``column`` holds the prompt (the document, with ``text``); data without it
+    is refused naming ``column_key``, the config key that picks another column."""
     check_fraction(eval_fraction)
     unit = "documents" if text else "prompts"
+
+    def load(src: str, split: str, _load=load) -> datasets.Dataset:
+        ds = _load(src, split)
+        if column_key:
+            require_column(ds, column, f"{src} ({split} split)", column_key, alternative="" if text else "messages")
+        return ds
+
     train = load(source, train_split)
     if not eval_split:
         how, eval_source, eval_ds, split = "none", "", None, "eval_split is empty"

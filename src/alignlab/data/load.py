@@ -20,6 +20,7 @@ from typing import Any
 import datasets
 
 from alignlab.data.chat import split_messages
+from alignlab.errors import DataError
 
 FORMATS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
@@ -28,10 +29,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "preference": ("prompt", "chosen", "rejected"),
     "ranked": ("prompt", "responses"),
 }
-
-
-class DataError(ValueError):
-    """Bad user data; the message names the file, line or column."""
 
 
 def _read_jsonl(path: Path) -> datasets.Dataset:
@@ -92,7 +89,21 @@ def load_dataset_any(source: str, split: str | None = None) -> datasets.Dataset:
         return loaded
     if source.startswith((".", "/", "~")) or source.endswith((".jsonl", ".json", ".parquet")):
         raise DataError(f"data not found: {source}")
-    return datasets.load_dataset(source, split=split or "train")  # a hub id
+    try:
+        return datasets.load_dataset(source, split=split or "train")  # a hub id
+    except OSError as e:  # not cached and the hub unreachable, or no such data set on the hub
+        raise DataError(_hub_failure(source, e)) from e
+
+
+def _hub_failure(source: str, err: OSError) -> str:
+    if isinstance(err, ConnectionError):
+        return (
+            f"data not found: '{source}' is no local file or folder, is not in the Hugging Face cache, "
+            "and the hub could not be reached (no network, or HF_HUB_OFFLINE is set)"
+        )
+    if isinstance(err, datasets.exceptions.DatasetNotFoundError):
+        return f"data not found: '{source}' is no local file or folder, and the Hugging Face hub has no such data set"
+    return f"data '{source}' could not be loaded from the Hugging Face hub: {(str(err).strip().splitlines() or [type(err).__name__])[0]}"
 
 
 def detect_format(ds: datasets.Dataset) -> str:
@@ -111,6 +122,16 @@ def require_format(ds: datasets.Dataset, accepted: tuple[str, ...], source: str 
             return name
     wants = "; ".join(f"{n}: missing {sorted(set(FORMATS[n]) - cols)}" for n in accepted)
     raise DataError(f"{source}: has columns {sorted(cols)}; this stage accepts {', '.join(accepted)} ({wants})")
+
+
+def require_column(ds: datasets.Dataset, column: str, source: str, key: str, alternative: str = "") -> None:
+    """Refuse data without ``column`` (or the ``alternative`` column that can stand in for it), naming the
+    data and the config ``key`` that picks another column."""
+    cols = ds.column_names
+    if column in cols or (alternative and alternative in cols):
+        return
+    either = f" (nor '{alternative}')" if alternative else ""
+    raise DataError(f"{source}: no column '{column}'{either}; columns: {cols}; set {key} to the column to use")
 
 
 def describe_formats() -> str:

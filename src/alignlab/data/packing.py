@@ -13,6 +13,7 @@ from collections import Counter
 
 import torch
 
+from alignlab.errors import DataError
 from alignlab.seeds import derived_seed
 
 
@@ -28,7 +29,7 @@ def pack_documents(texts: list[str], tokenizer, seq_len: int, add_bos_eos: bool 
             ids.append(tokenizer.eos_token_id)
     n_blocks = len(ids) // seq_len
     if n_blocks == 0:
-        raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of seq_len={seq_len}")
+        raise DataError(f"corpus has {len(ids)} tokens, fewer than one block of seq_len={seq_len}")
     return torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alignlab.data.load import load_dataset_any
+from alignlab.errors import ConfigError
 
 # The held-out sampling seed is the run's seed plus this: a stream of its own, apart from the
 # training draws, and the same before and after training.
@@ -41,7 +42,7 @@ def world_judge(world_dir: str):
     from alignlab.evaluate.judges import WorldJudge
 
     if not (Path(world_dir) / "world.json").exists():
-        raise ValueError(
+        raise ConfigError(
             f"world_dir={world_dir!r} has no world.json; give the world folder or --world_dir '' to turn gold rewards off"
         )
     return WorldJudge(world_dir)

@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from alignlab.config import ConfigError, arg
+from alignlab.config import arg
 from alignlab.data.chat import encode_prompts, prompt_of
-from alignlab.data.load import load_dataset_any
+from alignlab.data.load import load_dataset_any, require_column
+from alignlab.errors import ConfigError, MissingInputError
 from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, heldout_blocks, heldout_nll
 from alignlab.evaluate.bootstrap import bootstrap_mean, interval, paired_delta
 from alignlab.evaluate.metrics import evaluate_responses
@@ -145,7 +146,7 @@ def _load(path: str, cfg: EvaluateConfig, device: str):
 
     tok_path = path if (Path(path) / "tokenizer_config.json").exists() or not Path(path).exists() else cfg.tokenizer
     if not tok_path:
-        raise ValueError(f"{path}: no tokenizer saved with the model; set `tokenizer`")
+        raise ConfigError(f"{path}: no tokenizer saved with the model; set `tokenizer`")
     tok = load_tokenizer(tok_path, cfg.trust_remote_code)
     model = load_causal_lm(path, cfg.trust_remote_code)
     if len(tok) > model.get_input_embeddings().num_embeddings:
@@ -199,7 +200,7 @@ def _policy_paths(cfg: EvaluateConfig, note) -> tuple[dict[str, str], list[str]]
         path = str(path)
         if _is_missing(path):
             if name == cfg.baseline:
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"baseline policy '{name}' not found at {path} (set policies.{name} or baseline)"
                 )
             note(f"policy '{name}' skipped: {path} not found")
@@ -261,7 +262,9 @@ def _tax_data(cfg: EvaluateConfig, judges: _Judges, note) -> tuple[list[str] | N
         return corpus_texts, nlp_items
     src = cfg.heldout_data or (str(judges.world_dir / "corpus") if judges.has_world else "")
     if src:
-        corpus_texts = list(load_dataset_any(src, cfg.heldout_split)[cfg.heldout_text_column])
+        ds = load_dataset_any(src, cfg.heldout_split)
+        require_column(ds, cfg.heldout_text_column, f"{src} ({cfg.heldout_split} split)", "heldout_text_column")
+        corpus_texts = list(ds[cfg.heldout_text_column])
     else:
         note("held-out pretraining loss skipped: no heldout_data and no world")
     src = cfg.nlp_data or (str(judges.world_dir / "nlp_tasks") if judges.has_world else "")
@@ -298,7 +301,7 @@ def _sample_policies(cfg, paths, order, prompts, n_main, world, tax, device, not
             model, tok = _load(paths[name], cfg, device)
         except OSError as e:  # not a local folder and not loadable as a hub id either
             if name == cfg.baseline:
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"baseline policy '{name}' could not be loaded from {paths[name]}: {e}"
                 ) from None
             note(f"policy '{name}' skipped: {paths[name]} could not be loaded ({type(e).__name__})")
@@ -427,7 +430,9 @@ def run(cfg: EvaluateConfig) -> dict:
 
     _check(cfg)
     paths, order = _policy_paths(cfg, note)
-    rows = _rows(load_dataset_any(cfg.data, cfg.split), cfg.max_prompts)
+    ds = load_dataset_any(cfg.data, cfg.split)
+    require_column(ds, cfg.prompt_column, f"{cfg.data} ({cfg.split} split)", "prompt_column", alternative="messages")
+    rows = _rows(ds, cfg.max_prompts)
     n_main = len(rows)
     probe = _probe_rows(cfg)
     if probe:  # sampled too, but counted only for held-out constraint compliance

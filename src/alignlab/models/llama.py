@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from alignlab.errors import ConfigError
+
 
 def llama_config(
     vocab_size: int,
@@ -18,7 +20,7 @@ def llama_config(
     tie_embeddings: bool = True,
 ) -> LlamaConfig:
     if d_model % n_head:
-        raise ValueError(f"model.d_model ({d_model}) must be divisible by model.n_head ({n_head})")
+        raise ConfigError(f"model.d_model ({d_model}) must be divisible by model.n_head ({n_head})")
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=d_model,

@@ -39,6 +39,7 @@ from transformers import GenerationConfig, GenerationMixin
 from transformers.pytorch_utils import Conv1D
 
 from alignlab.config import arg
+from alignlab.errors import ConfigError, ModelLoadError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -90,11 +91,11 @@ TaskType = Literal["CAUSAL_LM", "SEQ_CLS"]
 
 def check_settings(s: LoraSettings) -> None:
     if s.r < 0:
-        raise ValueError(f"lora.r: must be >= 0 (0 = off), got {s.r}")
+        raise ConfigError(f"lora.r: must be >= 0 (0 = off), got {s.r}")
     if s.enabled and s.alpha <= 0:
-        raise ValueError(f"lora.alpha: must be > 0, got {s.alpha}")
+        raise ConfigError(f"lora.alpha: must be > 0, got {s.alpha}")
     if not 0.0 <= s.dropout < 1.0:
-        raise ValueError(f"lora.dropout: must be in [0, 1), got {s.dropout}")
+        raise ConfigError(f"lora.dropout: must be in [0, 1), got {s.dropout}")
 
 
 def linear_layer_names(model: torch.nn.Module) -> list[str]:
@@ -121,7 +122,7 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings, task_type: TaskTy
         names = [name for name, _ in model.named_modules()]
         unknown = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"lora.target_modules: {unknown} not found in {type(model).__name__} "
                 f"(its linear layers: {sorted(set(linear_layer_names(model)))})"
             )
@@ -226,11 +227,11 @@ def load_merged(path: str | Path, load_base: Callable[[str], torch.nn.Module]) -
     peft_cfg = PeftConfig.from_pretrained(str(path))
     base_path = peft_cfg.base_model_name_or_path
     if not base_path:
-        raise ValueError(f"{path / ADAPTER_CONFIG}: no base_model_name_or_path, so the base model is unknown")
+        raise ModelLoadError(f"{path / ADAPTER_CONFIG}: no base_model_name_or_path, so the base model is unknown")
     try:
         base = load_base(base_path)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot load the adapter's base model {base_path!r}: {e}") from None
+        raise ModelLoadError(f"{path}: cannot load the adapter's base model {base_path!r}: {e}") from None
     saved = json.loads((path / MODEL_CONFIG).read_text()) if (path / MODEL_CONFIG).is_file() else {}
     vocab = saved.get("vocab_size")
     if vocab and vocab != base.get_input_embeddings().num_embeddings:
@@ -255,12 +256,12 @@ def load_adapter_weights(model: torch.nn.Module, folder: str | Path) -> None:
 
     folder = Path(folder)
     if not isinstance(model, PeftModel):
-        raise ValueError(f"{folder}: holds a LoRA adapter but the model has none (set lora.r as in the saved run)")
+        raise ConfigError(f"{folder}: holds a LoRA adapter but the model has none (set lora.r as in the saved run)")
     if not (folder / ADAPTER_WEIGHTS).is_file():
-        raise ValueError(f"{folder}: no {ADAPTER_WEIGHTS}: it was saved without LoRA (set lora.r to 0 to resume it)")
+        raise ConfigError(f"{folder}: no {ADAPTER_WEIGHTS}: it was saved without LoRA (set lora.r to 0 to resume it)")
     result = set_peft_model_state_dict(model, load_file(str(folder / ADAPTER_WEIGHTS)))
     if result.unexpected_keys:
-        raise ValueError(
+        raise ConfigError(
             f"{folder}: adapter does not match the model (unexpected {result.unexpected_keys[:3]}; "
             "were lora.r / lora.target_modules the same?)"
         )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from alignlab.models.load import context_length, disable_dropout, load_tokenizer
+from alignlab.models.load import check_model_path, context_length, disable_dropout, load_tokenizer
 from alignlab.models.lora import LoraSettings, apply_lora
 from alignlab.sections import ModelSource
 from alignlab.training import DEFAULT_SEQ_CAP
@@ -24,7 +24,10 @@ def load_for_training(
     """(model, tokenizer, seq_len): the model at ``path`` loaded by ``loader`` and its tokenizer (the
     one saved with it unless ``source.tokenizer`` names another), made ready by ``prepare_for_training``.
     ``head_seed`` seeds torch just before loading, for a model that gets a freshly initialised head."""
-    tok = load_tokenizer(source.tokenizer or path, source.trust_remote_code)
+    check_model_path(path)  # a missing model is named as such, not as the tokenizer saved with it
+    tok = load_tokenizer(
+        source.tokenizer or path, source.trust_remote_code, "tokenizer" if source.tokenizer else "model"
+    )
     if head_seed is not None:
         torch.manual_seed(head_seed)
     model = loader(path, source.trust_remote_code)

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from alignlab.data.chat import encode_prompt, encode_response
-from alignlab.models.load import check_model_path
+from alignlab.models.load import check_model_path, named_load_errors
 from alignlab.models.lora import is_adapter_folder, load_merged
 
 
@@ -24,10 +24,10 @@ def load_reward_model(path: str, trust_remote_code: bool = False, dtype: torch.d
     check_model_path(path)
     if is_adapter_folder(path):  # a LoRA reward model, or a LoRA SFT model given a fresh head
         return load_merged(path, lambda base: load_reward_model(base, trust_remote_code, dtype))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype or torch.float32
-    )
-    return model
+    with named_load_errors("reward model", path):
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype or torch.float32
+        )
 
 
 def reward_shift(model) -> float:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from alignlab.errors import ModelLoadError
 from alignlab.models.lora import inner_model
 from alignlab.models.reward_model import reward_shift
 from alignlab.rollout.scoring import position_ids_from_mask
@@ -43,7 +44,7 @@ class ValueModel(nn.Module):
         super().__init__()
         head = getattr(seq_cls_model, "score", None)
         if not isinstance(head, nn.Linear) or head.out_features != 1:
-            raise ValueError(
+            raise ModelLoadError(
                 f"{type(seq_cls_model).__name__}: expected a scalar linear head named 'score' "
                 "(the layout of transformers' *ForSequenceClassification with num_labels=1)"
             )

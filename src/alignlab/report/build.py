@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alignlab.config import arg
+from alignlab.errors import MissingInputError
 from alignlab.evaluate.seeds import compare_seeds
 from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics, read_summary
 from alignlab.report import plots, why_rlhf
@@ -174,7 +175,7 @@ def run(cfg: ReportConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     out = run_dir
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run_dir not found: {run_dir}")
+        raise MissingInputError(f"run_dir not found: {run_dir}")
     out.mkdir(parents=True, exist_ok=True)
     d = gather(run_dir)
     doc = Doc()

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import torch
 
+from alignlab.errors import ConfigError
 from alignlab.rollout.kv_sampler import sample_with_kv_cache
 from alignlab.rollout.layout import Rollout
 
@@ -76,10 +77,10 @@ def make_rollout_backend(
     if name == "vllm":
         reason = vllm_unavailable_reason()
         if reason:
-            raise ValueError(f"rollout_backend='vllm': {reason}; use rollout_backend='transformers'")
+            raise ConfigError(f"rollout_backend='vllm': {reason}; use rollout_backend='transformers'")
         from alignlab.rollout.vllm_backend import VLLMBackend
 
         return VLLMBackend(
             policy, tokenizer, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, seed=seed
         )
-    raise ValueError(f"rollout_backend must be one of {BACKENDS}, got {name!r}")
+    raise ConfigError(f"rollout_backend must be one of {BACKENDS}, got {name!r}")

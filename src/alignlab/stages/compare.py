@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from alignlab.config import ConfigError, arg
+from alignlab.config import arg
 from alignlab.data.chat import encode_prompts
 from alignlab.data.heldout import (
     DEFAULT_EVAL_FRACTION,
@@ -59,9 +59,9 @@ from alignlab.data.heldout import (
     load_train_eval,
     no_eval_message,
 )
-from alignlab.data.load import DataError
+from alignlab.errors import ConfigError, DataError, ModelLoadError
 from alignlab.evaluate.judges import world_records_ok
-from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.load import check_model_path, context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_replace_dir, atomic_write_text
 from alignlab.rollout.generate import generate_responses
 from alignlab.sections import ModelSource
@@ -259,10 +259,13 @@ def pairs_dataset(rows: list[dict]):
 
 
 def _load_policy(cfg: CompareConfig, path: str, device: str):
-    tok = load_tokenizer(cfg.source.tokenizer or path, cfg.source.trust_remote_code)
+    check_model_path(path)  # a missing policy is named as such, not as its tokenizer
+    tok = load_tokenizer(
+        cfg.source.tokenizer or path, cfg.source.trust_remote_code, "tokenizer" if cfg.source.tokenizer else "policy"
+    )
     model = load_causal_lm(path, cfg.source.trust_remote_code).to(device)
     if len(tok) > model.get_input_embeddings().num_embeddings:
-        raise ValueError(
+        raise ModelLoadError(
             f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
             "embeddings (give the SFT output, whose tokenizer matches)"
         )
@@ -330,7 +333,7 @@ class Job:
 def _jobs(cfg: CompareConfig, world) -> tuple[list[Job], HeldoutInfo]:
     """The training and held-out prompts (``data/heldout.py``: never the same prompts), each a seeded subset."""
     if not world.heldout_personas():
-        raise ValueError(f"{cfg.world_dir}: the world has no held-out labelers")
+        raise DataError(f"{cfg.world_dir}: the world has no held-out labelers")
     data = load_train_eval(cfg.data, cfg.train_split, cfg.eval_split, cfg.eval_fraction)
     if data.eval is None:  # the reward model's held-out accuracy is measured on these prompts
         raise DataError(no_eval_message("compare", cfg.data, data.info))

@@ -39,10 +39,11 @@ from alignlab.data.length_groups import length_groups
 from alignlab.data.load import require_format
 from alignlab.data.packing import block_indices
 from alignlab.distributed import make_accelerator, rank_share, reduce_means, reduce_sums, token_share
+from alignlab.errors import ConfigError, DataError
 from alignlab.evaluate.heldout_samples import paired_delta_ci, sample_and_score
 from alignlab.evaluate.heldout_set import HeldoutSet, heldout_seed, load_heldout, sampling_note
 from alignlab.faults import fault_point
-from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.load import check_model_path, context_length, disable_dropout, load_causal_lm, load_tokenizer
 from alignlab.models.lora import LoraSettings, apply_lora, reference_model
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel
@@ -129,7 +130,7 @@ def ranked_groups(ds, tokenizer, max_len: int, source: str) -> list[list[dict[st
             continue
         groups.append([encode_example(tokenizer, prompt, r, max_len) for r in responses])
     if not groups:
-        raise ValueError(f"{source}: no prompt with at least two responses")
+        raise DataError(f"{source}: no prompt with at least two responses")
     return groups
 
 
@@ -232,7 +233,8 @@ class Setup:
 def load_models(cfg: DPOConfig):
     """Tokenizer, policy (with its LoRA adapter when asked) and the frozen reference, dropout off."""
     trust = cfg.source.trust_remote_code
-    tok = load_tokenizer(cfg.source.tokenizer or cfg.policy, trust)
+    check_model_path(cfg.policy)  # a missing policy is named as such, not as its tokenizer
+    tok = load_tokenizer(cfg.source.tokenizer or cfg.policy, trust, "tokenizer" if cfg.source.tokenizer else "policy")
     policy = load_causal_lm(cfg.policy, trust)
     # LoRA without an explicit ref_model: the reference is the policy with its adapter off (one copy)
     ref = None if cfg.lora.enabled and not cfg.ref_model else load_causal_lm(cfg.ref_model or cfg.policy, trust)
@@ -264,7 +266,7 @@ def load_comparisons(cfg: DPOConfig, tok, max_len: int, is_main: bool) -> Compar
 def setup(cfg: DPOConfig) -> Setup:
     accelerator = make_accelerator(training.resolve_device(cfg.run.device), "dpo")
     if cfg.batch_size % accelerator.num_processes:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
             f"({accelerator.num_processes}): it is global, split over the ranks"
         )

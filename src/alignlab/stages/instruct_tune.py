@@ -29,9 +29,10 @@ import datasets
 import torch
 from accelerate import PartialState
 
-from alignlab.config import apply, arg
+from alignlab.config import apply, arg, check_output_name
 from alignlab.data.chat import encode_prompt
 from alignlab.data.heldout import HeldoutInfo, canonical
+from alignlab.errors import ConfigError, MissingInputError
 from alignlab.models.load import load_causal_lm, load_tokenizer
 from alignlab.outputs import atomic_write_json, read_summary
 from alignlab.rollout.generate import generate_responses
@@ -66,6 +67,10 @@ class InstructTuneConfig:
     seed: int = arg(0, "seed for tuning and the prompt sample")
     device: str = arg("auto", "auto, cpu or cuda")
     output_dir: str = arg("runs/instruct_tune", "one sub-folder per held-out cluster and variant")
+
+    def __post_init__(self) -> None:
+        for i, cluster in enumerate(self.heldout_clusters):  # each names a sub-folder of output_dir
+            check_output_name(cluster, f"instruct-tune: 'heldout_clusters[{i}]'")
 
 
 PRESETS = {
@@ -190,17 +195,26 @@ def sft_config(cfg: InstructTuneConfig, data: Path, run_dir: Path):
     return apply(STAGES["sft"].load()[0](), settings, "instruct-tune")  # the SFT stage's config class
 
 
-def run(cfg: InstructTuneConfig) -> dict:
-    t0 = time.time()
-    world_dir, out = Path(cfg.world_dir), Path(cfg.output_dir)
-    world = load_world(str(world_dir))
+def check_clusters(cfg: InstructTuneConfig, world_dir: Path) -> None:
+    """The clusters named are the world's, and none is both held out and excluded (before the world loads)."""
+    if not (world_dir / "stats.json").is_file():
+        raise MissingInputError(
+            f"{world_dir} has no stats.json; build the world with `alignlab world --output_dir {world_dir}`"
+        )
     known = set(json.loads((world_dir / "stats.json").read_text())["clusters"])
     for key in ("heldout_clusters", "exclude_clusters"):
         unknown = [c for c in getattr(cfg, key) if c not in known]
         if unknown:
-            raise ValueError(f"{key}: unknown cluster(s) {unknown}; the world has {sorted(known)}")
+            raise ConfigError(f"{key}: unknown cluster(s) {unknown}; the world has {sorted(known)}")
     if set(cfg.heldout_clusters) & set(cfg.exclude_clusters):
-        raise ValueError("heldout_clusters and exclude_clusters overlap")
+        raise ConfigError("heldout_clusters and exclude_clusters overlap")
+
+
+def run(cfg: InstructTuneConfig) -> dict:
+    t0 = time.time()
+    world_dir, out = Path(cfg.world_dir), Path(cfg.output_dir)
+    check_clusters(cfg, world_dir)
+    world = load_world(str(world_dir))
     variants = ["instruction"] + (["no_template"] if cfg.no_template else [])
     # under `accelerate launch` the SFT runs are multi-process; this stage's own files are written
     # by rank 0 (the others wait), and every rank computes the same greedy zero-shot answers

@@ -149,6 +149,21 @@ def config_changes(out: Path, sc, wired: set[str] = frozenset()) -> list[str]:
     return diff(saved, now)
 
 
+# Keys that say where a step writes: the pipeline sets them (RUN/<step>), so every output stays in the run folder.
+OUTPUT_KEYS = {"output_dir": "every step", "run_dir": "report"}
+
+
+def check_step_outputs(stage_overrides: dict) -> None:
+    """Refuse a per-step override of where the step writes (``{sft: {output_dir: /elsewhere}}``)."""
+    for step, overrides in stage_overrides.items():
+        for key in overrides if isinstance(overrides, dict) else ():
+            if OUTPUT_KEYS.get(key) in ("every step", step):
+                raise ConfigError(
+                    f"stage_overrides.{step}.{key}: the pipeline writes each step in RUN/<step>; "
+                    "set the pipeline's output_dir to move the whole run"
+                )
+
+
 def step_config(step: str, cfg: PipelineConfig, seed: int, run: Path):
     stage, extra = STEPS[step].stage, STEPS[step].preset
     cls, presets, _ = STAGES[stage].load()
@@ -197,6 +212,7 @@ def run(cfg: PipelineConfig) -> dict:
     bad = [s for s in cfg.stage_overrides if s not in STEPS]
     if bad:
         raise ConfigError(f"stage_overrides: unknown step(s) {bad}; known: {', '.join(ORDER)}")
+    check_step_outputs(cfg.stage_overrides)
     if not cfg.seeds:
         raise ConfigError("seeds: give at least one seed")
     shared = Path(cfg.output_dir)

@@ -16,8 +16,9 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 from alignlab.data.chat import encode_prompt_rows
 from alignlab.data.heldout import HeldoutInfo, TrainEval, load_train_eval
 from alignlab.data.packing import pack_documents
+from alignlab.errors import ConfigError, ModelLoadError
 from alignlab.evaluate.heldout_set import heldout_source, world_judge
-from alignlab.models.load import context_length, load_causal_lm, load_tokenizer
+from alignlab.models.load import check_model_path, context_length, load_causal_lm, load_tokenizer
 from alignlab.models.lora import apply_lora, load_adapter_weights
 from alignlab.models.reward_model import load_reward_model
 from alignlab.models.value_model import ValueModel
@@ -29,26 +30,26 @@ from alignlab.rollout.packed import packing_matches_padding
 def check_settings(cfg) -> None:
     """Refuse settings PPO cannot run with, before any model is loaded."""
     if cfg.batch_size % cfg.minibatch_size:
-        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")
+        raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")
     if cfg.rollout.temperature <= 0:
-        raise ValueError("temperature must be > 0: PPO needs sampled responses and their probabilities")
+        raise ConfigError("temperature must be > 0: PPO needs sampled responses and their probabilities")
     if cfg.rollout.backend == "vllm" and vllm_unavailable_reason():
-        raise ValueError(f"rollout.backend='vllm': {vllm_unavailable_reason()}; use rollout.backend='transformers'")
+        raise ConfigError(f"rollout.backend='vllm': {vllm_unavailable_reason()}; use rollout.backend='transformers'")
 
 
 def check_shapes(cfg, n_proc: int, has_reward: bool, ptx_blocks: torch.Tensor | None) -> None:
     """Batch sizes are global: each must split evenly over the ``n_proc`` ranks."""
     if not has_reward:
-        raise ValueError("PPO needs a reward model or a reward_fn")
+        raise ConfigError("PPO needs a reward model or a reward_fn")
     if cfg.batch_size % n_proc or cfg.minibatch_size % n_proc:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must be "
             f"divisible by the number of processes ({n_proc}): both are global, split over the ranks"
         )
     if cfg.ptx.coef > 0 and ptx_blocks is None:
-        raise ValueError("ptx.coef > 0 needs pretraining blocks (set ptx.data)")
+        raise ConfigError("ptx.coef > 0 needs pretraining blocks (set ptx.data)")
     if cfg.ptx.coef > 0 and cfg.ptx.batch_size % n_proc:
-        raise ValueError(
+        raise ConfigError(
             f"ptx.batch_size ({cfg.ptx.batch_size}) must be divisible by the number of processes "
             f"({n_proc}): it is global, split over the ranks"
         )
@@ -70,7 +71,8 @@ def load_models(cfg, ckpt_dir: Path | None, use_rm: bool) -> PPOModels:
     off (no second copy); a checkpoint holds the adapters, loaded onto the same bases. The load order
     is fixed: a LoRA adapter's initialisation draws from the torch RNG."""
     trust, lora = cfg.source.trust_remote_code, cfg.lora.enabled
-    tok = load_tokenizer(cfg.source.tokenizer or cfg.policy, trust)
+    check_model_path(cfg.policy)  # a missing policy is named as such, not as its tokenizer
+    tok = load_tokenizer(cfg.source.tokenizer or cfg.policy, trust, "tokenizer" if cfg.source.tokenizer else "policy")
     policy = load_causal_lm(str(ckpt_dir / "policy") if ckpt_dir and not lora else cfg.policy, trust)
     policy = apply_lora(policy, cfg.lora, "CAUSAL_LM")
     ref = None if lora else load_causal_lm(cfg.policy, trust)
@@ -83,7 +85,7 @@ def load_models(cfg, ckpt_dir: Path | None, use_rm: bool) -> PPOModels:
         load_adapter_weights(value.model, ckpt_dir / "value_model")
     n_embed = policy.get_input_embeddings().num_embeddings
     if len(tok) > n_embed:
-        raise ValueError(f"tokenizer has {len(tok)} tokens but the policy's embedding only {n_embed}")
+        raise ModelLoadError(f"tokenizer has {len(tok)} tokens but the policy's embedding only {n_embed}")
     return PPOModels(tok, policy, ref, rm, value)
 
 
@@ -104,7 +106,7 @@ def load_inputs(cfg, tok, policy) -> PPOInputs:
     ctx = context_length(policy)
     max_prompt_len = min(cfg.rollout.max_prompt_len, ctx - cfg.rollout.max_new_tokens - 1)
     if max_prompt_len < 8:
-        raise ValueError(
+        raise ConfigError(
             f"max_new_tokens ({cfg.rollout.max_new_tokens}) leaves no room for a prompt in the {ctx}-token context"
         )
     prompts = prompt_split(cfg)
@@ -121,11 +123,17 @@ def prompt_split(cfg) -> TrainEval:
     prompts, else -- so that PPO never trains on the prompts it is judged on -- ``data``'s eval.split, or
     eval_fraction of its prompts. eval.prompts 0: nothing held out, every prompt trained on."""
     if cfg.eval.prompts == 0:
-        none = load_train_eval(cfg.data, cfg.split, "", column=cfg.prompt_column)
+        none = load_train_eval(cfg.data, cfg.split, "", column=cfg.prompt_column, column_key="prompt_column")
         return TrainEval(none.train, None, none.info.unused("eval.prompts is 0"))
     eval_data = heldout_source(cfg.eval.data, cfg.world_dir)
     return load_train_eval(
-        cfg.data, cfg.split, cfg.eval.split, cfg.eval_fraction, eval_data=eval_data, column=cfg.prompt_column
+        cfg.data,
+        cfg.split,
+        cfg.eval.split,
+        cfg.eval_fraction,
+        eval_data=eval_data,
+        column=cfg.prompt_column,
+        column_key="prompt_column",
     )
 
 
@@ -140,7 +148,13 @@ def _pretraining_blocks(cfg, tok, ctx: int) -> tuple[torch.Tensor | None, torch.
         return None, None, None
     seq = min(cfg.ptx.seq_len, ctx)
     text = load_train_eval(
-        cfg.ptx.data, "train", "validation", cfg.eval_fraction, column=cfg.ptx.text_column, text=True
+        cfg.ptx.data,
+        "train",
+        "validation",
+        cfg.eval_fraction,
+        column=cfg.ptx.text_column,
+        text=True,
+        column_key="ptx.text_column",
     )
     blocks = pack_documents(list(text.train[cfg.ptx.text_column]), tok, seq) if cfg.ptx.coef > 0 else None
     if text.eval is None:  # no held-out text: the pretraining loss before/after is not measured
@@ -154,10 +168,10 @@ def world_reward_fn(cfg, inputs: PPOInputs, reward_fn: Callable | None) -> Calla
     if cfg.reward_source != "world":
         return reward_fn
     if reward_fn is not None:
-        raise ValueError("reward_source='world' and a reward_fn were both given; pass one")
+        raise ConfigError("reward_source='world' and a reward_fn were both given; pass one")
     judge = inputs.judge
     if judge is None or "meta" not in inputs.rows[0]:
-        raise ValueError(
+        raise ConfigError(
             f"reward_source='world' needs world_dir and prompts from the world's data (rows with "
             f"`meta`); data={cfg.data!r} world_dir={cfg.world_dir!r}"
         )

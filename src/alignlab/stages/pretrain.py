@@ -28,9 +28,9 @@ from alignlab.data.heldout import (
     load_train_eval,
     no_eval_message,
 )
-from alignlab.data.load import DataError
 from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
 from alignlab.distributed import make_accelerator
+from alignlab.errors import ConfigError, DataError
 from alignlab.faults import fault_point
 from alignlab.models.llama import build_llama, llama_config, non_embedding_params
 from alignlab.models.load import load_causal_lm, load_tokenizer
@@ -130,11 +130,19 @@ def load_corpus(cfg: PretrainConfig) -> Corpus:
     """Documents -> packed blocks of seq_len tokens."""
     tok_path = cfg.source.tokenizer or cfg.model.init_from
     if not tok_path:
-        raise ValueError("tokenizer: give a tokenizer path, or model.init_from to use the model's own")
+        raise ConfigError(
+            "tokenizer: give a tokenizer path (source.tokenizer), or model.init_from to use the model's own"
+        )
     tok = load_tokenizer(tok_path, cfg.source.trust_remote_code)
     # the eval loss is the run's only measure of progress, and its samples continue held-out documents
     split = load_train_eval(
-        cfg.data, cfg.train_split, cfg.eval_split, cfg.eval_fraction, column=cfg.text_column, text=True
+        cfg.data,
+        cfg.train_split,
+        cfg.eval_split,
+        cfg.eval_fraction,
+        column=cfg.text_column,
+        text=True,
+        column_key="text_column",
     )
     if split.eval is None:
         raise DataError(no_eval_message("pretrain", cfg.data, split.info))
@@ -168,7 +176,7 @@ def setup(cfg: PretrainConfig) -> Setup:
     world = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
     if cfg.batch_size % (micro * world):
-        raise ValueError(
+        raise ConfigError(
             f"batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size x processes ({micro} x {world})"
         )
     corpus = load_corpus(cfg)

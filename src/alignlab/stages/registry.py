@@ -8,7 +8,8 @@ The pipeline's wiring, the evaluation's policy list and the report's labels are 
 here, so adding a stage is its own file plus an entry in each list.
 
 :func:`run_stage` wraps a stage with what every stage owes its user: the resolved ``config.yaml``
-written first, ``summary.json`` (with the wall time and the time it finished) written last.
+written first, ``summary.json`` (with the wall time and the time it finished) written last, and a
+folder left as it was when the stage refuses its input (a ``UserError``) before writing anything else.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from alignlab.outputs import write_config, write_summary
-from alignlab.run_lock import run_lock
+from alignlab.errors import UserError
+from alignlab.outputs import atomic_write_text, write_config, write_summary
+from alignlab.run_lock import LOCK_NAME, run_lock
 
 
 @dataclass(frozen=True)
@@ -196,18 +198,82 @@ def run_stage(name: str, cfg: Any) -> dict:
     out = Path(cfg.output_dir)
     # Under `accelerate launch` only rank 0 writes files the user reads.
     is_main = int(os.environ.get("RANK", "0")) == 0
-    with run_lock(out) if is_main else contextlib.nullcontext():  # one writer per folder (run_lock.py)
-        if is_main:
-            write_config(out, cfg)
-        t0 = time.time()
-        summary = run(cfg) or {}
-        # finished_at (Unix time) lets the pipeline order steps even after a copy that resets file times
-        summary = {
-            "stage": name,
-            **summary,
-            "wall_seconds": round(time.time() - t0, 2),
-            "finished_at": round(time.time(), 3),
-        }
-        if is_main:
-            write_summary(out, summary)
+    with left_as_found_if_refused(out, enabled=is_main):
+        # one writer per folder (run_lock.py); taken before config.yaml, so a refused second run changes nothing
+        with run_lock(out) if is_main else contextlib.nullcontext():
+            if is_main:
+                write_config(out, cfg)
+            t0 = time.time()
+            summary = run(cfg) or {}
+            # finished_at (Unix time) lets the pipeline order steps even after a copy that resets file times
+            summary = {
+                "stage": name,
+                **summary,
+                "wall_seconds": round(time.time() - t0, 2),
+                "finished_at": round(time.time(), 3),
+            }
+            if is_main:
+                write_summary(out, summary)
     return summary
+
+
+@contextlib.contextmanager
+def left_as_found_if_refused(out: Path, enabled: bool = True):
+    """A stage that refuses its input (``UserError``: a missing model, a bad column) before writing anything
+    but config.yaml leaves ``out`` as it found it: the previous run's config.yaml put back (its summary.json
+    and model then still describe each other), or the folders this run created removed. A stage that had
+    written more keeps everything: config.yaml then describes what it wrote."""
+    if not enabled:
+        yield
+        return
+    created = _topmost_missing(out)
+    before = _entries(out)
+    config = out / "config.yaml"
+    old_config = (config.read_text(), config.stat()) if config.is_file() else None
+    try:
+        yield
+    except UserError:
+        if _entries(out, skip=config.name) == {k: v for k, v in before.items() if k != config.name}:
+            _put_back(config, old_config)
+            _remove_if_empty(out, created)
+        raise
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what ``mkdir(parents=True)`` creates)."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _entries(folder: Path, skip: str = "") -> dict[str, int]:
+    """What is in ``folder`` (name -> modification time), to see whether a stage wrote anything in it (the
+    run lock is not the stage's output)."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: p.lstat().st_mtime_ns for p in folder.iterdir() if p.name not in (skip, LOCK_NAME)}
+
+
+def _put_back(config: Path, old: tuple[str, os.stat_result] | None) -> None:
+    if old is None:
+        config.unlink(missing_ok=True)
+        return
+    text, st = old
+    atomic_write_text(config, text)
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _remove_if_empty(out: Path, created: Path | None) -> None:
+    """Remove the folders from ``out`` up to ``created`` (the ones this run made), as far as they are empty."""
+    if created is None:
+        return
+    (out / LOCK_NAME).unlink(missing_ok=True)  # released: this run's own, in a folder it made
+    for p in [out, *out.parents]:
+        if not p.is_dir() or any(p.iterdir()):
+            return
+        p.rmdir()
+        if p == created:
+            return

@@ -48,6 +48,7 @@ from alignlab.data.heldout import (
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, demonstrations
 from alignlab.distributed import make_accelerator, map_sharded, rank_share, reduce_sums
+from alignlab.errors import ConfigError
 from alignlab.faults import fault_point
 from alignlab.models.load import context_length, load_causal_lm
 from alignlab.models.lora import LoraSettings, is_adapter_folder, load_adapter_weights
@@ -135,7 +136,7 @@ def make_judge(cfg: SFTConfig, val_ds, device):
         choice = "world" if world_ok else ("reward_model" if cfg.reward_model else "loss")
     if choice == "world":
         if not world_ok:
-            raise ValueError(
+            raise ConfigError(
                 f"judge: 'world' needs world_dir with a world.json ({cfg.world_dir!r}) and validation rows "
                 f"with the world's 'task' and 'meta' columns (columns: {val_ds.column_names})"
             )
@@ -143,7 +144,7 @@ def make_judge(cfg: SFTConfig, val_ds, device):
         return "world", judge.gold
     if choice == "reward_model":
         if not cfg.reward_model:
-            raise ValueError("judge: 'reward_model' needs reward_model (a path or hub id)")
+            raise ConfigError("judge: 'reward_model' needs reward_model (a path or hub id)")
         rm = RewardModelJudge(cfg.reward_model, device=device, trust_remote_code=cfg.source.trust_remote_code)
         return "reward_model", rm.score
     return "loss", None
@@ -185,9 +186,9 @@ class Progress:
 
 def run(cfg: SFTConfig) -> dict:
     if cfg.epochs < 1:
-        raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
+        raise ConfigError(f"epochs: must be >= 1, got {cfg.epochs}")
     if cfg.run.checkpoint_interval:
-        raise ValueError("run.checkpoint_interval: SFT saves a checkpoint after every epoch; leave it at 0")
+        raise ConfigError("run.checkpoint_interval: SFT saves a checkpoint after every epoch; leave it at 0")
     with training.cpu_threads(cfg.run.threads):
         t_start, out = time.time(), Path(cfg.output_dir)
         accelerator = make_accelerator(training.resolve_device(cfg.run.device), "sft")

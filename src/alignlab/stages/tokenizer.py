@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignlab.config import arg
-from alignlab.data.load import load_dataset_any, require_format
+from alignlab.data.load import load_dataset_any, require_column, require_format
+from alignlab.errors import ConfigError
 from alignlab.models.tokenizer import train_bpe
 
 
@@ -30,12 +31,11 @@ def run(cfg: TokenizerConfig) -> dict:
     t0 = time.time()
     ds = load_dataset_any(cfg.data, cfg.split)
     if cfg.text_column != "text":
-        if cfg.text_column not in ds.column_names:
-            raise ValueError(f"{cfg.data}: no column '{cfg.text_column}' (columns: {ds.column_names}); set text_column")
+        require_column(ds, cfg.text_column, cfg.data, "text_column")
     else:
         require_format(ds, ("text",), cfg.data)
     if cfg.vocab_size < 300:
-        raise ValueError(f"vocab_size={cfg.vocab_size}: must be at least 300 (256 bytes + special tokens)")
+        raise ConfigError(f"vocab_size={cfg.vocab_size}: must be at least 300 (256 bytes + special tokens)")
     texts = list(ds[cfg.text_column])
     tok = train_bpe(texts, cfg.vocab_size, cfg.min_frequency)
     tok.save_pretrained(cfg.output_dir)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from alignlab.config import ConfigError, arg
+from alignlab.errors import MissingInputError
 from alignlab.outputs import atomic_write_json, read_summary
 
 STEPS = ["world", "sft", "compare", "reward", "ppo_ptx", "evaluate"]
@@ -65,7 +66,7 @@ def _run_world_config(run: Path) -> dict[str, Any]:
 
     path = run / "world" / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{run} has no world/config.yaml: run `alignlab pipeline --output-dir {run}` first")
+        raise MissingInputError(f"{run} has no world/config.yaml: run `alignlab pipeline --output-dir {run}` first")
     cfg = yaml.safe_load(path.read_text()) or {}
     return {k: v for k, v in cfg.items() if k != "output_dir"}
 
@@ -75,7 +76,7 @@ def _link(src: Path, dst: Path) -> None:
     if dst.is_symlink() or dst.exists():
         return
     if read_summary(src) is None:
-        raise FileNotFoundError(f"{src} has not finished: run the pipeline's {src.name} step first")
+        raise MissingInputError(f"{src} has not finished: run the pipeline's {src.name} step first")
     dst.symlink_to(os.path.relpath(src.resolve(), dst.parent.resolve()))
 
 

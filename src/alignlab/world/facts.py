@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from alignlab.errors import ConfigError
 from alignlab.world import lexicon, schema
 
 # Words a name must never equal: everything else the world says, plus glue words.
@@ -140,7 +141,7 @@ def kind_counts(n_entities: int) -> dict[str, int]:
     counts = {k: max(3, int(round(share * n_entities))) for k, share in KIND_SHARES.items()}
     counts["person"] += n_entities - sum(counts.values())  # rounding remainder goes to people
     if counts["person"] < 4:
-        raise ValueError("n_entities too small for all kinds")
+        raise ConfigError("n_entities too small for all kinds")
     return counts
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignlab.errors import MissingInputError
 from alignlab.world.world import World
 
 DATA_FOLDERS = ["corpus", "sft", "rm", "ppo", "test", "comparisons", "pairs", "nlp_tasks"]
@@ -54,7 +55,7 @@ def load_world(path: str | Path) -> World:
     """
     path = Path(path)
     if not (path / "world.json").is_file():
-        raise FileNotFoundError(f"{path} has no world.json; build it with `alignlab world --output_dir {path}`")
+        raise MissingInputError(f"{path} has no world.json; build it with `alignlab world --output_dir {path}`")
     world = World.from_json(json.loads((path / "world.json").read_text()))
     if (path / "stats.json").is_file():
         world.stats = json.loads((path / "stats.json").read_text())

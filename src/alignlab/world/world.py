@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from alignlab.errors import DataError
+
 WORLD_FORMAT = 1  # bump when world.json changes incompatibly
 
 
@@ -81,7 +83,7 @@ class World:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> World:
         if data.get("format") != WORLD_FORMAT:
-            raise ValueError(f"world.json format {data.get('format')!r} is not {WORLD_FORMAT}; rebuild the world")
+            raise DataError(f"world.json format {data.get('format')!r} is not {WORLD_FORMAT}; rebuild the world")
         return cls(
             seed=data["seed"],
             config=data["config"],
