@@ -290,6 +290,21 @@ def test_world_corpus_validation_and_test_prompts_are_not_pretrained_on(small_wo
     assert not leaked, f"test prompts in the pretraining corpus: {leaked[:3]}"
 
 
+def test_the_default_worlds_corpus_splits_and_test_prompts_are_disjoint():
+    """The world every README number comes from: short template documents repeat word for word, and one
+    copy in each corpus split would put training text into the alignment tax's held-out loss."""
+    from alignlab.world.build import build_world
+    from alignlab.world.config import WorldConfig
+
+    data = build_world(WorldConfig()).data
+    train = [r["text"] for r in data["corpus"]["train"]]
+    val = [r["text"] for r in data["corpus"]["validation"]]
+    assert len(val) > 200 and not set(train) & set(val)
+    text = "\n".join(train + val)
+    leaked = [r["prompt"] for split in data["test"].values() for r in split if r["prompt"] in text]
+    assert not leaked, f"test prompts in the pretraining corpus: {leaked[:3]}"
+
+
 def test_instruct_tune_never_tunes_on_the_cluster_it_is_judged_on(small_world, tmp_path):
     from alignlab.stages import instruct_tune
 

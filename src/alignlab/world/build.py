@@ -66,6 +66,10 @@ def build_world(cfg: WorldConfig) -> World:
     )
     n_val = max(10, round(len(docs) * cfg.corpus_val_frac)) if cfg.corpus_val_frac > 0 else 0
     corpus_train, corpus_val = docs[: len(docs) - n_val], docs[len(docs) - n_val :]
+    # Short template documents (a bio, a list) can come out word for word twice; one in each split would
+    # put training text into the held-out loss the alignment tax is measured with.
+    seen = set(corpus_train)
+    corpus_val = [d for d in corpus_val if d not in seen]
 
     sizes = {**splits.split_sizes(cfg.scale, cfg.val_frac, cfg.test_min), splits.PROBE: cfg.heldout_probe_prompts}
     recs, exhausted = splits.make_splits(Pools(world), sizes, _rng(cfg.seed, "prompts"), cfg.closed_domain_rate)
