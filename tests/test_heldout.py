@@ -280,6 +280,25 @@ def small_world(tmp_path_factory) -> Path:
     return out
 
 
+def test_evaluate_measures_the_alignment_tax_on_the_documents_pretraining_held_out(rlhf_inputs, monkeypatch):  # noqa: F811
+    """Given the same single corpus file, evaluate's held-out text is exactly what pretraining did not train on."""
+    from types import SimpleNamespace
+
+    from alignlab.evaluate import stage as evaluate
+
+    packed = _spy(monkeypatch, pretrain, "pack_documents")
+    settings = {
+        "data": rlhf_inputs["corpus"],
+        "eval_fraction": 0.2,
+        "source": {"tokenizer": rlhf_inputs["llama_policy"]},
+    }
+    pretrain.load_corpus(apply(pretrain.PretrainConfig(), settings, "test"))
+    (train_docs, *_), (pretrain_eval_docs, *_) = packed
+    cfg = apply(evaluate.EvaluateConfig(), {"heldout_data": rlhf_inputs["corpus"], "eval_fraction": 0.2}, "test")
+    texts, _ = evaluate._tax_data(cfg, SimpleNamespace(has_world=False), lambda msg: None)
+    assert set(texts) == set(pretrain_eval_docs) and not set(texts) & set(train_docs)
+
+
 def test_world_corpus_validation_and_test_prompts_are_not_pretrained_on(small_world):
     corpus = datasets.load_from_disk(str(small_world / "corpus"))
     train, val = list(corpus["train"]["text"]), list(corpus["validation"]["text"])

@@ -34,6 +34,7 @@ import numpy as np
 
 from alignlab.config import arg
 from alignlab.data.chat import encode_prompts, prompt_of
+from alignlab.data.heldout import DEFAULT_EVAL_FRACTION, has_split, load_train_eval
 from alignlab.data.load import load_dataset_any, require_column
 from alignlab.errors import ConfigError, MissingInputError
 from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, heldout_blocks, heldout_nll
@@ -115,7 +116,12 @@ class EvaluateConfig:
     score_batch_size: int = arg(64, "sequences per scoring forward pass (KL, held-out loss, NLP choices)")
     alignment_tax: bool = arg(True, "measure held-out pretraining loss and zero-shot NLP accuracy")
     heldout_data: str = arg("", "held-out pretraining text; empty = world_dir/corpus")
-    heldout_split: str = arg("validation", "split of heldout_data")
+    heldout_split: str = arg(
+        "validation",
+        "split of heldout_data; a source without it (one .jsonl file) gives the eval_fraction of its documents "
+        "that pretraining on the same file held out (the same hash rule, data/heldout.py)",
+    )
+    eval_fraction: float = arg(DEFAULT_EVAL_FRACTION, "share of heldout_data's documents held out when it has no split")
     heldout_text_column: str = arg("text", "column of heldout_data with the documents")
     heldout_blocks: int = arg(128, "packed blocks of held-out text for the pretraining loss (a fixed set)")
     heldout_seq_len: int = arg(128, "tokens per block (capped at the model's context)")
@@ -261,10 +267,20 @@ def _tax_data(cfg: EvaluateConfig, judges: _Judges, note) -> tuple[list[str] | N
     if not cfg.alignment_tax:
         return corpus_texts, nlp_items
     src = cfg.heldout_data or (str(judges.world_dir / "corpus") if judges.has_world else "")
-    if src:
-        ds = load_dataset_any(src, cfg.heldout_split)
-        require_column(ds, cfg.heldout_text_column, f"{src} ({cfg.heldout_split} split)", "heldout_text_column")
-        corpus_texts = list(ds[cfg.heldout_text_column])
+    if src:  # held-out text only: a single file's documents that pretraining on it would have trained on are left out
+        text = load_train_eval(
+            src,
+            "train",
+            cfg.heldout_split,
+            cfg.eval_fraction,
+            column=cfg.heldout_text_column,
+            text=True,
+            column_key="heldout_text_column",
+        )
+        print(f"evaluate: pretraining text for the alignment tax: {text.info.line()}")
+        corpus_texts = list(text.eval[cfg.heldout_text_column]) if text.eval is not None else None
+        if corpus_texts is None:
+            note(f"held-out pretraining loss skipped: {src} has no held-out documents ({text.info.split})")
     else:
         note("held-out pretraining loss skipped: no heldout_data and no world")
     src = cfg.nlp_data or (str(judges.world_dir / "nlp_tasks") if judges.has_world else "")
@@ -473,6 +489,13 @@ def run(cfg: EvaluateConfig) -> dict:
         "base": cfg.base,
         "judge": judges.name,
         "n_prompts": n_main,
+        # evaluate trains nothing: its prompts are held out from the stages that did (the world's test split)
+        "heldout": {
+            "source": cfg.data,
+            "split": cfg.split,
+            "how": "split" if has_split(cfg.data, cfg.split) else "all rows",
+            "prompts": n_main,
+        },
         "n_samples": cfg.n_samples,
         "policies": table,
         "notes": notes,
