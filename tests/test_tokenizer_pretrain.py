@@ -88,13 +88,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_corpus, tmp_path):
         "--source.tokenizer",
         tiny_corpus["tokenizer"],
         "--max-steps",
-        "150",
+        "60",
         "--run.checkpoint-interval",
         "10",
         "--run.log-interval",
         "1",
         "--eval-interval",
-        "50",
+        "30",
         "--run.tensorboard",
         "false",
     ]
@@ -119,8 +119,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_corpus, tmp_path):
     assert p.wait() == 0, p.stderr.read().decode()[-2000:]
     a = [(m["step"], m["loss"]) for m in read_metrics(ref) if "loss" in m]
     b = [(m["step"], m["loss"]) for m in read_metrics(out) if "loss" in m]
-    assert [s for s, _ in b] == list(range(1, 151))  # no step lost or logged twice
-    assert killed_at < 150
+    assert [s for s, _ in b] == list(range(1, 61))  # no step lost or logged twice
+    assert killed_at < 60
     assert b == a  # bit-for-bit: the same loss at every step, before and after the kill
     ref_sum, out_sum = (json.loads((d / "summary.json").read_text()) for d in (ref, out))
     assert out_sum["final_eval_loss"] == ref_sum["final_eval_loss"]
