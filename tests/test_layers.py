@@ -22,7 +22,7 @@ LOW = {
     "faults",
     "run_lock",
 }
-HIGH = {"stages", "evaluate", "report", "scaling", "cli", "studies"}
+HIGH = {"stages", "evaluate", "report", "scaling", "cli", "studies", "chat"}
 
 
 def module_name(path: Path) -> str:

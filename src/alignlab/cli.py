@@ -24,6 +24,9 @@ def usage() -> str:
     lines = [__doc__.strip().splitlines()[0], "", "stages:"]
     lines += [f"  {name:<{width}}  {s.help}" for name, s in STAGES.items()]
     lines += [f"  {'scaling':<{width}}  sweep | fit | predict: predictable scaling (alignlab scaling --help)"]
+    lines += [
+        f"  {'chat':<{width}}  MODEL [MODEL ...]: ask models a prompt, answers side by side (alignlab chat --help)"
+    ]
     lines += ["", "alignlab <stage> --help   lists every key of that stage with its default"]
     return "\n".join(lines)
 
@@ -43,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name == "study" and rest and not rest[0].startswith("-"):  # alignlab study <name>: one stage per study
         name, rest = f"study {rest[0]}", rest[1:]
+    if name == "chat":  # alignlab chat MODEL [MODEL ...]: interactive, writes no run folder
+        from alignlab.chat import main as chat_main
+
+        return chat_main(rest)
     if name == "scaling":  # alignlab scaling sweep|fit|predict: sub-commands live in alignlab.scaling.stage
         from alignlab.scaling.stage import main as scaling_main
 
