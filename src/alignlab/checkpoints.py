@@ -66,12 +66,15 @@ def problem(folder: Path) -> str | None:
         return f"manifest.json is unreadable ({e})"
     for name, want in listed.items():
         path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != want["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, the manifest says {want['bytes']} (truncated?)"
-        if _sha256(path) != want["sha256"]:
-            return f"{name} does not match its SHA-256 in the manifest (corrupted)"
+        try:
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != want["bytes"]:
+                return f"{name} has {path.stat().st_size} bytes, the manifest says {want['bytes']} (truncated?)"
+            if _sha256(path) != want["sha256"]:
+                return f"{name} does not match its SHA-256 in the manifest (corrupted)"
+        except OSError as e:  # unreadable, or moved aside by the main process meanwhile
+            return f"{name} cannot be read ({e.strerror or e})"
     extra = [str(p.relative_to(folder)) for p in _files(folder) if str(p.relative_to(folder)) not in listed]
     return f"{extra[0]} is not in the manifest" if extra else None
 
@@ -87,10 +90,13 @@ def step_of(folder: Path) -> int:
     return json.loads((folder / STATE).read_text())["step"]
 
 
-def latest(ckpt_dir: str | Path) -> Path | None:
+def latest(ckpt_dir: str | Path, tidy: bool = True) -> Path | None:
     """The newest checkpoint that matches its manifest (``checkpoint/``, a finished ``checkpoint.tmp/``
-    or ``checkpoint.prev/``), or None when there is none. A damaged one is reported by name and moved
-    to ``<name>.corrupt``; if every candidate is damaged the run stops rather than start over silently."""
+    or ``checkpoint.prev/``), or None when there is none. A damaged one is reported by name and (``tidy``)
+    moved to ``<name>.corrupt``; if every candidate is damaged the run stops rather than start over
+    silently. Under several processes only the main one tidies; every rank reads the same files and so
+    makes the same choice. A finished ``.tmp`` is used where it lies (the next save replaces it), so no
+    rank ever loads from a folder another is renaming."""
     ckpt_dir = Path(ckpt_dir)
     found = [p for p in (ckpt_dir, _sibling(ckpt_dir, ".tmp"), _sibling(ckpt_dir, ".prev")) if p.is_dir()]
     good, bad = [], []
@@ -102,10 +108,11 @@ def latest(ckpt_dir: str | Path) -> Path | None:
         if why is None:
             good.append(folder)
         elif folder.name.endswith(".tmp") and not (folder / MANIFEST).exists():
-            shutil.rmtree(folder)  # a save killed before it finished: not a checkpoint yet
+            if tidy:  # a save killed before it finished: not a checkpoint yet
+                shutil.rmtree(folder, ignore_errors=True)
         else:
             bad.append((folder, why))
-    for folder, why in bad:
+    for folder, why in bad if tidy else []:
         print(f"checkpoint {folder} is damaged: {why}; moved to {folder.name}.corrupt", file=sys.stderr)
         aside = _sibling(folder, ".corrupt")
         shutil.rmtree(aside, ignore_errors=True)
@@ -118,10 +125,7 @@ def latest(ckpt_dir: str | Path) -> Path | None:
             )
         return None
     best = max(good, key=step_of)
-    if best.name.endswith(".tmp"):  # a finished write killed before its rename: put it in place now
-        _commit(best, ckpt_dir)
-        best = ckpt_dir
-    if bad:
+    if bad and tidy:
         print(f"resuming from {best} (step {step_of(best)}), the newest intact checkpoint", file=sys.stderr)
     return best
 

@@ -87,10 +87,10 @@ def _fused_ok(params: list[torch.Tensor]) -> bool:
     )
 
 
-def resumable(ckpt_dir: str | Path, resume: bool) -> Path | None:
+def resumable(ckpt_dir: str | Path, resume: bool, is_main: bool = True) -> Path | None:
     """The checkpoint folder to continue from: the newest intact one under ``ckpt_dir`` when ``resume``
-    is on (checkpoints.latest reports and sets aside damaged ones), else None."""
-    return checkpoints.latest(ckpt_dir) if resume else None
+    is on (checkpoints.latest; the main process reports and sets aside damaged ones), else None."""
+    return checkpoints.latest(ckpt_dir, tidy=is_main) if resume else None
 
 
 def save_checkpoint(
@@ -174,7 +174,7 @@ def optimizer_and_schedule(model: torch.nn.Module, optim: OptimSettings, total_s
 def resume_step(ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool) -> tuple[int, Path | None]:
     """(the step to start from, the checkpoint folder it came from): (0, None), or (``resume`` and an
     intact checkpoint exists) its step, with the weights, optimiser, schedule and RNG restored from it."""
-    folder = resumable(ckpt_dir, resume)
+    folder = resumable(ckpt_dir, resume, is_main)
     if folder is None:
         return 0, None
     start = load_checkpoint(folder, model, optimizer, scheduler)

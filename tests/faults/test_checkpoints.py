@@ -75,7 +75,7 @@ def test_a_checkpoint_from_before_manifests_is_still_resumed(tmp_path, capsys):
     assert "has no manifest (an older alignlab wrote it): not verified" in capsys.readouterr().err
 
 
-def test_an_unfinished_write_is_discarded_and_a_finished_one_put_in_place(tmp_path):
+def test_an_unfinished_write_is_discarded_and_a_finished_one_used(tmp_path):
     ckpt = tmp_path / "checkpoint"
     _save(ckpt, 2)
     (tmp_path / "checkpoint.tmp").mkdir()  # killed mid-write: no manifest yet
@@ -85,11 +85,19 @@ def test_an_unfinished_write_is_discarded_and_a_finished_one_put_in_place(tmp_pa
     shutil.copytree(ckpt, tmp_path / "checkpoint.tmp")
     (tmp_path / "checkpoint.tmp" / "trainer_state.json").write_text('{"step": 4}')
     checkpoints.write_manifest(tmp_path / "checkpoint.tmp", 4)
-    assert (
-        latest(ckpt) == ckpt
-        and checkpoints.step_of(ckpt) == 4
-        and checkpoints.step_of(tmp_path / "checkpoint.prev") == 2
-    )
+    assert latest(ckpt) == tmp_path / "checkpoint.tmp"
+    _save(ckpt, 6)  # the next save replaces it
+    assert checkpoints.step_of(ckpt) == 6 and checkpoints.step_of(tmp_path / "checkpoint.prev") == 2
+
+
+def test_other_ranks_choose_the_same_checkpoint_without_moving_anything(tmp_path, capsys):
+    ckpt = tmp_path / "checkpoint"
+    _save(ckpt, 2)
+    _save(ckpt, 4)
+    (ckpt / "model.bin").write_bytes(b"")
+    assert latest(ckpt, tidy=False) == tmp_path / "checkpoint.prev" and ckpt.is_dir()  # read only
+    assert capsys.readouterr().err == ""  # the main process reports it, once
+    assert latest(ckpt) == tmp_path / "checkpoint.prev" and not ckpt.exists()
 
 
 def test_a_full_disk_leaves_the_previous_checkpoint_intact_and_says_so(tmp_path):

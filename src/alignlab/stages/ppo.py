@@ -398,7 +398,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     is_main = accelerator.is_main_process
     ppo_setup.check_settings(cfg)
     torch.manual_seed(cfg.run.seed)
-    folder = training.resumable(ckpt_dir, cfg.run.resume)  # the newest intact checkpoint, when resuming
+    folder = training.resumable(ckpt_dir, cfg.run.resume, is_main)  # the newest intact checkpoint, when resuming
     resuming = folder is not None
     m = ppo_setup.load_models(cfg, folder, use_rm=reward_fn is None or bool(cfg.reward_model))
     inputs = ppo_setup.load_inputs(cfg, m.tokenizer, m.policy)

@@ -249,7 +249,7 @@ def _resume(cfg: SFTConfig, out: Path, model, optimizer, scheduler, is_main: boo
     """Continue after the last finished epoch (weights, optimiser, schedule, RNG, history) when asked and possible."""
     ckpt_dir = out / "checkpoint"
     progress = Progress()
-    folder = training.resumable(ckpt_dir, cfg.run.resume)
+    folder = training.resumable(ckpt_dir, cfg.run.resume, is_main)
     if folder is not None:
         progress.start_epoch = training.load_checkpoint(folder, model, optimizer, scheduler)
         state = training.read_trainer_state(folder)
