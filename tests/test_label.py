@@ -222,6 +222,49 @@ def test_refusals_of_the_data_leave_no_folder_behind(tmp_path, capsys):
         responses_of(load_prompt_rows(many, "", 0), many)
 
 
+def test_every_other_refusal_is_one_line_naming_what_is_wrong(tmp_path, capsys):
+    import socket
+
+    j = lambda name, rows: write_jsonl(tmp_path / name, rows)  # noqa: E731
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    ranked = j("ok.jsonl", [{"prompt": "p", "responses": ["a", "b"]}])
+    cases = [
+        (["--data", j("t.jsonl", [{"text": "x"}])], "no 'prompt' column"),
+        (["--data", j("n.jsonl", [{"prompt": 5, "responses": ["a", "b"]}])], "row 0: 'prompt' must be text"),
+        (["--data", j("s.jsonl", [{"prompt": "p", "responses": "ab"}])], "'responses' must be a list of strings"),
+        (["--data", j("one.jsonl", [{"prompt": "p", "responses": ["a"]}])], "no prompt has two responses to rank"),
+        (
+            ["--data", ranked, "--port", str(busy.getsockname()[1])],
+            f"cannot serve on 127.0.0.1:{busy.getsockname()[1]}",
+        ),
+        (["--stats", str(tmp_path / "none.jsonl")], "rankings file not found"),
+        (["--stats", ranked, "--output", str(tmp_path / "s.txt")], "must end in .json with --stats"),
+        (["--stats", j("empty.jsonl", [])], "no rankings"),
+    ]
+    try:
+        for args, message in cases:
+            out = [] if args[0] == "--stats" else ["--output", str(tmp_path / "out" / "r.jsonl")]
+            assert cli_main(["label", *out, *args]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and message in err, (args, err)
+    finally:
+        busy.close()
+    assert not (tmp_path / "out").exists()  # refused before writing: nothing left behind
+
+
+def test_serving_beyond_loopback_warns_and_ctrl_c_ends_with_a_summary(tmp_path, monkeypatch, capsys):
+    data = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "p", "responses": ["a", "b"]}])
+    monkeypatch.setattr(LabelServer, "serve_forever", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    out = tmp_path / "labels" / "rankings.jsonl"
+    assert cli_main(["label", "--data", data, "--output", str(out), "--host", "0.0.0.0", "--port", "0"]) == 0
+    printed = capsys.readouterr()
+    assert "WARNING: serving on 0.0.0.0, not loopback" in printed.err and "open http://127.0.0.1:" in printed.out
+    summary = json.loads((tmp_path / "labels" / "rankings.run" / "summary.json").read_text())
+    assert (summary["prompts"], summary["submitted"], summary["rankings"]) == (1, 0, str(out))
+
+
 def test_items_come_once_each_with_two_responses_or_more():
     rows = [
         {"prompt": "a", "responses": ["1", "2"]},

@@ -7,6 +7,7 @@ summary says what this session added. The stats mode prints a table and writes i
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from alignlab.errors import ConfigError, DataError, MissingInputError
@@ -57,6 +58,7 @@ def serve(cfg: LabelConfig) -> dict:
         print(
             f"label: WARNING: serving on {cfg.host}, not loopback: anyone who can reach this machine can read the "
             "prompts and responses and add rankings under any name (there is no login)",
+            file=sys.stderr,
             flush=True,
         )
     who = (
