@@ -315,7 +315,7 @@ def served(tmp_path):
     items, _ = make_items(load_prompt_rows(data, "", 0), responses_of(rows, data))
     app = LabelApp(items, RankingStore(tmp_path / "rankings.jsonl"), seed=0)
     server = LabelServer(app, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # quick to shut down
     yield url_of("127.0.0.1", server.server_address[1]), tmp_path / "rankings.jsonl"
     server.shutdown()
     server.server_close()
@@ -442,7 +442,7 @@ def test_rankings_written_through_the_server_train_the_reward_model(rlhf_inputs,
     counts = {}
     for labeler, part, out in (("ann", train, "train.jsonl"), ("ben", val, "val.jsonl")):
         server = LabelServer(LabelApp(part, RankingStore(tmp_path / out), seed=0), "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # quick to shut down
         url = url_of("127.0.0.1", server.server_address[1])
         counts[labeler] = rank_through_http(url, labeler, len(part), tie_every=3)
         server.shutdown()
