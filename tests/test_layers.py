@@ -1,7 +1,7 @@
 """The package's layers, read from its imports: lower layers never reach up, and no two modules import each other.
 
 world, data, models, rl, rollout, training   (the recipe's pieces)
-evaluate (measuring), stages (the recipe's steps), report, scaling, studies, cli
+evaluate (measuring), stages (the recipe's steps), report, scaling, studies, label, cli
 """
 
 import ast
@@ -22,7 +22,7 @@ LOW = {
     "faults",
     "run_lock",
 }
-HIGH = {"stages", "evaluate", "report", "scaling", "cli", "studies", "chat"}
+HIGH = {"stages", "evaluate", "report", "scaling", "cli", "studies", "chat", "label"}
 
 
 def module_name(path: Path) -> str:

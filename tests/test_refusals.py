@@ -304,6 +304,10 @@ CASES: list[Refusal] = [
     Refusal("training.py", "became", lambda c: _finite(float("nan")), FloatingPointError,
             r"sft: loss became nan at step 3, before the weights were updated; no checkpoint was written yet"),
     # ------------------------------------------------------------------------------------------ models/load.py
+    # load_policy (the compare stage's and alignlab label's sampler), reached through the compare stage
+    Refusal("models/load.py", "embeddings (give the SFT output",
+            lambda c: _compare_policy(c.small_vocab_model()), ModelLoadError,
+            r"small_vocab: tokenizer has \d+ tokens but the model only 64 embeddings"),
     Refusal("models/load.py", "model path not found", lambda c: _model_path("does/not/exist"), ModelNotFoundError,
             r"model path not found: does/not/exist"),
     Refusal("models/load.py", "LoRA adapter folder without",
@@ -333,9 +337,6 @@ CASES: list[Refusal] = [
     Refusal("stages/compare.py", "temperature in ", lambda c: _compare(policies="['a@-1']"), ConfigError,
             r"compare: 'policies\[0\]': temperature in 'a@-1' must be >= 0"),
     Refusal("stages/compare.py", "empty model path in", lambda c: _compare(policy="", policies="['@0.5']"), ConfigError),
-    Refusal("stages/compare.py", "embeddings (give the SFT output",
-            lambda c: _compare_policy(c.small_vocab_model()), ModelLoadError,
-            r"small_vocab: tokenizer has \d+ tokens but the model only 64 embeddings"),
     Refusal("stages/compare.py", "the world has no held-out labelers", lambda c: _compare_jobs(c, []), DataError),
     Refusal("stages/compare.py", "the labelers need the world's prompt/task/meta columns",
             lambda c: _compare_jobs(c, ["a held-out labeler"], prompts=4), DataError,
@@ -409,6 +410,10 @@ CASES: list[Refusal] = [
     Refusal("stages/reward.py", "no row has two different responses to compare",
             lambda c: _comparisons(c.jsonl("r.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "a"}])), DataError,
             r"r\.jsonl \(train split\): no row has two different responses to compare"),
+    Refusal("stages/reward.py", "'ranks' must hold one integer per response",
+            lambda c: _comparisons(c.jsonl("r.jsonl", [{"prompt": "p", "responses": ["a", "b"], "ranks": [2, 1]}])),
+            DataError, r"r\.jsonl \(train split\) row 0: 'ranks' must hold one integer per response in the "
+            r"responses' order, best to worst \(non-decreasing; equal ranks are a tie\), got \[2, 1\] for 2 responses"),
     Refusal("stages/pretrain.py", "no_eval_message(…)", lambda c: _pretrain_one_document(c), DataError,
             r"pretrain: no held-out data in .*one\.jsonl \(a single distinct document\)"),
     # ------------------------------------------------------------------------------------------- stages/sft.py

@@ -179,6 +179,32 @@ def test_ranking_loss_k4_is_mean_of_six_pairs_and_variable_k():
     close(loss_m, loss)
 
 
+def test_ranking_loss_with_ties_leaves_tied_pairs_out():
+    # row 0: r = [2, 1, 0.5, -1], ranks [1, 2, 2, 3]: the (1,2) pair is tied; the other five as in the K=4 case:
+    #  0.313262 + 0.201413 + 0.048587 + 0.126928 + 0.201413 = 0.891603 / 5 = 0.178321, all 5 correct
+    # row 1: r = [0, 1, 0, nan], ranks [1, 1, 2, pad]: (0,1) tied; (0,2) d=0 0.693147, (1,2) d=1 0.313262
+    #  mean 0.503205; correct: (1,2) only
+    # row 2: r = [3, 1, pad, pad], ranks [1, 1]: all tied, adds nothing to the mean over prompts
+    r = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 1.0, 0.0, float("nan")], [3.0, 1.0, 0.0, 0.0]], requires_grad=True)
+    ranks = torch.tensor([[1, 2, 2, 3], [1, 1, 2, 9], [1, 1, 9, 9]])
+    loss, acc = ranking_loss(r, torch.tensor([4, 3, 2]), ranks)
+    close(loss, (0.891603 / 5 + 0.503205) / 2)
+    close(acc, 6 / 7)
+    loss.backward()
+    close(r.grad[2], [0.0, 0.0, 0.0, 0.0])  # a tie gives no gradient
+    assert r.grad[1, 0] < 0 and r.grad[1, 1] < 0 < r.grad[1, 2]  # both tied-best pushed up, the worst down
+    # ranks need not follow slot order: [2, 1] means slot 1 is better (d = 1 - 0 = 1)
+    loss, acc = ranking_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([2]), torch.tensor([[2, 1]]))
+    close(loss, 0.313262)
+    close(acc, 1.0)
+    # strictly increasing ranks are exactly the rankings without ties
+    r4 = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 1.0, 0.0, 5.0]])
+    close(
+        ranking_loss(r4, torch.tensor([4, 3]), torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4]]))[0],
+        ranking_loss(r4, torch.tensor([4, 3]))[0],
+    )
+
+
 def test_ranking_loss_grad_is_finite_with_nan_padding():
     r = torch.tensor([[0.0, 1.0, float("nan")]], requires_grad=True)
     loss, _ = ranking_loss(r, torch.tensor([2]))

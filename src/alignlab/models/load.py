@@ -148,3 +148,19 @@ def context_length(model, default: int = 2048) -> int:
         if isinstance(v, int) and v > 0:
             return v
     return default
+
+
+def load_policy(path: str, tokenizer: str = "", trust_remote_code: bool = False, device: str = "cpu"):
+    """A policy to sample from: the model on ``device`` in eval mode with dropout off, and its tokenizer
+    (``tokenizer`` if given, else the one saved with the model). Sampling a token the model has no embedding
+    for would fail deep in a forward pass, so a tokenizer larger than the model is refused here."""
+    check_model_path(path)  # a missing policy is named as such, not as its tokenizer
+    tok = load_tokenizer(tokenizer or path, trust_remote_code, "tokenizer" if tokenizer else "policy")
+    model = load_causal_lm(path, trust_remote_code).to(device)
+    if len(tok) > model.get_input_embeddings().num_embeddings:
+        raise ModelLoadError(
+            f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
+            "embeddings (give the SFT output, whose tokenizer matches)"
+        )
+    disable_dropout(model)
+    return model.eval(), tok

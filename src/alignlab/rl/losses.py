@@ -9,16 +9,21 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
-def ranking_loss(rewards: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+def ranking_loss(rewards: Tensor, valid: Tensor, ranks: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """K-way ranking loss of the InstructGPT reward model (Ouyang et al. 2022, eq. 1).
 
     rewards: [B, K] scalar r(x, y_k), responses of each prompt ordered best -> worst.
     valid:   [B] number of ranked responses K_b (2 <= K_b <= K), or a [B, K] bool mask
              that is True on the first K_b slots; padded slots may hold anything.
+    ranks:   optional [B, K] rank of each response (1 = best; equal ranks = a tie, as InstructGPT's
+             labelers were allowed). Then i is better than j where rank_i < rank_j, and a tied pair
+             is no pair: no gradient, no accuracy, not in C(K_b, 2). Without it, slot order is the
+             ranking (i < j: i better).
     Every prompt contributes all C(K_b, 2) pairs as ONE batch element,
         loss_b = -1/C(K_b,2) * sum_{i<j} log sigmoid(r_i - r_j),
     and the loss is the mean over prompts (the paper's reason: treating pairs as separate
-    examples gives each response K-1 updates per epoch and overfits).
+    examples gives each response K-1 updates per epoch and overfits); a prompt whose pairs
+    are all tied adds nothing.
     Returns (loss, accuracy) with accuracy = share of all valid pairs, pooled over the
     batch, where the better response scored strictly higher.
     """
@@ -28,8 +33,12 @@ def ranking_loss(rewards: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     valid = valid.bool()
     rewards = torch.where(valid, rewards, torch.zeros_like(rewards))  # padding may be inf/nan: keep grads finite
     diff = rewards.unsqueeze(2) - rewards.unsqueeze(1)  # [B, K, K]: r_i - r_j
-    upper = torch.ones(K, K, dtype=torch.bool, device=rewards.device).triu(1)  # i < j: i ranked better
-    pairs = upper & valid.unsqueeze(2) & valid.unsqueeze(1)  # [B, K, K]
+    if ranks is None:
+        better = torch.ones(K, K, dtype=torch.bool, device=rewards.device).triu(1)  # i < j: i ranked better
+    else:
+        ranks = ranks.to(rewards.device)
+        better = ranks.unsqueeze(2) < ranks.unsqueeze(1)  # [B, K, K]: i ranked strictly above j
+    pairs = better & valid.unsqueeze(2) & valid.unsqueeze(1)  # [B, K, K]
     n_pairs = pairs.sum((1, 2))  # [B] = C(K_b, 2)
     nll = torch.where(pairs, -F.logsigmoid(diff), torch.zeros_like(diff))
     per_prompt = nll.sum((1, 2)) / n_pairs.clamp_min(1)

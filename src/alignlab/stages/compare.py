@@ -48,10 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from alignlab.config import arg
-from alignlab.data.chat import encode_prompts
 from alignlab.data.heldout import (
     DEFAULT_EVAL_FRACTION,
     EVAL_FRACTION_HELP,
@@ -59,11 +57,11 @@ from alignlab.data.heldout import (
     load_train_eval,
     no_eval_message,
 )
-from alignlab.errors import ConfigError, DataError, ModelLoadError
+from alignlab.errors import ConfigError, DataError
 from alignlab.evaluate.judges import world_records_ok
-from alignlab.models.load import check_model_path, context_length, disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.models.load import load_policy
 from alignlab.outputs import atomic_replace_dir, atomic_write_text
-from alignlab.rollout.generate import generate_responses
+from alignlab.rollout.k_samples import interleave, sample_n, slots_per_source
 from alignlab.sections import ModelSource
 from alignlab.training import resolve_device
 from alignlab.world import gold_reward, load_world, rank_responses, ranking_pairs
@@ -153,61 +151,6 @@ def _subset(n: int, limit: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:limit].tolist())
 
 
-def sample_k(
-    model,
-    tok,
-    prompts: list,
-    cfg: CompareConfig,
-    split_seed: int,
-    desc: str,
-    n: int | None = None,
-    temperature: float | None = None,
-) -> tuple[list[list[str]], float]:
-    """``n`` (default K) sampled responses per prompt from one model (and the share that ended with EOS)."""
-    n = cfg.k if n is None else n
-    temperature = cfg.temperature if temperature is None else temperature
-    max_prompt = max(1, context_length(model) - cfg.max_new_tokens)
-    ids = encode_prompts(tok, prompts, max_prompt)
-    texts: list[str] = []
-    ended = 0
-    for c, start in enumerate(tqdm(range(0, len(ids), cfg.chunk_prompts), desc=desc, dynamic_ncols=True)):
-        chunk = [p for p in ids[start : start + cfg.chunk_prompts] for _ in range(n)]  # each prompt n times
-        roll = generate_responses(
-            model,
-            tok,
-            chunk,
-            cfg.max_new_tokens,
-            temperature=temperature,
-            top_p=cfg.top_p,
-            batch_size=cfg.batch_size,
-            seed=split_seed * 100_003 + c,
-        )
-        texts.extend(roll.texts)
-        ended += int(roll.ended_with_eos.sum())
-    return [texts[i : i + n] for i in range(0, len(texts), n)], ended / max(len(texts), 1)
-
-
-def slots_per_source(k: int, n_sources: int) -> list[int]:
-    """Slot j of a prompt comes from source j mod n: how many slots each source fills."""
-    return [len(range(i, k, n_sources)) for i in range(n_sources)]
-
-
-def interleave(per_source: list[list[list[str]]]) -> tuple[list[list[str]], list[list[int]]]:
-    """[source][prompt][sample] -> per prompt the responses in slot order, and each slot's source."""
-    out, src = [], []
-    for p in range(len(per_source[0])):
-        queues = [list(s[p]) for s in per_source]
-        row, row_src, j = [], [], 0
-        while any(queues):
-            if queues[j % len(queues)]:
-                row.append(queues[j % len(queues)].pop(0))
-                row_src.append(j % len(queues))
-            j += 1
-        out.append(row)
-        src.append(row_src)
-    return out, src
-
-
 def rank_split(
     world,
     records: list[dict],
@@ -259,18 +202,7 @@ def pairs_dataset(rows: list[dict]):
 
 
 def _load_policy(cfg: CompareConfig, path: str, device: str):
-    check_model_path(path)  # a missing policy is named as such, not as its tokenizer
-    tok = load_tokenizer(
-        cfg.source.tokenizer or path, cfg.source.trust_remote_code, "tokenizer" if cfg.source.tokenizer else "policy"
-    )
-    model = load_causal_lm(path, cfg.source.trust_remote_code).to(device)
-    if len(tok) > model.get_input_embeddings().num_embeddings:
-        raise ModelLoadError(
-            f"{path}: tokenizer has {len(tok)} tokens but the model only {model.get_input_embeddings().num_embeddings} "
-            "embeddings (give the SFT output, whose tokenizer matches)"
-        )
-    disable_dropout(model)
-    return model.eval(), tok
+    return load_policy(path, cfg.source.tokenizer, cfg.source.trust_remote_code, device)
 
 
 def _gold_tie_share(rows: list[dict]) -> float:
@@ -358,15 +290,18 @@ def _sample_all(cfg: CompareConfig, jobs: list[Job], sources, slots, device: str
     for j, ((path, temp), n) in enumerate(zip(sources, slots)):
         model, tok = _load_policy(cfg, path, device)
         for job in jobs:
-            samples, eos_rate = sample_k(
+            samples, eos_rate = sample_n(
                 model,
                 tok,
                 [r["prompt"] for r in job.records],
-                cfg,
-                cfg.seed * 10 + job.index + 1000 * j,
-                f"compare {job.split}" + (f" [{j}: {Path(path).name}@{temp:g}]" if len(sources) > 1 else ""),
-                n=n,
+                n,
                 temperature=temp,
+                top_p=cfg.top_p,
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+                chunk_prompts=cfg.chunk_prompts,
+                seed=cfg.seed * 10 + job.index + 1000 * j,
+                desc=f"compare {job.split}" + (f" [{j}: {Path(path).name}@{temp:g}]" if len(sources) > 1 else ""),
             )
             per_source[job.split].append(samples)
             eos[job.split].append(eos_rate)

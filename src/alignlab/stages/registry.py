@@ -77,6 +77,14 @@ STAGES: dict[str, Stage] = {
             help="sample K responses per prompt from the SFT model and have labelers rank them",
         ),
         Stage(
+            "label",
+            "alignlab.label.stage",
+            "LabelConfig",
+            "alignlab.label.config",
+            "a local web page where a person ranks K responses per prompt (ties, flags) for the reward model; "
+            "--stats FILE: counts and agreement between labelers",
+        ),
+        Stage(
             "reward",
             "alignlab.stages.reward",
             "RewardConfig",

@@ -18,7 +18,11 @@ Ties: a ranked list may repeat a response (real samples repeat). Each list is co
 to its distinct responses, first copy keeping its place, before the loss: identical
 strings get identical scores, so their pair carries no preference and only dilutes the
 1/C(K,2) weight. A prompt with fewer than 2 distinct responses is skipped (counted in
-the summary).
+the summary). A person may also tie two different responses (``alignlab label``; InstructGPT's
+labelers could): a ranked row with ``ranks`` (one per response, 1 = best, equal = tied) gives
+the pairs of different rank only; a tied pair gives no gradient and counts in no accuracy, and a
+row whose responses all tie is skipped like one without two distinct responses. Rows without
+``ranks`` are ranked strictly by their order, as before.
 
 After training, the mean raw score of labeler DEMONSTRATIONS is stored as
 ``config.reward_shift`` so demonstrations score 0 on average (HF heads have no bias; see
@@ -37,7 +41,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +179,13 @@ def comparison_rows(ds, where: str) -> tuple[list[dict[str, Any]], int]:
         if not all(isinstance(r, str) for r in ranked):
             raise DataError(f"{where} row {i}: responses must be strings or chat messages")
         resp = distinct(ranked)
-        if len(resp) < 2:
+        ranks = row_ranks(rec, ranked, resp, f"{where} row {i}") if fmt == "ranked" else None
+        if len(resp) < 2 or (ranks is not None and len(set(ranks)) < 2):
             skipped += 1
             continue
         row: dict[str, Any] = {"prompt": rec["prompt"], "responses": resp, "record": rec}
+        if ranks is not None:
+            row["ranks"] = ranks
         if rec.get("responses_heldout"):
             row["heldout"] = distinct([_text(r) for r in rec["responses_heldout"]])
         if rec.get("gold") and len(rec["gold"]) == len(ranked):
@@ -195,6 +202,55 @@ def comparison_rows(ds, where: str) -> tuple[list[dict[str, Any]], int]:
     if not rows:
         raise DataError(f"{where}: no row has two different responses to compare")
     return rows, skipped
+
+
+def row_ranks(rec: dict, ranked: list[str], resp: list[str], where: str) -> list[int] | None:
+    """The ranks of the distinct responses ``resp`` (a repeated response keeps its first copy's rank), when the
+    row carries ``ranks``; None when it does not (its order is then a strict ranking)."""
+    ranks = rec.get("ranks")
+    if ranks is None:
+        return None
+    ints = all(isinstance(r, int) and not isinstance(r, bool) for r in ranks)
+    if len(ranks) != len(ranked) or not ints or list(ranks) != sorted(ranks):
+        raise DataError(
+            f"{where}: 'ranks' must hold one integer per response in the responses' order, best to worst "
+            f"(non-decreasing; equal ranks are a tie), got {list(ranks)!r} for {len(ranked)} responses"
+        )
+    first: dict[str, int] = {}
+    for r, k in zip(ranked, ranks):
+        first.setdefault(r, k)
+    return [first[r] for r in resp]
+
+
+def strict_pairs(n: int, ranks: list[int] | None) -> list[tuple[int, int]]:
+    """(better, worse) index pairs of a best -> worst list of ``n``: all C(n, 2), less those ``ranks`` ties."""
+    return [(i, j) for i, j in itertools.combinations(range(n), 2) if ranks is None or ranks[i] < ranks[j]]
+
+
+def rank_tensor(rows: list[dict], k_max: int) -> torch.Tensor | None:
+    """[B, k_max] ranks for ``ranking_loss`` when some row carries ties (a row without: 1..K_b, its order);
+    None when none does, so the loss is computed exactly as for strict rankings."""
+    if not any("ranks" in row for row in rows):
+        return None
+    out = torch.full((len(rows), k_max), k_max + 1, dtype=torch.long)  # padding: masked by valid anyway
+    for b, row in enumerate(rows):
+        ranks = row.get("ranks") or list(range(1, len(row["responses"]) + 1))
+        out[b, : len(ranks)] = torch.tensor(ranks)
+    return out
+
+
+def tie_counts(train: list[dict], val: list[dict]) -> dict[str, int]:
+    """With ties in the data: the training pairs the loss uses and the tied pairs it leaves out (train and
+    validation); empty without ties, so summaries of strict rankings are unchanged."""
+    if not any("ranks" in row for row in train + val):
+        return {}
+    n_all = lambda rows: sum(len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in rows)  # noqa: E731
+    n_strict = lambda rows: sum(len(strict_pairs(len(r["responses"]), r.get("ranks"))) for r in rows)  # noqa: E731
+    return {
+        "train_pairs": n_strict(train),
+        "train_pairs_tied": n_all(train) - n_strict(train),
+        "val_pairs_tied": n_all(val) - n_strict(val),
+    }
 
 
 def encode_sequences(tok, rows: list[dict], max_len: int) -> None:
@@ -236,7 +292,7 @@ def forward_scores(model, rows: list[dict], pad_token_id: int, device) -> tuple[
 def rows_loss(model, rows: list[dict], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The stage's loss for a batch of prompts: ``ranking_loss`` over each prompt's C(K,2) pairs."""
     rewards, valid = forward_scores(model, rows, pad_token_id, device)
-    loss, acc = ranking_loss(rewards, valid)
+    loss, acc = ranking_loss(rewards, valid, rank_tensor(rows, rewards.shape[1]))
     return loss, acc, rewards
 
 
@@ -259,15 +315,23 @@ def score_rows(model, rows: list[dict], pad_token_id: int, device, batch_size: i
     return res
 
 
-def pair_accuracy(orders: list[list[str]], rows: list[dict], scores: list[list[float]]) -> tuple[float, int]:
-    """Share of (better, worse) pairs of each ranking that the RM scores strictly in that order."""
+def pair_accuracy(
+    orders: list[list[str]], rows: list[dict], scores: list[list[float]], ranks: list | None = None
+) -> tuple[float, int]:
+    """Share of (better, worse) pairs of each ranking that the RM scores strictly in that order; pairs a
+    ranking ties (``ranks[n]``, aligned with ``orders[n]``) are left out."""
     right = total = 0
-    for order, row, sc in zip(orders, rows, scores):
+    for n, (order, row, sc) in enumerate(zip(orders, rows, scores)):
         by_text = dict(zip(row["responses"], sc))
-        for a, b in itertools.combinations(order, 2):
+        for i, j in strict_pairs(len(order), ranks[n] if ranks else None):
             total += 1
-            right += by_text[a] > by_text[b]
+            right += by_text[order[i]] > by_text[order[j]]
     return (right / total if total else float("nan")), total
+
+
+def ranks_of(rows: list[dict]) -> list[list[int] | None]:
+    """Each row's ranks (None: a strict ranking), aligned with its ``responses``."""
+    return [row.get("ranks") for row in rows]
 
 
 def gold_accuracy(rows: list[dict], scores: list[list[float]], eps: float = 1e-9) -> dict[str, float]:
@@ -280,7 +344,7 @@ def gold_accuracy(rows: list[dict], scores: list[list[float]], eps: float = 1e-9
         g = row.get("gold")
         if g is None:
             continue
-        for i, j in itertools.combinations(range(len(g)), 2):  # i ranked above j by the training labeler
+        for i, j in strict_pairs(len(g), row.get("ranks")):  # i ranked above j by the training labeler
             d = g[i] - g[j]
             ceil["train"][0] += 1.0 if d > eps else (0.5 if abs(d) <= eps else 0.0)
             ceil["train"][1] += 1
@@ -337,7 +401,7 @@ def policy_view(rows: list[dict], scores: list[list[float]], source: int = 0) ->
             continue
         texts = {row["responses"][i] for i in keep}
         view = {"prompt": row["prompt"], "record": row["record"], "responses": [row["responses"][i] for i in keep]}
-        for key in ("gold", "gold_heldout", "components"):
+        for key in ("gold", "gold_heldout", "components", "ranks"):
             if key in row:
                 view[key] = [row[key][i] for i in keep]
         if "heldout" in row:
@@ -410,6 +474,7 @@ class Comparisons:
     agreement: dict[str, Any]
     plan: StepPlan
     heldout: HeldoutInfo  # where the validation rows came from (summary.json's heldout)
+    ties: dict[str, int] = field(default_factory=dict)  # tie_counts: only when the rankings have ties
 
 
 @dataclass
@@ -483,7 +548,9 @@ def _setup_data(cfg: RewardConfig, tok, seq_len: int) -> Comparisons:
         _, p_agree = world_extras(cfg.world_dir, p_rows, cfg.run.seed)
         agreement.update({"policy_pairs_" + k: v for k, v in p_agree.items() if k.endswith("on_val_pairs")})
     plan = plan_steps(len(train_rows), cfg.batch_size, cfg.epochs)
-    return Comparisons(train_rows, train_skipped, val_rows, world, agreement, plan, split.info)
+    return Comparisons(
+        train_rows, train_skipped, val_rows, world, agreement, plan, split.info, tie_counts(train_rows, val_rows)
+    )
 
 
 # ------------------------------------------------------------------------- training
@@ -569,9 +636,9 @@ def _evaluate(cfg: RewardConfig, t: Trainee, data: Comparisons, logger, step: in
     with torch.no_grad():
         k_max = max(len(s) for s in scores)
         r = torch.tensor([s + [0.0] * (k_max - len(s)) for s in scores])
-        loss, _ = ranking_loss(r, torch.tensor([len(s) for s in scores]))
+        loss, _ = ranking_loss(r, torch.tensor([len(s) for s in scores]), rank_tensor(rows, k_max))
     t.model.train()
-    acc_train, n_pairs = pair_accuracy([row["responses"] for row in rows], rows, scores)
+    acc_train, n_pairs = pair_accuracy([row["responses"] for row in rows], rows, scores, ranks_of(rows))
     res: dict[str, Any] = {"val_loss": loss.item(), "val_accuracy_train_labelers": acc_train, "val_pairs": n_pairs}
     if all("heldout" in row for row in rows):
         res["val_accuracy_heldout_labelers"] = pair_accuracy([row["heldout"] for row in rows], rows, scores)[0]
@@ -588,7 +655,7 @@ def _policy_pairs_accuracies(world, rows: list[dict], scores: list[list[float]])
     p_rows, p_scores = policy_view(rows, scores)
     if not p_rows:
         return {}
-    acc, n = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores)
+    acc, n = pair_accuracy([r["responses"] for r in p_rows], p_rows, p_scores, ranks_of(p_rows))
     res: dict[str, Any] = {"policy_pairs": n, "policy_pairs_accuracy_train_labelers": acc}
     if all("heldout" in r for r in p_rows):
         res["policy_pairs_accuracy_heldout_labelers"] = pair_accuracy([r["heldout"] for r in p_rows], p_rows, p_scores)[
@@ -658,6 +725,7 @@ def _summary(cfg: RewardConfig, data: Comparisons, final: dict, stats: TrainStat
         "demonstrations_mean_after_shift": r4(demo.after),
         "train_prompts": len(data.train),
         "train_prompts_skipped_no_pairs": data.train_skipped,
+        **data.ties,
         "val_prompts": len(data.val),
         "epochs": cfg.epochs,
         "steps": data.plan.total_steps,
@@ -722,6 +790,11 @@ def report_lines(s: dict[str, Any]) -> list[str]:
         lines.append(
             f"  vs gold (noise-free) {pct(s['val_accuracy_gold']):>6}   (training labels vs gold "
             f"{pct(s.get('labels_vs_gold'))}, on the {s.get('gold_pairs')} pairs whose gold differs)"
+        )
+    if "train_pairs_tied" in s:
+        lines.append(
+            f"  ties: trained on {s['train_pairs']} ranked pairs; {s['train_pairs_tied']} tied training pairs and "
+            f"{s['val_pairs_tied']} tied held-out pairs left out (equal ranks)"
         )
     lines.append(
         f"  reward_shift {s['reward_shift']} (demonstrations now average {s['demonstrations_mean_after_shift']}); "
