@@ -177,10 +177,10 @@ def _world_reward(reward_fn, judge):
     return world_reward_fn(_ppo(reward_source="world"), inputs, reward_fn)
 
 
-def _check_shapes(n_proc: int, has_reward: bool = True, blocks=None, **kw):
+def _check_shapes(n_proc: int, has_reward: bool = True, blocks=None, has_value: bool = True, **kw):
     from alignlab.stages.ppo_setup import check_shapes
 
-    return check_shapes(_ppo(**kw), n_proc, has_reward, blocks)
+    return check_shapes(_ppo(**kw), n_proc, has_reward, blocks, has_value)
 
 
 def _check_settings(**kw):
@@ -374,6 +374,16 @@ CASES: list[Refusal] = [
     Refusal("stages/ppo_setup.py", "must be a multiple of minibatch_size",
             lambda c: _check_settings(batch_size="10", minibatch_size="4"), ConfigError,
             r"batch_size \(10\) must be a multiple of minibatch_size \(4\)"),
+    Refusal("stages/ppo_setup.py", "must be a multiple of minibatch_size",
+            lambda c: _check_settings(advantage="rloo", group_size="3", batch_size="4", minibatch_size="8"),
+            ConfigError, r"batch_size x group_size \(4 x 3 = 12 episodes\) must be a multiple of minibatch_size \(8\)"),
+    Refusal("stages/ppo_setup.py", "needs advantage rloo or grpo", lambda c: _check_settings(group_size="4"),
+            ConfigError, r"group_size 4 needs advantage rloo or grpo: gae samples one response per prompt"),
+    Refusal("stages/ppo_setup.py", "needs group_size >= 2",
+            lambda c: _check_settings(advantage="grpo", group_size="1"), ConfigError,
+            r"advantage 'grpo' needs group_size >= 2 \(its baseline is the other samples of the same prompt\), got 1"),
+    Refusal("stages/ppo_setup.py", "advantage 'gae' needs a value model",
+            lambda c: _check_shapes(1, has_value=False), ConfigError),
     Refusal("stages/ppo_setup.py", "temperature must be > 0", lambda c: _check_settings(rollout__temperature="0"),
             ConfigError),
     Refusal("stages/ppo_setup.py", "rollout.backend='vllm': ", _vllm_missing, ConfigError,

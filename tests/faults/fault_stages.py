@@ -50,6 +50,14 @@ def ppo_settings(inp, ptx: float) -> dict:
     }
 
 
+def rloo_settings(inp) -> dict:
+    """PPO's fault run as RLOO: 4 prompts x 2 samples = the same 8 episodes per iteration, no value model. The
+    missing-EOS penalty is added to the RM score, so the tiny policy's groups (which never end in 8 tokens)
+    still differ and the updates move the weights."""
+    settings = ppo_settings(inp, 0.0)
+    return {**settings, "advantage": "rloo", "group_size": 2, "batch_size": 4, "no_eos_mode": "add"}
+
+
 QUIET = {"tensorboard": False, "device": "cpu", "log_interval": 1}
 
 
@@ -104,6 +112,7 @@ STAGES_UNDER_TEST = {
     "dpo": ("rlhf_inputs", dpo),
     "ppo": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, ppo_settings(inp, 0.0))),
     "ppo_ptx": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, ppo_settings(inp, 0.5))),
+    "rloo": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, rloo_settings(inp))),
     "instruct_tune": ("smoke_world", instruct_tune),
     "pipeline": ("tmp_path", pipeline),
 }
