@@ -196,6 +196,19 @@ def _vllm_missing(ctx: Ctx):
     return _check_settings(rollout__backend="vllm")
 
 
+def _ei_check(**kw):
+    from alignlab.stages.expert_iteration import check_settings
+
+    return check_settings(_cfg("alignlab.stages.expert_iteration", "ExpertIterationConfig", **kw))
+
+
+def _ei_select(ctx: Ctx, **kw):
+    from alignlab.stages.expert_iteration import select
+
+    cfg = _cfg("alignlab.stages.expert_iteration", "ExpertIterationConfig", policy=ctx.inputs["llama_policy"], **kw)
+    return select(cfg, [{"prompt": "p"}], lambda records, texts: [0.0] * len(texts))
+
+
 def _make_judge(**kw):
     from alignlab.stages.sft import make_judge
 
@@ -358,6 +371,14 @@ CASES: list[Refusal] = [
             r"heldout_clusters: unknown cluster\(s\) \['poetry'\]; the world has \['extraction', 'world_qa'\]"),
     Refusal("stages/instruct_tune.py", "heldout_clusters and exclude_clusters overlap",
             lambda c: _clusters(c, ["world_qa"], ["world_qa"]), ConfigError),
+    # ------------------------------------------------------------------------------ stages/expert_iteration.py
+    Refusal("stages/expert_iteration.py", "needs at least 2 samples per prompt", lambda c: _ei_check(n="1"),
+            ConfigError, r"n: best-of-n needs at least 2 samples per prompt to choose from, got 1"),
+    Refusal("stages/expert_iteration.py", "greedy decoding gives the same answer n times",
+            lambda c: _ei_check(temperature="0"), ConfigError),
+    Refusal("stages/expert_iteration.py", "leaves no room for a prompt in the policy's context",
+            lambda c: _ei_select(c, max_new_tokens="90"), ConfigError,
+            r"max_new_tokens \(90\) leaves no room for a prompt in the policy's context"),
     # -------------------------------------------------------------------------------------- stages/pipeline.py
     Refusal("stages/pipeline.py", "the pipeline writes each step in RUN/<step>",
             lambda c: _pipeline(output_dir=str(c.tmp), stage_overrides={"sft": {"output_dir": "/tmp/x"}}), ConfigError,

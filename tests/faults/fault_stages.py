@@ -96,6 +96,14 @@ def instruct_tune(world):
     )
 
 
+def expert_iteration(inp):
+    """Best of 3 on 24 prompts, then 4 epochs of SFT on the kept answers: a kill in the SFT run, and a resume
+    that reuses the selection and continues it."""
+    settings = {"policy": inp["llama_policy"], "reward_model": inp["llama_rm"], "data": inp["prompts"], "world_dir": ""}
+    settings.update(prompts=24, n=3, max_new_tokens=6, no_eos_penalty=None, epochs=4, batch_size=8, judge="loss")
+    return stage_runner("expert-iteration", None, {**settings, "run": QUIET})
+
+
 def pipeline(_):
     """The pipeline's first steps (world, tokenizer, a short pretraining): a kill anywhere, including
     between steps, and a rerun must finish each step once, as if never stopped."""
@@ -114,5 +122,6 @@ STAGES_UNDER_TEST = {
     "ppo_ptx": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, ppo_settings(inp, 0.5))),
     "rloo": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, rloo_settings(inp))),
     "instruct_tune": ("smoke_world", instruct_tune),
+    "expert_iteration": ("rlhf_inputs", expert_iteration),
     "pipeline": ("tmp_path", pipeline),
 }
