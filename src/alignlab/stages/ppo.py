@@ -542,8 +542,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     summary: dict[str, Any] = {}
     if is_main:
         history = [h for h in read_metrics(out) if "kl" in h]  # whole run, including before a resume
-        facts = {"method": name, "start": start, "t_start": t_start, "max_prompt_len": inputs.max_prompt_len}
-        facts = {**facts, "history": history}
+        facts = dict(method=name, start=start, t_start=t_start, max_prompt_len=inputs.max_prompt_len, history=history)
         summary = ppo_summary.finish(out, cfg, trainer, m.tokenizer, heldout, initial, final, final_pt, facts)
         logger.log(cfg.iterations, **final.metrics, pretrain_loss=final_pt)
         logger.close()
