@@ -162,6 +162,25 @@ def test_grpo_kl_loss_term_is_beta_times_k3_in_the_gradient(rlhf_inputs):
     torch.testing.assert_close(grad, want, atol=1e-5, rtol=1e-3)
 
 
+@pytest.mark.parametrize("mode", ["rloo", "grpo"])
+def test_packed_equals_padded_without_a_value_model(rlhf_inputs, mode):
+    """The packing check runs on the policy and the RM when there is no value model; packed and padded
+    iterations (same rollout) give the same experience and the same update."""
+    out = {}
+    for pack in (False, True):
+        settings = dict(rollout={"pack_sequences": pack}, optim={"lr": 1e-3}, no_eos_mode="add")
+        trainer, _ = _group_trainer(rlhf_inputs, mode, **settings)
+        assert trainer.pack == pack
+        result = trainer.iteration(0, _prompt_ids(rlhf_inputs, 4))
+        out[pack] = (result.experience, torch.cat([p.detach().flatten() for p in trainer.policy.parameters()]))
+    (a, pa), (b, pb) = out[False], out[True]
+    assert torch.equal(a.input_ids, b.input_ids)  # same seed, same rollout
+    for f in ("old_logprobs", "ref_logprobs", "scores", "rewards", "advantages"):
+        torch.testing.assert_close(getattr(b, f), getattr(a, f), atol=1e-4, rtol=0, msg=f)
+    assert a.advantages.abs().sum() > 0  # the groups differed: there was an update to compare
+    torch.testing.assert_close(pb, pa, atol=1e-4, rtol=0)
+
+
 # ---------------------------------------------------------------------------------- behaviour
 
 
