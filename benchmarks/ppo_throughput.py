@@ -1,4 +1,4 @@
-"""Throughput of one RL iteration: alignlab's PPO against TRL's RLOOTrainer and GRPOTrainer, same model and setting.
+"""Throughput of one RL iteration: alignlab's PPO, RLOO and GRPO against TRL's RLOOTrainer and GRPOTrainer.
 
     OMP_NUM_THREADS=1 python benchmarks/ppo_throughput.py --policy runs/default/sft \
         --reward_model runs/default/reward --data runs/default/world/ppo --threads 1 --iterations 3 \
@@ -12,7 +12,13 @@ each batch (``--epochs``: our ppo_epochs = TRL's num_iterations), a KL-to-refere
 activation checkpointing (TRL turns it on by default, which recomputes every forward in the
 backward; ``--trl_gradient_checkpointing`` measures TRL with its default).
 
-Not equal, by algorithm (TRL 1.x has no PPO in its stable API, only RLOO/GRPO):
+Same algorithm, too: our ``advantage: rloo`` and ``advantage: grpo`` modes of the PPO stage run the
+same work as TRL's RLOOTrainer / GRPOTrainer: ``--batch`` episodes as batch/group prompts x ``--group``
+samples, no value model, KL 0.02 (RLOO in the reward, GRPO as the k3 loss term, as TRL puts them),
+unwhitened advantages. Each TRL trainer is paired with our PPO and with our mode of the same name
+(``--ours_group false`` leaves the latter out).
+
+Not equal, by algorithm (TRL 1.x has no PPO in its stable API, only RLOO/GRPO), for our PPO:
   * RLOO and GRPO have no value model: they skip the value forward/backward and its optimiser
     that PPO pays for, and need >= 2 samples per prompt (``--group``), so the same number of
     episodes covers batch/group distinct prompts;
@@ -48,9 +54,10 @@ import torch
 
 
 class Ours:
-    """Our PPO trainer, stepped one iteration at a time (so it can be interleaved with TRL's)."""
+    """Our PPO trainer (``advantage`` gae, rloo or grpo), stepped one iteration at a time (so it can be
+    interleaved with TRL's). rloo/grpo: a.batch episodes as a.batch / a.group prompts x a.group samples."""
 
-    def __init__(self, a, rows, tok):
+    def __init__(self, a, rows, tok, advantage: str = "gae"):
         from accelerate import Accelerator
 
         from alignlab.config import apply
@@ -60,10 +67,13 @@ class Ours:
         from alignlab.models.value_model import ValueModel
         from alignlab.stages.ppo import PPOConfig, PPOTrainer
 
+        group = 1 if advantage == "gae" else a.group
         overrides = dict(
             policy=a.policy,
             reward_model=a.reward_model,
-            batch_size=a.batch,
+            advantage=advantage,
+            group_size=group,
+            batch_size=a.batch // group,  # prompts: a.batch episodes either way
             minibatch_size=a.minibatch,
             ppo_epochs=a.epochs,
             rollout={"max_new_tokens": a.max_new_tokens, "gen_batch_size": a.batch, "temperature": 1.0},
@@ -74,23 +84,26 @@ class Ours:
         for key, name in (("pack_sequences", "pack_sequences"), ("rollout_backend", "backend")):
             if getattr(a, key) is not None:
                 overrides["rollout"][name] = getattr(a, key)
+        if advantage != "gae":  # TRL's settings for the same algorithm: beta 0.02, advantages not whitened
+            overrides.update(whiten_advantages=False, kl={"beta": 0.02, "adaptive": False})
         cfg = apply(PPOConfig(), overrides, "bench")
         self.trainer = PPOTrainer(
             cfg,
             load_causal_lm(a.policy),
             load_causal_lm(a.policy),
             ValueModel(load_reward_model(a.reward_model)),
-            ValueModel(load_reward_model(a.reward_model)),
+            ValueModel(load_reward_model(a.reward_model)) if advantage == "gae" else None,
             tok,
             Accelerator(cpu=a.device == "cpu"),
         )
         self.prompts = encode_prompt_rows(tok, rows, "prompt", 96)
-        self.batch, self.it = a.batch, 0
+        self.batch, self.n_prompts, self.it = a.batch, a.batch // group, 0
         self.records: list[dict] = []
         self.step(timed=False)  # warm-up
 
     def step(self, timed: bool = True, phase: str = "") -> None:
-        batch = [self.prompts[(self.it * self.batch + i) % len(self.prompts)] for i in range(self.batch)]
+        n = self.n_prompts
+        batch = [self.prompts[(self.it * n + i) % len(self.prompts)] for i in range(n)]
         t0 = time.perf_counter()
         result = self.trainer.iteration(self.it, batch)
         wall = time.perf_counter() - t0
@@ -135,9 +148,9 @@ def _summary(tokens: float, episodes: int, wall: float, parts: dict[str, float],
     return out
 
 
-def bench_trl(kind: str, a, rows, tok, ours: Ours) -> dict:
-    """One TRL trainer (``kind`` = "rloo" or "grpo") for 1 + a.iterations iterations, with one of
-    our iterations run after each of its timed ones."""
+def bench_trl(kind: str, a, rows, tok, ours: list[Ours]) -> dict:
+    """One TRL trainer (``kind`` = "rloo" or "grpo") for 1 + a.iterations iterations, with one iteration
+    of each of ``ours`` run after each of its timed ones."""
     import datasets
     import trl
     import trl.extras.profiling as trl_profiling
@@ -192,7 +205,8 @@ def bench_trl(kind: str, a, rows, tok, ours: Ours) -> dict:
                 i = state.global_step // per_gen  # TRL iteration i-1 just ended (0 = warm-up)
                 ends[i - 1] = time.perf_counter()
                 if i - 1 >= 1:
-                    ours.step(phase=kind)  # one of ours, between two of TRL's
+                    for o in ours:  # one of each of ours, between two of TRL's
+                        o.step(phase=kind)
                 resumes[i - 1] = time.perf_counter()
 
         def on_log(self, args_, state, control, logs=None, **kw):
@@ -276,6 +290,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trl", default="rloo,grpo", help="TRL trainers to compare with (comma list; empty = ours only)")
+    p.add_argument(
+        "--ours_group",
+        type=lambda s: s.lower() in ("1", "true", "yes"),
+        default=True,
+        help="also time our rloo/grpo mode beside each TRL trainer of the same name",
+    )
     p.add_argument("--out", default="benchmarks/results/ppo_throughput.json")
     a = p.parse_args()
     if a.threads:
@@ -302,28 +322,39 @@ def main() -> None:
         result["alignlab_ppo"] = ours.summary("alone")
         _print("alignlab PPO", result["alignlab_ppo"])
     for kind in kinds:
-        trl_res = bench_trl(kind, a, rows, tok, ours)
+        same = Ours(a, rows, tok, kind) if a.ours_group else None  # our mode of the same algorithm
+        trl_res = bench_trl(kind, a, rows, tok, [ours] + ([same] if same else []))
+        result[f"trl_{kind}"] = trl_res
         ours_res = ours.summary(kind)
         result[f"alignlab_ppo_during_{kind}"] = ours_res
-        result[f"trl_{kind}"] = trl_res
         _print("alignlab PPO", ours_res)
+        if same is not None:
+            result[f"alignlab_{kind}_during_{kind}"] = same.summary(kind)
+            _print(f"alignlab {kind.upper()}", same.summary(kind))
         _print(f"TRL {kind.upper()} {trl_res['trl_version']}", trl_res)
-        ratio = {
-            "response_tokens_per_sec": round(
-                ours_res["response_tokens_per_sec"] / trl_res["response_tokens_per_sec"], 3
-            ),
-            "episodes_per_sec": round(ours_res["episodes_per_sec"] / trl_res["episodes_per_sec"], 3),
-        }
-        for key in ("generation_tokens_per_sec", "training_tokens_per_sec"):
-            if ours_res.get(key) and trl_res.get(key):
-                ratio[key] = round(ours_res[key] / trl_res[key], 3)
-        result[f"ratio_ours_over_trl_{kind}"] = ratio
-        print(f"ratio ours / TRL {kind.upper()}: {ratio}")
+        result[f"ratio_ours_over_trl_{kind}"] = _ratio(ours_res, trl_res)
+        print(f"ratio ours (PPO) / TRL {kind.upper()}: {result[f'ratio_ours_over_trl_{kind}']}")
+        if same is not None:
+            result[f"ratio_ours_{kind}_over_trl_{kind}"] = _ratio(same.summary(kind), trl_res)
+            print(f"ratio ours ({kind.upper()}) / TRL {kind.upper()}: {result[f'ratio_ours_{kind}_over_trl_{kind}']}")
+            del same
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average (1, 5, 15 min): start {result['load_average_start']}, end {result['load_average_end']}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}")
+
+
+def _ratio(ours_res: dict, trl_res: dict) -> dict:
+    """Ours over TRL's, for each rate both measured."""
+    ratio = {
+        "response_tokens_per_sec": round(ours_res["response_tokens_per_sec"] / trl_res["response_tokens_per_sec"], 3),
+        "episodes_per_sec": round(ours_res["episodes_per_sec"] / trl_res["episodes_per_sec"], 3),
+    }
+    for key in ("generation_tokens_per_sec", "training_tokens_per_sec"):
+        if ours_res.get(key) and trl_res.get(key):
+            ratio[key] = round(ours_res[key] / trl_res[key], 3)
+    return ratio
 
 
 def _print(name: str, r: dict) -> None:

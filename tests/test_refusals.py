@@ -177,10 +177,10 @@ def _world_reward(reward_fn, judge):
     return world_reward_fn(_ppo(reward_source="world"), inputs, reward_fn)
 
 
-def _check_shapes(n_proc: int, has_reward: bool = True, blocks=None, **kw):
+def _check_shapes(n_proc: int, has_reward: bool = True, blocks=None, has_value: bool = True, **kw):
     from alignlab.stages.ppo_setup import check_shapes
 
-    return check_shapes(_ppo(**kw), n_proc, has_reward, blocks)
+    return check_shapes(_ppo(**kw), n_proc, has_reward, blocks, has_value)
 
 
 def _check_settings(**kw):
@@ -194,6 +194,19 @@ def _vllm_missing(ctx: Ctx):
 
     ctx.monkeypatch.setattr(ppo_setup, "vllm_unavailable_reason", lambda: "vllm is not installed")
     return _check_settings(rollout__backend="vllm")
+
+
+def _ei_check(**kw):
+    from alignlab.stages.expert_iteration import check_settings
+
+    return check_settings(_cfg("alignlab.stages.expert_iteration", "ExpertIterationConfig", **kw))
+
+
+def _ei_select(ctx: Ctx, **kw):
+    from alignlab.stages.expert_iteration import select
+
+    cfg = _cfg("alignlab.stages.expert_iteration", "ExpertIterationConfig", policy=ctx.inputs["llama_policy"], **kw)
+    return select(cfg, [{"prompt": "p"}], lambda records, texts: [0.0] * len(texts))
 
 
 def _make_judge(**kw):
@@ -359,6 +372,14 @@ CASES: list[Refusal] = [
             r"heldout_clusters: unknown cluster\(s\) \['poetry'\]; the world has \['extraction', 'world_qa'\]"),
     Refusal("stages/instruct_tune.py", "heldout_clusters and exclude_clusters overlap",
             lambda c: _clusters(c, ["world_qa"], ["world_qa"]), ConfigError),
+    # ------------------------------------------------------------------------------ stages/expert_iteration.py
+    Refusal("stages/expert_iteration.py", "needs at least 2 samples per prompt", lambda c: _ei_check(n="1"),
+            ConfigError, r"n: best-of-n needs at least 2 samples per prompt to choose from, got 1"),
+    Refusal("stages/expert_iteration.py", "greedy decoding gives the same answer n times",
+            lambda c: _ei_check(temperature="0"), ConfigError),
+    Refusal("stages/expert_iteration.py", "leaves no room for a prompt in the policy's context",
+            lambda c: _ei_select(c, max_new_tokens="90"), ConfigError,
+            r"max_new_tokens \(90\) leaves no room for a prompt in the policy's context"),
     # -------------------------------------------------------------------------------------- stages/pipeline.py
     Refusal("stages/pipeline.py", "the pipeline writes each step in RUN/<step>",
             lambda c: _pipeline(output_dir=str(c.tmp), stage_overrides={"sft": {"output_dir": "/tmp/x"}}), ConfigError,
@@ -375,6 +396,16 @@ CASES: list[Refusal] = [
     Refusal("stages/ppo_setup.py", "must be a multiple of minibatch_size",
             lambda c: _check_settings(batch_size="10", minibatch_size="4"), ConfigError,
             r"batch_size \(10\) must be a multiple of minibatch_size \(4\)"),
+    Refusal("stages/ppo_setup.py", "must be a multiple of minibatch_size",
+            lambda c: _check_settings(advantage="rloo", group_size="3", batch_size="4", minibatch_size="8"),
+            ConfigError, r"batch_size x group_size \(4 x 3 = 12 episodes\) must be a multiple of minibatch_size \(8\)"),
+    Refusal("stages/ppo_setup.py", "needs advantage rloo or grpo", lambda c: _check_settings(group_size="4"),
+            ConfigError, r"group_size 4 needs advantage rloo or grpo: gae samples one response per prompt"),
+    Refusal("stages/ppo_setup.py", "needs group_size >= 2",
+            lambda c: _check_settings(advantage="grpo", group_size="1"), ConfigError,
+            r"advantage 'grpo' needs group_size >= 2 \(its baseline is the other samples of the same prompt\), got 1"),
+    Refusal("stages/ppo_setup.py", "advantage 'gae' needs a value model",
+            lambda c: _check_shapes(1, has_value=False), ConfigError),
     Refusal("stages/ppo_setup.py", "temperature must be > 0", lambda c: _check_settings(rollout__temperature="0"),
             ConfigError),
     Refusal("stages/ppo_setup.py", "rollout.backend='vllm': ", _vllm_missing, ConfigError,

@@ -50,6 +50,14 @@ def ppo_settings(inp, ptx: float) -> dict:
     }
 
 
+def rloo_settings(inp) -> dict:
+    """PPO's fault run as RLOO: 4 prompts x 2 samples = the same 8 episodes per iteration, no value model. The
+    missing-EOS penalty is added to the RM score, so the tiny policy's groups (which never end in 8 tokens)
+    still differ and the updates move the weights."""
+    settings = ppo_settings(inp, 0.0)
+    return {**settings, "advantage": "rloo", "group_size": 2, "batch_size": 4, "no_eos_mode": "add"}
+
+
 QUIET = {"tensorboard": False, "device": "cpu", "log_interval": 1}
 
 
@@ -88,6 +96,14 @@ def instruct_tune(world):
     )
 
 
+def expert_iteration(inp):
+    """Best of 3 on 24 prompts, then 4 epochs of SFT on the kept answers: a kill in the SFT run, and a resume
+    that reuses the selection and continues it."""
+    settings = {"policy": inp["llama_policy"], "reward_model": inp["llama_rm"], "data": inp["prompts"], "world_dir": ""}
+    settings.update(prompts=24, n=3, max_new_tokens=6, no_eos_penalty=None, epochs=4, batch_size=8, judge="loss")
+    return stage_runner("expert-iteration", None, {**settings, "run": QUIET})
+
+
 def pipeline(_):
     """The pipeline's first steps (world, tokenizer, a short pretraining): a kill anywhere, including
     between steps, and a rerun must finish each step once, as if never stopped."""
@@ -104,6 +120,8 @@ STAGES_UNDER_TEST = {
     "dpo": ("rlhf_inputs", dpo),
     "ppo": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, ppo_settings(inp, 0.0))),
     "ppo_ptx": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, ppo_settings(inp, 0.5))),
+    "rloo": ("rlhf_inputs", lambda inp: stage_runner("ppo", None, rloo_settings(inp))),
     "instruct_tune": ("smoke_world", instruct_tune),
+    "expert_iteration": ("rlhf_inputs", expert_iteration),
     "pipeline": ("tmp_path", pipeline),
 }

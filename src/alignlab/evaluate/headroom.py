@@ -28,6 +28,12 @@ from alignlab.evaluate.bootstrap import bootstrap_mean
 from alignlab.evaluate.win_rate import expected_preference, identical_mask
 
 
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || policy) in nats, log n - (n-1)/n (Gao et al. 2022; Stiennon et al. 2020): what picking
+    the best of n samples spends, whatever picks it. 0 for n = 1."""
+    return log(n) - (n - 1) / n
+
+
 def expected_best_of(values: np.ndarray, n: int) -> np.ndarray:
     """[P] unbiased E[max of n drawn without replacement] from [P, N] values (N >= n)."""
     P, N = values.shape
@@ -70,7 +76,7 @@ def headroom(
     }
     for n in ns:
         best = expected_best_of(gold, n)
-        out["kl_best_of_n"][n] = round(log(n) - (n - 1) / n, 4)
+        out["kl_best_of_n"][n] = round(best_of_n_kl(n), 4)
         out["gold"][n] = bootstrap_mean(best, key=f"best_of_{n}", **boot)
         out["gold_by_category"][n] = {c: round(float(best[cats == c].mean()), 4) for c in sorted(set(cats.tolist()))}
         idx = best_of_groups(gold, n)  # [P, G]

@@ -97,3 +97,19 @@ def kl_k3(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
     log_ratio = (ref_logprobs - logprobs) * m  # 0 on padding -> k3 term 0 there
     k3 = torch.expm1(log_ratio) - log_ratio
     return (k3 * m).sum(-1).mean()
+
+
+def kl_k3_loss(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """Scalar, differentiable in ``logprobs``: the mean over valid tokens of the per-token k3 estimate
+    (pi_ref / pi - 1) - log(pi_ref / pi) of KL(pi || pi_ref).
+
+    GRPO's KL term (Shao et al. 2024, eq. 4), added to the LOSS as beta x this rather than paid in the
+    reward: the group-normalised advantage would otherwise divide the KL penalty by each group's
+    reward spread. Every term is >= 0 and it is 0 exactly where pi = pi_ref, so its gradient pulls
+    the policy back towards the reference. A token mean, as ``ppo_policy_loss`` is, so beta weighs
+    one token's KL against one token's policy loss.
+    """
+    m = mask.to(logprobs.dtype)
+    log_ratio = ref_logprobs - logprobs
+    k3 = torch.expm1(log_ratio) - log_ratio
+    return (k3 * m).sum() / m.sum().clamp_min(1.0)

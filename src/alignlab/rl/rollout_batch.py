@@ -23,11 +23,11 @@ class Experience:
     response_mask: Tensor  # [B, R] 1 up to and including EOS
     old_logprobs: Tensor  # [B, R] log pi_old(y_t) at the sampling temperature
     ref_logprobs: Tensor  # [B, R] log pi_ref(y_t) at the same temperature
-    values: Tensor  # [B, R] V_old(s_t), the state before token t
+    values: Tensor | None  # [B, R] V_old(s_t), the state before token t; None without a value model (rloo, grpo)
     scores: Tensor  # [B] RM score (shifted), after the missing-EOS penalty
-    rewards: Tensor  # [B, R] -beta * (logp - logp_ref), plus the score at the last token
-    advantages: Tensor  # [B, R] GAE advantages (whitened if configured)
-    returns: Tensor  # [B, R] GAE returns = value targets
+    rewards: Tensor  # [B, R] -beta * (logp - logp_ref), plus the score at the last token (grpo: beta 0 here)
+    advantages: Tensor  # [B, R] GAE advantages, or a response's group advantage on each token (whitened if configured)
+    returns: Tensor | None  # [B, R] GAE returns = value targets; None without a value model
 
     @property
     def batch_size(self) -> int:

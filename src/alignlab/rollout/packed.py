@@ -224,23 +224,25 @@ def packing_matches_padding(
     policy, value_model, input_ids: Tensor, attention_mask: Tensor, response_start: int, temperature: float = 1.0
 ) -> tuple[bool, float]:
     """Do these models give the same numbers packed as padded (response log-probs of ``policy``,
-    V(s_t) of the ``ValueModel``)? An architecture that ignores a 4-D mask or explicit positions
-    would not. Returns (ok, max abs difference); the tolerance is float rounding: 1e-3 in float32,
-    5e-2 in half precision."""
+    V(s_t) of the ``ValueModel``; ``value_model`` None: the policy alone)? An architecture that ignores
+    a 4-D mask or explicit positions would not. Returns (ok, max abs difference); the tolerance is float
+    rounding: 1e-3 in float32, 5e-2 in half precision."""
     from alignlab.models.value_model import response_values
     from alignlab.rollout.scoring import sequence_logprobs
 
     mask = attention_mask[:, response_start:].bool()
     R = mask.shape[1]
-    padded = [
-        sequence_logprobs(policy, input_ids, attention_mask, response_start, temperature).logprobs,
-        response_values(value_model(input_ids, attention_mask), response_start, R),
-    ]
+    padded = [sequence_logprobs(policy, input_ids, attention_mask, response_start, temperature).logprobs]
+    if value_model is not None:
+        padded.append(response_values(value_model(input_ids, attention_mask), response_start, R))
     try:
         packed = pack_sequences(input_ids, attention_mask, response_start)
-        packed = [packed_logprobs(policy, packed, temperature).logprobs, packed_values(value_model, packed)]
+        packed_out = [packed_logprobs(policy, packed, temperature).logprobs]
+        if value_model is not None:
+            packed_out.append(packed_values(value_model, packed))
     except (RuntimeError, ValueError, TypeError):  # e.g. an attention kernel that takes no 4-D mask
         return False, float("nan")
-    diff = max(float((a - b)[mask].abs().max()) if mask.any() else 0.0 for a, b in zip(padded, packed))
-    low_precision = any(_float_dtype(m) != torch.float32 for m in (policy, value_model))
+    diff = max(float((a - b)[mask].abs().max()) if mask.any() else 0.0 for a, b in zip(padded, packed_out))
+    models = (policy,) if value_model is None else (policy, value_model)
+    low_precision = any(_float_dtype(m) != torch.float32 for m in models)
     return diff <= (5e-2 if low_precision else 1e-3), diff

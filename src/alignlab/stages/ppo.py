@@ -35,6 +35,18 @@ Value model: a copy of the RM whose scalar head is applied at every token
 
 The config's sections, its renamed keys and the presets are in ``ppo_config.py``; PPO-ptx
 (``ptx.coef`` > 0) is described at ``PtxSettings`` there.
+
+Advantage modes (``advantage``; the ``rloo`` and ``grpo`` presets): RLOO and GRPO are this stage with the
+value model replaced by the other samples of the same prompt. They share the rollout, the scoring (log-probs,
+the RM, the missing-EOS penalty, the KL) and the clipped policy loss; what changes, and where:
+  1. rollout   each prompt is sampled ``group_size`` times in a row (``_grouped``): B prompts, B x k episodes.
+  2. scoring   no value model: the per-token rewards are summed into one sequence reward per response
+               (score - beta x KL for rloo; the score alone for grpo, whose KL is a loss term), and
+               ``rl/group_advantages.py`` turns each group's rewards into advantages, put on every token of
+               the response; the batch's mean within-group reward std is logged as ``group_reward_std``.
+  3. update    the clipped policy loss alone (``_group_backward``), + beta x the k3 KL for grpo; one
+               optimiser, no value model saved (no ``value_model/`` in the output or the checkpoint).
+The default, ``gae``, is the PPO described above, number for number.
 """
 
 from __future__ import annotations
@@ -62,7 +74,8 @@ from alignlab.models.lora import LoraSettings, reference_model
 from alignlab.models.value_model import ValueModel, response_values, rm_scores
 from alignlab.outputs import read_metrics
 from alignlab.rl.gae import compute_gae
-from alignlab.rl.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3, per_token_kl_rewards
+from alignlab.rl.group_advantages import group_reward_std, grpo_advantages, rloo_advantages, token_advantages
+from alignlab.rl.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3, kl_k3_loss, per_token_kl_rewards
 from alignlab.rl.ppo_loss import explained_variance, masked_mean, masked_var, ppo_policy_loss, ppo_value_loss
 from alignlab.rl.rollout_batch import Experience
 from alignlab.rollout.layout import Rollout, with_eos
@@ -72,7 +85,15 @@ from alignlab.sections import ModelSource, OptimSettings, RunSettings
 from alignlab.seeds import derived_seed
 from alignlab.stages import ppo_checkpoint, ppo_setup, ppo_summary
 from alignlab.stages.ppo_config import PRESETS as PRESETS  # the registry reads ppo.PRESETS
-from alignlab.stages.ppo_config import RENAMED, EvalSettings, KLConfig, PtxSettings, RolloutSettings
+from alignlab.stages.ppo_config import (
+    RENAMED,
+    EvalSettings,
+    KLConfig,
+    PtxSettings,
+    RolloutSettings,
+    kl_in_loss,
+    method_name,
+)
 from alignlab.stages.ppo_eval import HeldoutEval
 
 
@@ -96,7 +117,7 @@ class PPOConfig:
     prompt_column: str = arg("prompt", "column with the prompt (text or messages); else a `messages` column's context")
     world_dir: str = arg("runs/world", "built-in world folder for GOLD rewards (reward-hacking check); empty = off")
     iterations: int = arg(24, "PPO iterations (rollout + update)")
-    batch_size: int = arg(64, "episodes (prompts) per iteration, global")
+    batch_size: int = arg(64, "prompts per iteration, global (episodes: batch_size x group_size)")
     minibatch_size: int = arg(16, "episodes per optimiser step (global, across processes)")
     ppo_epochs: int = arg(4, "passes over each rollout batch")
     value_lr: float = arg(1e-4, "value-model learning rate (its own AdamW; the policy's is optim.lr)")
@@ -108,7 +129,23 @@ class PPOConfig:
     vf_coef: float = arg(0.1, "value-loss coefficient")
     gamma: float = arg(1.0, "discount (InstructGPT: no discount)")
     lam: float = arg(0.95, "GAE lambda")
-    whiten_advantages: bool = arg(True, "normalise advantages per batch (mean 0, std 1)")
+    whiten_advantages: bool = arg(
+        True, "normalise advantages per batch (mean 0, std 1); every mode (the rloo and grpo presets turn it off)"
+    )
+    advantage: Literal["gae", "rloo", "grpo"] = arg(
+        "gae",
+        "the baseline the advantages are measured against: gae = a value model and GAE per token (PPO, "
+        "InstructGPT); rloo = the mean reward of the prompt's other group_size-1 samples, with the KL to the "
+        "reference in the sequence reward (Ahmadian et al. 2024); grpo = (reward - group mean) / (group std + "
+        "grpo_eps), with the KL as a k3 loss term (Shao et al. 2024). rloo and grpo load, train and save no value "
+        "model (value_model, value_lr, vf_* and lam do nothing there); see the `rloo` and `grpo` presets",
+    )
+    group_size: int = arg(
+        1,
+        "responses sampled per prompt: a batch of batch_size prompts gives batch_size x group_size episodes "
+        "(minibatch_size counts episodes); 1 for gae, >= 2 for rloo and grpo (the group is their baseline)",
+    )
+    grpo_eps: float = arg(1e-4, "grpo: added to the group's std, so a group whose rewards are all equal gets 0")
     reward_source: Literal["model", "world"] = arg(
         "model",
         "what scores an episode: the reward model, or (built-in world only) the world's training labelers "
@@ -155,7 +192,8 @@ class IterationResult:
 
 
 class PPOTrainer:
-    """Owns the four models and the two optimisers; ``iteration(it)`` does one rollout + update.
+    """Owns the four models and the two optimisers (rloo, grpo: three models, the policy's optimiser);
+    ``iteration(it)`` does one rollout + update.
 
     ``ref_policy=None`` (LoRA): the reference is ``policy`` with its adapter switched off.
 
@@ -170,14 +208,15 @@ class PPOTrainer:
         policy,
         ref_policy,
         reward_model: ValueModel | None,
-        value_model: ValueModel,
+        value_model: ValueModel | None,
         tokenizer,
         accelerator: Accelerator,
         ptx_blocks: torch.Tensor | None = None,
         reward_fn: Callable[[Rollout, list | None], torch.Tensor] | None = None,
     ):
         has_reward = reward_model is not None or reward_fn is not None
-        ppo_setup.check_shapes(cfg, accelerator.num_processes, has_reward, ptx_blocks)
+        value_model = value_model if ppo_setup.uses_value_model(cfg) else None  # rloo, grpo: the group is the baseline
+        ppo_setup.check_shapes(cfg, accelerator.num_processes, has_reward, ptx_blocks, value_model is not None)
         self.cfg, self.tok, self.acc = cfg, tokenizer, accelerator
         self.ref, self.rm, self.reward_fn = ref_policy, reward_model, reward_fn
         for m in (policy, ref_policy, value_model, reward_model):
@@ -187,20 +226,25 @@ class PPOTrainer:
             if m is not None:
                 m.eval().requires_grad_(False)
         self.ptx_blocks = ptx_blocks if cfg.ptx.coef > 0 else None
-        local_batch = cfg.batch_size // accelerator.num_processes
+        local_batch = cfg.batch_size * cfg.group_size // accelerator.num_processes  # episodes
         self.local_minibatch = cfg.minibatch_size // accelerator.num_processes  # one local minibatch per rank
         self.updates_per_iteration = cfg.ppo_epochs * math.ceil(local_batch / self.local_minibatch)
         o = cfg.optim
         self.opt_policy = training.make_optimizer(policy, o.lr, o.weight_decay, (o.beta1, o.beta2), o.eps)
-        self.opt_value = training.make_optimizer(value_model, cfg.value_lr, o.weight_decay, (o.beta1, o.beta2), o.eps)
-        self.sched_policy, self.sched_value = (
-            ppo_setup.lr_schedule(opt, cfg, self.updates_per_iteration) for opt in (self.opt_policy, self.opt_value)
-        )
+        self.sched_policy = ppo_setup.lr_schedule(self.opt_policy, cfg, self.updates_per_iteration)
         k = cfg.kl
         self.kl_ctl = AdaptiveKLController(k.beta, k.target, k.horizon) if k.adaptive else FixedKLController(k.beta)
-        self.policy, self.value, self.opt_policy, self.opt_value = accelerator.prepare(
-            policy, value_model, self.opt_policy, self.opt_value
-        )
+        if value_model is None:
+            self.value, self.opt_value, self.sched_value = None, None, None
+            self.policy, self.opt_policy = accelerator.prepare(policy, self.opt_policy)
+        else:
+            self.opt_value = training.make_optimizer(
+                value_model, cfg.value_lr, o.weight_decay, (o.beta1, o.beta2), o.eps
+            )
+            self.sched_value = ppo_setup.lr_schedule(self.opt_value, cfg, self.updates_per_iteration)
+            self.policy, self.value, self.opt_policy, self.opt_value = accelerator.prepare(
+                policy, value_model, self.opt_policy, self.opt_value
+            )
         for m in (self.ref, self.rm):
             if m is not None:
                 m.to(accelerator.device)
@@ -209,8 +253,14 @@ class PPOTrainer:
         pc = accelerator.unwrap_model(self.policy).config
         self._pack_hidden = int(getattr(pc, "hidden_size", None) or getattr(pc, "n_embd", None) or 256)
         self.pack = cfg.rollout.pack_sequences and ppo_setup.packing_works(self)
-        name = "ppo" if cfg.ptx.coef == 0 else "ppo-ptx"
-        self.guard = training.NonFiniteGuard(name, Path(cfg.output_dir) / "checkpoint", cfg.run.skip_nonfinite)
+        self.guard = training.NonFiniteGuard(
+            method_name(cfg), Path(cfg.output_dir) / "checkpoint", cfg.run.skip_nonfinite
+        )
+
+    def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
+        """(optimiser, schedule) of each trained model: the policy's, and the value model's (gae only)."""
+        pairs = [(self.opt_policy, self.sched_policy)]
+        return pairs if self.opt_value is None else [*pairs, (self.opt_value, self.sched_value)]
 
     # -- 1. rollout
     def rollout(self, prompt_ids: list[list[int]], iteration: int) -> Rollout:
@@ -240,14 +290,20 @@ class PPOTrainer:
         raw = self._raw_scores(ro, records)
         penalty = torch.full_like(raw, c.no_eos_penalty)
         scores = torch.where(ro.ended_with_eos, raw, penalty if c.no_eos_mode == "replace" else raw + penalty)
-        values = (
-            packed_values(self.value, packed)
-            if self.pack
-            else response_values(self.value(ids, attn), Tq, mask.shape[1])
-        ) * mask
+        values = None
+        if self.value is not None:
+            values = (
+                packed_values(self.value, packed)
+                if self.pack
+                else response_values(self.value(ids, attn), Tq, mask.shape[1])
+            ) * mask
         beta = self.kl_ctl.beta
-        rewards = per_token_kl_rewards(pol.logprobs, ref.logprobs, scores, mask, beta)
-        advantages, returns = compute_gae(rewards, values, mask, c.gamma, c.lam)
+        beta_reward = 0.0 if kl_in_loss(c) else beta  # grpo pays its KL in the loss (_group_backward)
+        rewards = per_token_kl_rewards(pol.logprobs, ref.logprobs, scores, mask, beta_reward)
+        if values is not None:
+            advantages, returns = compute_gae(rewards, values, mask, c.gamma, c.lam)
+        else:  # one number per response, from its group, on every token; no value targets
+            advantages, returns = token_advantages(self._group_advantages(rewards.sum(-1)), mask), None
         if c.whiten_advantages:
             advantages = masked_whiten_across(self.acc, advantages, mask)  # statistics of the global batch
         exp = Experience(
@@ -260,16 +316,26 @@ class PPOTrainer:
             "kl": kl_k1(pol.logprobs, ref.logprobs, mask).item(),
             "kl_k3": kl_k3(pol.logprobs, ref.logprobs, mask).item(),
             "beta": beta,
-            "kl_reward_mean": (-beta * (pol.logprobs - ref.logprobs) * mask).sum(-1).mean().item(),
+            "kl_reward_mean": (-beta_reward * (pol.logprobs - ref.logprobs) * mask).sum(-1).mean().item(),
             "entropy": masked_mean(pol.entropy, mask).item(),
             "response_len": mask.sum(-1).float().mean().item(),
             "eos_frac": ro.ended_with_eos.float().mean().item(),
-            "value_mean": masked_mean(values, mask).item(),
-            "return_mean": masked_mean(returns, mask).item(),
-            "explained_var": explained_variance(values, returns, mask).item(),
-            "return_var": masked_var(returns, mask, unbiased=False).item(),
         }
+        if values is not None:
+            stats["value_mean"] = masked_mean(values, mask).item()
+            stats["return_mean"] = masked_mean(returns, mask).item()
+            stats["explained_var"] = explained_variance(values, returns, mask).item()
+            stats["return_var"] = masked_var(returns, mask, unbiased=False).item()
+        else:  # how much the samples of one prompt differ: 0 = no signal in this batch
+            stats["group_reward_std"] = group_reward_std(rewards.sum(-1), c.group_size).item()
         return exp, stats
+
+    def _group_advantages(self, seq_rewards: torch.Tensor) -> torch.Tensor:
+        """[B*k] sequence rewards, grouped by prompt -> [B*k] rloo or grpo advantages (``rl/group_advantages.py``)."""
+        c = self.cfg
+        if c.advantage == "rloo":
+            return rloo_advantages(seq_rewards, c.group_size)
+        return grpo_advantages(seq_rewards, c.group_size, c.grpo_eps)
 
     def _raw_scores(self, ro: Rollout, records: list | None) -> torch.Tensor:
         """[B] the reward function's or the RM's score of prompt + response (+ EOS where it was cut off)."""
@@ -294,7 +360,8 @@ class PPOTrainer:
     def update(self, exp: Experience, iteration: int) -> list[dict[str, float]]:
         c = self.cfg
         self.policy.train()
-        self.value.train()
+        if self.value is not None:
+            self.value.train()
         g = torch.Generator().manual_seed(derived_seed(c.run.seed, iteration))
         mb_stats = []
         for _ in range(c.ppo_epochs):
@@ -319,10 +386,11 @@ class PPOTrainer:
         schedules, unless a loss or a norm is not finite: the guard then stops the run or skips the step."""
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
         stats["grad_norm"] = self.acc.clip_grad_norm_(self.policy.parameters(), clip)
-        stats["value_grad_norm"] = self.acc.clip_grad_norm_(self.value.parameters(), clip)
-        checked = ("pg_loss", "vf_loss", "ptx_loss", "grad_norm", "value_grad_norm")
+        if self.value is not None:
+            stats["value_grad_norm"] = self.acc.clip_grad_norm_(self.value.parameters(), clip)
+        checked = ("pg_loss", "vf_loss", "kl_loss", "ptx_loss", "grad_norm", "value_grad_norm")
         applied = self.guard.ok(iteration + 1, **{k: stats[k] for k in checked if k in stats})
-        for opt, sched in ((self.opt_policy, self.sched_policy), (self.opt_value, self.sched_value)):
+        for opt, sched in self.optimizers():
             if applied:
                 opt.step()
             sched.step()
@@ -330,20 +398,36 @@ class PPOTrainer:
 
     def _ppo_backward(self, mb: Experience) -> dict[str, torch.Tensor]:
         c, T = self.cfg, self.cfg.rollout.temperature
+        vpred = None
         if self.pack:
             packed = pack_sequences(mb.input_ids, mb.attention_mask, mb.response_start, self._pack_hidden)
             new = packed_logprobs(self.policy, packed, T)
-            vpred = packed_values(self.value, packed)
+            if self.value is not None:
+                vpred = packed_values(self.value, packed)
         else:
             new = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask, mb.response_start, T)
-            values_all = self.value(mb.input_ids, mb.attention_mask)
-            vpred = response_values(values_all, mb.response_start, mb.response_mask.shape[1])
+            if self.value is not None:
+                values_all = self.value(mb.input_ids, mb.attention_mask)
+                vpred = response_values(values_all, mb.response_start, mb.response_mask.shape[1])
         pg_loss, pg = ppo_policy_loss(new.logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, c.clip)
+        if vpred is None:
+            return self._group_backward(mb, new.logprobs, pg_loss, pg)
         vf_loss, vf = ppo_value_loss(vpred, mb.values, mb.returns, mb.response_mask, c.vf_clip)
         # both losses are token means: weigh this rank's tokens in the global minibatch's mean
         share = token_share(self.acc, mb.response_mask.sum())
         self.acc.backward((pg_loss + c.vf_coef * vf_loss) * share)
         return {"pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(), **pg, **vf}
+
+    def _group_backward(self, mb: Experience, logprobs: torch.Tensor, pg_loss, pg: dict) -> dict[str, torch.Tensor]:
+        """rloo, grpo: the clipped policy loss alone (no value model), plus for grpo beta x the k3 KL to the
+        reference, a token mean like the policy loss (the paper's placement: see ``ppo_config.py``)."""
+        loss, stats = pg_loss, {"pg_loss": pg_loss.detach(), **pg}
+        if kl_in_loss(self.cfg):
+            kl_loss = kl_k3_loss(logprobs, mb.ref_logprobs, mb.response_mask)
+            loss = loss + self.kl_ctl.beta * kl_loss
+            stats["kl_loss"] = kl_loss.detach()
+        self.acc.backward(loss * token_share(self.acc, mb.response_mask.sum()))
+        return stats
 
     def _ptx_backward(self, step: int) -> torch.Tensor:
         """ptx.coef x the LM loss of this optimiser step's pretraining blocks, backpropagated."""
@@ -355,7 +439,9 @@ class PPOTrainer:
         return ptx_loss.detach()
 
     def iteration(self, iteration: int, prompt_ids: list[list[int]], judge=None, records=None) -> IterationResult:
+        """One rollout + update on ``prompt_ids`` (this rank's prompts), each sampled group_size times."""
         t0 = time.time()
+        prompt_ids, records = self._grouped(prompt_ids), None if records is None else self._grouped(records)
         ro = self.rollout(prompt_ids, iteration)
         t1 = time.time()
         exp, stats = self.score(ro, records)
@@ -368,8 +454,8 @@ class PPOTrainer:
         else:  # skipped: no update, the schedules still advance (as for a skipped minibatch)
             mb = [{}]
             for _ in range(self.updates_per_iteration):
-                self.sched_policy.step()
-                self.sched_value.step()
+                for _, sched in self.optimizers():
+                    sched.step()
         t3 = time.time()
         for key in mb[0]:
             stats[key] = statistics.fmean(s[key] for s in mb)
@@ -384,6 +470,11 @@ class PPOTrainer:
         stats["response_tokens_per_sec"] *= self.acc.num_processes
         self.kl_ctl.update(stats["kl"], exp.batch_size * self.acc.num_processes)  # the k1 estimate, as logged
         return IterationResult(stats, exp, ro)
+
+    def _grouped(self, rows: list) -> list:
+        """Each row group_size times in a row: a prompt's samples sit together, as the group advantages expect."""
+        k = self.cfg.group_size
+        return rows if k == 1 else [row for row in rows for _ in range(k)]
 
 
 # ------------------------------------------------------------------------------- the stage
@@ -425,7 +516,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
         logger.log(0, **{k: v for k, v in initial.items() if k not in ("samples", "gold_scores")})
 
     # ---- the loop
-    name = "ppo" if cfg.ptx.coef == 0 else "ppo-ptx"
+    name = method_name(cfg)
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=name, disable=not is_main)
     judge = inputs.judge if "meta" in inputs.rows[0] else None
     for it in bar:
@@ -451,7 +542,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     summary: dict[str, Any] = {}
     if is_main:
         history = [h for h in read_metrics(out) if "kl" in h]  # whole run, including before a resume
-        facts = {"start": start, "t_start": t_start, "max_prompt_len": inputs.max_prompt_len, "history": history}
+        facts = dict(method=name, start=start, t_start=t_start, max_prompt_len=inputs.max_prompt_len, history=history)
         summary = ppo_summary.finish(out, cfg, trainer, m.tokenizer, heldout, initial, final, final_pt, facts)
         logger.log(cfg.iterations, **final.metrics, pretrain_loss=final_pt)
         logger.close()

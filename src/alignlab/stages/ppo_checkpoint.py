@@ -1,7 +1,8 @@
 """PPO's resumable checkpoint: two models, two optimisers and schedules, the KL controller, the RNG.
 
     checkpoint/
-      policy/, value_model/      weights (save_pretrained; with LoRA the adapters only)
+      policy/, value_model/      weights (save_pretrained; with LoRA the adapters only); rloo and grpo
+                                 have no value model, so no value_model/ and one optimiser and schedule
       optimizer.pt               both optimisers' and both schedules' state
       rng.pt                     torch/python RNG states
       trainer_state.json         the iteration, the KL controller's state, and what run() adds
@@ -31,26 +32,33 @@ def save(trainer, ckpt_dir: Path, iteration: int, extra: dict[str, Any]) -> None
     with checkpoints.writing(ckpt_dir, iteration) as tmp:
         trainer.acc.unwrap_model(trainer.policy).save_pretrained(tmp / "policy", safe_serialization=True)
         fault_point("checkpoint")
-        trainer.acc.unwrap_model(trainer.value).save_pretrained(tmp / "value_model", safe_serialization=True)
-        optimizers = {
-            "opt_policy": trainer.opt_policy.state_dict(),
-            "opt_value": trainer.opt_value.state_dict(),
-            "sched_policy": trainer.sched_policy.state_dict(),
-            "sched_value": trainer.sched_value.state_dict(),
-        }
-        torch.save(optimizers, tmp / "optimizer.pt")
+        if trainer.value is not None:
+            trainer.acc.unwrap_model(trainer.value).save_pretrained(tmp / "value_model", safe_serialization=True)
+        torch.save(_optimizer_state(trainer), tmp / "optimizer.pt")
         torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
         state = {"step": iteration, "kl_ctl": vars(trainer.kl_ctl), **extra}
         (tmp / "trainer_state.json").write_text(json.dumps(state))
+
+
+def _optimizer_state(trainer) -> dict[str, Any]:
+    """optimizer.pt: the policy's optimiser and schedule, and the value model's where there is one (gae)."""
+    state = {"opt_policy": trainer.opt_policy.state_dict()}
+    if trainer.opt_value is not None:
+        state["opt_value"] = trainer.opt_value.state_dict()
+    state["sched_policy"] = trainer.sched_policy.state_dict()
+    if trainer.sched_value is not None:
+        state["sched_value"] = trainer.sched_value.state_dict()
+    return state
 
 
 def load_state(trainer, ckpt_dir: Path) -> dict[str, Any]:
     """Optimisers, schedules, KL controller and RNG into ``trainer``; returns trainer_state.json."""
     opt = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
     trainer.opt_policy.load_state_dict(opt["opt_policy"])
-    trainer.opt_value.load_state_dict(opt["opt_value"])
     trainer.sched_policy.load_state_dict(opt["sched_policy"])
-    trainer.sched_value.load_state_dict(opt["sched_value"])
+    if trainer.opt_value is not None:
+        trainer.opt_value.load_state_dict(opt["opt_value"])
+        trainer.sched_value.load_state_dict(opt["sched_value"])
     rng = torch.load(ckpt_dir / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])

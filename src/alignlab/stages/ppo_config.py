@@ -1,5 +1,5 @@
 """PPO's own config sections (the KL leash, sampling the episodes, PPO-ptx, the held-out evaluation), the
-flat keys they replaced, and the presets.
+flat keys they replaced, and the presets (PPO's, and the value-free RLOO and GRPO modes of the same stage).
 
 ``PPOConfig`` (``stages/ppo.py``) holds the sections as ``kl.``, ``rollout.``, ``ptx.`` and ``eval.`` beside
 the shared ``run.``, ``source.`` and ``optim.`` sections; the flat keys they replace are listed in
@@ -119,3 +119,34 @@ PRESETS = {
     # spread less than the pipeline RM's, so beta starts lower in the same proportion.
     "gold": {"kl": {**_LEASH, "beta": 0.05}, "reward_source": "world", "output_dir": "runs/ppo_gold"},
 }
+
+# RLOO and GRPO: the same stage with the value model replaced by the other samples of the same prompt
+# (``advantage``; the maths in ``rl/group_advantages.py``). What defines each estimator follows its paper:
+#   rloo  k = 4 (Ahmadian et al. 2024 report k = 2 and 4, 4 the better; TRL's default is 2); the reward of a
+#         response is its RM score - beta x its KL summed over the response (the KL in the reward, as there and
+#         in TRL's RLOOTrainer); leave-one-out baseline; the advantage on every response token; not whitened
+#         (the paper's REINFORCE estimator; TRL's normalize_advantages is off by default).
+#   grpo  k = 4 (the paper sampled 64 per prompt, TRL 8: at our 64 episodes per iteration that would leave 1 or
+#         8 prompts per batch); advantage (r - group mean) / (group std + grpo_eps); the KL as a k3 LOSS term
+#         beta x mean_t k3, as in the paper, not in the reward: dividing by each group's std would rescale a KL
+#         paid in the reward by a different factor in every group, most in the groups that scored alike. beta
+#         starts at the paper's 0.04 (TRL's default is 0: no KL term at all).
+# What is not the estimator stays PPO's, so that a comparison of the three varies the advantage alone: the
+# clipped loss, 4 passes over 16-episode minibatches (the papers take one step per batch, where the clip never
+# binds; --ppo_epochs 1 --minibatch_size 64 gives that), the learning rate, and the adaptive KL leash to the same
+# target (rloo pays it where PPO does, so from PPO's beta). 16 prompts x 4 samples = PPO's 64 episodes per
+# iteration, so the three see the same number of episodes (rloo and grpo on a quarter as many prompts).
+_GROUPS = {"batch_size": 16, "group_size": 4, "whiten_advantages": False}
+PRESETS["rloo"] = {**_GROUPS, "advantage": "rloo", "kl": _LEASH, "output_dir": "runs/rloo"}
+PRESETS["grpo"] = {**_GROUPS, "advantage": "grpo", "kl": {**_LEASH, "beta": 0.04}, "output_dir": "runs/grpo"}
+
+
+def method_name(cfg) -> str:
+    """How the progress bar, the non-finite guard and the model card name a run: ppo, rloo or grpo (+ -ptx)."""
+    base = "ppo" if cfg.advantage == "gae" else cfg.advantage
+    return base if cfg.ptx.coef == 0 else f"{base}-ptx"
+
+
+def kl_in_loss(cfg) -> bool:
+    """Whether the KL to the reference is a loss term (grpo) rather than paid in the reward (gae, rloo)."""
+    return cfg.advantage == "grpo"

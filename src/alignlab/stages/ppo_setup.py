@@ -27,20 +27,41 @@ from alignlab.rollout.layout import Rollout
 from alignlab.rollout.packed import packing_matches_padding
 
 
+def uses_value_model(cfg) -> bool:
+    """Whether the run loads, trains and saves a value model: gae only (rloo and grpo baseline on the group)."""
+    return cfg.advantage == "gae"
+
+
 def check_settings(cfg) -> None:
     """Refuse settings PPO cannot run with, before any model is loaded."""
-    if cfg.batch_size % cfg.minibatch_size:
-        raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of minibatch_size ({cfg.minibatch_size})")
+    episodes = cfg.batch_size * cfg.group_size
+    if episodes % cfg.minibatch_size:
+        what = f"batch_size ({cfg.batch_size})"
+        if cfg.group_size != 1:
+            what = f"batch_size x group_size ({cfg.batch_size} x {cfg.group_size} = {episodes} episodes)"
+        raise ConfigError(f"{what} must be a multiple of minibatch_size ({cfg.minibatch_size})")
+    if cfg.advantage == "gae" and cfg.group_size != 1:
+        raise ConfigError(
+            f"group_size {cfg.group_size} needs advantage rloo or grpo: gae samples one response per prompt"
+        )
+    if cfg.advantage != "gae" and cfg.group_size < 2:
+        raise ConfigError(
+            f"advantage '{cfg.advantage}' needs group_size >= 2 (its baseline is the other samples of the same "
+            f"prompt), got {cfg.group_size}"
+        )
     if cfg.rollout.temperature <= 0:
         raise ConfigError("temperature must be > 0: PPO needs sampled responses and their probabilities")
     if cfg.rollout.backend == "vllm" and vllm_unavailable_reason():
         raise ConfigError(f"rollout.backend='vllm': {vllm_unavailable_reason()}; use rollout.backend='transformers'")
 
 
-def check_shapes(cfg, n_proc: int, has_reward: bool, ptx_blocks: torch.Tensor | None) -> None:
-    """Batch sizes are global: each must split evenly over the ``n_proc`` ranks."""
+def check_shapes(cfg, n_proc: int, has_reward: bool, ptx_blocks: torch.Tensor | None, has_value: bool = True) -> None:
+    """Batch sizes are global: each must split evenly over the ``n_proc`` ranks. (Prompts are split, so each
+    rank samples whole groups: rloo and grpo never need another rank's samples.)"""
     if not has_reward:
         raise ConfigError("PPO needs a reward model or a reward_fn")
+    if uses_value_model(cfg) and not has_value:
+        raise ConfigError("advantage 'gae' needs a value model (PPOTrainer's value_model is None)")
     if cfg.batch_size % n_proc or cfg.minibatch_size % n_proc:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must be "
@@ -61,11 +82,12 @@ class PPOModels:
     policy: Any  # the SFT model (its LoRA adapter on top with LoRA), trained
     ref: Any  # the frozen SFT model; None with LoRA (the policy with its adapter off)
     rm: ValueModel | None  # the frozen reward model; None when a reward_fn replaces it
-    value: ValueModel  # a copy of the RM (or value_model), trained
+    value: ValueModel | None  # a copy of the RM (or value_model), trained; None for rloo and grpo
 
 
 def load_models(cfg, ckpt_dir: Path | None, use_rm: bool) -> PPOModels:
-    """The four models; ``ckpt_dir`` (a resume) supplies the trained policy and value model.
+    """The four models (three for rloo and grpo: no value model); ``ckpt_dir`` (a resume) supplies the trained
+    policy and value model.
 
     LoRA: adapters on the policy and the value model; the reference is the policy with its adapter
     off (no second copy); a checkpoint holds the adapters, loaded onto the same bases. The load order
@@ -77,16 +99,24 @@ def load_models(cfg, ckpt_dir: Path | None, use_rm: bool) -> PPOModels:
     policy = apply_lora(policy, cfg.lora, "CAUSAL_LM")
     ref = None if lora else load_causal_lm(cfg.policy, trust)
     rm = ValueModel(load_reward_model(cfg.reward_model, trust)) if use_rm else None
-    value_src = str(ckpt_dir / "value_model") if ckpt_dir and not lora else (cfg.value_model or cfg.reward_model)
-    value = ValueModel(load_reward_model(value_src, trust))
-    value.model = apply_lora(value.model, cfg.lora, "SEQ_CLS")
+    value = _value_model(cfg, ckpt_dir) if uses_value_model(cfg) else None  # rloo, grpo: none at all
     if ckpt_dir and lora:
         load_adapter_weights(policy, ckpt_dir / "policy")
-        load_adapter_weights(value.model, ckpt_dir / "value_model")
+        if value is not None:
+            load_adapter_weights(value.model, ckpt_dir / "value_model")
     n_embed = policy.get_input_embeddings().num_embeddings
     if len(tok) > n_embed:
         raise ModelLoadError(f"tokenizer has {len(tok)} tokens but the policy's embedding only {n_embed}")
     return PPOModels(tok, policy, ref, rm, value)
+
+
+def _value_model(cfg, ckpt_dir: Path | None) -> ValueModel:
+    """The value model: the checkpoint's (a resume), else value_model, else a copy of the reward model."""
+    lora = cfg.lora.enabled
+    value_src = str(ckpt_dir / "value_model") if ckpt_dir and not lora else (cfg.value_model or cfg.reward_model)
+    value = ValueModel(load_reward_model(value_src, cfg.source.trust_remote_code))
+    value.model = apply_lora(value.model, cfg.lora, "SEQ_CLS")
+    return value
 
 
 @dataclass
@@ -219,8 +249,10 @@ def packing_works(trainer) -> bool:
     architecture that ignores a 4-D attention mask or explicit positions does not: it gets the padded
     layout, with a warning, instead of wrong numbers. Checked once, on a probe batch of left-padded prompts
     and right-padded responses of different lengths (no random draw). The RM is the value model's
-    architecture (the value model starts as a copy of it)."""
+    architecture (the value model starts as a copy of it); rloo and grpo, without a value model, check the RM,
+    which scoring packs too (and the policy alone when a reward function replaces the RM)."""
     policy = trainer.acc.unwrap_model(trainer.policy)
+    values = trainer.value if trainer.value is not None else trainer.rm
     Tq, R = 6, 5
     ids = (torch.arange(3 * (Tq + R)).view(3, Tq + R) * 7 + 3) % policy.get_input_embeddings().num_embeddings
     attn = torch.ones_like(ids)
@@ -229,7 +261,7 @@ def packing_works(trainer) -> bool:
         attn[row, Tq + response_len :] = 0
     ids = ids.masked_fill(attn == 0, trainer.tok.pad_token_id or 0).to(trainer.acc.device)
     ok, diff = packing_matches_padding(
-        trainer.policy, trainer.value, ids, attn.to(ids.device), Tq, trainer.cfg.rollout.temperature
+        trainer.policy, values, ids, attn.to(ids.device), Tq, trainer.cfg.rollout.temperature
     )
     if not ok:
         name = type(policy).__name__

@@ -22,6 +22,25 @@ The value model (`value_model/`) is a copy of the reward model whose scalar head
 every token; load it with `AutoModelForSequenceClassification`. Held-out numbers compare the
 SFT policy (before) and this policy (after) on the same prompts with the same sampling seed."""
 
+# rloo and grpo: the same stage without a value model (``advantage``)
+GROUP_CARD = {
+    "rloo": "RLOO (Ahmadian et al. 2024): {k} samples per prompt, each judged against the mean reward of the "
+    "other {k1}; the reward is the RM score minus beta x the KL to the SFT policy summed over the response.",
+    "grpo": "GRPO (Shao et al. 2024): {k} samples per prompt, each reward standardised by its group's mean and "
+    "std; the KL to the SFT policy is a k3 loss term weighted by beta.",
+}
+GROUP_CARD_TAIL = """ PPO's clipped policy loss with these advantages on every response token; no value model.
+Held-out numbers compare the SFT policy (before) and this policy (after) on the same prompts with the same
+sampling seed."""
+
+
+def card(cfg) -> str:
+    """The model card's method section for the run's advantage mode."""
+    if cfg.advantage == "gae":
+        return CARD
+    text = GROUP_CARD[cfg.advantage].format(k=cfg.group_size, k1=cfg.group_size - 1)
+    return "## Method\n" + text + GROUP_CARD_TAIL
+
 
 def progress(metrics: dict[str, float]) -> dict[str, str]:
     """The progress bar's numbers of one iteration."""
@@ -32,22 +51,18 @@ def progress(metrics: dict[str, float]) -> dict[str, str]:
 
 
 def finish(out: Path, cfg, trainer, tokenizer, heldout, initial: dict, final, final_pt, facts: dict) -> dict:
-    """Publish the policy and value model, write samples.json, the summary line and the model card;
-    return the summary. ``heldout``: the run's ``ppo_eval.HeldoutEval``, ``final`` its last measurement;
-    ``facts``: start (iteration resumed from), t_start, max_prompt_len, history."""
+    """Publish the policy and value model (gae; rloo and grpo have none), write samples.json, the summary line
+    and the model card; return the summary. ``heldout``: the run's ``ppo_eval.HeldoutEval``, ``final`` its last
+    measurement; ``facts``: method (``ppo_config.method_name``), start (iteration resumed from), t_start,
+    max_prompt_len, history."""
     acc = trainer.acc
-    publish_model(
-        out,
-        acc.unwrap_model(trainer.policy),
-        tokenizer,
-        cfg.lora,
-        parts={"value_model": acc.unwrap_model(trainer.value).model},
-    )
+    parts = {} if trainer.value is None else {"value_model": acc.unwrap_model(trainer.value).model}
+    publish_model(out, acc.unwrap_model(trainer.policy), tokenizer, cfg.lora, parts=parts)
     atomic_write_json(out / "samples.json", {"before": initial.get("samples"), "after": heldout.samples(final)})
     facts = {**facts, "heldout_sampling": heldout.description(), "heldout_records": heldout.records()}
     summary = summarize(cfg, initial, final, final_pt, facts["history"], trainer.kl_ctl.beta, facts)
-    print_summary(summary)
-    write_model_card(out, "ppo" if cfg.ptx.coef == 0 else "ppo-ptx", summary, extra=CARD)
+    print_summary(summary, facts["method"])
+    write_model_card(out, facts["method"], summary, extra=card(cfg))
     return summary
 
 
@@ -56,7 +71,9 @@ def summarize(cfg, initial: dict, final, final_pt, history: list[dict], beta: fl
     ``ppo_eval.Heldout``."""
     s: dict[str, Any] = {
         "iterations": cfg.iterations,
-        "episodes": cfg.iterations * cfg.batch_size,
+        "episodes": cfg.iterations * cfg.batch_size * cfg.group_size,
+        "advantage": cfg.advantage,  # gae (PPO), rloo or grpo
+        "group_size": cfg.group_size,  # samples per prompt
         "ptx_coef": cfg.ptx.coef,
         "resumed_from_iteration": facts["start"] or None,
     }
@@ -113,8 +130,8 @@ def _hacking(s: dict, gold_before: dict, gold_after: dict, m: float) -> dict[str
     return out
 
 
-def print_summary(s: dict[str, Any]) -> None:
-    parts = [f"ppo: {s['iterations']} iterations in {s['seconds']}s"]
+def print_summary(s: dict[str, Any], method: str = "ppo") -> None:
+    parts = [f"{method}: {s['iterations']} iterations in {s['seconds']}s"]
     if "heldout_rm_score_initial" in s:
         parts.append(f"held-out RM {s['heldout_rm_score_initial']:.3f} -> {s['heldout_rm_score_final']:.3f}")
     if "heldout_gold_initial" in s:

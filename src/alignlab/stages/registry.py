@@ -103,6 +103,12 @@ STAGES: dict[str, Stage] = {
             help="direct preference optimisation on the same comparisons (offline baseline)",
         ),
         Stage(
+            "expert-iteration",
+            "alignlab.stages.expert_iteration",
+            "ExpertIterationConfig",
+            help="AlpacaFarm's expert iteration: the SFT policy's best-of-n answers by the reward model, then SFT on them",
+        ),
+        Stage(
             "instruct-tune",
             "alignlab.stages.instruct_tune",
             "InstructTuneConfig",
