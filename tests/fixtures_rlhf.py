@@ -50,6 +50,16 @@ def _texts(seed: int = 0):
     return prompts, answers, corpus
 
 
+def _vocab_as_loaded(tok, config, path) -> int:
+    """How many tokens ``AutoTokenizer`` gives for ``tok`` saved beside ``config``: for some model types it
+    picks that family's tokenizer class, which adds its own special tokens (Qwen2: <|endoftext|>)."""
+    from transformers import AutoTokenizer
+
+    tok.save_pretrained(path)
+    config.save_pretrained(path)
+    return len(AutoTokenizer.from_pretrained(path))
+
+
 def _save_pair(kind: str, tok, root, ctx: int = 96):
     """A random causal LM of ``kind`` and a reward model made from it (random scalar head)."""
     from transformers import (
@@ -75,6 +85,21 @@ def _save_pair(kind: str, tok, root, ctx: int = 96):
             **ids,
         )
         lm = LlamaForCausalLM(cfg)
+    elif kind == "qwen2":  # another family: grouped-query attention, biased q/k/v, tied embeddings
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        cfg = Qwen2Config(
+            vocab_size=_vocab_as_loaded(tok, Qwen2Config(), root / f"{kind}_policy"),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=ctx,
+            tie_word_embeddings=True,
+            **ids,
+        )
+        lm = Qwen2ForCausalLM(cfg)
     else:
         cfg = GPT2Config(
             vocab_size=len(tok),
@@ -112,7 +137,7 @@ def rlhf_inputs(tmp_path_factory):
     prompts, answers, corpus = _texts()
     tok = train_bpe(corpus + prompts + [a for ans in answers for a in ans], vocab_size=320)
     out = {"root": root, "tokenizer": tok}
-    for kind in ("llama", "gpt2"):
+    for kind in ("llama", "gpt2", "qwen2"):
         out[f"{kind}_policy"], out[f"{kind}_rm"] = _save_pair(kind, tok, root)
     out["prompts"] = _write_jsonl(root / "prompts.jsonl", [{"prompt": p} for p in prompts])
     out["preference"] = _write_jsonl(

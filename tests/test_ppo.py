@@ -80,7 +80,7 @@ def _right_pad(seqs, pad):
 # ------------------------------------------------------------------ one iteration, end to end
 
 
-@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "qwen2"])
 def test_one_iteration_end_to_end(rlhf_inputs, tmp_path, kind):
     cfg = _cfg(rlhf_inputs, kind, tmp_path / kind, ptx={"coef": 0.5})
     summary = ppo.run(cfg)
