@@ -20,6 +20,7 @@ COVERED_FILES = [
     "src/alignlab/sections.py",
     "src/alignlab/training.py",
     "src/alignlab/models/load.py",
+    "src/alignlab/data/ranks.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src/alignlab/stages").glob("*.py")),
 ]
 

@@ -109,3 +109,21 @@ def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
         return [{k: v for k, v in m.items() if k != "time"} for m in read_metrics(d)]
 
     assert lines(resumed) == lines(full)
+
+
+def test_tied_responses_give_no_dpo_pair(rlhf_inputs, tmp_path):  # noqa: F811
+    """A person's ranking with ties (alignlab label writes ``ranks``): DPO prefers only strictly better responses,
+    and a prompt whose responses are all tied gives no pair at all."""
+    import datasets
+
+    rows = [
+        {"prompt": "p1", "responses": ["a", "b", "c"], "ranks": [1, 2, 2]},
+        {"prompt": "p2", "responses": ["d", "e"], "ranks": [1, 1]},
+        {"prompt": "p3", "responses": ["f", "g", "h"]},
+    ]
+    groups = dpo.ranked_groups(datasets.Dataset.from_list(rows), rlhf_inputs["tokenizer"], 64, "src")
+    assert len(groups) == 2  # p2: all tied
+    assert dpo.group_pairs(groups[0]) == [(0, 1), (0, 2)] and dpo.n_pairs(groups[0]) == 2
+    assert dpo.group_pairs(groups[1]) == [(0, 1), (0, 2), (1, 2)]  # no ranks: a strict ranking by order
+    _, _, _, chosen, rejected = dpo.collate(groups, rlhf_inputs["tokenizer"].pad_token_id)
+    assert chosen.tolist() == [0, 0, 3, 3, 4] and rejected.tolist() == [1, 2, 4, 5, 5]

@@ -441,7 +441,7 @@ CASES: list[Refusal] = [
     Refusal("stages/reward.py", "no row has two different responses to compare",
             lambda c: _comparisons(c.jsonl("r.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "a"}])), DataError,
             r"r\.jsonl \(train split\): no row has two different responses to compare"),
-    Refusal("stages/reward.py", "'ranks' must hold one integer per response",
+    Refusal("data/ranks.py", "'ranks' must hold one integer per response",
             lambda c: _comparisons(c.jsonl("r.jsonl", [{"prompt": "p", "responses": ["a", "b"], "ranks": [2, 1]}])),
             DataError, r"r\.jsonl \(train split\) row 0: 'ranks' must hold one integer per response in the "
             r"responses' order, best to worst \(non-decreasing; equal ranks are a tie\), got \[2, 1\] for 2 responses"),

@@ -38,6 +38,7 @@ from alignlab.data.heldout import (
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import require_format
 from alignlab.data.packing import block_indices
+from alignlab.data.ranks import row_ranks, strict_pairs
 from alignlab.distributed import make_accelerator, rank_share, reduce_means, reduce_sums, token_share
 from alignlab.errors import ConfigError, DataError
 from alignlab.evaluate.heldout_samples import paired_delta_ci, sample_and_score
@@ -118,17 +119,20 @@ PRESETS = {
 
 
 def ranked_groups(ds, tokenizer, max_len: int, source: str) -> list[list[dict[str, Any]]]:
-    """One group per prompt: its responses best -> worst, each tokenised with the prompt masked."""
+    """One group per prompt: its responses best -> worst, each tokenised with the prompt masked and carrying
+    its rank (a row's ``ranks``, where tied responses share one: data/ranks.py; else its position)."""
     fmt = require_format(ds, ("ranked", "preference"), source)
     groups = []
-    for row in ds:
+    for i, row in enumerate(ds):
         prompt = prompt_of(row)
-        responses = list(row["responses"]) if fmt == "ranked" else [row["chosen"], row["rejected"]]
+        given = [r.strip() for r in (row["responses"] if fmt == "ranked" else [row["chosen"], row["rejected"]])]
         # a duplicate keeps its best rank: no y_w == y_l pairs
-        responses = list(dict.fromkeys(r.strip() for r in responses))
-        if len(responses) < 2:
+        responses = list(dict.fromkeys(given))
+        ranks = row_ranks(row, given, responses, f"{source} row {i}") if fmt == "ranked" else None
+        ranks = ranks or list(range(1, len(responses) + 1))
+        if len(responses) < 2 or len(set(ranks)) < 2:  # nothing to prefer: one response, or all tied
             continue
-        groups.append([encode_example(tokenizer, prompt, r, max_len) for r in responses])
+        groups.append([{**encode_example(tokenizer, prompt, r, max_len), "rank": k} for r, k in zip(responses, ranks)])
     if not groups:
         raise DataError(f"{source}: no prompt with at least two responses")
     return groups
@@ -146,10 +150,9 @@ def collate(groups: list[list[dict[str, Any]]], pad_id: int):
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(ex["input_ids"]), torch.tensor(ex["labels"]), 1
     chosen, rejected, off = [], [], 0
     for g in groups:
-        for a in range(len(g)):
-            for b in range(a + 1, len(g)):
-                chosen.append(off + a)
-                rejected.append(off + b)
+        for a, b in group_pairs(g):
+            chosen.append(off + a)
+            rejected.append(off + b)
         off += len(g)
     return ids, mask, labels, torch.tensor(chosen), torch.tensor(rejected)
 
@@ -170,9 +173,14 @@ def sequence_logps(model, ids, mask, labels) -> torch.Tensor:
     return torch.cat(pieces)[torch.argsort(order)]
 
 
+def group_pairs(group: list) -> list[tuple[int, int]]:
+    """(better, worse) pairs of a ranked group: all C(K, 2), less the tied ones."""
+    return strict_pairs(len(group), [ex.get("rank", i + 1) for i, ex in enumerate(group)])
+
+
 def n_pairs(group: list) -> int:
-    """Pairs a ranked group of K distinct responses gives: C(K, 2)."""
-    return len(group) * (len(group) - 1) // 2
+    """Pairs a ranked group gives: C(K, 2) for K distinct responses, less the tied ones."""
+    return len(group_pairs(group))
 
 
 def batch_loss(policy, ref_logps, ids, mask, labels, chosen, rejected, beta):

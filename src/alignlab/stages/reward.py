@@ -56,6 +56,7 @@ from alignlab.data.collate import collate_sequences
 from alignlab.data.heldout import DEFAULT_EVAL_FRACTION, EVAL_FRACTION_HELP, HeldoutInfo, load_train_eval
 from alignlab.data.length_groups import length_groups
 from alignlab.data.load import DataError, load_dataset_any, load_demonstrations, require_format
+from alignlab.data.ranks import row_ranks, strict_pairs
 from alignlab.distributed import make_accelerator, map_sharded, rank_share
 from alignlab.faults import fault_point
 from alignlab.models.lora import LoraSettings
@@ -202,29 +203,6 @@ def comparison_rows(ds, where: str) -> tuple[list[dict[str, Any]], int]:
     if not rows:
         raise DataError(f"{where}: no row has two different responses to compare")
     return rows, skipped
-
-
-def row_ranks(rec: dict, ranked: list[str], resp: list[str], where: str) -> list[int] | None:
-    """The ranks of the distinct responses ``resp`` (a repeated response keeps its first copy's rank), when the
-    row carries ``ranks``; None when it does not (its order is then a strict ranking)."""
-    ranks = rec.get("ranks")
-    if ranks is None:
-        return None
-    ints = all(isinstance(r, int) and not isinstance(r, bool) for r in ranks)
-    if len(ranks) != len(ranked) or not ints or list(ranks) != sorted(ranks):
-        raise DataError(
-            f"{where}: 'ranks' must hold one integer per response in the responses' order, best to worst "
-            f"(non-decreasing; equal ranks are a tie), got {list(ranks)!r} for {len(ranked)} responses"
-        )
-    first: dict[str, int] = {}
-    for r, k in zip(ranked, ranks):
-        first.setdefault(r, k)
-    return [first[r] for r in resp]
-
-
-def strict_pairs(n: int, ranks: list[int] | None) -> list[tuple[int, int]]:
-    """(better, worse) index pairs of a best -> worst list of ``n``: all C(n, 2), less those ``ranks`` ties."""
-    return [(i, j) for i, j in itertools.combinations(range(n), 2) if ranks is None or ranks[i] < ranks[j]]
 
 
 def rank_tensor(rows: list[dict], k_max: int) -> torch.Tensor | None:
