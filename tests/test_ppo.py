@@ -258,18 +258,12 @@ def test_ptx_lowers_pretraining_loss(rlhf_inputs):
 # ------------------------------------------------------------------------------------- resume
 
 
-def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
+def check_resume_matches_uninterrupted(cfg, tmp_path) -> tuple:
+    """Run ``cfg`` (4 iterations, a checkpoint every 2) whole, then a copy resumed from its iteration-2
+    checkpoint: the same metrics at every iteration (beta trajectory included) and the same final numbers.
+    Returns (full folder, resumed folder, resumed metrics) for a caller's further checks."""
     full = tmp_path / "full"
-    cfg = _cfg(
-        rlhf_inputs,
-        "llama",
-        full,
-        iterations=4,
-        run={"checkpoint_interval": 2},
-        batch_size=8,
-        kl={"adaptive": True, "horizon": 100},
-    )
-    s_full = ppo.run(cfg)
+    s_full = ppo.run(apply(cfg, {"output_dir": str(full)}, "test"))
     resumed = tmp_path / "resumed"
     shutil.copytree(full, resumed)  # its checkpoint/ is the one written after iteration 2
     assert json.loads((resumed / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
@@ -285,6 +279,12 @@ def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
     assert lines(resumed) == lines(full)  # same iterations 3-4, same beta trajectory, same final numbers
     for k in ("heldout_rm_score_final", "final_kl", "final_beta", "pretrain_loss_final"):
         assert s_res[k] == s_full[k], k
+    return full, resumed, lines(full)
+
+
+def test_resume_matches_uninterrupted(rlhf_inputs, tmp_path):
+    settings = dict(iterations=4, run={"checkpoint_interval": 2}, batch_size=8, kl={"adaptive": True, "horizon": 100})
+    check_resume_matches_uninterrupted(_cfg(rlhf_inputs, "llama", tmp_path / "full", **settings), tmp_path)
 
 
 # ------------------------------------------------------------------------------ the KL leash
