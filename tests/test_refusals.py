@@ -312,7 +312,7 @@ CASES: list[Refusal] = [
     Refusal("training.py", "device: expected auto, cpu or cuda", lambda c: _device("tpu"), ConfigError,
             r"device: expected auto, cpu or cuda, got 'tpu'"),
     Refusal("training.py", "cuda requested but no CUDA device", _no_cuda, ConfigError),
-    Refusal("training.py", "checkpoint does not match the model", _mismatched_checkpoint, ValueError,
+    Refusal("training.py", "checkpoint does not match the model", _mismatched_checkpoint, ConfigError,
             r"ckpt: checkpoint does not match the model \(missing \['weight', 'bias'\], unexpected \['other\.weight'\]\)"),
     Refusal("training.py", "became", lambda c: _finite(float("nan")), FloatingPointError,
             r"sft: loss became nan at step 3, before the weights were updated; no checkpoint was written yet"),

@@ -120,8 +120,9 @@ def load_checkpoint(folder: str | Path, model, optimizer, scheduler) -> int:
         # Tied output weights are saved once; anything else missing means a different model.
         missing = [k for k in missing if not k.endswith("lm_head.weight")]
         if missing or unexpected:
-            raise ValueError(
-                f"{folder}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            raise ConfigError(  # resuming with another model than the one checkpointed: the user's setting
+                f"{folder}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                "resume with the model it was written for, or run without run.resume to start over"
             )
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     if scheduler is not None and (folder / "scheduler.pt").exists():
