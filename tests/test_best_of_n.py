@@ -92,3 +92,28 @@ def test_a_reward_model_judge_is_a_scorer(rlhf_inputs):
         want = score_texts(rm, rlhf_inputs["tokenizer"], [row["prompt"]] * 3, result.texts[p]).numpy()
         np.testing.assert_allclose(result.scores[p], want, atol=1e-5)
         assert result.best[p] == int(np.argmax(want))
+
+
+def test_best_of_m_reads_the_first_m_draws_and_carries_the_analytic_kl():
+    scores = np.array([[1.0, 3.0, 9.0, 2.0], [5.0, 5.0, 0.0, 7.0]])
+    length = np.array([[4.0, 5.0, 6.0, 7.0], [1.0, 2.0, 3.0, 4.0]])
+    texts = [["a", "b", "c", "d"], ["e", "f", "g", "h"]]
+    r = BestOfN(4, texts, scores, np.ones((2, 4)), np.array([2, 3]), length)
+    assert r.pick(1).tolist() == [0, 0] and r.pick(2).tolist() == [1, 0] and r.pick(4).tolist() == [2, 3]
+    two = r.as_policy(2)
+    assert two.texts == [["b"], ["e"]] and two.length.tolist() == [[5.0], [1.0]]
+    assert np.allclose(two.kl, math.log(2) - 0.5) and two.kl.shape == (2, 1)
+    with pytest.raises(ValueError, match="1 <= m <= 4"):
+        r.pick(5)
+
+
+def test_the_evaluation_refuses_best_of_n_without_a_reward_model_or_with_greedy_decoding(tmp_path):
+    from alignlab.errors import ConfigError, ModelNotFoundError
+    from alignlab.evaluate.stage import EvaluateConfig, _check
+
+    with pytest.raises(ConfigError, match="best_of_n_reward_model"):
+        _check(EvaluateConfig(best_of_n=[4]))
+    with pytest.raises(ConfigError, match="temperature > 0"):
+        _check(EvaluateConfig(best_of_n=[4], best_of_n_reward_model="rm", temperature=0.0))
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        _check(EvaluateConfig(best_of_n=[4], best_of_n_reward_model=str(tmp_path / "no_rm")))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from alignlab.config import resolve
 from alignlab.report.build import ReportConfig
 from alignlab.summaries import (
     EvaluateResults,
@@ -25,6 +24,7 @@ from alignlab.summaries import (
     RewardSummary,
     WorldStats,
 )
+from fixtures_pipeline import smoke_pipeline_run  # noqa: F401
 from fixtures_report import SyntheticRun, find, judge
 
 
@@ -131,16 +131,8 @@ def test_the_report_marks_unmeasured_claims(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    """The whole smoke pipeline, diagnostics included (ppo_gold), into a temporary folder (about 25 s)."""
-    from alignlab.stages.pipeline import PRESETS, PipelineConfig
-    from alignlab.stages.registry import run_stage
-
-    root = tmp_path_factory.mktemp("smoke_report") / "run"
-    run_stage(
-        "pipeline", resolve(PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(root), "diagnostics": "true"})
-    )
-    return root
+def smoke_run(smoke_pipeline_run) -> Path:
+    return smoke_pipeline_run
 
 
 def _read(path: Path) -> dict:

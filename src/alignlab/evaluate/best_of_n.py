@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from alignlab.evaluate.headroom import best_of_groups, best_of_n_kl, expected_best_of
-from alignlab.evaluate.sampling import sample
+from alignlab.evaluate.sampling import PolicySamples, sample
 
 Scorer = Callable[[list[dict[str, Any]], list[str]], Sequence[float]]
 
@@ -42,6 +42,7 @@ class BestOfN:
     scores: np.ndarray  # [P, n] the scorer's score of each (the missing-EOS penalty applied)
     eos: np.ndarray  # [P, n] 1.0 where the response ended with EOS
     best: np.ndarray  # [P] index of the kept sample: the first of the highest-scored
+    length: np.ndarray | None = None  # [P, n] response tokens, EOS included (None: not recorded)
 
     @property
     def best_texts(self) -> list[str]:
@@ -54,6 +55,26 @@ class BestOfN:
     @property
     def kl(self) -> float:
         return best_of_n_kl(self.n)
+
+    def pick(self, m: int) -> np.ndarray:
+        """[P] index of the highest-scored of each prompt's first ``m`` samples (ties: the first): the answer a
+        best-of-m policy gives, read off the same draws as every larger m."""
+        if not 1 <= m <= self.n:
+            raise ValueError(f"best-of-{m} needs 1 <= m <= {self.n} (the samples drawn per prompt)")
+        return best_of_groups(self.scores[:, :m], m)[:, 0]
+
+    def as_policy(self, m: int) -> PolicySamples:
+        """Best-of-m as a policy the evaluation judges: one answer per prompt, its KL to the sampled policy the
+        analytic log m - (m - 1)/m (the same for every prompt)."""
+        idx = self.pick(m)
+        rows = np.arange(len(idx))
+        length = self.length[rows, idx][:, None] if self.length is not None else np.full((len(idx), 1), np.nan)
+        return PolicySamples(
+            texts=[[row[i]] for row, i in zip(self.texts, idx.tolist())],
+            length=length,
+            eos=self.eos[rows, idx][:, None],
+            kl=np.full((len(idx), 1), best_of_n_kl(m)),
+        )
 
     def by_n(self, ns: Sequence[int]) -> dict[int, dict[str, float]]:
         """For each n' <= n: the expected best score of n' samples (from all n) and its KL."""
@@ -111,4 +132,4 @@ def best_of_n(
     if no_eos_penalty is not None:
         scores = np.where(samples.eos > 0, scores, no_eos_penalty)
     best = best_of_groups(scores, n)[:, 0]
-    return BestOfN(n, samples.texts, scores, samples.eos, best)
+    return BestOfN(n, samples.texts, scores, samples.eos, best, samples.length)

@@ -11,6 +11,8 @@ same sampling settings and seed:
      InstructGPT's Figure 4 metadata                                -> metrics.py
      (win_rate.py, truthfulness.py, harm.py, instruction_following.py), intervals by bootstrap.py
   5. headroom: best-of-n of the baseline by gold (built-in world)   -> headroom.py
+  6. best-of-n as policies (``best_of_n``): the baseline's best of n by a reward
+     model, judged like every other policy                          -> best_of_n.py
 
 The prompts of ``probe_split`` (the world's test prompts with held-out constraint kinds) are
 sampled too but count only for ``heldout_constraint_compliance``: the win rates and every
@@ -41,7 +43,7 @@ from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, hel
 from alignlab.evaluate.bootstrap import bootstrap_mean, interval, paired_delta
 from alignlab.evaluate.metrics import evaluate_responses
 from alignlab.evaluate.sampling import response_logprob_sums, same_vocabulary, sample
-from alignlab.models.load import context_length
+from alignlab.models.load import check_model_path, context_length
 from alignlab.outputs import atomic_write_json, atomic_write_text
 
 DEFAULT_POLICIES = {
@@ -101,6 +103,15 @@ class EvaluateConfig:
         factory=lambda: [1, 4, 16],
         help="best-of-n of the baseline by gold reward for these n "
         "(max(n) extra samples per prompt; built-in world only); empty = off",
+    )
+    best_of_n: list[int] = arg(
+        factory=list,
+        help="also judge best-of-n of the baseline, picked by best_of_n_reward_model, as policies best_of_<n> "
+        "(max(n) extra samples per prompt at the evaluation's temperature, top_p 1; KL log n - (n-1)/n); empty = off",
+    )
+    best_of_n_reward_model: str = arg("", "reward model that picks the best of n (needed with best_of_n)")
+    best_of_n_no_eos_penalty: float | None = arg(
+        -1.0, "best_of_n: score of a sample that hit max_new_tokens without EOS (PPO's default); null = the RM's"
     )
     world_dir: str = arg("runs/world", "built-in world whose labelers judge (gold metrics); empty = none")
     judge_reward_model: str = arg("", "reward model judging win rates (P = sigmoid(r_a - r_b)); needed without a world")
@@ -197,6 +208,14 @@ def _check(cfg: EvaluateConfig) -> None:
         raise ConfigError(f"top_p must be in (0, 1], got {cfg.top_p}")
     if cfg.baseline not in cfg.policies:
         raise ConfigError(f"baseline '{cfg.baseline}' is not one of the policies ({', '.join(cfg.policies)})")
+    if cfg.best_of_n:
+        if min(cfg.best_of_n) < 1:
+            raise ConfigError(f"best_of_n: every n must be >= 1, got {cfg.best_of_n}")
+        if not cfg.best_of_n_reward_model:
+            raise ConfigError("best_of_n needs best_of_n_reward_model: the reward model that picks the best of n")
+        if cfg.temperature <= 0:
+            raise ConfigError("best_of_n needs temperature > 0: greedy decoding gives the same answer n times")
+        check_model_path(cfg.best_of_n_reward_model)
 
 
 def _policy_paths(cfg: EvaluateConfig, note) -> tuple[dict[str, str], list[str]]:
@@ -370,6 +389,45 @@ def _sample_one(cfg, name, model, tok, prompts, n_main, world, tax, score_t, out
             )
 
 
+def _add_best_of_n(cfg, sampled: _Sampled, rows: list[dict], prompts: list, device) -> dict[str, str]:
+    """Policies ``best_of_<n>``: the baseline's max(n) samples per prompt (seed + 2: not the draws the evaluation
+    or the headroom judge), the RM's pick among the first n of each. Same weights as the baseline, so the same
+    alignment-tax scores; wall time pro rata to n (what drawing and scoring n per prompt costs). Their paths."""
+    from alignlab.evaluate.best_of_n import best_of_n
+    from alignlab.evaluate.judges import RewardModelJudge
+
+    t0 = time.time()
+    model, tok = sampled.ref_model, sampled.ref_tok
+    rm = RewardModelJudge(cfg.best_of_n_reward_model, device, cfg.trust_remote_code, cfg.score_batch_size)
+    n_max = max(cfg.best_of_n)
+    ids = encode_prompts(tok, prompts, min(cfg.max_prompt_len, context_length(model) - cfg.max_new_tokens))
+    bon = best_of_n(
+        model,
+        tok,
+        rows,
+        ids,
+        n_max,
+        _PromptJudge(rm, cfg.prompt_column).score,
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed + 2,
+        batch_size=cfg.gen_batch_size,
+        no_eos_penalty=cfg.best_of_n_no_eos_penalty,
+    )
+    seconds = time.time() - t0
+    paths = {}
+    for n in sorted(set(cfg.best_of_n)):
+        name = f"best_of_{n}"
+        sampled.samples[name] = bon.as_policy(n)
+        for scores in (sampled.nll, sampled.correct):
+            if cfg.baseline in scores:
+                scores[name] = scores[cfg.baseline]
+        sampled.seconds[name] = round(seconds * n / n_max, 2)
+        paths[name] = f"best of {n} of {cfg.policies[cfg.baseline]} by {cfg.best_of_n_reward_model}"
+    print(f"evaluate: best-of-{n_max} of {cfg.baseline} sampled and scored by the RM in {seconds:.1f}s")
+    return paths
+
+
 def _headroom(cfg, world, rows: list[dict], n_main: int, sampled: _Sampled, boot: dict) -> dict | None:
     """Best-of-n of the baseline by gold reward (None when no extra samples were drawn)."""
     if sampled.headroom_texts is None:
@@ -458,6 +516,8 @@ def run(cfg: EvaluateConfig) -> dict:
     tax = _tax_data(cfg, judges, note)
     prompts = [prompt_of(r, cfg.prompt_column) for r in rows]
     sampled = _sample_policies(cfg, paths, order, prompts, n_main, judges.world, tax, device, note)
+    if cfg.best_of_n:
+        paths.update(_add_best_of_n(cfg, sampled, rows, prompts, device))
 
     # ---- judge and aggregate
     t_judge = time.time()

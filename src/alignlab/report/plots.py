@@ -13,7 +13,7 @@ from alignlab.stages.registry import STEPS, policy_key, policy_steps
 # How each policy is ordered, named and coloured in the report's tables and figures: as the pipeline's
 # steps declare them (stages/registry.py). Diagnostic policies get a label but no place in the order.
 POLICY_ORDER = [policy_key(s) for s in policy_steps() if not s.diagnostic]
-LABELS = {policy_key(s): s.policy for s in policy_steps()}
+LABELS = {policy_key(s): s.policy for s in policy_steps(optional=True)}
 POLICY_COLOURS = {policy_key(s): s.colour for s in STEPS.values() if s.colour}
 
 
@@ -205,4 +205,54 @@ def demonstration_quality(points: list[dict[str, Any]], path: Path) -> Path:
         title="gold of SFT and PPO-ptx",
     )
     ax_gold.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _interval_errors(points: list[dict[str, Any]]) -> list[list[float]] | None:
+    """matplotlib yerr for {value, low, high} points (None when they have no interval: one seed)."""
+    if any(p["low"] is None for p in points):
+        return None
+    return [[p["value"] - p["low"] for p in points], [p["high"] - p["value"] for p in points]]
+
+
+def methods(table: dict[str, dict[str, Any]], path: Path) -> Path:
+    """The methods study: held-out win rate against SFT by wall time, and gold against sqrt(KL to SFT); trained
+    methods are points, best-of-n of SFT by the RM a line over n. ``table``: study summary "methods"."""
+    fig = Figure(figsize=(11, 4))
+    ax_win, ax_gold = fig.subplots(1, 2)
+    bon = sorted((n for n in table if n.startswith("best_of_")), key=lambda n: int(n.removeprefix("best_of_")))
+    trained = [n for n in table if n not in bon and n != "sft"]
+    for name in trained:
+        m, c = table[name], POLICY_COLOURS.get(name)
+        win, secs = m["win_rate_heldout_labelers"], m["seconds"]["value"]
+        if win["value"] is not None and secs:
+            ax_win.errorbar([secs], [win["value"]], yerr=_interval_errors([win]), fmt="o", capsize=3, color=c,
+                            label=LABELS.get(name, name))  # fmt: skip
+        gold, kl = m["gold_reward"], m["kl_to_baseline"]["value"]
+        if gold["value"] is not None and kl is not None:
+            ax_gold.errorbar([max(kl, 0.0) ** 0.5], [gold["value"]], yerr=_interval_errors([gold]), fmt="o",
+                             capsize=3, color=c, label=LABELS.get(name, name))  # fmt: skip
+    if bon:
+        ns = [int(n.removeprefix("best_of_")) for n in bon]
+        wins = [table[n]["win_rate_heldout_labelers"] for n in bon]
+        secs = [table[n]["seconds"]["value"] or 0.0 for n in bon]
+        ax_win.errorbar(secs, [w["value"] for w in wins], yerr=_interval_errors(wins), fmt="s-", capsize=3,
+                        color="#555555", label="best-of-n of SFT (RM)")  # fmt: skip
+        golds = [table[n]["gold_reward"] for n in bon]
+        d = [max(table[n]["kl_to_baseline"]["value"] or 0.0, 0.0) ** 0.5 for n in bon]
+        ax_gold.errorbar(d, [g["value"] for g in golds], yerr=_interval_errors(golds), fmt="s-", capsize=3,
+                         color="#555555", label="best-of-n of SFT (RM)")  # fmt: skip
+        for n, x, y, xg, yg in zip(ns, secs, [w["value"] for w in wins], d, [g["value"] for g in golds]):
+            ax_win.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+            ax_gold.annotate(f"n={n}", (xg, yg), textcoords="offset points", xytext=(3, -10), fontsize=7)
+    ax_win.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax_win.set_xscale("log")
+    ax_win.set(xlabel="wall time (s): training, or sampling + scoring for best-of-n", ylabel="win rate vs SFT",
+               title="held-out labelers (mean over seeds, 95% CI)")  # fmt: skip
+    ax_gold.set(xlabel="sqrt(KL to SFT), nats^0.5", ylabel="gold reward, held-out prompts",
+                title="gold against distance from SFT")  # fmt: skip
+    if "sft" in table and table["sft"]["gold_reward"]["value"] is not None:
+        ax_gold.axhline(table["sft"]["gold_reward"]["value"], color=POLICY_COLOURS["sft"], lw=0.8, ls=":", label="SFT")
+    ax_win.legend(fontsize=7)
+    ax_gold.legend(fontsize=7)
     return _save(fig, path)

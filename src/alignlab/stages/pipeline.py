@@ -35,13 +35,17 @@ SHARED = {s.name for s in STEPS.values() if s.scope == "shared"}  # run once, no
 FIRST_SEED_ONLY = {s.name for s in STEPS.values() if s.scope == "first_seed"}
 # e.g. ppo_gold (PPO against the labelers themselves): a diagnostic a run asks for with `--diagnostics true`
 DIAGNOSTICS = [s.name for s in STEPS.values() if s.diagnostic]
+# e.g. rloo: run when named in `stages` (alignlab study methods names them)
+OPTIONAL = [s.name for s in STEPS.values() if s.optional]
 
 
 @dataclass
 class PipelineConfig:
     preset: str = arg("default", "preset applied to every stage (smoke: about a minute; default: the real demo)")
     output_dir: str = arg("runs/default", "the run folder; each step writes a sub-folder")
-    stages: list[str] = arg(factory=lambda: [s for s in ORDER if s not in DIAGNOSTICS], help="steps to run, in order")
+    stages: list[str] = arg(
+        factory=lambda: [s for s in ORDER if s not in DIAGNOSTICS + OPTIONAL], help="steps to run, in order"
+    )
     diagnostics: bool = arg(
         False,
         "also run ppo_gold, PPO with the world's labelers as a perfect reward model (first "

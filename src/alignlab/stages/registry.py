@@ -133,6 +133,13 @@ STAGES: dict[str, Stage] = {
             help="run the whole recipe on the built-in world, each stage in RUN/<stage>",
         ),
         Stage(
+            "study methods",
+            "alignlab.studies.methods",
+            "MethodStudyConfig",
+            help="which method? PPO, PPO-ptx, DPO, RLOO, GRPO, expert iteration and best-of-n from one SFT and RM, "
+            "over seeds, against SFT",
+        ),
+        Stage(
             "study demonstrators",
             "alignlab.studies.demonstrators",
             "DemonstratorStudyConfig",
@@ -159,6 +166,7 @@ class Step:
     policy: str | None = None
     colour: str | None = None
     diagnostic: bool = False  # run only when asked (--diagnostics true)
+    optional: bool = False  # run only when named in the pipeline's `stages` (the methods study's extra methods)
 
 
 # fmt: off
@@ -186,6 +194,11 @@ STEPS: dict[str, Step] = {
              policy="PPO, perfect RM (first seed)", colour="#937860"),
         Step("dpo", "dpo", {"policy": "sft", "data": "compare/comparisons", "world_dir": "world"}, policy="DPO",
              colour="#c44e52"),
+        # the methods study's other methods (alignlab study methods), on the same SFT policy, comparisons and RM
+        Step("rloo", "ppo", _PPO_INPUTS, preset="rloo", policy="RLOO", colour="#da8bc3", optional=True),
+        Step("grpo", "ppo", _PPO_INPUTS, preset="grpo", policy="GRPO", colour="#64b5cd", optional=True),
+        Step("expert_iteration", "expert-iteration", {"policy": "sft", "reward_model": "reward", "data": "world/ppo",
+             "world_dir": "world"}, policy="expert iteration", colour="#ccb974", optional=True),
         Step("instruct_tune", "instruct-tune", {"model": "pretrain", "world_dir": "world"}),
         # policies: every step above that names one (see policy_steps)
         Step("evaluate", "evaluate", {"data": "world/test", "world_dir": "world"}),
@@ -195,11 +208,11 @@ STEPS: dict[str, Step] = {
 # fmt: on
 
 
-def policy_steps() -> list[Step]:
-    """The steps whose models the evaluation compares, in the order the report shows them (diagnostics last)."""
-    return [s for s in STEPS.values() if s.policy and not s.diagnostic] + [
-        s for s in STEPS.values() if s.policy and s.diagnostic
-    ]
+def policy_steps(optional: bool = False) -> list[Step]:
+    """The steps whose models the evaluation compares, in the order the report shows them (diagnostics last);
+    the optional steps (the methods study's) only when asked for."""
+    steps = [s for s in STEPS.values() if s.policy and (optional or not s.optional)]
+    return [s for s in steps if not s.diagnostic] + [s for s in steps if s.diagnostic]
 
 
 def policy_key(step: Step) -> str:
