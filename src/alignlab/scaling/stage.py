@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from alignlab.config import ConfigError, apply, arg, help_lines, parse_overrides, resolve
-from alignlab.outputs import atomic_write_json, read_summary, write_config, write_summary
+from alignlab.config import apply, arg, help_lines, parse_overrides, resolve
+from alignlab.errors import ConfigError, DataError, MissingInputError, UserError
+from alignlab.outputs import atomic_write_json, write_config, write_summary
 
 # --------------------------------------------------------------------------- configs
 
@@ -506,19 +508,112 @@ def _choose_target(cfg: PredictConfig, scfg: SweepConfig, fits_pre: dict[str, An
     return spec, N, N_total
 
 
-def _check_same_fit(fit_doc: dict[str, Any], fits: dict[str, Any]) -> None:
+def _check_same_fit(fit_path: Path, fit_doc: dict[str, Any], fits: dict[str, Any]) -> None:
     """The refit predict did must be the fit in fit.json (same runs file, same settings, same seed)."""
     for rec in fit_doc["fits"]:
         key = {"loss_vs_compute": "lc", "chinchilla": "chinchilla", "capability": "capability"}[rec["name"]]
         if fits.get(key) is None:
-            raise ValueError(f"fit.json has a {rec['name']} fit that the refit could not reproduce")
+            raise ConfigError(
+                f"{fit_path} is stale: it has a {rec['name']} fit that refitting its runs file does not give; "
+                "rerun `alignlab scaling fit`"
+            )
         now = fits[key]["full_fit"].params
         for k, v in rec["params"].items():
             if v is not None and not math.isclose(now[k], v, rel_tol=1e-6, abs_tol=1e-12):
-                raise ValueError(
-                    f"fit.json is stale: {rec['name']}.{k} = {v} there, {now[k]} refitted from the runs "
+                raise ConfigError(
+                    f"{fit_path} is stale: {rec['name']}.{k} = {v} there, {now[k]} refitted from the runs "
                     "file; rerun `alignlab scaling fit`"
                 )
+
+
+def _load_fit(fit_path: Path, sweep_dir: Path) -> tuple[dict[str, Any], Path]:
+    """fit.json and the runs file it was fitted on, refused unless both still vouch for each other.
+
+    A prediction is only worth its timestamp if it came from the runs that exist now: so fit.json must
+    record its runs file's SHA-256, that file must be unchanged, and it must be the sweep's runs.csv
+    (or a byte-identical copy), else the fit predates runs the sweep has since added.
+    """
+    from alignlab.scaling.io import FIT_JSON_FORMAT
+    from alignlab.scaling.predict import sha256_file
+
+    if not fit_path.is_file():
+        raise MissingInputError(f"{fit_path} not found: run `alignlab scaling fit` first")
+    try:
+        fit_doc = json.loads(fit_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{fit_path} is not a fit.json (not JSON: {e}); rerun `alignlab scaling fit`") from None
+    meta = fit_doc.get("metadata") if isinstance(fit_doc, dict) else None
+    if not isinstance(meta, dict) or fit_doc.get("format") != FIT_JSON_FORMAT:
+        raise ConfigError(f"{fit_path} is not a fit.json written by `alignlab scaling fit` (format {FIT_JSON_FORMAT})")
+    if meta.get("mode") == "capability":
+        raise ConfigError(
+            f"{fit_path} holds only a capability fit (a pass-rate file, no loss): predict needs a fit of a "
+            "sweep's runs.csv"
+        )
+    if not meta.get("runs_file") or not meta.get("runs_sha256"):
+        raise ConfigError(
+            f"{fit_path} is stale: it records no runs_file/runs_sha256, so nothing shows which runs it was "
+            "fitted on; rerun `alignlab scaling fit`"
+        )
+    runs_file = Path(meta["runs_file"])
+    if not runs_file.is_file():
+        raise MissingInputError(f"{runs_file} not found: {fit_path} was fitted on it; rerun `alignlab scaling fit`")
+    now = sha256_file(runs_file)
+    if now != meta["runs_sha256"]:
+        raise DataError(
+            f"{runs_file} changed since {fit_path} was written (SHA-256 {now[:12]} now, "
+            f"{meta['runs_sha256'][:12]} when fitted); rerun `alignlab scaling fit`"
+        )
+    sweep_runs = sweep_dir / "runs.csv"
+    if sweep_runs.is_file() and sha256_file(sweep_runs) != now:
+        raise ConfigError(
+            f"{fit_path} is stale: it was fitted on {runs_file}, but the sweep's {sweep_runs} holds other runs "
+            f"(SHA-256 {sha256_file(sweep_runs)[:12]}, fitted {now[:12]}); rerun `alignlab scaling fit --runs {sweep_runs}`"
+        )
+    return fit_doc, runs_file
+
+
+# what makes two predictions the same: the target run's recipe, the fit they came from, the law
+_PREDICTION_KEYS = ("name", "width", "n_layer", "n_head", "d_ff", "N", "D", "steps", "lr")
+
+
+def _check_recorded_prediction(pre_path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A prediction already on disk is reused only if it was made for this target, fit and law."""
+    pairs = [(f"target.{k}", old.get("target", {}).get(k), new["target"][k]) for k in _PREDICTION_KEYS]
+    pairs += [(k, old.get(k), new[k]) for k in ("fit_json_sha256", "runs_sha256", "headline_law")]
+    for key, was, now in pairs:
+        if was != now:
+            what = "target" if key.startswith("target.") else "law" if key == "headline_law" else "fit"
+            raise ConfigError(
+                f"{pre_path} records a prediction for another {what} ({key}: {was!r} there, {now!r} now); "
+                "a recorded prediction is never replaced: use a new output_dir"
+            )
+
+
+def _check_target_unstarted(target_dir: Path, pre_path: Path, pre_sha: str | None) -> None:
+    """Refuse a target run that started without (or under another) registered prediction.
+
+    With no prediction (pre_sha None) the target folder must not hold anything: a checkpoint
+    or a log means training began before a prediction was recorded. With one, a started
+    target must name that very file's hash in its config.yaml.
+    """
+    if not target_dir.exists():
+        return
+    held = sorted(p.name for p in target_dir.iterdir())
+    if not held:
+        return
+    if pre_sha is None:
+        raise ConfigError(
+            f"{target_dir} already holds a started run ({', '.join(held[:4])}) but {pre_path} does not exist: "
+            "a prediction can only be registered before its target starts; use a new output_dir"
+        )
+    config = target_dir / "config.yaml"
+    recorded = (yaml.safe_load(config.read_text()) or {}).get("prediction_sha256") if config.is_file() else None
+    if recorded != pre_sha:
+        raise ConfigError(
+            f"{target_dir} was started under another prediction (its config.yaml records prediction_sha256 "
+            f"{str(recorded)[:12]}, {pre_path} has {pre_sha[:12]}); use a new output_dir"
+        )
 
 
 def run_predict(cfg: PredictConfig) -> dict[str, Any]:
@@ -531,13 +626,8 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     scfg, sweep_doc = load_sweep_config(cfg.sweep)
     fit_path = Path(cfg.fit)
-    if not fit_path.exists():
-        raise FileNotFoundError(f"{fit_path} not found: run `alignlab scaling fit` first")
-    fit_doc = json.loads(fit_path.read_text())
+    fit_doc, runs_file = _load_fit(fit_path, Path(cfg.sweep))
     meta = fit_doc["metadata"]
-    runs_file = Path(meta["runs_file"])
-    if sha256_file(runs_file) != meta["runs_sha256"]:
-        raise ValueError(f"{runs_file} changed since {fit_path} was written; rerun `alignlab scaling fit`")
     settings = meta["settings"]
     runs = read_runs(runs_file, settings["compute"])
 
@@ -552,7 +642,7 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     t_point = {"C": C_t, "N": float(N), "D": float(D)}
     # the allocation is in Chinchilla's units: C = 6·N·D with N non-embedding (the N of L(N, D))
     fits = _do_fit(runs, settings, targets=[t_point], budgets=[target["C"]], extra_C=[C_t])
-    _check_same_fit(fit_doc, fits)
+    _check_same_fit(fit_path, fit_doc, fits)
     pred = fits["predictions"][0]
     if cfg.law == "chinchilla" and "chinchilla" not in pred:
         raise ValueError(f"law=chinchilla but the L(N, D) fit was skipped: {fits['chinchilla_skipped']}")
@@ -617,19 +707,19 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     pre_path = out / "prediction_pre.json"
     target_dir = out / "target"
     if pre_path.exists():
-        old = json.loads(pre_path.read_text())
-        if old["target"]["name"] != spec.name or old["fit_json_sha256"] != pre["fit_json_sha256"]:
-            raise ValueError(f"{pre_path} records a prediction for another target or fit; use a new output_dir")
+        try:
+            old = json.loads(pre_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{pre_path} is not a readable prediction ({e}); use a new output_dir") from None
+        _check_recorded_prediction(pre_path, old, pre)
         pre = old  # keep the original record (and its timestamp): it was made before training
         print(f"[scaling predict] reusing {pre_path} (made {pre['created']})")
+        pre_sha = sha256_file(pre_path)
+        _check_target_unstarted(target_dir, pre_path, pre_sha)
     else:
-        if read_summary(target_dir) is not None or (target_dir / "metrics.jsonl").exists():
-            raise ValueError(
-                f"{target_dir} already holds a (started) run but no prediction_pre.json: "
-                "a prediction can only be recorded before training; use a new output_dir"
-            )
+        _check_target_unstarted(target_dir, pre_path, None)
         atomic_write_json(pre_path, pre)
-    pre_sha = sha256_file(pre_path)
+        pre_sha = sha256_file(pre_path)
     pl, pc = pre["prediction"]["loss"], pre["prediction"]["pass_rate"]
     print(
         f"[scaling predict] target {spec.name}: N={N:,} D={D:,} C={target['C']:.3g} "
@@ -765,6 +855,13 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _refuse(name: str, err: UserError) -> int:
+    """The user's input was refused: one line on stderr and status 2, as ``alignlab <stage>`` does."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"alignlab scaling {name}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str]) -> int:
     """``alignlab scaling <sub> ...`` (cli.py hands the arguments after ``scaling`` here)."""
 
@@ -784,14 +881,12 @@ def main(argv: Sequence[str]) -> int:
             print("\n".join(help_lines(sub.config)))
             return 0
         cfg = resolve(sub.config, sub.presets, preset, config, overrides)
-    except ConfigError as e:
-        print(f"alignlab scaling {name}: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return _refuse(name, e)
     try:
         run_sub(name, cfg)
-    except ConfigError as e:
-        print(f"alignlab scaling {name}: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return _refuse(name, e)
     except (ValueError, FileNotFoundError) as e:
         print(f"alignlab scaling {name}: error: {e}", file=sys.stderr)
         return 1
