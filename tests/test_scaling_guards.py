@@ -111,6 +111,13 @@ def test_refuses_a_missing_fit_or_runs_file_naming_it(sweep, tmp_path):
         predict(sweep)
 
 
+def test_refuses_a_capability_only_fit(sweep):
+    rates = sweep / "pass_rates.csv"
+    rates.write_text("C,pass_rate\n" + "".join(f"{c},{0.9 - 0.1 * i}\n" for i, c in enumerate((1, 2, 4, 8))))
+    with pytest.raises(ConfigError, match=r"holds only a capability fit \(a pass-rate file, no loss\)"):
+        predict(sweep, fit_json=fit(rates, sweep / "cap_fit"))
+
+
 # ---- (b) the runs file changed since the fit
 
 

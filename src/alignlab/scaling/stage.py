@@ -105,7 +105,9 @@ class SweepConfig:
 @dataclass
 class FitConfig:
     runs: str = arg(
-        "runs/scaling/runs.csv", "runs file (CSV with N and D, or C, and loss; optional pass_rate), or a sweep folder"
+        "runs/scaling/runs.csv",
+        "runs file (CSV with N and D, or C, and loss; optional pass_rate), or a sweep folder; or a pass-rate "
+        "file (C, pass_rate; or C, problem, pass_rate per problem, no loss): the capability law alone",
     )
     compute: str = arg("C", "compute column for L(C) and the capability law: C (6*N*D, N non-embedding) or C_total")
     lc_runs: str = arg(
@@ -352,12 +354,73 @@ def _write_fits(path: Path, fits: dict[str, Any], metadata: dict[str, Any]) -> N
     write_fit_json(path, *[b for _, b in items], names=[n for n, _ in items], metadata=metadata)
 
 
+def _is_pass_rate_file(path: Path) -> bool:
+    """A capability file (per-problem rows, or pass rates without a loss) rather than a runs file."""
+    from alignlab.scaling.io import COLUMN_ALIASES, PROBLEM_ALIASES
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = {h.strip().lower() for h in next(csv.reader(fh), [])}
+    except OSError:
+        return False  # read_runs names the file it cannot open
+    has = lambda canon: bool(header & set(COLUMN_ALIASES[canon]))  # noqa: E731
+    return bool(header & set(PROBLEM_ALIASES)) or (has("pass_rate") and not has("loss"))
+
+
+def _capability_lines(res: dict[str, Any]) -> list[str]:
+    boot = res["capability"]
+    p, f = boot["params"], boot["full_fit"]
+    iv = lambda k: f"{p[k]['estimate']:.4g} [{p[k]['lo']:.4g}, {p[k]['hi']:.4g}]"  # noqa: E731
+    pct = int(round(100 * boot["level"]))
+    if res["mode"] == "per_problem":
+        kept = res["n_problems"] - len(res["dropped_problems"])
+        on = f"the mean over {kept} problems at {f.n_used} values of C (intervals: problems resampled)"
+    else:
+        on = f"{f.n_used} points (intervals: points resampled)"
+    lines = [f"-E[log pass_rate] = alpha*C^-k on {on}: alpha = {iv('alpha')}, k = {iv('k')} ({pct}% bootstrap)"]
+    if res["mode"] == "per_problem" and res["dropped_problems"]:
+        lines.append(
+            f"dropped {len(res['dropped_problems'])} of {res['n_problems']} problems with pass_rate 0 at some C "
+            "(as GPT-4 did: the law is fitted on problems every model solves sometimes)"
+        )
+    if res["mode"] == "aggregate" and res["n_points_excluded"]:
+        lines.append(f"left out {res['n_points_excluded']} points with pass_rate 1 or below min_pass_rate")
+    return lines
+
+
+def run_capability_fit(cfg: FitConfig, path: Path) -> dict[str, Any]:
+    """``scaling fit`` on a pass-rate file: the capability law alone, into fit.json's ``capability`` fit."""
+    from alignlab.scaling.io import read_pass_rates_csv, write_fit_json
+    from alignlab.scaling.predict import fit_pass_rates, sha256_file
+
+    data = read_pass_rates_csv(path)
+    res = fit_pass_rates(path, data, n_boot=cfg.n_boot, seed=cfg.seed, level=cfg.level, min_pass_rate=cfg.min_pass_rate)
+    metadata = {
+        "mode": "capability",
+        "runs_file": str(path.resolve()),
+        "runs_sha256": sha256_file(path),
+        "settings": {k: getattr(cfg, k) for k in ("n_boot", "level", "min_pass_rate", "seed")},
+        "capability": {k: v for k, v in res.items() if k != "capability"},
+        "capability_note": "-E[log pass_rate(C)] = alpha*C^-k (GPT-4 report); alpha is for C in the file's units",
+        "created": _now(),
+    }
+    out = Path(cfg.output_dir) / "fit.json"
+    write_fit_json(out, res["capability"], names=["capability"], metadata=metadata)
+    for line in _capability_lines(res):
+        print(f"[scaling fit] {line}")
+    print(f"[scaling fit] {out}")
+    params = res["capability"]["params"]
+    return {"fit_json": str(out), "mode": res["mode"], "alpha": params["alpha"], "k": params["k"]}
+
+
 def run_fit(cfg: FitConfig) -> dict[str, Any]:
     from alignlab.scaling.predict import draw_plots, sha256_file
     from alignlab.scaling.sweep import COMPUTE_NOTE
 
     out = Path(cfg.output_dir)
     path = _runs_path(cfg.runs)
+    if _is_pass_rate_file(path):
+        return run_capability_fit(cfg, path)
     runs = read_runs(path, cfg.compute)
     settings = _fit_settings(cfg)
     C = runs[cfg.compute]
