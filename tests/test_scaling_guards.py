@@ -175,6 +175,15 @@ def test_refuses_a_target_started_without_a_prediction(sweep):
     assert not (sweep / "predict" / "prediction_pre.json").exists()
 
 
+def test_a_run_lock_alone_is_not_a_started_target(sweep):
+    # the lock is taken before config.yaml: a run killed between the two trained nothing
+    target = sweep / "predict" / "target"
+    target.mkdir(parents=True)
+    (target / ".alignlab.lock").write_text("")
+    predict(sweep)
+    assert (sweep / "predict" / "prediction_pre.json").exists()
+
+
 def stage_sha(path: Path) -> str:
     from alignlab.scaling.predict import sha256_file
 

@@ -660,9 +660,12 @@ def _check_target_unstarted(target_dir: Path, pre_path: Path, pre_sha: str | Non
     or a log means training began before a prediction was recorded. With one, a started
     target must name that very file's hash in its config.yaml.
     """
+    from alignlab.run_lock import LOCK_NAME
+
     if not target_dir.exists():
         return
-    held = sorted(p.name for p in target_dir.iterdir())
+    # the run lock is taken before config.yaml is written: alone, it means nothing was trained
+    held = sorted(p.name for p in target_dir.iterdir() if p.name != LOCK_NAME)
     if not held:
         return
     if pre_sha is None:
