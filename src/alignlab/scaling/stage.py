@@ -4,10 +4,15 @@
              token budgets), score each on held-out fact cloze with many samples,
              write OUT/runs.csv and OUT/sweep.json
     fit      fit L(C)=a·C^b+c, Chinchilla L(N,D) and −log pass_rate=α·C^(−k) to a
-             runs.csv (a sweep's or your own), with bootstrap intervals; fit.json + plots
+             runs.csv (a sweep's or your own), with bootstrap intervals; fit.json + plots.
+             A pass-rate file (C, pass_rate; or C, problem, pass_rate) gets the capability
+             law alone, bootstrapped over problems
     predict  write prediction_pre.json (prediction + intervals, fit.json's hash) BEFORE
              training the target run, then train it and write prediction.json
-             (predicted vs actual, error, inside the interval or not) + plots
+             (predicted vs actual, error, inside the interval or not) + plots. Refused:
+             a fit.json that does not match its runs file or the sweep's, a runs file
+             changed since the fit, a recorded prediction for another target/fit/law,
+             a target that started without the prediction
 
 Each command is a config dataclass, a ``PRESETS`` dict and a run function, like every
 stage; ``main`` resolves the config (defaults -> preset -> YAML -> --key value) and runs
