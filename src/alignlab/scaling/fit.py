@@ -771,3 +771,22 @@ def fit_capability(
         log_residuals=r,
         min_pass_rate=min_pass_rate,
     )
+
+
+def fit_capability_problems(
+    neg_log: ArrayLike, *, C: ArrayLike, min_pass_rate: float = 0.0, init: Any = None
+) -> CapabilityFit:
+    """Fit −E[log p(C)] = α·C^(−k) on per-problem rates: ``neg_log`` is [problems, C] of −log p.
+
+    The mean over problems is taken first (the GPT-4 report's −E[log pass_rate]), then the
+    line is fitted as ``fit_capability`` does, on the geometric-mean pass rate exp(−mean).
+    Problems are the rows so ``bootstrap`` resamples problems, not compute points: the
+    spread between problems, not the few runs, is what makes the mean uncertain.
+    ``init`` is accepted and ignored, as in ``fit_capability``.
+    """
+    m = np.asarray(neg_log, dtype=float)
+    if m.ndim != 2 or m.shape[1] != len(np.ravel(C)):
+        raise ValueError(f"neg_log must be [problems, {len(np.ravel(C))}] (one column per C), got {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("neg_log has infinite values: drop the problems with pass_rate 0 first")
+    return fit_capability(C, np.exp(-m.mean(axis=0)), min_pass_rate=min_pass_rate)

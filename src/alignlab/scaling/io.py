@@ -155,6 +155,113 @@ def read_runs_csv(path: str | os.PathLike[str], target: str = "loss") -> dict[st
     return {k: np.asarray(v, dtype=float) for k, v in values.items()}
 
 
+PROBLEM_ALIASES = ("problem", "problem_id", "item", "task")
+
+
+def read_pass_rates_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """A capability file: {"C", "pass_rate"} float arrays, plus "problem" (str) for per-problem rows.
+
+    Columns ``C, pass_rate`` (one aggregate pass rate per run) or ``C, problem, pass_rate``
+    (one row per run and problem). An aggregate must lie in (0, 1] (−log 0 is infinite); a
+    per-problem rate may be 0, since the fit drops such problems itself (GPT-4's restriction
+    to problems the small models solve sometimes). Errors name the file, line and column.
+    """
+    path = Path(path)
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise RunsFileError(path, f"cannot open: {exc.strerror or exc}") from exc
+    with fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise RunsFileError(path, "empty file or empty header line", line=1)
+        cols = _canonical_columns(path, header)
+        names = [h.strip().lower() for h in header]
+        i_problem = next((names.index(a) for a in PROBLEM_ALIASES if a in names), None)
+        for need in ("C", "pass_rate"):
+            if need not in cols:
+                raise RunsFileError(
+                    path,
+                    f"missing column {need!r} (accepted names: {', '.join(COLUMN_ALIASES[need])}); "
+                    f"found columns: {', '.join(header)}",
+                    line=1,
+                    column=need,
+                )
+        C, rates, problems, lines = [], [], [], []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            line = reader.line_num
+            cells = {}
+            for canon, i in (("C", cols["C"]), ("pass_rate", cols["pass_rate"]), ("problem", i_problem)):
+                if i is None:
+                    continue
+                if i >= len(row) or not row[i].strip():
+                    raise RunsFileError(
+                        path, f"column {_label(header[i], canon)}: missing value", line=line, column=header[i]
+                    )
+                cells[canon] = row[i]
+            C.append(_parse_value(path, cells["C"], line, "C", header[cols["C"]]))
+            rates.append(_parse_rate(path, cells["pass_rate"], line, header[cols["pass_rate"]], i_problem is not None))
+            lines.append(line)
+            if i_problem is not None:
+                problems.append(cells["problem"].strip())
+    if not C:
+        raise RunsFileError(path, "no data rows")
+    out = {"C": np.asarray(C, dtype=float), "pass_rate": np.asarray(rates, dtype=float), "line": np.asarray(lines)}
+    if i_problem is not None:
+        out["problem"] = np.asarray(problems, dtype=object)
+    return out
+
+
+def pass_rate_matrix(
+    path: str | os.PathLike[str], data: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-problem rows → (C values ascending, [problems, C] pass rates, problem names).
+
+    Every problem must have exactly one row at every C: a mean over problems that differ
+    from one C to the next would mix a change of problem set into the trend with compute.
+    """
+    Cs = np.unique(data["C"])
+    names = sorted(set(data["problem"]))
+    col = {c: j for j, c in enumerate(Cs)}
+    row = {p: i for i, p in enumerate(names)}
+    rates = np.full((len(names), len(Cs)), np.nan)
+    for c, p, r, line in zip(data["C"], data["problem"], data["pass_rate"], data["line"]):
+        i, j = row[p], col[c]
+        if not np.isnan(rates[i, j]):
+            raise RunsFileError(path, f"problem {p!r} has a second row at C = {c:g}", line=int(line), column="problem")
+        rates[i, j] = r
+    missing = np.argwhere(np.isnan(rates))
+    if len(missing):
+        i, j = missing[0]
+        raise RunsFileError(
+            path,
+            f"problem {names[i]!r} has no row at C = {Cs[j]:g} ({len(missing)} (problem, C) pairs missing); "
+            "every problem needs a pass rate at every C",
+            column="problem",
+        )
+    return Cs, rates, names
+
+
+def _parse_rate(path: Path, raw: str, line: int, header_name: str, zero_ok: bool) -> float:
+    """A pass rate in (0, 1], or [0, 1] for a per-problem row."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and (0.0 <= value if zero_ok else 0.0 < value) and value <= 1.0):
+        expected = "a number in [0, 1]" if zero_ok else "a number in (0, 1] (-log 0 is infinite)"
+        raise RunsFileError(
+            path,
+            f"column {_label(header_name, 'pass_rate')}: bad value {raw!r}, expected {expected}",
+            line=line,
+            column=header_name,
+        )
+    return value
+
+
 def _jsonable(obj: Any) -> Any:
     """Numbers, arrays and nested containers → plain JSON (non-finite floats → null)."""
     if isinstance(obj, Mapping):

@@ -37,7 +37,14 @@ import numpy as np
 
 from alignlab.scaling import plots
 from alignlab.scaling.bootstrap import bootstrap
-from alignlab.scaling.fit import HOFFMANN_GRID, compute_optimal, fit_capability, fit_chinchilla, fit_loss_vs_compute
+from alignlab.scaling.fit import (
+    HOFFMANN_GRID,
+    compute_optimal,
+    fit_capability,
+    fit_capability_problems,
+    fit_chinchilla,
+    fit_loss_vs_compute,
+)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -239,6 +246,68 @@ def fit_runs(
                 "lo": np.exp(-nl["hi"]),
                 "hi": np.exp(-nl["lo"]),
             }
+    return out
+
+
+def fit_pass_rates(
+    path: str | Path,
+    data: dict[str, np.ndarray],
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+    min_pass_rate: float = 1e-3,
+) -> dict[str, Any]:
+    """The GPT-4 capability law −E[log p(C)] = α·C^(−k) on a pass-rate file, with bootstrap intervals.
+
+    Per-problem rows (``data["problem"]``): problems with pass rate 0 at any C are dropped
+    (the GPT-4 report fitted only problems every model solves sometimes; −log 0 is
+    infinite), the mean of −log p over the rest is fitted, and the bootstrap resamples
+    problems. Aggregate rows: points with ``min_pass_rate`` ≤ p < 1 are fitted and the
+    bootstrap resamples them. Returns {"capability": bootstrap result, "mode", "n_problems",
+    "dropped_problems", "n_points_used"}.
+    """
+    from alignlab.errors import DataError
+    from alignlab.scaling.io import RunsFileError, pass_rate_matrix
+
+    out: dict[str, Any] = {}
+    try:
+        if "problem" in data:
+            Cs, rates, names = pass_rate_matrix(path, data)
+            keep = np.all(rates > 0, axis=1)
+            if keep.sum() < 3:
+                raise ValueError(f"only {int(keep.sum())} problems have pass_rate > 0 at every C; need at least 3")
+            out.update(mode="per_problem", n_problems=len(names), C=Cs)
+            out["restriction"] = "problems with pass_rate 0 at any C dropped (min_pass_rate not used)"
+            out["dropped_problems"] = [n for n, k in zip(names, keep) if not k]
+            boot = bootstrap(
+                fit_capability_problems,
+                (-np.log(rates[keep]),),
+                n_boot=n_boot,
+                seed=seed,
+                level=level,
+                fit_kwargs={"C": Cs},
+            )
+        else:
+            C, p = data["C"], data["pass_rate"]
+            ok = (p >= min_pass_rate) & (p < 1)
+            if ok.sum() < 3:
+                raise ValueError(f"only {int(ok.sum())} rows have {min_pass_rate} <= pass_rate < 1; need at least 3")
+            out.update(mode="aggregate", n_points=len(p), n_points_excluded=int((~ok).sum()), C=np.unique(C[ok]))
+            out["restriction"] = f"points with {min_pass_rate} <= pass_rate < 1"
+            boot = bootstrap(
+                fit_capability,
+                (C[ok], p[ok]),
+                n_boot=n_boot,
+                seed=seed,
+                level=level,
+                fit_kwargs={"min_pass_rate": min_pass_rate},
+            )
+    except ValueError as e:
+        if isinstance(e, (DataError, RunsFileError)):
+            raise
+        raise DataError(f"{path}: cannot fit the capability law: {e}") from None
+    out["capability"] = boot
     return out
 
 

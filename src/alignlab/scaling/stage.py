@@ -4,10 +4,15 @@
              token budgets), score each on held-out fact cloze with many samples,
              write OUT/runs.csv and OUT/sweep.json
     fit      fit L(C)=a·C^b+c, Chinchilla L(N,D) and −log pass_rate=α·C^(−k) to a
-             runs.csv (a sweep's or your own), with bootstrap intervals; fit.json + plots
+             runs.csv (a sweep's or your own), with bootstrap intervals; fit.json + plots.
+             A pass-rate file (C, pass_rate; or C, problem, pass_rate) gets the capability
+             law alone, bootstrapped over problems
     predict  write prediction_pre.json (prediction + intervals, fit.json's hash) BEFORE
              training the target run, then train it and write prediction.json
-             (predicted vs actual, error, inside the interval or not) + plots
+             (predicted vs actual, error, inside the interval or not) + plots. Refused:
+             a fit.json that does not match its runs file or the sweep's, a runs file
+             changed since the fit, a recorded prediction for another target/fit/law,
+             a target that started without the prediction
 
 Each command is a config dataclass, a ``PRESETS`` dict and a run function, like every
 stage; ``main`` resolves the config (defaults -> preset -> YAML -> --key value) and runs
@@ -38,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from alignlab.config import ConfigError, apply, arg, help_lines, parse_overrides, resolve
-from alignlab.outputs import atomic_write_json, read_summary, write_config, write_summary
+from alignlab.config import apply, arg, help_lines, parse_overrides, resolve
+from alignlab.errors import ConfigError, DataError, MissingInputError, UserError
+from alignlab.outputs import atomic_write_json, write_config, write_summary
 
 # --------------------------------------------------------------------------- configs
 
@@ -103,7 +110,9 @@ class SweepConfig:
 @dataclass
 class FitConfig:
     runs: str = arg(
-        "runs/scaling/runs.csv", "runs file (CSV with N and D, or C, and loss; optional pass_rate), or a sweep folder"
+        "runs/scaling/runs.csv",
+        "runs file (CSV with N and D, or C, and loss; optional pass_rate), or a sweep folder; or a pass-rate "
+        "file (C, pass_rate; or C, problem, pass_rate per problem, no loss): the capability law alone",
     )
     compute: str = arg("C", "compute column for L(C) and the capability law: C (6*N*D, N non-embedding) or C_total")
     lc_runs: str = arg(
@@ -350,12 +359,73 @@ def _write_fits(path: Path, fits: dict[str, Any], metadata: dict[str, Any]) -> N
     write_fit_json(path, *[b for _, b in items], names=[n for n, _ in items], metadata=metadata)
 
 
+def _is_pass_rate_file(path: Path) -> bool:
+    """A capability file (per-problem rows, or pass rates without a loss) rather than a runs file."""
+    from alignlab.scaling.io import COLUMN_ALIASES, PROBLEM_ALIASES
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = {h.strip().lower() for h in next(csv.reader(fh), [])}
+    except OSError:
+        return False  # read_runs names the file it cannot open
+    has = lambda canon: bool(header & set(COLUMN_ALIASES[canon]))  # noqa: E731
+    return bool(header & set(PROBLEM_ALIASES)) or (has("pass_rate") and not has("loss"))
+
+
+def _capability_lines(res: dict[str, Any]) -> list[str]:
+    boot = res["capability"]
+    p, f = boot["params"], boot["full_fit"]
+    iv = lambda k: f"{p[k]['estimate']:.4g} [{p[k]['lo']:.4g}, {p[k]['hi']:.4g}]"  # noqa: E731
+    pct = int(round(100 * boot["level"]))
+    if res["mode"] == "per_problem":
+        kept = res["n_problems"] - len(res["dropped_problems"])
+        on = f"the mean over {kept} problems at {f.n_used} values of C (intervals: problems resampled)"
+    else:
+        on = f"{f.n_used} points (intervals: points resampled)"
+    lines = [f"-E[log pass_rate] = alpha*C^-k on {on}: alpha = {iv('alpha')}, k = {iv('k')} ({pct}% bootstrap)"]
+    if res["mode"] == "per_problem" and res["dropped_problems"]:
+        lines.append(
+            f"dropped {len(res['dropped_problems'])} of {res['n_problems']} problems with pass_rate 0 at some C "
+            "(as GPT-4 did: the law is fitted on problems every model solves sometimes)"
+        )
+    if res["mode"] == "aggregate" and res["n_points_excluded"]:
+        lines.append(f"left out {res['n_points_excluded']} points with pass_rate 1 or below min_pass_rate")
+    return lines
+
+
+def run_capability_fit(cfg: FitConfig, path: Path) -> dict[str, Any]:
+    """``scaling fit`` on a pass-rate file: the capability law alone, into fit.json's ``capability`` fit."""
+    from alignlab.scaling.io import read_pass_rates_csv, write_fit_json
+    from alignlab.scaling.predict import fit_pass_rates, sha256_file
+
+    data = read_pass_rates_csv(path)
+    res = fit_pass_rates(path, data, n_boot=cfg.n_boot, seed=cfg.seed, level=cfg.level, min_pass_rate=cfg.min_pass_rate)
+    metadata = {
+        "mode": "capability",
+        "runs_file": str(path.resolve()),
+        "runs_sha256": sha256_file(path),
+        "settings": {k: getattr(cfg, k) for k in ("n_boot", "level", "min_pass_rate", "seed")},
+        "capability": {k: v for k, v in res.items() if k != "capability"},
+        "capability_note": "-E[log pass_rate(C)] = alpha*C^-k (GPT-4 report); alpha is for C in the file's units",
+        "created": _now(),
+    }
+    out = Path(cfg.output_dir) / "fit.json"
+    write_fit_json(out, res["capability"], names=["capability"], metadata=metadata)
+    for line in _capability_lines(res):
+        print(f"[scaling fit] {line}")
+    print(f"[scaling fit] {out}")
+    params = res["capability"]["params"]
+    return {"fit_json": str(out), "mode": res["mode"], "alpha": params["alpha"], "k": params["k"]}
+
+
 def run_fit(cfg: FitConfig) -> dict[str, Any]:
     from alignlab.scaling.predict import draw_plots, sha256_file
     from alignlab.scaling.sweep import COMPUTE_NOTE
 
     out = Path(cfg.output_dir)
     path = _runs_path(cfg.runs)
+    if _is_pass_rate_file(path):
+        return run_capability_fit(cfg, path)
     runs = read_runs(path, cfg.compute)
     settings = _fit_settings(cfg)
     C = runs[cfg.compute]
@@ -506,19 +576,115 @@ def _choose_target(cfg: PredictConfig, scfg: SweepConfig, fits_pre: dict[str, An
     return spec, N, N_total
 
 
-def _check_same_fit(fit_doc: dict[str, Any], fits: dict[str, Any]) -> None:
+def _check_same_fit(fit_path: Path, fit_doc: dict[str, Any], fits: dict[str, Any]) -> None:
     """The refit predict did must be the fit in fit.json (same runs file, same settings, same seed)."""
     for rec in fit_doc["fits"]:
         key = {"loss_vs_compute": "lc", "chinchilla": "chinchilla", "capability": "capability"}[rec["name"]]
         if fits.get(key) is None:
-            raise ValueError(f"fit.json has a {rec['name']} fit that the refit could not reproduce")
+            raise ConfigError(
+                f"{fit_path} is stale: it has a {rec['name']} fit that refitting its runs file does not give; "
+                "rerun `alignlab scaling fit`"
+            )
         now = fits[key]["full_fit"].params
         for k, v in rec["params"].items():
             if v is not None and not math.isclose(now[k], v, rel_tol=1e-6, abs_tol=1e-12):
-                raise ValueError(
-                    f"fit.json is stale: {rec['name']}.{k} = {v} there, {now[k]} refitted from the runs "
+                raise ConfigError(
+                    f"{fit_path} is stale: {rec['name']}.{k} = {v} there, {now[k]} refitted from the runs "
                     "file; rerun `alignlab scaling fit`"
                 )
+
+
+def _load_fit(fit_path: Path, sweep_dir: Path) -> tuple[dict[str, Any], Path]:
+    """fit.json and the runs file it was fitted on, refused unless both still vouch for each other.
+
+    A prediction is only worth its timestamp if it came from the runs that exist now: so fit.json must
+    record its runs file's SHA-256, that file must be unchanged, and it must be the sweep's runs.csv
+    (or a byte-identical copy), else the fit predates runs the sweep has since added.
+    """
+    from alignlab.scaling.io import FIT_JSON_FORMAT
+    from alignlab.scaling.predict import sha256_file
+
+    if not fit_path.is_file():
+        raise MissingInputError(f"{fit_path} not found: run `alignlab scaling fit` first")
+    try:
+        fit_doc = json.loads(fit_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{fit_path} is not a fit.json (not JSON: {e}); rerun `alignlab scaling fit`") from None
+    meta = fit_doc.get("metadata") if isinstance(fit_doc, dict) else None
+    if not isinstance(meta, dict) or fit_doc.get("format") != FIT_JSON_FORMAT:
+        raise ConfigError(f"{fit_path} is not a fit.json written by `alignlab scaling fit` (format {FIT_JSON_FORMAT})")
+    if meta.get("mode") == "capability":
+        raise ConfigError(
+            f"{fit_path} holds only a capability fit (a pass-rate file, no loss): predict needs a fit of a "
+            "sweep's runs.csv"
+        )
+    if not meta.get("runs_file") or not meta.get("runs_sha256"):
+        raise ConfigError(
+            f"{fit_path} is stale: it records no runs_file/runs_sha256, so nothing shows which runs it was "
+            "fitted on; rerun `alignlab scaling fit`"
+        )
+    runs_file = Path(meta["runs_file"])
+    if not runs_file.is_file():
+        raise MissingInputError(f"{runs_file} not found: {fit_path} was fitted on it; rerun `alignlab scaling fit`")
+    now = sha256_file(runs_file)
+    if now != meta["runs_sha256"]:
+        raise DataError(
+            f"{runs_file} changed since {fit_path} was written (SHA-256 {now[:12]} now, "
+            f"{meta['runs_sha256'][:12]} when fitted); rerun `alignlab scaling fit`"
+        )
+    sweep_runs = sweep_dir / "runs.csv"
+    if sweep_runs.is_file() and sha256_file(sweep_runs) != now:
+        raise ConfigError(
+            f"{fit_path} is stale: it was fitted on {runs_file}, but the sweep's {sweep_runs} holds other runs "
+            f"(SHA-256 {sha256_file(sweep_runs)[:12]}, fitted {now[:12]}); rerun `alignlab scaling fit --runs {sweep_runs}`"
+        )
+    return fit_doc, runs_file
+
+
+# what makes two predictions the same: the target run's recipe, the fit they came from, the law
+_PREDICTION_KEYS = ("name", "width", "n_layer", "n_head", "d_ff", "N", "D", "steps", "lr")
+
+
+def _check_recorded_prediction(pre_path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A prediction already on disk is reused only if it was made for this target, fit and law."""
+    pairs = [(f"target.{k}", old.get("target", {}).get(k), new["target"][k]) for k in _PREDICTION_KEYS]
+    pairs += [(k, old.get(k), new[k]) for k in ("fit_json_sha256", "runs_sha256", "headline_law")]
+    for key, was, now in pairs:
+        if was != now:
+            what = "target" if key.startswith("target.") else "law" if key == "headline_law" else "fit"
+            raise ConfigError(
+                f"{pre_path} records a prediction for another {what} ({key}: {was!r} there, {now!r} now); "
+                "a recorded prediction is never replaced: use a new output_dir"
+            )
+
+
+def _check_target_unstarted(target_dir: Path, pre_path: Path, pre_sha: str | None) -> None:
+    """Refuse a target run that started without (or under another) registered prediction.
+
+    With no prediction (pre_sha None) the target folder must not hold anything: a checkpoint
+    or a log means training began before a prediction was recorded. With one, a started
+    target must name that very file's hash in its config.yaml.
+    """
+    from alignlab.run_lock import LOCK_NAME
+
+    if not target_dir.exists():
+        return
+    # the run lock is taken before config.yaml is written: alone, it means nothing was trained
+    held = sorted(p.name for p in target_dir.iterdir() if p.name != LOCK_NAME)
+    if not held:
+        return
+    if pre_sha is None:
+        raise ConfigError(
+            f"{target_dir} already holds a started run ({', '.join(held[:4])}) but {pre_path} does not exist: "
+            "a prediction can only be registered before its target starts; use a new output_dir"
+        )
+    config = target_dir / "config.yaml"
+    recorded = (yaml.safe_load(config.read_text()) or {}).get("prediction_sha256") if config.is_file() else None
+    if recorded != pre_sha:
+        raise ConfigError(
+            f"{target_dir} was started under another prediction (its config.yaml records prediction_sha256 "
+            f"{str(recorded)[:12]}, {pre_path} has {pre_sha[:12]}); use a new output_dir"
+        )
 
 
 def run_predict(cfg: PredictConfig) -> dict[str, Any]:
@@ -531,13 +697,8 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     scfg, sweep_doc = load_sweep_config(cfg.sweep)
     fit_path = Path(cfg.fit)
-    if not fit_path.exists():
-        raise FileNotFoundError(f"{fit_path} not found: run `alignlab scaling fit` first")
-    fit_doc = json.loads(fit_path.read_text())
+    fit_doc, runs_file = _load_fit(fit_path, Path(cfg.sweep))
     meta = fit_doc["metadata"]
-    runs_file = Path(meta["runs_file"])
-    if sha256_file(runs_file) != meta["runs_sha256"]:
-        raise ValueError(f"{runs_file} changed since {fit_path} was written; rerun `alignlab scaling fit`")
     settings = meta["settings"]
     runs = read_runs(runs_file, settings["compute"])
 
@@ -552,7 +713,7 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     t_point = {"C": C_t, "N": float(N), "D": float(D)}
     # the allocation is in Chinchilla's units: C = 6·N·D with N non-embedding (the N of L(N, D))
     fits = _do_fit(runs, settings, targets=[t_point], budgets=[target["C"]], extra_C=[C_t])
-    _check_same_fit(fit_doc, fits)
+    _check_same_fit(fit_path, fit_doc, fits)
     pred = fits["predictions"][0]
     if cfg.law == "chinchilla" and "chinchilla" not in pred:
         raise ValueError(f"law=chinchilla but the L(N, D) fit was skipped: {fits['chinchilla_skipped']}")
@@ -617,19 +778,19 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     pre_path = out / "prediction_pre.json"
     target_dir = out / "target"
     if pre_path.exists():
-        old = json.loads(pre_path.read_text())
-        if old["target"]["name"] != spec.name or old["fit_json_sha256"] != pre["fit_json_sha256"]:
-            raise ValueError(f"{pre_path} records a prediction for another target or fit; use a new output_dir")
+        try:
+            old = json.loads(pre_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{pre_path} is not a readable prediction ({e}); use a new output_dir") from None
+        _check_recorded_prediction(pre_path, old, pre)
         pre = old  # keep the original record (and its timestamp): it was made before training
         print(f"[scaling predict] reusing {pre_path} (made {pre['created']})")
+        pre_sha = sha256_file(pre_path)
+        _check_target_unstarted(target_dir, pre_path, pre_sha)
     else:
-        if read_summary(target_dir) is not None or (target_dir / "metrics.jsonl").exists():
-            raise ValueError(
-                f"{target_dir} already holds a (started) run but no prediction_pre.json: "
-                "a prediction can only be recorded before training; use a new output_dir"
-            )
+        _check_target_unstarted(target_dir, pre_path, None)
         atomic_write_json(pre_path, pre)
-    pre_sha = sha256_file(pre_path)
+        pre_sha = sha256_file(pre_path)
     pl, pc = pre["prediction"]["loss"], pre["prediction"]["pass_rate"]
     print(
         f"[scaling predict] target {spec.name}: N={N:,} D={D:,} C={target['C']:.3g} "
@@ -765,6 +926,13 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _refuse(name: str, err: UserError) -> int:
+    """The user's input was refused: one line on stderr and status 2, as ``alignlab <stage>`` does."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"alignlab scaling {name}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str]) -> int:
     """``alignlab scaling <sub> ...`` (cli.py hands the arguments after ``scaling`` here)."""
 
@@ -784,14 +952,12 @@ def main(argv: Sequence[str]) -> int:
             print("\n".join(help_lines(sub.config)))
             return 0
         cfg = resolve(sub.config, sub.presets, preset, config, overrides)
-    except ConfigError as e:
-        print(f"alignlab scaling {name}: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return _refuse(name, e)
     try:
         run_sub(name, cfg)
-    except ConfigError as e:
-        print(f"alignlab scaling {name}: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return _refuse(name, e)
     except (ValueError, FileNotFoundError) as e:
         print(f"alignlab scaling {name}: error: {e}", file=sys.stderr)
         return 1

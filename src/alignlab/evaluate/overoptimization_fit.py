@@ -1,0 +1,298 @@
+"""Reward-model over-optimisation laws (Gao, Schulman & Hilton 2022), as fitting functions.
+
+With d = sqrt(KL(policy || initial policy)) and R the gold-reward *gain* over d = 0:
+
+* best-of-n:  R(d) = d·(α − β·d)        peak at d* = α / (2β),      R* = α² / (4β)
+* RL:         R(d) = d·(α − β·log d)    peak at d* = exp(α/β − 1),  R* = β·d*
+
+Both forms are linear in (α, β) for fixed d, so the least-squares fit is a closed-form
+linear solve (``scipy.linalg.lstsq``): no starting points, nothing that can fail to converge,
+and a bootstrap over prompts is one matrix product per resample.
+
+``fit_overoptimization`` fits one curve, with percentile intervals when per-prompt gold
+is given (prompts resampled, the mean curve refitted). ``fit_size_trend`` fits α and β
+against log RM size, as Gao et al. found both smooth in it, and predicts α, β, d*, R* at a
+larger proxy RM with intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import linalg, stats
+
+from alignlab.evaluate.headroom import best_of_n_kl
+
+FORMS = ("bon", "rl")
+
+__all__ = [
+    "FORMS",
+    "OveroptFit",
+    "SizeTrend",
+    "best_of_n_d",
+    "best_of_n_kl",
+    "fit_overoptimization",
+    "fit_size_trend",
+    "gain",
+    "peak",
+]
+
+
+def best_of_n_d(n: int) -> float:
+    """d = sqrt(KL) that best-of-n spends (the KL from ``headroom.best_of_n_kl``)."""
+    return math.sqrt(best_of_n_kl(n))
+
+
+def _check_form(form: str) -> None:
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS} (best-of-n or RL), got {form!r}")
+
+
+def _features(d: np.ndarray, form: str) -> np.ndarray:
+    """[points, 2] design matrix: R = α·x0 − β·x1."""
+    if form == "bon":
+        x1 = d**2
+    else:
+        x1 = d * np.log(np.where(d > 0, d, 1.0))  # d·log d → 0 as d → 0
+    return np.column_stack([d, -x1])
+
+
+def gain(d: ArrayLike, alpha: float, beta: float, form: str) -> np.ndarray:
+    """R(d): the gold-reward gain of the ``form`` law at d = sqrt(KL)."""
+    _check_form(form)
+    d = np.asarray(d, dtype=float)
+    return (_features(d.ravel(), form) @ np.array([alpha, beta])).reshape(d.shape)
+
+
+def peak(alpha: ArrayLike, beta: ArrayLike, form: str) -> tuple[np.ndarray, np.ndarray]:
+    """(d*, R*): where the gain peaks and its height; inf where β ≤ 0 (the curve never turns)."""
+    _check_form(form)
+    a, b = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
+    turns = b > 0
+    safe_b = np.where(turns, b, 1.0)
+    if form == "bon":
+        d_star, r_star = a / (2 * safe_b), a**2 / (4 * safe_b)
+    else:
+        # exp overflows only for a ridiculous α/β; inf is the honest answer there
+        with np.errstate(over="ignore"):
+            d_star = np.exp(a / safe_b - 1.0)
+        r_star = safe_b * d_star
+    return np.where(turns, d_star, np.inf), np.where(turns, r_star, np.inf)
+
+
+def _check_points(d: ArrayLike, form: str) -> np.ndarray:
+    d = np.asarray(d, dtype=float).ravel()
+    if not np.all(np.isfinite(d)):
+        raise ValueError("d contains NaN or infinite values")
+    if form == "rl" and np.any(d <= 0):
+        raise ValueError("the RL form has log d: every d = sqrt(KL) must be > 0 (drop the d = 0 point, its gain is 0)")
+    if np.any(d < 0):
+        raise ValueError("d = sqrt(KL) cannot be negative")
+    n_distinct = len(np.unique(d[d > 0]))
+    if n_distinct < 2:
+        raise ValueError(f"need at least 2 distinct points with d > 0 to fit alpha and beta, got {n_distinct}")
+    return d
+
+
+@dataclass
+class OveroptFit:
+    """Result of ``fit_overoptimization``; intervals are None unless per-prompt data were given."""
+
+    form: str
+    alpha: float
+    beta: float
+    d_star: float
+    r_star: float
+    n_points: int
+    residual_scale: float  # RMS of the mean curve's residuals (dof-corrected when points allow)
+    n_prompts: int | None = None
+    n_boot: int = 0
+    level: float = 0.95
+    intervals: dict[str, dict[str, float]] | None = None
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def predict(self, d: ArrayLike) -> np.ndarray:
+        return gain(d, self.alpha, self.beta, self.form)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta, "d_star": self.d_star, "r_star": self.r_star}
+
+    def to_dict(self) -> dict[str, Any]:
+        law = "R = d*(alpha - beta*d)" if self.form == "bon" else "R = d*(alpha - beta*log d)"
+        return {
+            "form": self.form,
+            "law": law + ", d = sqrt(KL) (Gao et al. 2022)",
+            "params": self.params,
+            "n_points": self.n_points,
+            "n_prompts": self.n_prompts,
+            "residual_scale": self.residual_scale,
+            "n_boot": self.n_boot,
+            "level": self.level,
+            "intervals": self.intervals,
+        }
+
+
+def _percentiles(samples: dict[str, np.ndarray], level: float) -> dict[str, dict[str, float]]:
+    tail = 100 * (1 - level) / 2
+    return {
+        k: {"lo": float(np.percentile(v, tail)), "hi": float(np.percentile(v, 100 - tail))} for k, v in samples.items()
+    }
+
+
+def fit_overoptimization(
+    d: ArrayLike,
+    R: ArrayLike | None = None,
+    *,
+    form: str,
+    per_prompt: ArrayLike | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> OveroptFit:
+    """Fit R(d) of ``form`` ("bon" or "rl") by least squares, with peak d*, R*.
+
+    Give the mean gains ``R`` (one per d), or ``per_prompt`` [prompts, points] gains: then
+    the mean over prompts is fitted and ``n_boot`` resamples of prompts give percentile
+    intervals for α, β, d* and R*. Prompts, not points, are resampled because one
+    prompt's gold at different d are correlated (same prompt, same difficulty).
+    """
+    _check_form(form)
+    d = _check_points(d, form)
+    if (R is None) == (per_prompt is None):
+        raise ValueError("give exactly one of R (mean gains) or per_prompt ([prompts, points] gains)")
+    if per_prompt is not None:
+        G = np.asarray(per_prompt, dtype=float)
+        if G.ndim != 2 or G.shape[1] != len(d):
+            raise ValueError(f"per_prompt must be [prompts, {len(d)} points], got shape {G.shape}")
+        if G.shape[0] < 2:
+            raise ValueError(f"per_prompt needs at least 2 prompts to resample, got {G.shape[0]}")
+        y = G.mean(axis=0)
+    else:
+        y = np.asarray(R, dtype=float).ravel()
+        if len(y) != len(d):
+            raise ValueError(f"R has {len(y)} values for {len(d)} points d")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("gains contain NaN or infinite values")
+    X = _features(d, form)
+    coef, *_ = linalg.lstsq(X, y)
+    resid = y - X @ coef
+    fit = OveroptFit(
+        form=form,
+        alpha=float(coef[0]),
+        beta=float(coef[1]),
+        d_star=float(peak(coef[0], coef[1], form)[0]),
+        r_star=float(peak(coef[0], coef[1], form)[1]),
+        n_points=len(d),
+        residual_scale=float(np.sqrt(np.sum(resid**2) / max(len(d) - 2, 1))),
+        level=level,
+    )
+    if per_prompt is None:
+        return fit
+    # the design is the same for every resample, so each refit is the pseudo-inverse times the mean curve
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, G.shape[0], size=(n_boot, G.shape[0]))
+    means = G[idx].mean(axis=1)  # [n_boot, points]
+    ab = means @ linalg.pinv(X).T  # [n_boot, 2]
+    d_s, r_s = peak(ab[:, 0], ab[:, 1], form)
+    fit.samples = {"alpha": ab[:, 0], "beta": ab[:, 1], "d_star": d_s, "r_star": r_s}
+    fit.intervals = _percentiles(fit.samples, level)
+    fit.n_prompts, fit.n_boot = int(G.shape[0]), n_boot
+    return fit
+
+
+# --------------------------------------------------------------------------- across RM sizes
+
+
+@dataclass
+class SizeTrend:
+    """α, β linear in log N across proxy-RM sizes, and what they predict at ``N_target``."""
+
+    form: str
+    N_target: float
+    coef: dict[str, tuple[float, float]]  # {"alpha": (intercept, slope per unit log N), "beta": ...}
+    prediction: dict[str, dict[str, float]]  # alpha, beta, d_star, r_star -> estimate, lo, hi
+    n_sizes: int
+    level: float
+    extrapolation: float  # log10(N_target / max N fitted): how far past the data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "form": self.form,
+            "trend": "alpha, beta = a + b*log(N) (Gao et al. 2022: smooth in log RM size)",
+            "N_target": self.N_target,
+            "coef": {k: list(v) for k, v in self.coef.items()},
+            "prediction": self.prediction,
+            "n_sizes": self.n_sizes,
+            "level": self.level,
+            "decades_past_largest": self.extrapolation,
+            "interval_kind": "prediction interval for the alpha, beta of one new RM (t, n-2 dof); "
+            "d*, R* from joint draws of both",
+        }
+
+
+def fit_size_trend(
+    N: ArrayLike,
+    alpha: ArrayLike,
+    beta: ArrayLike,
+    *,
+    form: str,
+    N_target: float,
+    level: float = 0.95,
+    n_draws: int = 20000,
+    seed: int = 0,
+) -> SizeTrend:
+    """Fit α_i, β_i (one fit per proxy-RM size N_i) linearly in log N; predict at ``N_target``.
+
+    The interval is a prediction interval for the α, β a new RM of size ``N_target`` would
+    get (the scatter of the fitted sizes around the line counts, as a new fit would scatter
+    too), from a t with n − 2 degrees of freedom; d* and R* take percentiles over joint draws
+    of (α, β), with the residual correlation of α and β kept, since d*, R* depend on both.
+    """
+    _check_form(form)
+    logN = np.log(np.asarray(N, dtype=float).ravel())
+    Y = np.column_stack([np.asarray(alpha, dtype=float).ravel(), np.asarray(beta, dtype=float).ravel()])
+    n = len(logN)
+    if Y.shape[0] != n:
+        raise ValueError(f"N, alpha and beta differ in length: {n}, {Y.shape[0]}")
+    if not (np.all(np.isfinite(logN)) and np.all(np.isfinite(Y))):
+        raise ValueError("N must be positive and alpha, beta finite")
+    if len(np.unique(logN)) < 3:
+        raise ValueError(f"need at least 3 distinct RM sizes to fit a line and its scatter, got {len(np.unique(logN))}")
+    if not (N_target > 0 and math.isfinite(N_target)):
+        raise ValueError(f"N_target must be a positive size, got {N_target}")
+    X = np.column_stack([np.ones(n), logN])
+    B, *_ = linalg.lstsq(X, Y)  # [2 coefs, 2 outputs]
+    resid = Y - X @ B
+    dof = n - 2
+    cov = resid.T @ resid / dof  # residual covariance of (alpha, beta)
+    x0 = np.array([1.0, math.log(N_target)])
+    lever = 1.0 + x0 @ np.linalg.inv(X.T @ X) @ x0  # new observation + uncertainty of the line
+    est = x0 @ B
+    t = stats.t.ppf(0.5 + level / 2, dof)
+    pred: dict[str, dict[str, float]] = {}
+    for j, k in enumerate(("alpha", "beta")):
+        half = t * math.sqrt(cov[j, j] * lever)
+        pred[k] = {"estimate": float(est[j]), "lo": float(est[j] - half), "hi": float(est[j] + half)}
+    # multivariate t draws: normal with the predictive covariance, scaled by sqrt(dof / chi2)
+    rng = np.random.default_rng(seed)
+    z = rng.multivariate_normal(np.zeros(2), cov * lever, size=n_draws, method="eigh")
+    draws = est + z * np.sqrt(dof / rng.chisquare(dof, size=n_draws))[:, None]
+    d_s, r_s = peak(draws[:, 0], draws[:, 1], form)
+    d0, r0 = peak(est[0], est[1], form)
+    for k, v, e in (("d_star", d_s, d0), ("r_star", r_s, r0)):
+        lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+        pred[k] = {"estimate": float(e), "lo": float(lo), "hi": float(hi)}
+    return SizeTrend(
+        form=form,
+        N_target=float(N_target),
+        coef={k: (float(B[0, j]), float(B[1, j])) for j, k in enumerate(("alpha", "beta"))},
+        prediction=pred,
+        n_sizes=n,
+        level=level,
+        extrapolation=float(math.log10(N_target) - logN.max() / math.log(10)),
+    )

@@ -1,0 +1,116 @@
+"""Gao et al. (2022) over-optimisation laws: recovery of known α, β and peaks, intervals, bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from alignlab.evaluate import headroom
+from alignlab.evaluate.overoptimization_fit import (
+    best_of_n_d,
+    best_of_n_kl,
+    fit_overoptimization,
+    fit_size_trend,
+    gain,
+    peak,
+)
+
+BON = {"alpha": 1.0, "beta": 0.25}  # peak d* = 2.0 (best-of-~64), R* = 1.0
+RL = {"alpha": 1.2, "beta": 0.5}  # peak d* = exp(1.4) = 4.06, R* = 2.03
+D_BON = np.array([best_of_n_d(n) for n in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)])
+D_RL = np.linspace(0.25, 8.0, 12)
+
+
+def _per_prompt(d: np.ndarray, form: str, truth: dict, n_prompts: int = 400, seed: int = 0) -> np.ndarray:
+    """[prompts, points] gains: the law scaled per prompt (mean 1) plus per-(prompt, d) noise."""
+    rng = np.random.default_rng(seed)
+    scale = 1 + 0.5 * rng.standard_normal((n_prompts, 1))
+    return gain(d, **truth, form=form) * scale + 0.3 * rng.standard_normal((n_prompts, len(d)))
+
+
+def test_best_of_n_kl_is_headrooms():
+    assert best_of_n_kl is headroom.best_of_n_kl  # reused, not copied
+    assert best_of_n_d(16) == pytest.approx(math.sqrt(math.log(16) - 15 / 16))
+    assert best_of_n_d(1) == 0.0
+
+
+def test_peaks_match_the_closed_forms_and_the_curves():
+    d_star, r_star = peak(1.0, 0.25, "bon")
+    assert (d_star, r_star) == (2.0, 1.0)
+    d_star, r_star = peak(1.2, 0.5, "rl")
+    assert d_star == pytest.approx(math.exp(1.4)) and r_star == pytest.approx(0.5 * math.exp(1.4))
+    for form, truth in (("bon", BON), ("rl", RL)):
+        d = np.linspace(0.01, 10, 20001)
+        R = gain(d, **truth, form=form)
+        ds, rs = peak(truth["alpha"], truth["beta"], form)
+        assert d[np.argmax(R)] == pytest.approx(ds, abs=1e-3) and R.max() == pytest.approx(rs, rel=1e-6)
+    assert np.isinf(peak(1.0, -0.1, "bon")[0])  # a curve that never turns has no peak
+
+
+@pytest.mark.parametrize(("form", "truth", "d"), [("bon", BON, D_BON), ("rl", RL, D_RL)])
+def test_recovers_alpha_beta_and_peak_from_noisy_points(form, truth, d):
+    rng = np.random.default_rng(1)
+    R = gain(d, **truth, form=form) + 0.02 * rng.standard_normal(len(d))
+    fit = fit_overoptimization(d, R, form=form)
+    assert fit.alpha == pytest.approx(truth["alpha"], abs=0.05) and fit.beta == pytest.approx(truth["beta"], abs=0.03)
+    ds, rs = peak(truth["alpha"], truth["beta"], form)
+    assert fit.d_star == pytest.approx(ds, rel=0.1) and fit.r_star == pytest.approx(rs, rel=0.05)
+    assert fit.intervals is None and fit.to_dict()["params"]["d_star"] == fit.d_star
+
+
+@pytest.mark.parametrize(("form", "truth", "d"), [("bon", BON, D_BON), ("rl", RL, D_RL)])
+def test_prompt_bootstrap_intervals_cover_the_truth(form, truth, d):
+    fit = fit_overoptimization(d, form=form, per_prompt=_per_prompt(d, form, truth), n_boot=2000)
+    ds, rs = peak(truth["alpha"], truth["beta"], form)
+    for k, v in {**truth, "d_star": ds, "r_star": rs}.items():
+        iv = fit.intervals[k]
+        assert iv["lo"] <= v <= iv["hi"], (k, v, iv)
+        assert iv["lo"] <= fit.params[k] <= iv["hi"]
+    assert fit.n_prompts == 400 and len(fit.samples["alpha"]) == 2000
+    # the same seed gives the same intervals
+    again = fit_overoptimization(d, form=form, per_prompt=_per_prompt(d, form, truth), n_boot=2000)
+    assert again.intervals == fit.intervals
+
+
+def test_degenerate_inputs_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="at least 2 distinct points with d > 0"):
+        fit_overoptimization([1.0], [0.5], form="bon")
+    with pytest.raises(ValueError, match="at least 2 distinct points with d > 0"):
+        fit_overoptimization([0.0, 1.0, 1.0], [0.0, 0.5, 0.5], form="bon")
+    with pytest.raises(ValueError, match="RL form has log d: every d = sqrt\\(KL\\) must be > 0"):
+        fit_overoptimization([0.0, 1.0, 2.0], [0.0, 0.5, 0.7], form="rl")
+    with pytest.raises(ValueError, match="cannot be negative"):
+        fit_overoptimization([-1.0, 1.0, 2.0], [0.0, 0.5, 0.7], form="bon")
+    with pytest.raises(ValueError, match="form must be one of"):
+        fit_overoptimization([1.0, 2.0], [0.5, 0.7], form="ppo")
+    with pytest.raises(ValueError, match="R has 2 values for 3 points"):
+        fit_overoptimization([1.0, 2.0, 3.0], [0.5, 0.7], form="bon")
+    with pytest.raises(ValueError, match=r"per_prompt must be \[prompts, 3 points\]"):
+        fit_overoptimization([1.0, 2.0, 3.0], form="bon", per_prompt=np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="exactly one of R"):
+        fit_overoptimization([1.0, 2.0], form="bon")
+    # the d = 0 point is allowed for best-of-n (its gain is 0 by definition)
+    assert fit_overoptimization([0.0, 1.0, 2.0], [0.0, 0.75, 1.0], form="bon").beta == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(("form", "beta0", "beta1"), [("bon", 0.6, -0.02), ("rl", 0.3, 0.01)])
+def test_size_trend_predicts_a_larger_rm_within_its_interval(form, beta0, beta1):
+    """α, β linear in log N over 6 proxy sizes (3e6-3e8); predict at 3e9, one decade past (d* ≈ 4 there)."""
+    rng = np.random.default_rng(2)
+    N = np.logspace(6.5, 8.5, 6)
+    a_true = lambda n: 0.2 + 0.05 * np.log(n)  # noqa: E731
+    b_true = lambda n: beta0 + beta1 * np.log(n)  # noqa: E731
+    alpha = a_true(N) + 0.01 * rng.standard_normal(len(N))
+    beta = b_true(N) + 0.005 * rng.standard_normal(len(N))
+    trend = fit_size_trend(N, alpha, beta, form=form, N_target=3e9)
+    ds, rs = peak(a_true(3e9), b_true(3e9), form)
+    truth = {"alpha": a_true(3e9), "beta": b_true(3e9), "d_star": ds, "r_star": rs}
+    for k, v in truth.items():
+        p = trend.prediction[k]
+        assert p["lo"] <= v <= p["hi"] and p["lo"] <= p["estimate"] <= p["hi"], (k, v, p)
+    assert trend.coef["alpha"][1] == pytest.approx(0.05, abs=0.01)
+    assert trend.extrapolation == pytest.approx(math.log10(3e9 / 10**8.5))
+    with pytest.raises(ValueError, match="at least 3 distinct RM sizes"):
+        fit_size_trend(N[:2], alpha[:2], beta[:2], form=form, N_target=1e9)
