@@ -312,6 +312,6 @@ def test_fit_says_why_chinchilla_is_skipped(tmp_path, capsys):
 def test_bad_csv_error_names_file_and_line(tmp_path, capsys):
     path = tmp_path / "bad.csv"
     path.write_text("N,D,loss\n1e4,1e6,3.1\n2e4,1e6,oops\n")
-    assert cli.main(["scaling", "fit", "--runs", str(path), "--output_dir", str(tmp_path / "fit")]) == 1
+    assert cli.main(["scaling", "fit", "--runs", str(path), "--output_dir", str(tmp_path / "fit")]) == 2
     err = capsys.readouterr().err
     assert f"{path}, line 3" in err and "loss" in err

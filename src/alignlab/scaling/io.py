@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from alignlab.errors import DataError
 from alignlab.scaling.bootstrap import summary as bootstrap_summary
 
 # canonical column -> accepted header spellings (compared lower-cased, stripped)
@@ -41,8 +42,8 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 FIT_JSON_FORMAT = "alignlab.scaling.fits/1"
 
 
-class RunsFileError(ValueError):
-    """A runs file that cannot be used; the message names the file, line and column."""
+class RunsFileError(DataError):
+    """A runs file that cannot be used; the message names the file, line and column (a user error: status 2)."""
 
     def __init__(self, path: str | os.PathLike[str], message: str, line: int | None = None, column: str | None = None):
         self.path = str(path)
