@@ -89,7 +89,7 @@ def test_aggregate_pass_rates_are_fitted_by_resampling_points(tmp_path, capsys):
 def test_bad_pass_rate_file_errors_name_file_line_and_column(tmp_path, capsys, text, where, says):
     path = tmp_path / "bad.csv"
     path.write_text(text)
-    assert _fit(path, tmp_path / "fit") == 1
+    assert _fit(path, tmp_path / "fit") == 2
     err = capsys.readouterr().err
     assert f"{path}{', ' + where if where else ''}: " in err and says in err
 
