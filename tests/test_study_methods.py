@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from alignlab.config import ConfigError, resolve
+from alignlab.report.methods_study import _label
 from alignlab.stages.registry import STAGES, run_stage
 from alignlab.studies.methods import MethodStudyConfig, over_seeds
 from fixtures_pipeline import smoke_pipeline_run  # noqa: F401
@@ -55,6 +56,16 @@ def test_every_method_gets_ppos_samples_and_is_judged_against_sft(smoke_run):
     results = json.loads((smoke_run / "study_methods" / "seeds" / "0" / "evaluate" / "results.json").read_text())
     assert results["settings"]["n_prompts"] == 24 and "best of 2" in results["policies"]["best_of_2"]["path"]
     assert (smoke_run / "study_methods" / "methods.png").stat().st_size > 0
+    # the run's report gets the table, and names the method with the highest held-out win rate
+    from alignlab.report.build import ReportConfig
+    from alignlab.report.build import run as build_report
+
+    build_report(ReportConfig(run_dir=str(smoke_run)))
+    md = (smoke_run / "report.md").read_text()
+    best = max((n for n in methods if n != "sft"), key=lambda n: methods[n]["win_rate_heldout_labelers"]["value"])
+    assert "## Which method?" in md and "has the highest win rate against SFT" in md
+    assert "| best-of-2 (SFT, RM picks) |" in md and (smoke_run / "report_methods.png").is_file()
+    assert f"{_label(best)} has the highest win rate against SFT" in md
 
 
 def test_a_second_run_reuses_every_finished_step(smoke_run, capsys):
