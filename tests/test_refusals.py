@@ -131,6 +131,15 @@ def _mismatched_checkpoint(ctx: Ctx):
     return training.load_checkpoint(ctx.tmp / "ckpt", torch.nn.Linear(2, 2), None, None)
 
 
+def _sharded_checkpoint(ctx: Ctx):
+    import torch
+
+    from alignlab import training
+
+    (ctx.tmp / "ckpt" / "sharded").mkdir(parents=True)
+    return training.load_checkpoint(ctx.tmp / "ckpt", torch.nn.Linear(2, 2), None, None)
+
+
 def _no_cuda(ctx: Ctx):
     import torch
 
@@ -314,6 +323,8 @@ CASES: list[Refusal] = [
     Refusal("training.py", "cuda requested but no CUDA device", _no_cuda, ConfigError),
     Refusal("training.py", "checkpoint does not match the model", _mismatched_checkpoint, ConfigError,
             r"ckpt: checkpoint does not match the model \(missing \['weight', 'bias'\], unexpected \['other\.weight'\]\)"),
+    Refusal("training.py", "holds FSDP2 shards", _sharded_checkpoint, ConfigError,
+            r"ckpt: this checkpoint holds FSDP2 shards; resume it with run.fsdp"),
     Refusal("training.py", "became", lambda c: _finite(float("nan")), FloatingPointError,
             r"sft: loss became nan at step 3, before the weights were updated; no checkpoint was written yet"),
     # ------------------------------------------------------------------------------------------ models/load.py

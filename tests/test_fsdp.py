@@ -1,0 +1,87 @@
+"""FSDP2 (torch fully_shard) on 2 CPU processes (gloo): each stage that supports it matches a 1-process
+run, its parameters really are sharded, and what it saves is a whole model plain transformers loads.
+
+Launched with `accelerate launch --config_file configs/accelerate/fsdp2_cpu_2proc.yaml`: accelerate
+itself does not shard on CPU (it would wrap in DDP), so the stage reads the FSDP request from the launch
+environment and calls fully_shard (alignlab/fsdp.py). ALIGNLAB_FSDP_REPORT makes each rank write, per
+sharded model, every parameter's type and local/full shape: the proof that each rank held half.
+
+Tolerances as in test_distributed.py (see its docstring): what is left between the runs is summation
+order (reduce-scatter instead of one sum) and the unfused AdamW that DTensors need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from alignlab.outputs import read_metrics
+from fixtures_rlhf import rlhf_inputs  # noqa: F401
+from test_distributed import WEIGHT_ATOL, _close, _max_weight_diff, _sft_args, sft_data  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+FSDP_2PROC = ROOT / "configs" / "accelerate" / "fsdp2_cpu_2proc.yaml"
+
+
+def _launch(nproc: int, args: list[str], report: Path | None = None, script: Path | None = None) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    if report is not None:
+        env["ALIGNLAB_FSDP_REPORT"] = str(report)
+    target = [str(script)] if script else ["-m", "alignlab.cli"]
+    launcher = [] if nproc == 1 else ["-m", "accelerate.commands.launch", "--config_file", str(FSDP_2PROC)]
+    cmd = [sys.executable, *launcher, *target, *args]
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-6000:]}"
+
+
+def _assert_sharded(report: Path, tag: str) -> None:
+    """Every parameter is a DTensor on both ranks, and the two local shards add up to the full tensor."""
+    ranks = [json.loads((report / f"{tag}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys() and ranks[0]
+    for name, (kind, local, full) in ranks[0].items():
+        other = ranks[1][name]
+        assert kind == other[0] == "DTensor", (name, kind)
+        assert local[0] + other[1][0] == full[0] and local[1:] == full[1:], (name, local, other[1], full)
+        assert local[0] < full[0] or full[0] == 1, (name, local, full)  # really split (but a 1-row tensor)
+
+
+def _loads_and_generates(folder: Path, auto_cls: str = "AutoModelForCausalLM") -> None:
+    import torch
+    import transformers
+
+    model = getattr(transformers, auto_cls).from_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert not any(a.startswith("FSDP") for a in config["architectures"]), config["architectures"]
+    if auto_cls == "AutoModelForCausalLM":
+        out = model.generate(torch.tensor([[1, 5, 7]]), max_new_tokens=4, do_sample=False)
+        assert out.shape[1] > 3
+
+
+def test_sft_fsdp2_matches_one_process_and_resumes(rlhf_inputs, sft_data, tmp_path):  # noqa: F811
+    """SFT (qwen2: grouped-query attention, tied embeddings) sharded over 2 ranks: per-step and validation
+    losses and the published weights match 1 process; the parameters were DTensors split between the
+    ranks; the published model loads with plain transformers; and resuming from the sharded checkpoint
+    of epoch 1 (torch.distributed.checkpoint, model + optimiser) ends with the same weights."""
+    one, two, report = tmp_path / "one", tmp_path / "two", tmp_path / "report"
+    kw = {"model": rlhf_inputs["qwen2_policy"]}
+    _launch(1, _sft_args(rlhf_inputs, sft_data, one, **kw))
+    _launch(2, _sft_args(rlhf_inputs, sft_data, two, **kw), report=report)
+    _assert_sharded(report, "sft")
+    m1, m2 = read_metrics(one), read_metrics(two)
+    for key in ("loss", "val_loss"):
+        a, b = [m[key] for m in m1 if key in m], [m[key] for m in m2 if key in m]
+        assert len(a) == len(b) > 0 and all(_close(x, y) for x, y in zip(a, b)), (key, a, b)
+    assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
+    _loads_and_generates(two)
+    assert (two / "checkpoint" / "sharded").is_dir() and not (two / "checkpoint" / "optimizer.pt").exists()
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two, resumed)
+    _launch(2, _sft_args(rlhf_inputs, sft_data, resumed, resume=True, **kw))
+    assert _max_weight_diff(two / "model.safetensors", resumed / "model.safetensors") < WEIGHT_ATOL
+    assert [m["loss"] for m in read_metrics(resumed) if "loss" in m] == [m["loss"] for m in m2 if "loss" in m]
