@@ -143,19 +143,39 @@ def _plain_class(model: nn.Module) -> Iterator[nn.Module]:
         model.__class__ = cls
 
 
+def _tied_names(model: nn.Module) -> set[str]:
+    """Names of parameters that are another parameter (a tied output head): all but the first name of each."""
+    first: dict[int, str] = {}
+    tied = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(p), name) != name:
+            tied.add(name)
+    return tied
+
+
+class Gathered:
+    """A sharded model's weights gathered whole onto the main process (collective: every rank builds one),
+    with the ``save_pretrained`` of the model itself, so ``training.publish_model`` saves it as it would the
+    plain model: a safetensors folder plain transformers loads. ``prefix``: the keys' prefix to drop when
+    ``model`` wraps the transformers model (PPO's ValueModel holds it as ``model.``)."""
+
+    def __init__(self, model: nn.Module, prefix: str = ""):
+        self.model, self.prefix = model, prefix
+        tied = _tied_names(model)  # saved once, as transformers saves them (its loader re-ties them)
+        self.state = {k: v for k, v in full_state_dict(model).items() if k not in tied}
+
+    def save_pretrained(self, path: str | Path, **kwargs) -> None:
+        state = {k.removeprefix(self.prefix): v for k, v in self.state.items()}
+        target = self.model.get_submodule(self.prefix.rstrip(".")) if self.prefix else self.model
+        with _plain_class(self.model):
+            target.save_pretrained(path, state_dict=state, **kwargs)
+
+
 def save_pretrained(model: nn.Module, path: str | Path, is_main: bool, prefix: str = "") -> None:
-    """``save_pretrained`` of a sharded model: gathered on every rank, written by rank 0 (a safetensors
-    folder plain transformers loads). ``prefix``: the keys' prefix to drop when ``model`` wraps the
-    transformers model (PPO's ValueModel holds it as ``model.``)."""
-    state = full_state_dict(model)
-    if not is_main:
-        return
-    target = model
-    if prefix:
-        state = {k.removeprefix(prefix): v for k, v in state.items()}
-        target = model.get_submodule(prefix.rstrip("."))
-    with _plain_class(model):
-        target.save_pretrained(path, state_dict=state, safe_serialization=True)
+    """``save_pretrained`` of a sharded model: gathered on every rank, written by the main process."""
+    gathered = Gathered(model, prefix)
+    if is_main:
+        gathered.save_pretrained(path, safe_serialization=True)
 
 
 def load_full(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

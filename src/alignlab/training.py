@@ -205,13 +205,16 @@ def optimizer_and_schedule(model: torch.nn.Module, optim: OptimSettings, total_s
     return optimizer, scheduler
 
 
-def resume_step(ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool) -> tuple[int, Path | None]:
+def resume_step(
+    ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool, sharded: bool = False
+) -> tuple[int, Path | None]:
     """(the step to start from, the checkpoint folder it came from): (0, None), or (``resume`` and an
-    intact checkpoint exists) its step, with the weights, optimiser, schedule and RNG restored from it."""
+    intact checkpoint exists) its step, with the weights, optimiser, schedule and RNG restored from it
+    (``sharded``: an FSDP2 checkpoint, each rank reading its shards)."""
     folder = resumable(ckpt_dir, resume, is_main)
     if folder is None:
         return 0, None
-    start = load_checkpoint(folder, model, optimizer, scheduler)
+    start = (load_sharded_checkpoint if sharded else load_checkpoint)(folder, model, optimizer, scheduler)
     if is_main:
         print(f"resumed from {folder} at step {start}")
     return start, folder
