@@ -21,7 +21,7 @@ from pathlib import Path
 
 from alignlab.outputs import read_metrics
 from fixtures_rlhf import rlhf_inputs  # noqa: F401
-from test_distributed import WEIGHT_ATOL, _close, _max_weight_diff, _sft_args, sft_data  # noqa: F401
+from test_distributed import PPO_DRIVER, WEIGHT_ATOL, _close, _max_weight_diff, _ppo_args, _sft_args, sft_data  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDP_2PROC = ROOT / "configs" / "accelerate" / "fsdp2_cpu_2proc.yaml"
@@ -126,3 +126,32 @@ def test_dpo_fsdp2_matches_one_process(rlhf_inputs, tmp_path):  # noqa: F811
     assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
     _loads_and_generates(two)
     assert (two / "checkpoint" / "sharded").is_dir()
+
+
+def test_ppo_fsdp2_matches_one_process_and_resumes(rlhf_inputs, tmp_path):  # noqa: F811
+    """PPO with the policy and the value model sharded over 2 ranks (reference and reward model whole on
+    each), fed the same episodes as 1 process (tests/distributed_ppo_driver.py): the reduced metrics and
+    the published policy and value weights match; both trained models were split between the ranks; the
+    published folders load with plain transformers; and resuming from the sharded checkpoint of
+    iteration 1 (both models and both optimisers) ends with the same weights."""
+    one, two, report = tmp_path / "one", tmp_path / "two", tmp_path / "report"
+    _launch(1, _ppo_args(rlhf_inputs, one), script=PPO_DRIVER)
+    _launch(2, _ppo_args(rlhf_inputs, two), report=report, script=PPO_DRIVER)
+    _assert_sharded(report, "policy")
+    _assert_sharded(report, "value")
+    it1 = [m for m in read_metrics(one) if "kl" in m]
+    it2 = [m for m in read_metrics(two) if "kl" in m]
+    assert len(it1) == len(it2) == 2
+    for a, b in zip(it1, it2):
+        for key in ("rm_score_mean", "kl", "beta", "pg_loss", "vf_loss", "reward_mean", "response_len"):
+            assert _close(a[key], b[key]), (key, a[key], b[key])
+    for part in ("", "value_model"):
+        assert _max_weight_diff(one / part / "model.safetensors", two / part / "model.safetensors") < WEIGHT_ATOL
+    _loads_and_generates(two)
+    _loads_and_generates(two / "value_model", "AutoModelForSequenceClassification")
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two, resumed)
+    _launch(2, _ppo_args(rlhf_inputs, resumed, **{"run.resume": True}), script=PPO_DRIVER)
+    assert json.loads((resumed / "summary.json").read_text())["resumed_from_iteration"] == 1
+    assert _max_weight_diff(two / "model.safetensors", resumed / "model.safetensors") < WEIGHT_ATOL
