@@ -155,3 +155,44 @@ def test_ppo_fsdp2_matches_one_process_and_resumes(rlhf_inputs, tmp_path):  # no
     _launch(2, _ppo_args(rlhf_inputs, resumed, **{"run.resume": True}), script=PPO_DRIVER)
     assert json.loads((resumed / "summary.json").read_text())["resumed_from_iteration"] == 1
     assert _max_weight_diff(two / "model.safetensors", resumed / "model.safetensors") < WEIGHT_ATOL
+
+
+def test_reward_fsdp2_matches_one_process(rlhf_inputs, sft_data, tmp_path):  # noqa: F811
+    """The reward model (a sequence classifier) sharded over 2 ranks: per-step loss and accuracy, the
+    validation loss, the reward shift measured on the demonstrations and the published weights match 1
+    process; the parameters were split between the ranks; the folder loads as a sequence classifier."""
+
+    def args(out):
+        cfg = {
+            "model": rlhf_inputs["llama_policy"],
+            "data": rlhf_inputs["ranked"],
+            "eval_fraction": 0.1,  # 5 held-out prompts, 9 and 6 responses: rank 1 has a batch fewer (idle_forwards)
+            "world_dir": "",
+            "demonstrations": str(sft_data["val"]),
+            "demonstrations_split": "train",
+            "batch_size": 8,
+            "epochs": 1,
+            "max_prompts": 32,  # 4 steps
+            "eval_batch_size": 3,
+            "lr": 5e-3,
+            "warmup_steps": 0,
+            "checkpoint_interval": 2,
+            "log_interval": 1,
+            "tensorboard": False,
+            "device": "cpu",
+            "output_dir": str(out),
+        }
+        return ["reward", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
+
+    one, two, report = tmp_path / "one", tmp_path / "two", tmp_path / "report"
+    _launch(1, args(one))
+    _launch(2, args(two), report=report)
+    _assert_sharded(report, "reward")
+    m1, m2 = read_metrics(one), read_metrics(two)
+    for key in ("loss", "accuracy", "val_loss"):
+        a, b = [m[key] for m in m1 if key in m], [m[key] for m in m2 if key in m]
+        assert len(a) == len(b) > 0 and all(_close(x, y) for x, y in zip(a, b)), (key, a, b)
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert s1["val_pairs"] == s2["val_pairs"] and _close(s1["reward_shift"], s2["reward_shift"])
+    assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
+    _loads_and_generates(two, "AutoModelForSequenceClassification")

@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 
 # Stages that shard with FSDP2 (alignlab/fsdp.py, under run.fsdp or an FSDP accelerate config).
-FSDP_STAGES = ("sft", "dpo", "ppo")
+FSDP_STAGES = ("sft", "reward", "dpo", "ppo")
 
 
 def make_accelerator(device: str, stage: str) -> Accelerator:

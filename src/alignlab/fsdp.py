@@ -227,3 +227,18 @@ def padded_share(items: Sequence[T], acc) -> list[tuple[T, bool]]:
     mine = [(x, True) for x in items[acc.process_index :: acc.num_processes]]
     size = -(-len(items) // acc.num_processes)
     return mine + [(items[0], False)] * (size - len(mine)) if items else []
+
+
+def forwards_short(n_local: int, device: torch.device) -> int:
+    """How many forwards fewer than the busiest rank this one is about to run (collective: call it on
+    every rank BEFORE the forwards, then :func:`idle_forwards` after them)."""
+    t = torch.tensor([n_local], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) - n_local
+
+
+@torch.no_grad()
+def idle_forwards(model: nn.Module, n: int, device: torch.device) -> None:
+    """``n`` throwaway one-token forwards: a rank's part in the busier ranks' sharded forwards."""
+    for _ in range(n):
+        model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
