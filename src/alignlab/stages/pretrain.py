@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from alignlab import training
+from alignlab import fsdp, training
 from alignlab.config import arg
 from alignlab.data.heldout import (
     DEFAULT_EVAL_FRACTION,
@@ -173,6 +173,8 @@ def build_model(cfg: PretrainConfig, tok):
 
 def setup(cfg: PretrainConfig) -> Setup:
     accelerator = make_accelerator(training.resolve_device(cfg.run.device), "pretrain")
+    if cfg.run.fsdp:  # refused by name: pretraining under FSDP2 is not implemented
+        fsdp.check_supported(accelerator, "pretrain")
     world = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
     if cfg.batch_size % (micro * world):
