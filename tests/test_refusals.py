@@ -198,6 +198,12 @@ def _check_settings(**kw):
     return check_settings(_ppo(**kw))
 
 
+def _check_sharded(**kw):
+    from alignlab.stages.ppo_setup import check_sharded
+
+    return check_sharded(_ppo(**kw))
+
+
 def _vllm_missing(ctx: Ctx):
     from alignlab.stages import ppo_setup
 
@@ -421,6 +427,8 @@ CASES: list[Refusal] = [
             ConfigError),
     Refusal("stages/ppo_setup.py", "rollout.backend='vllm': ", _vllm_missing, ConfigError,
             r"rollout\.backend='vllm': vllm is not installed; use rollout\.backend='transformers'"),
+    Refusal("stages/ppo_setup.py", "under FSDP2: its engine", lambda c: _check_sharded(rollout__backend="vllm"),
+            ConfigError, r"rollout\.backend='vllm' under FSDP2: its engine would need the sharded policy gathered"),
     Refusal("stages/ppo_setup.py", "PPO needs a reward model or a reward_fn",
             lambda c: _check_shapes(1, has_reward=False), ConfigError),
     Refusal("stages/ppo_setup.py", "both are global, split over the ranks",
