@@ -284,7 +284,7 @@ def test_accelerate_config_files_are_valid(name):
 
 
 def test_sharded_parameters_and_ppo_under_deepspeed_are_refused_with_the_reason():
-    """FSDP (outside distributed.FSDP_STAGES) and ZeRO-3 would save and sample from sharded parameters;
+    """FSDP (outside fsdp.FSDP_STAGES) and ZeRO-3 would save and sample from sharded parameters;
     PPO's two optimisers do not fit one DeepSpeed engine: each is refused before any work, the others run."""
     from accelerate.utils import DistributedType
 

@@ -25,18 +25,13 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
 from alignlab.errors import ConfigError
+from alignlab.fsdp import FSDP_STAGES, launched_with_fsdp
 
 T = TypeVar("T")
 
 
-# Stages that shard with FSDP2 (alignlab/fsdp.py, under run.fsdp or an FSDP accelerate config).
-FSDP_STAGES = ("sft", "reward", "dpo", "ppo")
-
-
 def make_accelerator(device: str, stage: str) -> Accelerator:
     """The stage's Accelerator (``device`` already resolved to cpu/cuda), refusing set-ups it would get wrong."""
-    from alignlab.fsdp import launched_with_fsdp
-
     acc = Accelerator(cpu=device == "cpu")
     # on CPU accelerate reports an FSDP launch as plain multi-process: the launch environment says FSDP
     kind = DistributedType.FSDP if launched_with_fsdp() else acc.distributed_type
@@ -58,7 +53,7 @@ def _zero_stage(acc: Accelerator) -> int | None:
 
 def unsupported_parallelism(distributed_type: DistributedType, zero_stage: int | None, stage: str) -> str | None:
     """Why this sharding cannot run ``stage`` correctly yet (None = it can). Sharded parameters (FSDP
-    outside ``FSDP_STAGES``, ZeRO-3) would need gathering for saving and for generation, which those
+    outside ``fsdp.FSDP_STAGES``, ZeRO-3) would need gathering for saving and for generation, which those
     stages do not do; PPO's two trained models with two optimisers do not fit one DeepSpeed engine."""
     if distributed_type == DistributedType.FSDP and stage not in FSDP_STAGES:
         return "parameters are sharded, and saving and sampling would need them gathered (not implemented)"

@@ -32,6 +32,8 @@ from torch import nn
 from alignlab.errors import ConfigError
 
 T = TypeVar("T")
+# Stages that shard (under run.fsdp or an FSDP accelerate config); the others refuse it at start.
+FSDP_STAGES = ("sft", "reward", "dpo", "ppo")
 SHARDED_DIR = "sharded"  # a checkpoint's torch.distributed.checkpoint folder (model + optimiser shards)
 
 
@@ -49,8 +51,6 @@ def requested(acc, flag: bool) -> bool:
 
 def check_supported(acc, stage: str, lora: bool = False) -> None:
     """Refuse, before any work, what sharding cannot run: a stage not done yet, one process, LoRA."""
-    from alignlab.distributed import FSDP_STAGES
-
     if stage not in FSDP_STAGES:
         raise ConfigError(
             f"{stage}: run.fsdp is not supported for this stage yet (its saving and sampling would need the "
