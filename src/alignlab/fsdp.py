@@ -83,11 +83,12 @@ def _units(model: nn.Module) -> list[nn.Module]:
 
 def shard(model: nn.Module, device: torch.device) -> nn.Module:
     """Shard ``model`` in place over every rank: each decoder layer, then the root. Returns ``model``
-    (its class is now FSDP's subclass of the original; its parameters DTensors)."""
+    (its class is now FSDP's subclass of the original; its parameters DTensors). The model comes whole
+    from CPU memory; fully_shard moves each unit to ``device`` as it shards it, so a GPU never holds
+    more than one unit whole."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    model.to(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for unit in _units(model):
         fully_shard(unit, mesh=mesh)

@@ -327,6 +327,8 @@ def _train_step(cfg: SFTConfig, t: Trainee, train: list[dict], global_idx: list[
     loss_sum = torch.zeros((), device=accelerator.device)
     for m, chunk in enumerate(chunks):
         b = {k: v.to(accelerator.device) for k, v in collate_sft([train[j] for j in chunk], t.tok.pad_token_id).items()}
+        # (FSDP2: no_sync does nothing; each micro-batch's gradient is reduce-scattered at once, so a rank
+        # only ever holds its shard of the gradient -- more communication, far less memory)
         ctx = accelerator.no_sync(t.model) if m < len(chunks) - 1 else nullcontext()
         with ctx:
             # = masked_lm_loss(model(...).logits, labels), with logits only where a response token is predicted
