@@ -6,6 +6,10 @@ itself does not shard on CPU (it would wrap in DDP), so the stage reads the FSDP
 environment and calls fully_shard (alignlab/fsdp.py). ALIGNLAB_FSDP_REPORT makes each rank write, per
 sharded model, every parameter's type and local/full shape: the proof that each rank held half.
 
+Cost: starting a 2-process launch (interpreters, imports) costs more than a tiny stage's run, so the
+1-process reference runs happen in the test process, and pretrain, SFT, the reward model and DPO share one
+sharded launch (tests/fsdp_stages_driver.py); PPO has its own (it is killed and resumed).
+
 Tolerances as in test_distributed.py (see its docstring): what is left between the runs is summation
 order (reduce-scatter instead of one sum) and the unfused AdamW that DTensors need.
 """
@@ -26,6 +30,7 @@ from test_distributed import PPO_DRIVER, WEIGHT_ATOL, _close, _max_weight_diff, 
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDP_2PROC = ROOT / "configs" / "accelerate" / "fsdp2_cpu_2proc.yaml"
+STAGES_DRIVER = Path(__file__).with_name("fsdp_stages_driver.py")
 
 
 def _launch(args: list[str], report: Path | None = None, script: Path | None = None, kill: str = "") -> None:
@@ -81,24 +86,6 @@ def _loads_and_generates(folder: Path, auto_cls: str = "AutoModelForCausalLM") -
         assert out.shape[1] > 3
 
 
-def test_sft_fsdp2_matches_one_process(rlhf_inputs, sft_data, tmp_path):  # noqa: F811
-    """SFT (qwen2: grouped-query attention, tied embeddings) sharded over 2 ranks: per-step and validation
-    losses and the published weights match 1 process; the parameters were DTensors split between the
-    ranks; the published model loads with plain transformers; the checkpoint of epoch 1 holds shards."""
-    one, two, report = tmp_path / "one", tmp_path / "two", tmp_path / "report"
-    kw = {"model": rlhf_inputs["qwen2_policy"]}
-    _run_here(_sft_args(rlhf_inputs, sft_data, one, **kw))
-    _launch(_sft_args(rlhf_inputs, sft_data, two, **kw), report=report)
-    _assert_sharded(report, "sft")
-    m1, m2 = read_metrics(one), read_metrics(two)
-    for key in ("loss", "val_loss"):
-        a, b = [m[key] for m in m1 if key in m], [m[key] for m in m2 if key in m]
-        assert len(a) == len(b) > 0 and all(_close(x, y) for x, y in zip(a, b)), (key, a, b)
-    assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
-    _loads_and_generates(two)
-    assert (two / "checkpoint" / "sharded").is_dir() and not (two / "checkpoint" / "optimizer.pt").exists()
-
-
 def _dpo_args(inp, out, **kw) -> list[str]:
     cfg = {
         "policy": inp["llama_policy"],
@@ -124,20 +111,106 @@ def _dpo_args(inp, out, **kw) -> list[str]:
     return ["dpo", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
 
 
-def test_dpo_fsdp2_matches_one_process(rlhf_inputs, tmp_path):  # noqa: F811
-    """DPO with the policy sharded over 2 ranks (the frozen reference whole on each): per-step losses and
-    the published weights match 1 process, the policy's parameters were split between the ranks, and the
-    published model loads with plain transformers."""
-    one, two, report = tmp_path / "one", tmp_path / "two", tmp_path / "report"
-    _run_here(_dpo_args(rlhf_inputs, one))
-    _launch(_dpo_args(rlhf_inputs, two), report=report)
-    _assert_sharded(report, "dpo")
-    l1 = [m["loss"] for m in read_metrics(one) if "loss" in m]
-    l2 = [m["loss"] for m in read_metrics(two) if "loss" in m]
-    assert len(l1) == len(l2) == 4 and all(_close(a, b) for a, b in zip(l1, l2)), (l1, l2)
+def _reward_args(inp, data, out) -> list[str]:
+    cfg = {
+        "model": inp["llama_policy"],
+        "data": inp["ranked"],
+        "eval_fraction": 0.1,  # 5 held-out prompts, 9 and 6 responses: rank 1 has a batch fewer (idle_forwards)
+        "world_dir": "",
+        "demonstrations": str(data["val"]),
+        "demonstrations_split": "train",
+        "batch_size": 8,
+        "epochs": 1,
+        "max_prompts": 32,  # 4 steps
+        "eval_batch_size": 3,
+        "lr": 5e-3,
+        "warmup_steps": 0,
+        "checkpoint_interval": 2,
+        "log_interval": 1,
+        "tensorboard": False,
+        "device": "cpu",
+        "output_dir": str(out),
+    }
+    return ["reward", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
+
+
+def _pretrain_args(corpus, out) -> list[str]:
+    cfg = {
+        "data": corpus["corpus"],
+        "source.tokenizer": corpus["tokenizer"],
+        "max_steps": 4,
+        "eval_interval": 2,
+        "eval_blocks": 5,  # the held-out loss: every rank runs every block (no split, same forwards)
+        "run.checkpoint_interval": 2,
+        "run.log_interval": 1,
+        "run.tensorboard": False,
+        "run.device": "cpu",
+        "output_dir": str(out),
+    }
+    return ["pretrain", "--preset", "smoke", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
+
+
+@pytest.fixture(scope="module")
+def stage_runs(rlhf_inputs, sft_data, tiny_corpus, tmp_path_factory):  # noqa: F811
+    """SFT (on the qwen2 kind: grouped-query attention, biased q/k/v, tied embeddings), the reward model, DPO
+    and pretraining, each run by 1 process here and sharded over 2 in one launch (tests/fsdp_stages_driver.py)."""
+    root = tmp_path_factory.mktemp("fsdp_stages")
+    args = {
+        "sft": lambda out: _sft_args(rlhf_inputs, sft_data, out, model=rlhf_inputs["qwen2_policy"]),
+        "reward": lambda out: _reward_args(rlhf_inputs, sft_data, out),
+        "dpo": lambda out: _dpo_args(rlhf_inputs, out),
+        "pretrain": lambda out: _pretrain_args(tiny_corpus, out),
+    }
+    for stage, make in args.items():
+        _run_here(make(root / stage / "one"))
+    sharded = [x for stage, make in args.items() for x in [":::", *make(root / stage / "two")]]
+    _launch(sharded[1:], report=root / "report", script=STAGES_DRIVER)
+    return root
+
+
+def _compare(root: Path, stage: str, keys: tuple[str, ...]) -> tuple[Path, Path]:
+    """The 1-process and the sharded run of ``stage``: the same numbers under ``keys`` at every step, the same
+    weights; the sharded one's parameters were split between the ranks and its model loads with transformers."""
+    one, two = root / stage / "one", root / stage / "two"
+    m1, m2 = read_metrics(one), read_metrics(two)
+    for key in keys:
+        a, b = [m[key] for m in m1 if key in m], [m[key] for m in m2 if key in m]
+        assert len(a) == len(b) > 0 and all(_close(x, y) for x, y in zip(a, b)), (key, a, b)
     assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
+    _assert_sharded(root / "report", stage)
+    assert (two / "checkpoint" / "sharded").is_dir() and not (two / "checkpoint" / "optimizer.pt").exists()
+    return one, two
+
+
+def test_sft_fsdp2_matches_one_process(stage_runs):
+    """SFT sharded over 2 ranks: per-step and validation losses (a rank runs a throwaway validation batch) and
+    the published weights match 1 process; the checkpoint of epoch 1 holds shards; the model generates."""
+    _, two = _compare(stage_runs, "sft", ("loss", "val_loss"))
     _loads_and_generates(two)
-    assert (two / "checkpoint" / "sharded").is_dir()
+
+
+def test_reward_fsdp2_matches_one_process(stage_runs):
+    """The reward model (a sequence classifier) sharded over 2 ranks: per-step loss and accuracy, the
+    validation loss, the reward shift measured on the demonstrations and the weights match 1 process."""
+    one, two = _compare(stage_runs, "reward", ("loss", "accuracy", "val_loss"))
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert s1["val_pairs"] == s2["val_pairs"] and _close(s1["reward_shift"], s2["reward_shift"])
+    _loads_and_generates(two, "AutoModelForSequenceClassification")
+
+
+def test_dpo_fsdp2_matches_one_process(stage_runs):
+    """DPO with the policy sharded over 2 ranks (the frozen reference whole on each): per-step losses and the
+    published weights match 1 process."""
+    _, two = _compare(stage_runs, "dpo", ("loss",))
+    _loads_and_generates(two)
+
+
+def test_pretrain_fsdp2_matches_one_process(stage_runs):
+    """Pretraining sharded over 2 ranks: per-step and held-out losses and the published weights match 1 process;
+    rank 0 samples its peek from the published copy."""
+    _, two = _compare(stage_runs, "pretrain", ("loss", "eval_loss"))
+    _loads_and_generates(two)
+    assert json.loads((two / "samples.json").read_text())
 
 
 def test_ppo_fsdp2_killed_and_resumed_matches_one_process(rlhf_inputs, tmp_path, monkeypatch):  # noqa: F811
@@ -167,47 +240,6 @@ def test_ppo_fsdp2_killed_and_resumed_matches_one_process(rlhf_inputs, tmp_path,
     _loads_and_generates(two / "value_model", "AutoModelForSequenceClassification")
 
 
-def test_reward_fsdp2_matches_one_process(rlhf_inputs, sft_data, tmp_path):  # noqa: F811
-    """The reward model (a sequence classifier) sharded over 2 ranks: per-step loss and accuracy, the
-    validation loss, the reward shift measured on the demonstrations and the published weights match 1
-    process; the parameters were split between the ranks; the folder loads as a sequence classifier."""
-
-    def args(out):
-        cfg = {
-            "model": rlhf_inputs["llama_policy"],
-            "data": rlhf_inputs["ranked"],
-            "eval_fraction": 0.1,  # 5 held-out prompts, 9 and 6 responses: rank 1 has a batch fewer (idle_forwards)
-            "world_dir": "",
-            "demonstrations": str(sft_data["val"]),
-            "demonstrations_split": "train",
-            "batch_size": 8,
-            "epochs": 1,
-            "max_prompts": 32,  # 4 steps
-            "eval_batch_size": 3,
-            "lr": 5e-3,
-            "warmup_steps": 0,
-            "checkpoint_interval": 2,
-            "log_interval": 1,
-            "tensorboard": False,
-            "device": "cpu",
-            "output_dir": str(out),
-        }
-        return ["reward", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
-
-    one, two, report = tmp_path / "one", tmp_path / "two", tmp_path / "report"
-    _run_here(args(one))
-    _launch(args(two), report=report)
-    _assert_sharded(report, "reward")
-    m1, m2 = read_metrics(one), read_metrics(two)
-    for key in ("loss", "accuracy", "val_loss"):
-        a, b = [m[key] for m in m1 if key in m], [m[key] for m in m2 if key in m]
-        assert len(a) == len(b) > 0 and all(_close(x, y) for x, y in zip(a, b)), (key, a, b)
-    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
-    assert s1["val_pairs"] == s2["val_pairs"] and _close(s1["reward_shift"], s2["reward_shift"])
-    assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
-    _loads_and_generates(two, "AutoModelForSequenceClassification")
-
-
 def test_what_fsdp2_cannot_run_is_refused_by_name(monkeypatch):
     """Refused at start, with the reason: a stage without FSDP2 support (run.fsdp, or an FSDP launch, which
     accelerate reports as plain multi-process on CPU), one process, LoRA, and PPO's vLLM rollouts."""
@@ -222,8 +254,8 @@ def test_what_fsdp2_cannot_run_is_refused_by_name(monkeypatch):
     from alignlab.stages.ppo_config import RolloutSettings
 
     two = SimpleNamespace(num_processes=2)
-    with pytest.raises(ConfigError, match="pretrain: run.fsdp is not supported for this stage yet"):
-        fsdp.check_supported(two, "pretrain")
+    with pytest.raises(ConfigError, match="compare: run.fsdp is not supported for this stage yet"):
+        fsdp.check_supported(two, "compare")
     with pytest.raises(ConfigError, match="needs 2 or more processes"):
         fsdp.check_supported(SimpleNamespace(num_processes=1), "sft")
     with pytest.raises(ConfigError, match="LoRA under FSDP2 is not supported"):
@@ -232,5 +264,5 @@ def test_what_fsdp2_cannot_run_is_refused_by_name(monkeypatch):
         ppo_setup.check_sharded(ppo.PPOConfig(rollout=RolloutSettings(backend="vllm")))
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     assert fsdp.launched_with_fsdp() and fsdp.requested(two, False)
-    assert "sharded" in unsupported_parallelism(DistributedType.FSDP, None, "pretrain")
+    assert "sharded" in unsupported_parallelism(DistributedType.FSDP, None, "compare")
     assert unsupported_parallelism(DistributedType.FSDP, None, "ppo") is None

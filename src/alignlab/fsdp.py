@@ -33,7 +33,7 @@ from alignlab.errors import ConfigError
 
 T = TypeVar("T")
 # Stages that shard (under run.fsdp or an FSDP accelerate config); the others refuse it at start.
-FSDP_STAGES = ("sft", "reward", "dpo", "ppo")
+FSDP_STAGES = ("pretrain", "sft", "reward", "dpo", "ppo")
 SHARDED_DIR = "sharded"  # a checkpoint's torch.distributed.checkpoint folder (model + optimiser shards)
 
 
