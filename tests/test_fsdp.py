@@ -164,8 +164,20 @@ def stage_runs(rlhf_inputs, sft_data, tiny_corpus, tmp_path_factory):  # noqa: F
     for stage, make in args.items():
         _run_here(make(root / stage / "one"))
     sharded = [x for stage, make in args.items() for x in [":::", *make(root / stage / "two")]]
-    _launch(sharded[1:], report=root / "report", script=STAGES_DRIVER)
+    sampler = ["sampler", rlhf_inputs["llama_policy"], str(root / "sampler")]
+    _launch([*sampler, *sharded], report=root / "report", script=STAGES_DRIVER)
     return root
+
+
+def test_sharded_sampling_keeps_ranks_in_step(stage_runs):
+    """The KV-cache sampler on a sharded model: ranks with different numbers of prompts (one batch against
+    two, then none against two) and rows stopping at different steps sample exactly what the whole model
+    samples with the same seed, and nobody hangs (every forward is a collective: kv_sampler's lockstep)."""
+    ranks = [json.loads((stage_runs / f"sampler.rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["uneven"]["same"] and r["empty"]["same"], ranks
+    assert len(set(ranks[0]["uneven"]["lengths"])) > 1, ranks  # rows did stop at different steps
+    assert ranks[1]["empty"]["lengths"] == [] and len(ranks[0]["empty"]["lengths"]) == 4
 
 
 def _compare(root: Path, stage: str, keys: tuple[str, ...]) -> tuple[Path, Path]:
