@@ -266,7 +266,8 @@ def test_dpo_two_processes_match_one(rlhf_inputs, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize(
-    "name", ["single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "cpu_2proc"]
+    "name",
+    ["single_gpu", "multi_gpu_ddp", "fsdp", "fsdp2_cpu_2proc", "deepspeed_zero2", "deepspeed_zero3", "cpu_2proc"],
 )
 def test_accelerate_config_files_are_valid(name):
     """Each shipped config loads as accelerate's own config class (unknown top-level keys raise
@@ -283,13 +284,14 @@ def test_accelerate_config_files_are_valid(name):
 
 
 def test_sharded_parameters_and_ppo_under_deepspeed_are_refused_with_the_reason():
-    """FSDP and ZeRO-3 would save and sample from sharded parameters; PPO's two optimisers do not fit
-    one DeepSpeed engine: each is refused before any work, the others run."""
+    """FSDP (outside fsdp.FSDP_STAGES) and ZeRO-3 would save and sample from sharded parameters;
+    PPO's two optimisers do not fit one DeepSpeed engine: each is refused before any work, the others run."""
     from accelerate.utils import DistributedType
 
     from alignlab.distributed import unsupported_parallelism
 
-    assert "sharded" in unsupported_parallelism(DistributedType.FSDP, None, "sft")
+    assert "sharded" in unsupported_parallelism(DistributedType.FSDP, None, "compare")
+    assert unsupported_parallelism(DistributedType.FSDP, None, "sft") is None
     assert "ZeRO-3" in unsupported_parallelism(DistributedType.DEEPSPEED, 3, "reward")
     assert "two optimisers" in unsupported_parallelism(DistributedType.DEEPSPEED, 2, "ppo")
     assert unsupported_parallelism(DistributedType.DEEPSPEED, 2, "sft") is None

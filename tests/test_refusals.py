@@ -131,6 +131,15 @@ def _mismatched_checkpoint(ctx: Ctx):
     return training.load_checkpoint(ctx.tmp / "ckpt", torch.nn.Linear(2, 2), None, None)
 
 
+def _sharded_checkpoint(ctx: Ctx):
+    import torch
+
+    from alignlab import training
+
+    (ctx.tmp / "ckpt" / "sharded").mkdir(parents=True)
+    return training.load_checkpoint(ctx.tmp / "ckpt", torch.nn.Linear(2, 2), None, None)
+
+
 def _no_cuda(ctx: Ctx):
     import torch
 
@@ -187,6 +196,12 @@ def _check_settings(**kw):
     from alignlab.stages.ppo_setup import check_settings
 
     return check_settings(_ppo(**kw))
+
+
+def _check_sharded(**kw):
+    from alignlab.stages.ppo_setup import check_sharded
+
+    return check_sharded(_ppo(**kw))
 
 
 def _vllm_missing(ctx: Ctx):
@@ -314,6 +329,8 @@ CASES: list[Refusal] = [
     Refusal("training.py", "cuda requested but no CUDA device", _no_cuda, ConfigError),
     Refusal("training.py", "checkpoint does not match the model", _mismatched_checkpoint, ConfigError,
             r"ckpt: checkpoint does not match the model \(missing \['weight', 'bias'\], unexpected \['other\.weight'\]\)"),
+    Refusal("training.py", "holds FSDP2 shards", _sharded_checkpoint, ConfigError,
+            r"ckpt: this checkpoint holds FSDP2 shards; resume it with run.fsdp"),
     Refusal("training.py", "became", lambda c: _finite(float("nan")), FloatingPointError,
             r"sft: loss became nan at step 3, before the weights were updated; no checkpoint was written yet"),
     # ------------------------------------------------------------------------------------------ models/load.py
@@ -410,6 +427,8 @@ CASES: list[Refusal] = [
             ConfigError),
     Refusal("stages/ppo_setup.py", "rollout.backend='vllm': ", _vllm_missing, ConfigError,
             r"rollout\.backend='vllm': vllm is not installed; use rollout\.backend='transformers'"),
+    Refusal("stages/ppo_setup.py", "under FSDP2: its engine", lambda c: _check_sharded(rollout__backend="vllm"),
+            ConfigError, r"rollout\.backend='vllm' under FSDP2: its engine would need the sharded policy gathered"),
     Refusal("stages/ppo_setup.py", "PPO needs a reward model or a reward_fn",
             lambda c: _check_shapes(1, has_reward=False), ConfigError),
     Refusal("stages/ppo_setup.py", "both are global, split over the ranks",

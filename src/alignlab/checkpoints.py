@@ -164,3 +164,15 @@ def writing(ckpt_dir: str | Path, step: int) -> Iterator[Path]:
             + (kept or "no earlier checkpoint exists")
         ) from e
     _commit(tmp, ckpt_dir)
+
+
+@contextlib.contextmanager
+def writing_together(ckpt_dir: str | Path, step: int, is_main: bool, barrier) -> Iterator[Path]:
+    """:func:`writing` for a checkpoint every rank writes part of (sharded weights): the main process
+    creates the folder and, once every rank has written its part (``barrier``), hashes and rotates it."""
+    ckpt_dir = Path(ckpt_dir)
+    with writing(ckpt_dir, step) if is_main else contextlib.nullcontext(_sibling(ckpt_dir, ".tmp")) as tmp:
+        barrier()  # the folder exists before anyone writes into it
+        yield tmp
+        barrier()  # every part is written before it is hashed
+    barrier()  # and renamed into place before anyone goes on

@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
 from alignlab.errors import ConfigError
+from alignlab.fsdp import FSDP_STAGES, launched_with_fsdp
 
 T = TypeVar("T")
 
@@ -32,12 +33,15 @@ T = TypeVar("T")
 def make_accelerator(device: str, stage: str) -> Accelerator:
     """The stage's Accelerator (``device`` already resolved to cpu/cuda), refusing set-ups it would get wrong."""
     acc = Accelerator(cpu=device == "cpu")
-    why = unsupported_parallelism(acc.distributed_type, _zero_stage(acc), stage)
+    # on CPU accelerate reports an FSDP launch as plain multi-process: the launch environment says FSDP
+    kind = DistributedType.FSDP if launched_with_fsdp() else acc.distributed_type
+    why = unsupported_parallelism(kind, _zero_stage(acc), stage)
     if why:
         raise ConfigError(
-            f"{stage} under accelerate {acc.distributed_type.value}: {why}. Supported: one process and "
-            "multi-process DDP (configs/accelerate/multi_gpu_ddp.yaml, cpu_2proc.yaml); DeepSpeed ZeRO-1/2 "
-            "(deepspeed_zero2.yaml) is accepted for the other stages but untested"
+            f"{stage} under accelerate {kind.value}: {why}. Supported: one process, multi-process DDP "
+            f"(configs/accelerate/multi_gpu_ddp.yaml, cpu_2proc.yaml), FSDP2 for {', '.join(FSDP_STAGES)} "
+            "(fsdp.yaml, fsdp2_cpu_2proc.yaml); DeepSpeed ZeRO-1/2 (deepspeed_zero2.yaml) is accepted for the "
+            "other stages but untested"
         )
     return acc
 
@@ -48,10 +52,10 @@ def _zero_stage(acc: Accelerator) -> int | None:
 
 
 def unsupported_parallelism(distributed_type: DistributedType, zero_stage: int | None, stage: str) -> str | None:
-    """Why this sharding cannot run ``stage`` correctly yet (None = it can). Sharded parameters (FSDP,
-    ZeRO-3) would need gathering for saving and for generation, which the stages do not do; PPO's
-    two trained models with two optimisers do not fit one DeepSpeed engine."""
-    if distributed_type == DistributedType.FSDP:
+    """Why this sharding cannot run ``stage`` correctly yet (None = it can). Sharded parameters (FSDP
+    outside ``fsdp.FSDP_STAGES``, ZeRO-3) would need gathering for saving and for generation, which those
+    stages do not do; PPO's two trained models with two optimisers do not fit one DeepSpeed engine."""
+    if distributed_type == DistributedType.FSDP and stage not in FSDP_STAGES:
         return "parameters are sharded, and saving and sampling would need them gathered (not implemented)"
     if distributed_type == DistributedType.DEEPSPEED:
         if zero_stage == 3:

@@ -31,6 +31,11 @@ class RunSettings:
     tensorboard: bool = arg(True, "also write TensorBoard logs to output_dir/tb")
     log_interval: int = arg(10, "steps between metrics.jsonl lines")
     checkpoint_interval: int = arg(0, "steps between resumable checkpoints (0 = none)")
+    fsdp: bool = arg(
+        False,
+        "shard parameters, gradients and optimiser state over the processes (FSDP2, torch fully_shard); also "
+        "on when launched with an FSDP accelerate config (configs/accelerate/fsdp.yaml, fsdp2_cpu_2proc.yaml)",
+    )
     skip_nonfinite: int = arg(
         0,
         "skip up to this many batches whose loss, reward or gradient is NaN or inf, reporting each "

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from alignlab import checkpoints
+from alignlab import checkpoints, fsdp
 from alignlab.errors import ConfigError, RunStopped
 from alignlab.faults import fault_point
 from alignlab.models.lora import (
@@ -100,10 +100,43 @@ def save_checkpoint(
         model.save_pretrained(tmp, safe_serialization=True)
         fault_point("checkpoint")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        if scheduler is not None:
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **(extra or {})}))
+        _save_rest(tmp, scheduler, step, extra)
+
+
+def _save_rest(tmp: Path, scheduler, step: int, extra: dict[str, Any] | None) -> None:
+    """The schedule, the RNG states and trainer_state.json: what a checkpoint holds besides weights and optimiser."""
+    if scheduler is not None:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **(extra or {})}))
+
+
+def save_sharded_checkpoint(
+    acc, ckpt_dir: str | Path, model, optimizer, scheduler, step: int, extra: dict[str, Any] | None = None
+) -> None:
+    """:func:`save_checkpoint` for an FSDP2 model, on every rank: each writes its shards of the weights and
+    the optimiser state (``sharded/``, torch.distributed.checkpoint), the main process the rest; the folder
+    is hashed and rotated into place like any checkpoint."""
+    with checkpoints.writing_together(ckpt_dir, step, acc.is_main_process, acc.wait_for_everyone) as tmp:
+        fsdp.save_sharded(tmp, {"model": (model, optimizer)})
+        fault_point("checkpoint")
+        if acc.is_main_process:
+            _save_rest(tmp, scheduler, step, extra)
+
+
+def _restore_rest(folder: Path, scheduler) -> int:
+    if scheduler is not None and (folder / "scheduler.pt").exists():
+        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    rng = torch.load(folder / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    return read_trainer_state(folder)["step"]
+
+
+def load_sharded_checkpoint(folder: str | Path, model, optimizer, scheduler) -> int:
+    """:func:`load_checkpoint` for an FSDP2 model (already sharded, its optimiser built): every rank reads its shards."""
+    fsdp.load_sharded(Path(folder), {"model": (model, optimizer)})
+    return _restore_rest(Path(folder), scheduler)
 
 
 def load_checkpoint(folder: str | Path, model, optimizer, scheduler) -> int:
@@ -112,6 +145,11 @@ def load_checkpoint(folder: str | Path, model, optimizer, scheduler) -> int:
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    if (folder / fsdp.SHARDED_DIR).is_dir():
+        raise ConfigError(
+            f"{folder}: this checkpoint holds FSDP2 shards; resume it with run.fsdp (or the FSDP accelerate "
+            "config), or start over without run.resume"
+        )
     if is_adapter_folder(folder) or is_lora(model):  # LoRA: the checkpoint holds the adapter only
         load_adapter_weights(model, folder)
     else:
@@ -125,12 +163,7 @@ def load_checkpoint(folder: str | Path, model, optimizer, scheduler) -> int:
                 "resume with the model it was written for, or run without run.resume to start over"
             )
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    if scheduler is not None and (folder / "scheduler.pt").exists():
-        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    rng = torch.load(folder / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    return read_trainer_state(folder)["step"]
+    return _restore_rest(folder, scheduler)
 
 
 def read_trainer_state(ckpt_dir: str | Path) -> dict[str, Any]:
@@ -172,13 +205,16 @@ def optimizer_and_schedule(model: torch.nn.Module, optim: OptimSettings, total_s
     return optimizer, scheduler
 
 
-def resume_step(ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool) -> tuple[int, Path | None]:
+def resume_step(
+    ckpt_dir: Path, resume: bool, model, optimizer, scheduler, is_main: bool, sharded: bool = False
+) -> tuple[int, Path | None]:
     """(the step to start from, the checkpoint folder it came from): (0, None), or (``resume`` and an
-    intact checkpoint exists) its step, with the weights, optimiser, schedule and RNG restored from it."""
+    intact checkpoint exists) its step, with the weights, optimiser, schedule and RNG restored from it
+    (``sharded``: an FSDP2 checkpoint, each rank reading its shards)."""
     folder = resumable(ckpt_dir, resume, is_main)
     if folder is None:
         return 0, None
-    start = load_checkpoint(folder, model, optimizer, scheduler)
+    start = (load_sharded_checkpoint if sharded else load_checkpoint)(folder, model, optimizer, scheduler)
     if is_main:
         print(f"resumed from {folder} at step {start}")
     return start, folder

@@ -22,6 +22,7 @@ class Trainee:
     scheduler: Any
     micro: int  # examples per forward pass
     guard: NonFiniteGuard  # stops (or skips) a non-finite loss or gradient before the update
+    sharded: bool = False  # FSDP2 (alignlab/fsdp.py): every forward and every save involves all ranks
 
     @property
     def is_main(self) -> bool:

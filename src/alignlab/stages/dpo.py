@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from alignlab import training
+from alignlab import fsdp, training
 from alignlab.config import arg
 from alignlab.data.chat import encode_example, prompt_of
 from alignlab.data.heldout import (
@@ -227,6 +227,7 @@ class Setup:
     start: int  # the step this run starts from (> 0 on a resume)
     resumed_from: Path | None  # the checkpoint folder it resumed from
     guard: training.NonFiniteGuard
+    sharded: bool = False  # FSDP2 policy (alignlab/fsdp.py): its forwards and saves involve every rank
     ref_cache: dict[int, torch.Tensor] = field(default_factory=dict)  # group index -> [K] reference log-probs
 
     @property
@@ -273,6 +274,9 @@ def load_comparisons(cfg: DPOConfig, tok, max_len: int, is_main: bool) -> Compar
 
 def setup(cfg: DPOConfig) -> Setup:
     accelerator = make_accelerator(training.resolve_device(cfg.run.device), "dpo")
+    sharded = fsdp.requested(accelerator, cfg.run.fsdp)
+    if sharded:
+        fsdp.check_supported(accelerator, "dpo", cfg.lora.enabled)
     if cfg.batch_size % accelerator.num_processes:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes "
@@ -291,12 +295,16 @@ def setup(cfg: DPOConfig) -> Setup:
         rm = load_reward_model(cfg.reward_model, cfg.source.trust_remote_code)
         rm = ValueModel(rm).to(accelerator.device).eval()
 
+    if sharded:  # the policy only: the reference is frozen (no gradients, no optimiser state), kept whole
+        fsdp.shard(policy, accelerator.device)
+        fsdp.write_shard_report(policy, "dpo")
     optimizer, scheduler = training.optimizer_and_schedule(policy, cfg.optim, data.steps)
     ckpt_dir = Path(cfg.output_dir) / "checkpoint"
     start, resumed_from = training.resume_step(
-        ckpt_dir, cfg.run.resume, policy, optimizer, scheduler, accelerator.is_main_process
+        ckpt_dir, cfg.run.resume, policy, optimizer, scheduler, accelerator.is_main_process, sharded
     )
-    policy, optimizer = accelerator.prepare(policy, optimizer)
+    if not sharded:
+        policy, optimizer = accelerator.prepare(policy, optimizer)
     if ref is not None:
         ref.to(accelerator.device)
     guard = training.NonFiniteGuard("dpo", ckpt_dir, cfg.run.skip_nonfinite)
@@ -316,6 +324,7 @@ def setup(cfg: DPOConfig) -> Setup:
         start,
         resumed_from,
         guard,
+        sharded,
     )
 
 
@@ -343,12 +352,21 @@ def validate(s: Setup) -> dict[str, float]:
     policy = s.accelerator.unwrap_model(s.policy)
     tot: dict[str, float] = {}
     n = 0
-    for i in rank_share(range(0, len(val), bs), s.accelerator):
+    starts = range(0, len(val), bs)
+    # sharded: as many batches on every rank (a forward is a collective), the throwaway ones not counted
+    share = (
+        fsdp.padded_share(starts, s.accelerator)
+        if s.sharded
+        else [(i, True) for i in rank_share(starts, s.accelerator)]
+    )
+    for i, real in share:
         ids, mask, labels, c, r = collate(val[i : i + bs], s.tok.pad_token_id)
         ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
         with reference_model(policy, s.ref) as ref_model:
             rl = sequence_logps(ref_model, ids, mask, labels)
         _, st = batch_loss(policy, rl, ids, mask, labels, c.to(device), r.to(device), s.cfg.beta)
+        if not real:
+            continue
         for k, v in st.items():
             if k != "pairs":
                 tot[k] = tot.get(k, 0.0) + v * st["pairs"]
@@ -449,12 +467,15 @@ _CHECKPOINT_KEYS = ("gold", "rm_score", "eos_frac", "response_len", "texts", "go
 def save(s: Setup, done: int, initial: dict[str, Any]) -> None:
     """A resumable checkpoint, holding the before-training held-out numbers the summary compares with."""
     s.accelerator.wait_for_everyone()
-    if s.is_main:
-        kept = {k: initial[k] for k in _CHECKPOINT_KEYS if k in initial}
-        policy = s.accelerator.unwrap_model(s.policy)
-        training.save_checkpoint(
-            Path(s.cfg.output_dir) / "checkpoint", policy, s.optimizer, s.scheduler, done, {"initial": kept}
+    kept = {k: initial[k] for k in _CHECKPOINT_KEYS if k in initial}
+    ckpt_dir = Path(s.cfg.output_dir) / "checkpoint"
+    if s.sharded:  # every rank writes its shards
+        training.save_sharded_checkpoint(
+            s.accelerator, ckpt_dir, s.policy, s.optimizer, s.scheduler, done, {"initial": kept}
         )
+    elif s.is_main:
+        policy = s.accelerator.unwrap_model(s.policy)
+        training.save_checkpoint(ckpt_dir, policy, s.optimizer, s.scheduler, done, {"initial": kept})
 
 
 # ---------------------------------------------------------------------------- finish
@@ -466,10 +487,11 @@ def finish(s: Setup, logger, initial: dict[str, Any], st: dict[str, float], t_st
     s.policy.eval()
     final_val = validate(s)
     final = sample_heldout(s)  # every rank samples the same prompts with the same seed; rank 0 writes
+    policy = fsdp.Gathered(s.policy) if s.sharded else s.accelerator.unwrap_model(s.policy)  # gathered: collective
     if not s.is_main:
         s.accelerator.wait_for_everyone()
         return {}
-    training.publish_model(out, s.accelerator.unwrap_model(s.policy), s.tok, cfg.lora)
+    training.publish_model(out, policy, s.tok, cfg.lora)
     summary = summarize(s, st, final_val, initial, final)
     if final:
         rows = s.heldout.rows

@@ -63,7 +63,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from alignlab import training
+from alignlab import fsdp, training
 from alignlab.config import arg
 from alignlab.data.heldout import DEFAULT_EVAL_FRACTION
 from alignlab.data.packing import block_indices
@@ -213,6 +213,7 @@ class PPOTrainer:
         accelerator: Accelerator,
         ptx_blocks: torch.Tensor | None = None,
         reward_fn: Callable[[Rollout, list | None], torch.Tensor] | None = None,
+        sharded: bool = False,
     ):
         has_reward = reward_model is not None or reward_fn is not None
         value_model = value_model if ppo_setup.uses_value_model(cfg) else None  # rloo, grpo: the group is the baseline
@@ -229,6 +230,12 @@ class PPOTrainer:
         local_batch = cfg.batch_size * cfg.group_size // accelerator.num_processes  # episodes
         self.local_minibatch = cfg.minibatch_size // accelerator.num_processes  # one local minibatch per rank
         self.updates_per_iteration = cfg.ppo_epochs * math.ceil(local_batch / self.local_minibatch)
+        self.sharded = sharded
+        if sharded:  # the trained models, before their optimisers; the frozen reference and RM stay whole
+            for name, m in (("policy", policy), ("value", value_model)):
+                if m is not None:
+                    fsdp.shard(m, accelerator.device)
+                    fsdp.write_shard_report(m, name)
         o = cfg.optim
         self.opt_policy = training.make_optimizer(policy, o.lr, o.weight_decay, (o.beta1, o.beta2), o.eps)
         self.sched_policy = ppo_setup.lr_schedule(self.opt_policy, cfg, self.updates_per_iteration)
@@ -236,15 +243,19 @@ class PPOTrainer:
         self.kl_ctl = AdaptiveKLController(k.beta, k.target, k.horizon) if k.adaptive else FixedKLController(k.beta)
         if value_model is None:
             self.value, self.opt_value, self.sched_value = None, None, None
-            self.policy, self.opt_policy = accelerator.prepare(policy, self.opt_policy)
+            self.policy = policy
+            if not sharded:
+                self.policy, self.opt_policy = accelerator.prepare(policy, self.opt_policy)
         else:
             self.opt_value = training.make_optimizer(
                 value_model, cfg.value_lr, o.weight_decay, (o.beta1, o.beta2), o.eps
             )
             self.sched_value = ppo_setup.lr_schedule(self.opt_value, cfg, self.updates_per_iteration)
-            self.policy, self.value, self.opt_policy, self.opt_value = accelerator.prepare(
-                policy, value_model, self.opt_policy, self.opt_value
-            )
+            self.policy, self.value = policy, value_model
+            if not sharded:
+                self.policy, self.value, self.opt_policy, self.opt_value = accelerator.prepare(
+                    policy, value_model, self.opt_policy, self.opt_value
+                )
         for m in (self.ref, self.rm):
             if m is not None:
                 m.to(accelerator.device)
@@ -487,18 +498,25 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     ckpt_dir = out / "checkpoint"
     accelerator = make_accelerator(training.resolve_device(cfg.run.device), "ppo")
     is_main = accelerator.is_main_process
+    sharded = fsdp.requested(accelerator, cfg.run.fsdp)
+    if sharded:
+        fsdp.check_supported(accelerator, "ppo", cfg.lora.enabled)
+        ppo_setup.check_sharded(cfg)
     ppo_setup.check_settings(cfg)
     torch.manual_seed(cfg.run.seed)
     folder = training.resumable(ckpt_dir, cfg.run.resume, is_main)  # the newest intact checkpoint, when resuming
     resuming = folder is not None
-    m = ppo_setup.load_models(cfg, folder, use_rm=reward_fn is None or bool(cfg.reward_model))
+    # sharded, the checkpoint's weights are shards, restored with the optimisers (ppo_checkpoint.load_state)
+    m = ppo_setup.load_models(cfg, None if sharded else folder, use_rm=reward_fn is None or bool(cfg.reward_model))
     inputs = ppo_setup.load_inputs(cfg, m.tokenizer, m.policy)
     if is_main:
         print(f"ppo: {inputs.heldout.line()}")
         if inputs.heldout_ptx is not None:
             print(f"ppo: pretraining text -- {inputs.heldout_ptx.line()}")
     reward_fn = ppo_setup.world_reward_fn(cfg, inputs, reward_fn)
-    trainer = PPOTrainer(cfg, m.policy, m.ref, m.rm, m.value, m.tokenizer, accelerator, inputs.ptx_blocks, reward_fn)
+    trainer = PPOTrainer(
+        cfg, m.policy, m.ref, m.rm, m.value, m.tokenizer, accelerator, inputs.ptx_blocks, reward_fn, sharded
+    )
     heldout = HeldoutEval(cfg, inputs, m.tokenizer, accelerator.device)
     policy = lambda: accelerator.unwrap_model(trainer.policy)  # noqa: E731
 
@@ -532,7 +550,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
             bar.set_postfix(ppo_summary.progress(metrics))
         if cfg.run.checkpoint_interval and done % cfg.run.checkpoint_interval == 0 and done < cfg.iterations:
             accelerator.wait_for_everyone()
-            if is_main:
+            if is_main or sharded:  # sharded: every rank writes its shards
                 ppo_checkpoint.save(trainer, ckpt_dir, done, {"initial": initial})
         fault_point("step")
     bar.close()
@@ -540,10 +558,11 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     # ---- held-out after, save, summary
     final, final_pt = heldout(policy(), trainer.rm), heldout.pretrain_loss(policy())
     summary: dict[str, Any] = {}
+    gathered = ppo_checkpoint.gathered(trainer) if sharded else None  # collective: the models whole on rank 0
     if is_main:
         history = [h for h in read_metrics(out) if "kl" in h]  # whole run, including before a resume
         facts = dict(method=name, start=start, t_start=t_start, max_prompt_len=inputs.max_prompt_len, history=history)
-        summary = ppo_summary.finish(out, cfg, trainer, m.tokenizer, heldout, initial, final, final_pt, facts)
+        summary = ppo_summary.finish(out, cfg, trainer, m.tokenizer, heldout, initial, final, final_pt, facts, gathered)
         logger.log(cfg.iterations, **final.metrics, pretrain_loss=final_pt)
         logger.close()
     accelerator.wait_for_everyone()

@@ -55,6 +55,16 @@ def check_settings(cfg) -> None:
         raise ConfigError(f"rollout.backend='vllm': {vllm_unavailable_reason()}; use rollout.backend='transformers'")
 
 
+def check_sharded(cfg) -> None:
+    """Refuse what FSDP2 PPO cannot run: a vLLM engine would need the policy's weights gathered after
+    every update (not implemented)."""
+    if cfg.rollout.backend != "transformers":
+        raise ConfigError(
+            f"rollout.backend='{cfg.rollout.backend}' under FSDP2: its engine would need the sharded policy gathered "
+            "after every update (not implemented); use rollout.backend='transformers'"
+        )
+
+
 def check_shapes(cfg, n_proc: int, has_reward: bool, ptx_blocks: torch.Tensor | None, has_value: bool = True) -> None:
     """Batch sizes are global: each must split evenly over the ``n_proc`` ranks. (Prompts are split, so each
     rank samples whole groups: rloo and grpo never need another rank's samples.)"""

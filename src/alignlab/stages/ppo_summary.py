@@ -50,14 +50,22 @@ def progress(metrics: dict[str, float]) -> dict[str, str]:
     return post
 
 
-def finish(out: Path, cfg, trainer, tokenizer, heldout, initial: dict, final, final_pt, facts: dict) -> dict:
+def finish(
+    out: Path, cfg, trainer, tokenizer, heldout, initial: dict, final, final_pt, facts: dict, gathered=None
+) -> dict:
     """Publish the policy and value model (gae; rloo and grpo have none), write samples.json, the summary line
     and the model card; return the summary. ``heldout``: the run's ``ppo_eval.HeldoutEval``, ``final`` its last
     measurement; ``facts``: method (``ppo_config.method_name``), start (iteration resumed from), t_start,
-    max_prompt_len, history."""
+    max_prompt_len, history. ``gathered``: (policy, value model or None) gathered from FSDP2 shards
+    (``ppo_checkpoint.gathered``), published instead of the trainer's sharded models."""
     acc = trainer.acc
-    parts = {} if trainer.value is None else {"value_model": acc.unwrap_model(trainer.value).model}
-    publish_model(out, acc.unwrap_model(trainer.policy), tokenizer, cfg.lora, parts=parts)
+    if gathered is not None:
+        policy, value = gathered
+    else:
+        policy = acc.unwrap_model(trainer.policy)
+        value = None if trainer.value is None else acc.unwrap_model(trainer.value).model
+    parts = {} if value is None else {"value_model": value}
+    publish_model(out, policy, tokenizer, cfg.lora, parts=parts)
     atomic_write_json(out / "samples.json", {"before": initial.get("samples"), "after": heldout.samples(final)})
     facts = {**facts, "heldout_sampling": heldout.description(), "heldout_records": heldout.records()}
     summary = summarize(cfg, initial, final, final_pt, facts["history"], trainer.kl_ctl.beta, facts)

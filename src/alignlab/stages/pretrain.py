@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from alignlab import training
+from alignlab import fsdp, training
 from alignlab.config import arg
 from alignlab.data.heldout import (
     DEFAULT_EVAL_FRACTION,
@@ -120,6 +120,7 @@ class Setup:
     start: int  # the step this run starts from (> 0 on a resume)
     n_params: int  # non-embedding parameters
     guard: training.NonFiniteGuard
+    sharded: bool = False  # FSDP2 (alignlab/fsdp.py): every forward and every save involves all ranks
 
     @property
     def is_main(self) -> bool:
@@ -173,6 +174,9 @@ def build_model(cfg: PretrainConfig, tok):
 
 def setup(cfg: PretrainConfig) -> Setup:
     accelerator = make_accelerator(training.resolve_device(cfg.run.device), "pretrain")
+    sharded = fsdp.requested(accelerator, cfg.run.fsdp)
+    if sharded:
+        fsdp.check_supported(accelerator, "pretrain")
     world = accelerator.num_processes
     micro = cfg.micro_batch_size or max(1, cfg.batch_size // world)
     if cfg.batch_size % (micro * world):
@@ -184,12 +188,18 @@ def setup(cfg: PretrainConfig) -> Setup:
         print(f"pretrain: {corpus.heldout.line()}")
     model = build_model(cfg, corpus.tok)
     n_params = non_embedding_params(model)
+    if sharded:  # before the optimiser, which must hold the sharded parameters
+        fsdp.shard(model, accelerator.device)
+        fsdp.write_shard_report(model, "pretrain")
     optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, cfg.max_steps)
     ckpt_dir = Path(cfg.output_dir) / "checkpoint"
-    start, _ = training.resume_step(ckpt_dir, cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    start, _ = training.resume_step(
+        ckpt_dir, cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process, sharded
+    )
+    if not sharded:
+        model, optimizer = accelerator.prepare(model, optimizer)
     guard = training.NonFiniteGuard("pretrain", ckpt_dir, cfg.run.skip_nonfinite)
-    return Setup(cfg, accelerator, micro, corpus, model, optimizer, scheduler, start, n_params, guard)
+    return Setup(cfg, accelerator, micro, corpus, model, optimizer, scheduler, start, n_params, guard, sharded)
 
 
 # ------------------------------------------------------------------------------- loop
@@ -234,9 +244,12 @@ def run(cfg: PretrainConfig) -> dict:
             bar.set_postfix(loss=f"{train_loss:.3f}", eval=f"{eval_loss:.3f}", lr=f"{lr:.1e}")
         if cfg.run.checkpoint_interval and done % cfg.run.checkpoint_interval == 0 and done < cfg.max_steps:
             s.accelerator.wait_for_everyone()
-            if s.is_main:
+            ckpt_dir = Path(cfg.output_dir) / "checkpoint"
+            if s.sharded:  # every rank writes its shards
+                training.save_sharded_checkpoint(s.accelerator, ckpt_dir, s.model, s.optimizer, s.scheduler, done)
+            elif s.is_main:
                 model = s.accelerator.unwrap_model(s.model)
-                training.save_checkpoint(Path(cfg.output_dir) / "checkpoint", model, s.optimizer, s.scheduler, done)
+                training.save_checkpoint(ckpt_dir, model, s.optimizer, s.scheduler, done)
         fault_point("step")
     bar.close()
     final_eval = evaluate(s) if s.start >= cfg.max_steps or math.isnan(eval_loss) else eval_loss
@@ -282,16 +295,20 @@ def evaluate(s: Setup) -> float:
 
 
 def finish(s: Setup, logger, train_loss: float, final_eval: float, t_start: float) -> dict:
-    """Rank 0: the model (with generation ids set), a sampled peek, the summary and model card."""
+    """Rank 0: the model (with generation ids set), a sampled peek, the summary and model card. Sharded, the
+    model is gathered (every rank) and published by rank 0, which then samples from the published copy."""
     cfg, tok, out = s.cfg, s.corpus.tok, Path(s.cfg.output_dir)
     summary: dict[str, Any] = {}
+    model = s.accelerator.unwrap_model(s.model)
+    model.generation_config.bos_token_id = tok.bos_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    gathered = fsdp.Gathered(model) if s.sharded else None  # collective
     if s.is_main:
         unigram = unigram_entropy(s.corpus.train_blocks)
-        model = s.accelerator.unwrap_model(s.model)
-        model.generation_config.bos_token_id = tok.bos_token_id
-        model.generation_config.eos_token_id = tok.eos_token_id
-        model.generation_config.pad_token_id = tok.pad_token_id
-        training.publish_model(out, model, tok)
+        training.publish_model(out, model if gathered is None else gathered, tok)
+        if gathered is not None:  # a whole copy to sample from, as published
+            model = load_causal_lm(str(out))
         samples = sample_text(model, tok, s.corpus.sample_docs, s.accelerator.device, seed=cfg.run.seed)
         atomic_write_json(out / "samples.json", samples)
         tokens_per_step = cfg.batch_size * cfg.seq_len

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from alignlab import training
+from alignlab import fsdp, training
 from alignlab.config import arg
 from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_prompt, encode_response
@@ -478,6 +478,9 @@ def run(cfg: RewardConfig) -> dict:
     with training.cpu_threads(cfg.run.threads):
         t_start, out = time.time(), Path(cfg.output_dir)
         accelerator = make_accelerator(training.resolve_device(cfg.run.device), "reward")
+        sharded = fsdp.requested(accelerator, cfg.run.fsdp)
+        if sharded:
+            fsdp.check_supported(accelerator, "reward", cfg.lora.enabled)
         micro = micro_batch(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
         model, tok, seq_len = load_for_training(
             load_reward_model, cfg.model, cfg.source, cfg.lora, "SEQ_CLS", cfg.seq_len, head_seed=cfg.run.seed
@@ -485,19 +488,27 @@ def run(cfg: RewardConfig) -> dict:
         data = _setup_data(cfg, tok, seq_len)
         if accelerator.is_main_process:
             print(f"reward: {data.heldout.line()}")
+        if sharded:  # before the optimiser, which must hold the sharded parameters
+            fsdp.shard(model, accelerator.device)
+            fsdp.write_shard_report(model, "reward")
         optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, data.plan.total_steps)
         start_step, _ = training.resume_step(
-            out / "checkpoint", cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process
+            out / "checkpoint", cfg.run.resume, model, optimizer, scheduler, accelerator.is_main_process, sharded
         )
-        model, optimizer = accelerator.prepare(model, optimizer)
+        if not sharded:
+            model, optimizer = accelerator.prepare(model, optimizer)
         guard = training.NonFiniteGuard("reward", out / "checkpoint", cfg.run.skip_nonfinite)
-        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro, guard)
+        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro, guard, sharded)
         logger = training.open_metrics(out, cfg.run.tensorboard, start_step, t.is_main)
 
         stats = _train(cfg, out, t, data, logger, start_step)
 
         final = _evaluate(cfg, t, data, logger, data.plan.total_steps) if data.val else {}
-        summary = _finish(cfg, out, t, data, final, stats, t_start) if t.is_main else {}
+        demo = gathered = None
+        if sharded:  # every rank scores the demonstrations (sharded forwards), then the model is gathered
+            demo = _demonstration_shift(cfg, t.model, tok)
+            gathered = fsdp.Gathered(t.model)
+        summary = _finish(cfg, out, t, data, final, stats, t_start, demo, gathered) if t.is_main else {}
         if logger is not None:
             logger.close()
         accelerator.wait_for_everyone()
@@ -570,7 +581,11 @@ def _train(cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, logger, 
             bar.set_postfix(loss=f"{stats.loss:.3f}", acc=f"{stats.accuracy:.2f}")
         if cfg.run.checkpoint_interval and done % cfg.run.checkpoint_interval == 0 and done < plan.total_steps:
             t.accelerator.wait_for_everyone()
-            if t.is_main:
+            if t.sharded:  # every rank writes its shards
+                training.save_sharded_checkpoint(
+                    t.accelerator, out / "checkpoint", t.model, t.optimizer, t.scheduler, done
+                )
+            elif t.is_main:
                 training.save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, done)
         fault_point("step")
     bar.close()
@@ -604,13 +619,19 @@ def _train_step(cfg: RewardConfig, t: Trainee, rows: list[dict], global_idx: lis
 def _evaluate(cfg: RewardConfig, t: Trainee, data: Comparisons, logger, step: int) -> dict[str, Any]:
     """Loss and accuracies on the validation prompts; with several policies' responses, also on the main policy's."""
     t.model.eval()  # each rank scores its share of the prompts (the bare model: no DDP hooks); all get all scores
-    bare = t.bare()
+    bare, device = t.bare(), t.accelerator.device
     rows = data.val
-    scores = map_sharded(
-        t.accelerator,
-        lambda part: score_rows(bare, part, t.tok.pad_token_id, t.accelerator.device, cfg.eval_batch_size),
-        rows,
-    )
+
+    def part_scores(part: list[dict]) -> list[list[float]]:
+        if not t.sharded:
+            return score_rows(bare, part, t.tok.pad_token_id, device, cfg.eval_batch_size)
+        # sharded forwards are collectives: a rank with fewer batches runs throwaway ones after its own
+        short = fsdp.forwards_short(-(-sum(len(r["ids"]) for r in part) // cfg.eval_batch_size), device)
+        res = score_rows(bare, part, t.tok.pad_token_id, device, cfg.eval_batch_size)
+        fsdp.idle_forwards(bare, short, device)
+        return res
+
+    scores = map_sharded(t.accelerator, part_scores, rows)
     with torch.no_grad():
         k_max = max(len(s) for s in scores)
         r = torch.tensor([s + [0.0] * (k_max - len(s)) for s in scores])
@@ -648,11 +669,20 @@ def _policy_pairs_accuracies(world, rows: list[dict], scores: list[list[float]])
 
 
 def _finish(
-    cfg: RewardConfig, out: Path, t: Trainee, data: Comparisons, final: dict, stats: TrainStats, t_start: float
+    cfg: RewardConfig,
+    out: Path,
+    t: Trainee,
+    data: Comparisons,
+    final: dict,
+    stats: TrainStats,
+    t_start: float,
+    demo: DemoShift | None = None,
+    gathered: fsdp.Gathered | None = None,
 ) -> dict[str, Any]:
-    """Shift the scores so demonstrations average 0, publish the model, write the summary, report and card."""
-    model = t.bare()
-    demo = _demonstration_shift(cfg, model, t.tok)
+    """Shift the scores so demonstrations average 0, publish the model, write the summary, report and card.
+    Sharded, the shift was measured on every rank (``demo``) and the model is published from ``gathered``."""
+    model = t.bare() if gathered is None else gathered
+    demo = _demonstration_shift(cfg, model, t.tok) if demo is None else demo
     training.publish_model(out, model, t.tok, cfg.lora)  # full weights, the LoRA adapter (+ config), or merged
     summary = _summary(cfg, data, final, stats, demo)
     summary["seconds"] = round(time.time() - t_start, 1)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from alignlab import training
+from alignlab import fsdp, training
 from alignlab.config import arg
 from alignlab.data.batches import StepPlan, epoch_order, micro_batch, plan_steps
 from alignlab.data.chat import encode_example, encode_prompts
@@ -192,6 +192,9 @@ def run(cfg: SFTConfig) -> dict:
     with training.cpu_threads(cfg.run.threads):
         t_start, out = time.time(), Path(cfg.output_dir)
         accelerator = make_accelerator(training.resolve_device(cfg.run.device), "sft")
+        sharded = fsdp.requested(accelerator, cfg.run.fsdp)
+        if sharded:
+            fsdp.check_supported(accelerator, "sft", cfg.lora.enabled)
         micro = micro_batch(cfg.batch_size, cfg.micro_batch_size, accelerator.num_processes)
         model, tok, seq_len = load_for_training(
             load_causal_lm, cfg.model, cfg.source, cfg.lora, "CAUSAL_LM", cfg.seq_len
@@ -199,11 +202,15 @@ def run(cfg: SFTConfig) -> dict:
         demos, val = _setup_data(cfg, tok, model, seq_len, accelerator.device)
         if accelerator.is_main_process:
             print(f"sft: {val.heldout.line()}")
+        if sharded:  # before the optimiser, which must hold the sharded parameters
+            fsdp.shard(model, accelerator.device)
+            fsdp.write_shard_report(model, "sft")
         optimizer, scheduler = training.optimizer_and_schedule(model, cfg.optim, demos.plan.total_steps)
-        progress = _resume(cfg, out, model, optimizer, scheduler, accelerator.is_main_process)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        progress = _resume(cfg, out, model, optimizer, scheduler, accelerator.is_main_process, sharded)
+        if not sharded:
+            model, optimizer = accelerator.prepare(model, optimizer)
         guard = training.NonFiniteGuard("sft", out / "checkpoint", cfg.run.skip_nonfinite)
-        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro, guard)
+        t = Trainee(accelerator, model, tok, optimizer, scheduler, micro, guard, sharded)
         logger = training.open_metrics(
             out, cfg.run.tensorboard, progress.start_epoch * demos.plan.steps_per_epoch, t.is_main
         )
@@ -245,13 +252,14 @@ def _setup_data(cfg: SFTConfig, tok, model, seq_len: int, device) -> tuple[Demos
     return demos, Validation(judge_name, judge, val_prompts, idx, records, prompt_ids, split.info)
 
 
-def _resume(cfg: SFTConfig, out: Path, model, optimizer, scheduler, is_main: bool) -> Progress:
+def _resume(cfg: SFTConfig, out: Path, model, optimizer, scheduler, is_main: bool, sharded: bool) -> Progress:
     """Continue after the last finished epoch (weights, optimiser, schedule, RNG, history) when asked and possible."""
     ckpt_dir = out / "checkpoint"
     progress = Progress()
     folder = training.resumable(ckpt_dir, cfg.run.resume, is_main)
     if folder is not None:
-        progress.start_epoch = training.load_checkpoint(folder, model, optimizer, scheduler)
+        load = training.load_sharded_checkpoint if sharded else training.load_checkpoint
+        progress.start_epoch = load(folder, model, optimizer, scheduler)
         state = training.read_trainer_state(folder)
         progress.history, progress.best = state["history"], state["best"]
         if is_main:
@@ -319,6 +327,8 @@ def _train_step(cfg: SFTConfig, t: Trainee, train: list[dict], global_idx: list[
     loss_sum = torch.zeros((), device=accelerator.device)
     for m, chunk in enumerate(chunks):
         b = {k: v.to(accelerator.device) for k, v in collate_sft([train[j] for j in chunk], t.tok.pad_token_id).items()}
+        # (FSDP2: no_sync does nothing; each micro-batch's gradient is reduce-scattered at once, so a rank
+        # only ever holds its shard of the gradient -- more communication, far less memory)
         ctx = accelerator.no_sync(t.model) if m < len(chunks) - 1 else nullcontext()
         with ctx:
             # = masked_lm_loss(model(...).logits, labels), with logits only where a response token is predicted
@@ -347,14 +357,20 @@ def _val_loss(cfg: SFTConfig, t: Trainee, val_ex: list[dict]) -> float:
     accelerator = t.accelerator
     t.model.eval()
     nll, n_tok = 0.0, 0
+    starts = range(0, len(val_ex), cfg.eval_batch_size)
+    # sharded: as many batches on every rank (a forward is a collective), the throwaway ones not counted
+    share = (
+        fsdp.padded_share(starts, accelerator) if t.sharded else [(i, True) for i in rank_share(starts, accelerator)]
+    )
     with torch.no_grad():
-        for i in rank_share(range(0, len(val_ex), cfg.eval_batch_size), accelerator):
+        for i, real in share:
             batch = collate_sft(val_ex[i : i + cfg.eval_batch_size], t.tok.pad_token_id)
             b = {k: v.to(accelerator.device) for k, v in batch.items()}
             # the bare model: ranks run different numbers of batches, so no DDP wrapper hooks here
             loss, k = response_lm_loss(t.bare(), b["input_ids"], b["attention_mask"], b["labels"])
-            nll += loss.item() * k
-            n_tok += k
+            if real:
+                nll += loss.item() * k
+                n_tok += k
     t.model.train()
     sums = reduce_sums(accelerator, {"nll": nll, "n_tok": n_tok})
     return sums["nll"] / max(sums["n_tok"], 1)
@@ -366,7 +382,7 @@ def _val_reward(cfg: SFTConfig, t: Trainee, val: Validation) -> dict[str, float]
         return {}
 
     def judged(rows: list[int]) -> list[tuple[float, bool, int]]:  # this rank's share of the prompts
-        if not rows:
+        if not rows and not t.sharded:  # sharded, a rank without prompts still samples along (kv_sampler)
             return []
         roll = generate_responses(
             t.bare(),
@@ -377,6 +393,8 @@ def _val_reward(cfg: SFTConfig, t: Trainee, val: Validation) -> dict[str, float]
             batch_size=cfg.eval_batch_size,
             seed=cfg.run.seed + t.accelerator.process_index,
         )
+        if not rows:
+            return []
         scores = val.judge([val.records[i] for i in rows], roll.texts)
         return list(zip(scores, roll.ended_with_eos.tolist(), roll.response_mask.sum(-1).tolist()))
 
@@ -396,22 +414,32 @@ def _end_epoch(cfg: SFTConfig, out: Path, t: Trainee, progress: Progress, rec: d
     t.accelerator.wait_for_everyone()
     if metric > progress.best["metric"]:
         progress.best = {"epoch": epoch, "metric": metric}
-        if t.is_main:
-            _save_weights(t.bare(), out / f"best-epoch{epoch}")
+        if t.is_main or t.sharded:  # sharded: every rank gathers, the main process writes
+            _save_weights(t, out / f"best-epoch{epoch}")
+    extra = {"history": progress.history, "best": progress.best}
+    if t.sharded and epoch < cfg.epochs:
+        training.save_sharded_checkpoint(
+            t.accelerator, out / "checkpoint", t.model, t.optimizer, t.scheduler, epoch, extra
+        )
     if t.is_main:
-        if epoch < cfg.epochs:
-            extra = {"history": progress.history, "best": progress.best}
+        if epoch < cfg.epochs and not t.sharded:
             training.save_checkpoint(out / "checkpoint", t.bare(), t.optimizer, t.scheduler, epoch, extra=extra)
         _remove_stale_best(out, progress.best["epoch"])
     t.accelerator.wait_for_everyone()
 
 
-def _save_weights(model, folder: Path) -> None:
-    """save_pretrained to a temp name, then rename: a kill never leaves a half-written best model."""
+def _save_weights(t: Trainee, folder: Path) -> None:
+    """save_pretrained to a temp name, then rename: a kill never leaves a half-written best model.
+    Sharded: called on every rank (the weights are gathered), only the main process writes."""
     tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
+    if t.is_main and tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    if t.sharded:
+        fsdp.save_pretrained(t.model, tmp, t.is_main)
+    else:
+        t.bare().save_pretrained(tmp, safe_serialization=True)
+    if not t.is_main:
+        return
     if folder.exists():
         shutil.rmtree(folder)
     tmp.replace(folder)
@@ -423,9 +451,12 @@ def _save_weights(model, folder: Path) -> None:
 def _finish(
     cfg: SFTConfig, out: Path, t: Trainee, demos: Demos, val: Validation, progress: Progress, t_start: float
 ) -> dict[str, Any]:
-    """Publish the kept epoch's model (safetensors) + tokenizer; write samples, summary and model card."""
-    model, best_epoch = t.bare(), progress.best["epoch"]
+    """Publish the kept epoch's model (safetensors) + tokenizer; write samples, summary and model card.
+    Sharded, the main process works on its own whole copy of the kept epoch's weights (best-epoch<N>/,
+    always written), so nothing here needs the other ranks."""
+    best_epoch = progress.best["epoch"]
     best_dir = out / f"best-epoch{best_epoch}"
+    model = load_causal_lm(str(best_dir), cfg.source.trust_remote_code) if t.sharded else t.bare()
     _restore_weights(model, best_dir)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, getattr(t.tok, key))
