@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -278,9 +279,57 @@ def guarded_step(acc, params, optimizer, scheduler, grad_clip: float, guard: Non
     applied = guard.ok(step, **values, gradient_norm=grad_norm)
     if applied:
         optimizer.step()
+        write_memory_report(params, optimizer, step)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm, applied
+
+
+def held_bytes(params, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Bytes this process holds in the parameters', their gradients' and the optimiser state's tensors,
+    read from the live tensors: a sharded parameter (DTensor) counts its local shard only, and each
+    storage counts once, whole (tied weights, views into one flat buffer, FSDP2's padding)."""
+    seen: set[int] = set()
+
+    def nbytes(tensors) -> int:
+        total = 0
+        for t in tensors:
+            local = t.to_local() if hasattr(t, "to_local") else t
+            storage = local.untyped_storage()
+            if storage.data_ptr() not in seen and storage.nbytes():
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+        return total
+
+    params = list(params)
+    state = [v for p in params for v in optimizer.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
+    return {
+        "param_bytes": nbytes(params),
+        "grad_bytes": nbytes(p.grad for p in params if p.grad is not None),
+        "optimizer_bytes": nbytes(state),
+    }
+
+
+def write_memory_report(params, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """With ALIGNLAB_MEMORY_REPORT=DIR set, after each optimiser step (gradients not yet cleared) write
+    this rank's :func:`held_bytes` and resident memory (now, and the process's peak so far) to
+    DIR/memory.rank<r>.json, each step over the last: what benchmarks/fsdp_memory.py reads. Unset: nothing."""
+    folder = os.environ.get("ALIGNLAB_MEMORY_REPORT")
+    if not folder:
+        return
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    kib = {k: int(status[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM") if k in status}
+    report = {
+        "step": step,
+        **held_bytes(params, optimizer),
+        "rss_bytes": kib.get("VmRSS"),
+        "peak_rss_bytes": kib.get("VmHWM"),
+    }
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"memory.rank{rank}.json").write_text(json.dumps(report))
 
 
 def publish_model(
