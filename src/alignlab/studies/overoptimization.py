@@ -306,7 +306,7 @@ def predict(fits: dict[str, Any], sizes: dict[str, int], target: int, form: str)
     beta linear in log comparisons). Two RMs: the line through both, its interval from the two fits' bootstrap
     draws (paired by index); this covers the fits' noise, not an RM's scatter around the line, which two
     points cannot measure. Three or more: ``fit_size_trend``'s prediction interval."""
-    from alignlab.evaluate.overoptimization_fit import fit_size_trend, peak
+    from alignlab.evaluate.overoptimization_fit import fit_size_trend, peak, percentile
 
     names = list(fits)
     logN = np.log([sizes[n] for n in names])
@@ -326,7 +326,7 @@ def predict(fits: dict[str, Any], sizes: dict[str, int], target: int, form: str)
     d0, r0 = peak(est_a, est_b, form)
     pred = {}
     for k, e, v in (("alpha", est_a, da), ("beta", est_b, db), ("d_star", d0, d_s), ("r_star", r0, r_s)):
-        lo, hi = np.percentile(v, [2.5, 97.5], method="nearest")  # a draw whose curve never turns has d* = inf
+        lo, hi = percentile(v, [2.5, 97.5])
         pred[k] = {"estimate": float(e), "lo": float(lo), "hi": float(hi)}
     return {
         "form": form,
@@ -361,13 +361,18 @@ def write_prediction(cfg: OveroptStudyConfig, fits: dict, rms: dict, target: str
     return pre
 
 
+def _float(x: float | str | None) -> float:
+    """A number as written by ``atomic_write_json``: inf as "inf", NaN as null."""
+    return math.nan if x is None else float(x)
+
+
 def check_prediction(pre: dict, fits: dict, target: str) -> dict:
     """Predicted against measured d* and R* (and alpha, beta) of the target RM, and whether inside the interval."""
     out: dict[str, Any] = {"target_rm": target, "predicted_at": pre["written_at"]}
     for form in ("bon", "rl"):
         actual = fits[form][target].params
         out[form] = {
-            k: {**p, "actual": actual[k], "inside": bool(p["lo"] <= actual[k] <= p["hi"])}
+            k: {**p, "actual": actual[k], "inside": bool(_float(p["lo"]) <= actual[k] <= _float(p["hi"]))}
             for k, p in pre[form]["prediction"].items()
         }
     return out
@@ -456,6 +461,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
         "ppo": {"iterations": cfg.iterations, "eval_interval": cfg.eval_interval, "kl_beta": cfg.kl_beta},
         "points": points,
         "fits": params,
+        "fit_intervals": {form: {n: f.intervals for n, f in fits[form].items()} for form in fits},
         "prediction": checked,
         "seconds": round(time.time() - t0, 1),
     }
@@ -476,8 +482,8 @@ def print_summary(s: dict[str, Any]) -> None:
         )
     p = s["prediction"]
     for form in ("bon", "rl"):
-        d = p[form]["d_star"]
+        d = {k: _float(v) for k, v in p[form]["d_star"].items() if k != "inside"}
         print(
             f"[study] {form} d* of {p['target_rm']}: predicted {d['estimate']:.3g} [{d['lo']:.3g}, {d['hi']:.3g}], "
-            f"measured {d['actual']:.3g} ({'inside' if d['inside'] else 'outside'})"
+            f"measured {d['actual']:.3g} ({'inside' if p[form]['d_star']['inside'] else 'outside'})"
         )
