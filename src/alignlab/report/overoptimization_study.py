@@ -31,7 +31,8 @@ def prediction_sentences(pred: dict[str, Any]) -> list[str]:
     out = []
     for form, name in (("bon", "best-of-n"), ("rl", "PPO")):
         p = pred.get(form)
-        if not p:
+        if not p or "skipped" in p:
+            out.append(f"{name}: no prediction ({(p or {}).get('skipped', 'not made')}).")
             continue
         parts = [
             f"{k} predicted {_g(p[k]['estimate'])} [{_g(p[k]['lo'])}, {_g(p[k]['hi'])}], measured {_g(p[k]['actual'])}"
@@ -56,7 +57,8 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
     )
     rows = []
     for name, rm in rms.items():
-        b, r = fits["bon"][name], fits["rl"][name]
+        none = dict.fromkeys(("alpha", "beta", "d_star"))
+        b, r = fits["bon"][name] or none, fits["rl"][name] or none
         bi, ri = (iv.get("bon") or {}).get(name) or {}, (iv.get("rl") or {}).get(name) or {}
         rows.append(
             [name, str(rm["comparisons"]), _g(b["alpha"]), _g(b["beta"]), _with_interval(b["d_star"], bi.get("d_star")),

@@ -277,8 +277,9 @@ def overoptimization(
         ax_gold.plot(curve["d"], curve["gold"], "o", color=c, label=name)
         ax_proxy.plot(curve["d"], curve["proxy"], "o-", color=c, label=name)
         f = fits[form][name]
-        d = [max(curve["d"]) * k / 100 for k in range(1, 101)]
-        ax_gold.plot(d, gain(d, f["alpha"], f["beta"], form), "-", color=c, lw=1)
+        if f:  # None: too few measurements to fit
+            d = [max(curve["d"]) * k / 100 for k in range(1, 101)]
+            ax_gold.plot(d, gain(d, f["alpha"], f["beta"], form), "-", color=c, lw=1)
     law = "d(α − β d)" if form == "bon" else "d(α − β log d)"
     title = "best-of-n" if form == "bon" else "PPO"
     ax_gold.axhline(0, color="k", lw=0.6)

@@ -291,10 +291,14 @@ def rl_curve(folder: Path) -> dict[str, Any]:
 
 
 def fit_curve(curve: dict[str, Any], form: str, cfg: OveroptStudyConfig):
-    """Gao et al.'s law of ``form`` through the gold gains at d > 0, bootstrapped over prompts."""
+    """Gao et al.'s law of ``form`` through the gold gains at d > 0, bootstrapped over prompts; None (said)
+    where fewer than 2 distinct d > 0 were measured (a PPO run whose held-out KL never left 0)."""
     from alignlab.evaluate.overoptimization_fit import fit_overoptimization
 
     keep = [i for i, d in enumerate(curve["d"]) if d > 0]
+    if len({curve["d"][i] for i in keep}) < 2:
+        print(f"[study] {form}: fewer than 2 measurements with KL > 0 ({curve['d']}): no fit", flush=True)
+        return None
     G = np.asarray([curve["gold"][i] for i in keep]).T  # [prompts, points]
     return fit_overoptimization(
         [curve["d"][i] for i in keep], per_prompt=G, form=form, n_boot=cfg.n_boot, seed=cfg.seed
@@ -309,6 +313,8 @@ def predict(fits: dict[str, Any], sizes: dict[str, int], target: int, form: str)
     from alignlab.evaluate.overoptimization_fit import fit_size_trend, peak, percentile
 
     names = list(fits)
+    if any(fits[n] is None for n in names):
+        return {"form": form, "skipped": f"no fit for {[n for n in names if fits[n] is None]}: nothing to predict from"}
     logN = np.log([sizes[n] for n in names])
     a, b = np.array([fits[n].alpha for n in names]), np.array([fits[n].beta for n in names])
     if len(names) >= 3:
@@ -370,6 +376,9 @@ def check_prediction(pre: dict, fits: dict, target: str) -> dict:
     """Predicted against measured d* and R* (and alpha, beta) of the target RM, and whether inside the interval."""
     out: dict[str, Any] = {"target_rm": target, "predicted_at": pre["written_at"]}
     for form in ("bon", "rl"):
+        if "prediction" not in pre[form] or fits[form][target] is None:
+            out[form] = {"skipped": pre[form].get("skipped") or f"no fit for {target}"}
+            continue
         actual = fits[form][target].params
         out[form] = {
             k: {**p, "actual": actual[k], "inside": bool(_float(p["lo"]) <= actual[k] <= _float(p["hi"]))}
@@ -397,10 +406,13 @@ def _fits(curves: dict, cfg) -> dict[str, dict[str, Any]]:
 
 def _trend(fits: dict, rms: dict) -> dict[str, Any]:
     """alpha and beta against log(comparisons) over every RM: slope and intercept of the least-squares line."""
-    logN = np.log([rms[n]["comparisons"] for n in fits])
+    fitted = {n: f for n, f in fits.items() if f is not None}
+    if len(fitted) < 2:
+        return {"skipped": "fewer than 2 RMs have a fit"}
+    logN = np.log([rms[n]["comparisons"] for n in fitted])
     out = {}
     for k in ("alpha", "beta"):
-        slope, intercept = np.polyfit(logN, [getattr(f, k) for f in fits.values()], 1)
+        slope, intercept = np.polyfit(logN, [getattr(f, k) for f in fitted.values()], 1)
         out[k] = {"intercept": float(intercept), "slope_per_log_comparison": float(slope)}
     return out
 
@@ -447,12 +459,13 @@ def run(cfg: OveroptStudyConfig) -> dict:
     checked = check_prediction(pre, fits, target)
     atomic_write_json(out / "prediction.json", checked)
     fit_json = {
-        form: {n: f.to_dict() for n, f in fits[form].items()} | {"trend_in_log_comparisons": _trend(fits[form], rms)}
+        form: {n: f.to_dict() if f else None for n, f in fits[form].items()}
+        | {"trend_in_log_comparisons": _trend(fits[form], rms)}
         for form in fits
     }
     atomic_write_json(out / "fit.json", fit_json)
     points = {n: {k: _points(c[k]) for k in c} for n, c in curves.items()}
-    params = {form: {n: f.params for n, f in fits[form].items()} for form in fits}
+    params = {form: {n: f.params if f else None for n, f in fits[form].items()} for form in fits}
     summary = {
         "run_dir": str(run_dir),
         "rms": rms,
@@ -461,7 +474,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
         "ppo": {"iterations": cfg.iterations, "eval_interval": cfg.eval_interval, "kl_beta": cfg.kl_beta},
         "points": points,
         "fits": params,
-        "fit_intervals": {form: {n: f.intervals for n, f in fits[form].items()} for form in fits},
+        "fit_intervals": {form: {n: f.intervals if f else None for n, f in fits[form].items()} for form in fits},
         "prediction": checked,
         "seconds": round(time.time() - t0, 1),
     }
@@ -474,14 +487,17 @@ def run(cfg: OveroptStudyConfig) -> dict:
 
 def print_summary(s: dict[str, Any]) -> None:
     print("[study] RM (comparisons): best-of-n alpha, beta, d*; RL alpha, beta, d*")
+
+    def params(f: dict | None) -> str:
+        return "no fit" if f is None else f"{f['alpha']:.3f}, {f['beta']:.3f}, {f['d_star']:.3g}"
+
     for n, rm in s["rms"].items():
-        b, r = s["fits"]["bon"][n], s["fits"]["rl"][n]
-        print(
-            f"  {n:<12} ({rm['comparisons']}) bon {b['alpha']:.3f}, {b['beta']:.3f}, {b['d_star']:.2f}; "
-            f"rl {r['alpha']:.3f}, {r['beta']:.3f}, {r['d_star']:.3g}"
-        )
+        print(f"  {n:<12} ({rm['comparisons']}) bon {params(s['fits']['bon'][n])}; rl {params(s['fits']['rl'][n])}")
     p = s["prediction"]
     for form in ("bon", "rl"):
+        if "skipped" in p[form]:
+            print(f"[study] {form}: no prediction ({p[form]['skipped']})")
+            continue
         d = {k: _float(v) for k, v in p[form]["d_star"].items() if k != "inside"}
         print(
             f"[study] {form} d* of {p['target_rm']}: predicted {d['estimate']:.3g} [{d['lo']:.3g}, {d['hi']:.3g}], "
