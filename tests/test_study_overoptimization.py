@@ -111,3 +111,6 @@ def test_a_second_run_reuses_every_piece(study_run, capsys):
     _study(study_run, n_boot="100")
     assert {p: p.stat().st_mtime_ns for p in kept} == before
     assert "reward model on" not in capsys.readouterr().out
+    # pieces made with other settings are not reused silently
+    with pytest.raises(ConfigError, match="n_max"):
+        _study(study_run, n_max="8")

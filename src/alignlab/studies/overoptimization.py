@@ -436,6 +436,25 @@ def clear_pieces(out: Path) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
+# What the study's pieces depend on: a finished piece made with other values is not this study's.
+PIECE_SETTINGS = ("fractions", "prompts", "n_max", "iterations", "eval_interval", "kl_beta", "seed")
+
+
+def check_settings(cfg: OveroptStudyConfig, out: Path) -> None:
+    """Refuse to reuse pieces made with other settings (``settings.json``): say which, and how to rerun."""
+    now = {k: getattr(cfg, k) for k in PIECE_SETTINGS}
+    path = out / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [f"{k} ({before.get(k)!r} -> {v!r})" for k, v in now.items() if before.get(k) != v]
+        if changed:
+            raise ConfigError(
+                f"study overoptimization: {out} was made with other settings: {'; '.join(changed)}; "
+                "add --redo true to rerun it, or give another --study_dir"
+            )
+    atomic_write_json(path, now)
+
+
 def run(cfg: OveroptStudyConfig) -> dict:
     from alignlab.report import plots
 
@@ -444,6 +463,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
     _need(run_dir / "sft", "the SFT policy", run_dir)
     if cfg.redo:
         clear_pieces(out)
+    check_settings(cfg, out)
     rms = train_rms(cfg)
     names = list(rms)  # smallest first
     target = names[-1]
