@@ -130,6 +130,7 @@ def train_rms(cfg: OveroptStudyConfig) -> dict[str, dict[str, Any]]:
         folder = run / "reward" if f == 1.0 and full is not None else out / name
         if read_summary(folder) is None:
             total = full["train_prompts"] if full else _count_comparisons(base)
+            # the reward stage keeps the first max_prompts of one seeded permutation: the subsets are nested
             rc = dataclasses.replace(base, output_dir=str(folder), max_prompts=max(2, round(f * total)))
             print(f"[study] {name}: reward model on {rc.max_prompts} of {total} comparisons -> {folder}", flush=True)
             run_stage("reward", apply(rc, {"run": {"resume": True}}, "study overoptimization"))
@@ -164,7 +165,7 @@ def _ppo_base(cfg: OveroptStudyConfig):
     )
 
 
-def test_rows(cfg: OveroptStudyConfig) -> list[dict[str, Any]]:
+def heldout_rows(cfg: OveroptStudyConfig) -> list[dict[str, Any]]:
     """The first ``prompts`` rows of the world's test split: the prompts PPO's held-out evaluation uses."""
     import datasets
 
@@ -188,7 +189,7 @@ def bon_samples(cfg: OveroptStudyConfig, ppo) -> dict[str, Any]:
     path = Path(cfg.output_dir) / "best_of_n" / "samples.json"
     if path.is_file():
         return json.loads(path.read_text())
-    rows = test_rows(cfg)
+    rows = heldout_rows(cfg)
     tok, policy = load_tokenizer(ppo.policy), load_causal_lm(ppo.policy)
     disable_dropout(policy)
     r = ppo.rollout  # the same length cap and temperature as the RL runs' episodes
@@ -210,7 +211,7 @@ def bon_scores(cfg: OveroptStudyConfig, name: str, rm_folder: str, samples: dict
     path = Path(cfg.output_dir) / "best_of_n" / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    rows = test_rows(cfg)
+    rows = heldout_rows(cfg)
     P, N = len(samples["texts"]), len(samples["texts"][0])
     flat_rows = [r for r in rows for _ in range(N)]
     flat = [t for row in samples["texts"] for t in row]
@@ -461,6 +462,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
     t0, out = time.time(), Path(cfg.output_dir)
     run_dir = Path(cfg.run_dir)
     _need(run_dir / "sft", "the SFT policy", run_dir)
+    heldout_rows(cfg)  # enough test prompts, before anything is trained
     if cfg.redo:
         clear_pieces(out)
     check_settings(cfg, out)
