@@ -81,6 +81,9 @@ class PPOSummary(TypedDict):
     heldout_gold_greedy_delta_ci95: NotRequired[list[float]]
     heldout_rm_score_initial: float
     heldout_rm_score_final: float
+    # KL(policy || SFT) on the held-out prompts (sampled decoding); runs before it was recorded lack it
+    heldout_kl_initial: NotRequired[float]
+    heldout_kl_final: NotRequired[float]
     final_kl: float
     final_beta: float
     reward_hacking_detected: bool

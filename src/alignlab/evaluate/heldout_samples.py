@@ -33,9 +33,15 @@ def sample_and_score(
     batch_size: int = 64,
     rm: ValueModel | None = None,
     judge=None,
+    kl_to_reference: bool = False,
+    ref=None,
 ) -> dict[str, Any]:
     """Responses to ``rows`` (temperature 0 = greedy) with their RM score (if ``rm``) and gold
-    reward (if ``judge``, a ``WorldJudge``); means in the returned dict, per-row lists too."""
+    reward (if ``judge``, a ``WorldJudge``); means in the returned dict, per-row lists too.
+
+    ``kl_to_reference`` (sampled decoding only): each response's log pi - log pi_ref summed over its
+    tokens at the sampling temperature (``ref``; None = ``policy`` with its LoRA adapter off), the
+    unbiased estimate of KL(pi || pi_ref) that PPO logs as ``kl``, here on the held-out prompts."""
     ids = encode_prompt_rows(tokenizer, rows, prompt_column, max_prompt_len)
     ro = generate_responses(
         policy, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size, seed=seed
@@ -62,7 +68,26 @@ def sample_and_score(
     if judge is not None:
         out["gold_scores"] = judge.gold(rows, ro.texts)
         out["gold"] = statistics.fmean(out["gold_scores"])
+    if kl_to_reference and temperature > 0:
+        out["kl_scores"] = _response_kl(policy, ref, ro, temperature, batch_size)
+        out["kl"] = statistics.fmean(out["kl_scores"])
     return out
+
+
+def _response_kl(policy, ref, ro, temperature: float, batch_size: int) -> list[float]:
+    """Per response: sum over its tokens of log pi - log pi_ref (no sampling, so no random state is used)."""
+    from alignlab.models.lora import reference_model
+    from alignlab.rollout.scoring import sequence_logprobs
+
+    kls = []
+    for i in range(0, ro.input_ids.shape[0], batch_size):
+        ids, attn = ro.input_ids[i : i + batch_size], ro.attention_mask[i : i + batch_size]
+        mask = ro.response_mask[i : i + batch_size]
+        pol = sequence_logprobs(policy, ids, attn, ro.response_start, temperature).logprobs
+        with reference_model(policy, ref) as ref_model:
+            old = sequence_logprobs(ref_model, ids, attn, ro.response_start, temperature).logprobs
+        kls.append(((pol - old) * mask).sum(-1).cpu())
+    return torch.cat(kls).tolist()
 
 
 def paired_delta_ci(

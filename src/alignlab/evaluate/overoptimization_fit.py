@@ -39,6 +39,7 @@ __all__ = [
     "fit_size_trend",
     "gain",
     "peak",
+    "percentile",
 ]
 
 
@@ -137,11 +138,15 @@ class OveroptFit:
         }
 
 
+def percentile(v: np.ndarray, q: ArrayLike) -> np.ndarray:
+    """``np.percentile``, except where draws are infinite (a curve that never turns has d* = inf): interpolating
+    between inf and a finite draw gives NaN, so there the nearest draw is the bound."""
+    return np.percentile(v, q, method="nearest" if np.isinf(v).any() else "linear")
+
+
 def _percentiles(samples: dict[str, np.ndarray], level: float) -> dict[str, dict[str, float]]:
     tail = 100 * (1 - level) / 2
-    return {
-        k: {"lo": float(np.percentile(v, tail)), "hi": float(np.percentile(v, 100 - tail))} for k, v in samples.items()
-    }
+    return {k: {"lo": float(percentile(v, tail)), "hi": float(percentile(v, 100 - tail))} for k, v in samples.items()}
 
 
 def fit_overoptimization(
@@ -285,7 +290,7 @@ def fit_size_trend(
     d_s, r_s = peak(draws[:, 0], draws[:, 1], form)
     d0, r0 = peak(est[0], est[1], form)
     for k, v, e in (("d_star", d_s, d0), ("r_star", r_s, r0)):
-        lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+        lo, hi = percentile(v, [50 * (1 - level), 50 * (1 + level)])
         pred[k] = {"estimate": float(e), "lo": float(lo), "hi": float(hi)}
     return SizeTrend(
         form=form,

@@ -19,7 +19,7 @@ from alignlab.config import arg
 from alignlab.errors import MissingInputError
 from alignlab.evaluate.seeds import compare_seeds
 from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics, read_summary
-from alignlab.report import methods_study, plots, why_rlhf
+from alignlab.report import methods_study, overoptimization_study, plots, why_rlhf
 from alignlab.report.claim import Claim, status
 from alignlab.report.doc import Doc
 from alignlab.report.plots import LABELS, POLICY_ORDER
@@ -89,6 +89,7 @@ def gather(run: Path) -> dict[str, Any]:
         "evaluate_seeds": [x for x in [_json(main_eval), *(_json(f) for f in seeds)] if x],
         "study": _json(run / "study_demonstrators" / "summary.json"),
         "study_methods": _json(run / "study_methods" / "summary.json"),
+        "study_overoptimization": _json(run / "study_overoptimization" / "summary.json"),
         "seeds": compare_seeds([main_eval, *seeds]) if main_eval.exists() and seeds else None,
         "flan": _json(run / "instruct_tune" / "results.json"),
         "flan_seeds": [
@@ -193,6 +194,7 @@ def run(cfg: ReportConfig) -> dict:
     why_rlhf.demonstrations_section(doc, d["world"])
     why_rlhf.study_section(doc, d["study"], out)
     methods_study.methods_section(doc, d["study_methods"], out)
+    overoptimization_study.overoptimization_section(doc, d["study_overoptimization"], out)
     if d["seeds"]:
         seeds_section(doc, d["seeds"])
     if d["ppo_metrics"]:

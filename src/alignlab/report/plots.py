@@ -256,3 +256,36 @@ def methods(table: dict[str, dict[str, Any]], path: Path) -> Path:
     ax_win.legend(fontsize=7)
     ax_gold.legend(fontsize=7)
     return _save(fig, path)
+
+
+RM_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+
+
+def overoptimization(
+    points: dict[str, dict[str, Any]], fits: dict[str, dict[str, dict[str, float]]], method: str, path: Path
+) -> Path:
+    """Gao et al. (2022) Figure 1 (``method`` "best_of_n") or 2 ("rl"): gold and proxy (RM) gain over the
+    initial policy against d = sqrt(KL), one colour per proxy RM, the fitted law drawn over the gold points.
+    ``points``: the over-optimisation study's summary "points"; ``fits``: its "fits" ({form: {rm: params}})."""
+    from alignlab.evaluate.overoptimization_fit import gain
+
+    form = "bon" if method == "best_of_n" else "rl"
+    fig = Figure(figsize=(10, 3.8))
+    ax_gold, ax_proxy = fig.subplots(1, 2)
+    for i, (name, p) in enumerate(points.items()):
+        c, curve = RM_COLOURS[i % len(RM_COLOURS)], p[method]
+        ax_gold.plot(curve["d"], curve["gold"], "o", color=c, label=name)
+        ax_proxy.plot(curve["d"], curve["proxy"], "o-", color=c, label=name)
+        f = fits[form][name]
+        if f:  # None: too few measurements to fit
+            d = [max(curve["d"]) * k / 100 for k in range(1, 101)]
+            ax_gold.plot(d, gain(d, f["alpha"], f["beta"], form), "-", color=c, lw=1)
+    law = "d(α − β d)" if form == "bon" else "d(α − β log d)"
+    title = "best-of-n" if form == "bon" else "PPO"
+    ax_gold.axhline(0, color="k", lw=0.6)
+    ax_gold.set(xlabel="d = sqrt(KL to SFT), nats^0.5", ylabel="gold gain over SFT",
+                title=f"{title}: gold (points) and fit R = {law}")  # fmt: skip
+    ax_proxy.set(xlabel="d = sqrt(KL to SFT), nats^0.5", ylabel="proxy (RM) gain over SFT",
+                 title=f"{title}: the proxy RM's own score")  # fmt: skip
+    ax_gold.legend(fontsize=7, title="proxy RM", title_fontsize=7)
+    return _save(fig, path)

@@ -517,7 +517,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     trainer = PPOTrainer(
         cfg, m.policy, m.ref, m.rm, m.value, m.tokenizer, accelerator, inputs.ptx_blocks, reward_fn, sharded
     )
-    heldout = HeldoutEval(cfg, inputs, m.tokenizer, accelerator.device)
+    heldout = HeldoutEval(cfg, inputs, m.tokenizer, accelerator.device, ref=m.ref)
     policy = lambda: accelerator.unwrap_model(trainer.policy)  # noqa: E731
 
     # ---- resume, or measure the starting point
@@ -528,7 +528,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
         if is_main:
             print(f"resumed from {folder} at iteration {start} (beta {trainer.kl_ctl.beta:.4g})")
     else:
-        initial = heldout.initial_record(policy(), trainer.rm)
+        initial = heldout.initial_record(policy(), trainer.rm, out if is_main else None)
     logger = training.open_metrics(out, cfg.run.tensorboard, start if resuming else 0, is_main)
     if is_main and not resuming:
         logger.log(0, **{k: v for k, v in initial.items() if k not in ("samples", "gold_scores")})
@@ -543,7 +543,10 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
         result = trainer.iteration(it, [inputs.prompt_ids[i] for i in idx], judge, [inputs.rows[i] for i in idx])
         done, metrics = it + 1, dict(result.stats)
         if cfg.eval.interval and done % cfg.eval.interval == 0 and done < cfg.iterations:
-            metrics.update(heldout(policy(), trainer.rm).metrics)
+            h = heldout(policy(), trainer.rm)
+            metrics.update(h.metrics)
+            if is_main:
+                heldout.record_curve(out, done, h)
         if is_main:
             if done % cfg.run.log_interval == 0 or done == cfg.iterations:
                 logger.log(done, **metrics)
@@ -562,6 +565,7 @@ def run(cfg: PPOConfig, reward_fn: Callable[[Rollout, list | None], torch.Tensor
     if is_main:
         history = [h for h in read_metrics(out) if "kl" in h]  # whole run, including before a resume
         facts = dict(method=name, start=start, t_start=t_start, max_prompt_len=inputs.max_prompt_len, history=history)
+        heldout.record_curve(out, cfg.iterations, final)
         summary = ppo_summary.finish(out, cfg, trainer, m.tokenizer, heldout, initial, final, final_pt, facts, gathered)
         logger.log(cfg.iterations, **final.metrics, pretrain_loss=final_pt)
         logger.close()

@@ -3,11 +3,16 @@ the gold judge, plus its LM loss on held-out pretraining text.
 
 The same prompts with the same sampling seed before, during (``eval.interval``) and after training, so
 two measurements differ only by the policy. With ``eval.greedy`` each measurement also decodes greedily
-(keys ``*_greedy``)."""
+(keys ``*_greedy``). The sampled decoding also measures KL(policy || reference) on these prompts
+(``heldout_kl``): the d = sqrt(KL) of Gao et al.'s over-optimisation curves, on prompts never trained on.
+With ``eval.interval`` every measurement's per-prompt gold, RM score and KL go to ``heldout_curve.jsonl``
+(the over-optimisation study bootstraps its fits over these prompts)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +20,8 @@ import torch
 from alignlab.evaluate.heldout_samples import sample_and_score
 from alignlab.evaluate.heldout_set import heldout_seed, sampling_note
 
-METRICS = ("rm_score", "gold", "eos_frac", "response_len")
+METRICS = ("rm_score", "gold", "eos_frac", "response_len", "kl")
+CURVE_FILE = "heldout_curve.jsonl"
 
 
 @dataclass
@@ -26,8 +32,9 @@ class Heldout:
 
 
 class HeldoutEval:
-    def __init__(self, cfg, inputs, tokenizer, device):
+    def __init__(self, cfg, inputs, tokenizer, device, ref=None):
         self.cfg, self.tok, self.device = cfg, tokenizer, device
+        self.ref = ref  # the KL reference (None: the policy with its LoRA adapter off)
         self.rows, self.ptx_eval, self.max_prompt_len = inputs.eval_rows, inputs.ptx_eval, inputs.max_prompt_len
         self.info, self.ptx_info = inputs.heldout, inputs.heldout_ptx  # where the rows and the ptx blocks came from
         self.judge = inputs.judge if self.rows and "meta" in self.rows[0] else None  # gold needs the world's rows
@@ -53,6 +60,8 @@ class HeldoutEval:
                 batch_size=c.rollout.gen_batch_size,
                 rm=rm,
                 judge=self.judge,
+                kl_to_reference=True,
+                ref=self.ref,
             )
             h.metrics.update({f"heldout_{k}{suffix}": r[k] for k in METRICS if k in r})
             if "gold_scores" in r:
@@ -60,6 +69,16 @@ class HeldoutEval:
             if not suffix:
                 h.sampled = r
         return h
+
+    def record_curve(self, out: Path, step: int, h: Heldout) -> None:
+        """Append the sampled decoding's per-prompt gold, RM score and KL at ``step`` (only with ``eval.interval``:
+        a run that asks for a curve). A resumed run may repeat a step; its reader keeps the last line of each."""
+        r = h.sampled
+        if not self.cfg.eval.interval or r is None:
+            return
+        row = {"step": step, **{k: r[f"{k}_scores"] for k in ("gold", "rm", "kl") if f"{k}_scores" in r}}
+        with open(out / CURVE_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     @torch.no_grad()
     def pretrain_loss(self, policy) -> float | None:
@@ -100,10 +119,12 @@ class HeldoutEval:
             out["heldout_ptx"] = self.ptx_info.as_dict()
         return out
 
-    def initial_record(self, policy, rm) -> dict[str, Any]:
+    def initial_record(self, policy, rm, out: Path | None = None) -> dict[str, Any]:
         """The starting point, as the checkpoint keeps it: held-out metrics, per-prompt gold, pretraining
-        loss and samples of the policy before training."""
+        loss and samples of the policy before training (its curve line in ``out``, when given)."""
         h = self(policy, rm)
+        if out is not None:
+            self.record_curve(out, 0, h)
         return {
             **h.metrics,
             "gold_scores": h.gold_scores,

@@ -85,7 +85,7 @@ def summarize(cfg, initial: dict, final, final_pt, history: list[dict], beta: fl
         "ptx_coef": cfg.ptx.coef,
         "resumed_from_iteration": facts["start"] or None,
     }
-    for key in ("rm_score", "gold", "eos_frac", "response_len", "rm_score_greedy", "gold_greedy"):
+    for key in ("rm_score", "gold", "eos_frac", "response_len", "rm_score_greedy", "gold_greedy", "kl"):
         a, b = initial.get(f"heldout_{key}"), final.metrics.get(f"heldout_{key}")
         if a is not None and b is not None:
             s[f"heldout_{key}_initial"], s[f"heldout_{key}_final"] = round(a, 4), round(b, 4)

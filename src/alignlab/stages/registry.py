@@ -140,6 +140,13 @@ STAGES: dict[str, Stage] = {
             "over seeds, against SFT",
         ),
         Stage(
+            "study overoptimization",
+            "alignlab.studies.overoptimization",
+            "OveroptStudyConfig",
+            help="Gao et al.'s over-optimisation laws: gold vs sqrt(KL) for best-of-n and PPO against proxy RMs "
+            "trained on 3 amounts of comparisons; the largest RM's peak predicted from the smaller ones first",
+        ),
+        Stage(
             "study demonstrators",
             "alignlab.studies.demonstrators",
             "DemonstratorStudyConfig",

@@ -1,0 +1,76 @@
+"""The report's section on ``alignlab study overoptimization``: Gao et al.'s laws on the built-in world.
+
+One row per proxy RM (the comparisons it was trained on, the fitted alpha, beta and gold-optimal d* of
+best-of-n and of PPO), the prediction of the largest RM's peak made before it was measured against what
+was measured, and the two figures (Gao et al. Figures 1 and 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alignlab.report import plots
+
+
+def _g(x: float | str | None) -> str:
+    """A number of summary.json: None (NaN) as –, "inf" (a curve that never turns) as ∞."""
+    if x is None:
+        return "–"
+    return {"inf": "∞", "-inf": "−∞"}.get(x, x) if isinstance(x, str) else f"{x:.3g}"
+
+
+def _with_interval(value: float, interval: dict[str, float] | None) -> str:
+    if not interval:
+        return _g(value)
+    return f"{_g(value)} [{_g(interval['lo'])}, {_g(interval['hi'])}]"
+
+
+def prediction_sentences(pred: dict[str, Any]) -> list[str]:
+    """One sentence per form: predicted d* and R* of the largest RM, measured, inside the interval or not."""
+    out = []
+    for form, name in (("bon", "best-of-n"), ("rl", "PPO")):
+        p = pred.get(form)
+        if not p or "skipped" in p:
+            out.append(f"{name}: no prediction ({(p or {}).get('skipped', 'not made')}).")
+            continue
+        parts = [
+            f"{k} predicted {_g(p[k]['estimate'])} [{_g(p[k]['lo'])}, {_g(p[k]['hi'])}], measured {_g(p[k]['actual'])}"
+            f" ({'inside' if p[k]['inside'] else 'outside'} the interval)"
+            for k in ("d_star", "r_star")
+        ]
+        out.append(f"{name}: " + "; ".join(parts) + ".")
+    return out
+
+
+def overoptimization_section(doc, study: dict | None, out: Path) -> None:
+    if not study or not study.get("fits"):
+        return
+    fits, iv, rms = study["fits"], study.get("fit_intervals", {}), study["rms"]
+    doc.h("Reward over-optimisation (Gao et al. 2022) on the built-in world")
+    doc.p(
+        f"From `alignlab study overoptimization` ({study.get('run_dir')}): proxy reward models trained on "
+        f"{', '.join(str(r['comparisons']) for r in rms.values())} of the run's comparisons; best-of-n "
+        f"(n up to {study['n_max']}) of the SFT policy and PPO (fixed beta {study['ppo']['kl_beta']}) against each, "
+        f"on {study['prompts']} held-out prompts, judged by the world's labelers (the exact gold reward). "
+        "d = sqrt(KL to SFT); best-of-n R = d(α − β d), PPO R = d(α − β log d); intervals: 95% bootstrap over prompts."
+    )
+    rows = []
+    for name, rm in rms.items():
+        none = dict.fromkeys(("alpha", "beta", "d_star"))
+        b, r = fits["bon"][name] or none, fits["rl"][name] or none
+        bi, ri = (iv.get("bon") or {}).get(name) or {}, (iv.get("rl") or {}).get(name) or {}
+        rows.append(
+            [name, str(rm["comparisons"]), _g(b["alpha"]), _g(b["beta"]), _with_interval(b["d_star"], bi.get("d_star")),
+             _g(r["alpha"]), _g(r["beta"]), _with_interval(r["d_star"], ri.get("d_star"))]
+        )  # fmt: skip
+    doc.table(["proxy RM", "comparisons", "BoN α", "BoN β", "BoN d*", "PPO α", "PPO β", "PPO d*"], rows)
+    pred = study.get("prediction") or {}
+    if pred:
+        doc.p(
+            f"Predicted before {pred['target_rm']} was measured, from the smaller RMs' fits (α, β linear in log "
+            "comparisons): " + " ".join(prediction_sentences(pred))
+        )
+    pts = study["points"]
+    doc.image(plots.overoptimization(pts, fits, "best_of_n", out / "report_overopt_bon.png"), "best-of-n gold vs d")
+    doc.image(plots.overoptimization(pts, fits, "rl", out / "report_overopt_rl.png"), "PPO gold vs d")

@@ -1,0 +1,527 @@
+"""Study: reward over-optimisation laws on the built-in world (``alignlab study overoptimization``).
+
+Gao, Schulman & Hilton (2022) measured how the gold reward of a policy optimised against a proxy reward
+model moves with d = sqrt(KL(pi || pi_init)): best-of-n  R = d(alpha - beta d), RL  R = d(alpha - beta log d),
+with alpha and beta smooth in the log of the proxy RM's size. Here the world's labelers ARE the gold reward,
+so the curves are exact. Our proxy RMs all have the SFT model's architecture, so what varies is the amount
+of comparison data each is trained on (``fractions`` of the run's comparisons, a seeded subset each).
+
+The study, in the order it runs (the largest RM's measurements last, after the prediction):
+
+1. proxy RMs: the reward step's config with ``max_prompts`` = fraction x the run's comparisons (RUN/reward
+   itself is the fraction-1 RM when it exists);
+2. best-of-n: n_max samples per held-out prompt (RUN/world/test, the first ``prompts``) from the SFT policy,
+   drawn once and scored by gold; each RM scores the same draws, and best-of-m for every m <= n_max is read
+   off them (``BestOfN.pick``; the fits use the unbiased expected pick over all n_max draws);
+3. RL: PPO against each RM with a small fixed beta, the held-out gold, RM score and KL measured every
+   ``eval_interval`` iterations on the same held-out prompts (``heldout_curve.jsonl``);
+4. before the largest RM is measured: its d* and R* predicted from the smaller RMs' fits
+   (``prediction_pre.json``); after: predicted against measured (``prediction.json``);
+5. the fits (``fit.json``), Gao et al.'s Figures 1 and 2 (``best_of_n.png``, ``rl.png``) and ``summary.json``,
+   which the run's report picks up from RUN/study_overoptimization.
+
+Every piece is reused when finished (a killed study resumes); ``redo`` reruns the study's own pieces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignlab.config import ConfigError, apply, arg
+from alignlab.errors import MissingInputError
+from alignlab.outputs import atomic_write_json, read_summary
+
+# beta of the RL runs. Gao et al. found a KL penalty acts like early stopping: it does not move the
+# gold-vs-KL frontier, it only stops the run earlier on it. So beta is small enough that KL keeps growing
+# through the run and the curve reaches past the gold peak, and not 0 so that prompts where the RM is flat
+# do not drift freely (the hack preset's beta 0 run collapses its entropy late in the run).
+RL_BETA = 0.01
+
+
+@dataclass
+class OveroptStudyConfig:
+    run_dir: str = arg("runs/default", "a pipeline run with world, sft, compare (and reward) finished")
+    preset: str = arg("", "the pipeline preset of the run's steps; empty = the run's own (its config.yaml)")
+    fractions: list[float] = arg(
+        factory=lambda: [0.25, 0.5, 1.0],
+        help="share of the run's comparisons each proxy RM trains on (>= 3; the largest is predicted from the rest)",
+    )
+    prompts: int = arg(64, "held-out prompts: the first N of the world's test split (best-of-n and PPO's evaluation)")
+    n_max: int = arg(256, "best-of-n for n = 1, 2, 4, ..., n_max (a power of 2, >= 4)")
+    iterations: int = arg(40, "PPO iterations against each RM (the run's hack preset: 40)")
+    eval_interval: int = arg(4, "PPO iterations between held-out measurements of gold, RM score and KL")
+    kl_beta: float = arg(RL_BETA, "PPO's fixed KL coefficient (see RL_BETA for why small and not 0)")
+    n_boot: int = arg(1000, "bootstrap resamples of the prompts for the fits' intervals")
+    seed: int = arg(0, "the run's seed whose SFT policy and comparisons are used; also the RMs' subsets and PPO")
+    study_dir: str = arg("", "where the study's pieces and summary.json go; empty = RUN/study_overoptimization")
+    redo: bool = arg(False, "rerun every piece of the study (RUN/reward itself is never retrained)")
+
+    @property
+    def output_dir(self) -> str:
+        return self.study_dir or str(Path(self.run_dir) / "study_overoptimization")
+
+    def __post_init__(self) -> None:
+        where = "study overoptimization"
+        f = self.fractions
+        if len(f) < 3 or any(not 0 < x <= 1 for x in f) or len(set(f)) != len(f):
+            raise ConfigError(f"{where}: 'fractions' needs >= 3 distinct shares in (0, 1], got {f}")
+        if self.n_max < 4 or self.n_max & (self.n_max - 1):
+            raise ConfigError(f"{where}: 'n_max' must be a power of 2 >= 4 (2 points with d > 0), got {self.n_max}")
+        if self.prompts < 2:
+            raise ConfigError(f"{where}: 'prompts' must be >= 2 (the fits resample prompts), got {self.prompts}")
+        if self.eval_interval < 1 or self.iterations < 2 * self.eval_interval:
+            raise ConfigError(
+                f"{where}: 'iterations' ({self.iterations}) must be >= 2 x 'eval_interval' ({self.eval_interval}): "
+                "the RL fit needs 2 measurements after the start"
+            )
+        if self.kl_beta < 0 or self.n_boot < 10:
+            raise ConfigError(f"{where}: 'kl_beta' must be >= 0 and 'n_boot' >= 10")
+
+
+PRESETS = {
+    "smoke": {"fractions": [0.25, 0.5, 1.0], "prompts": 8, "n_max": 16, "iterations": 4, "eval_interval": 2},
+    "default": {},
+}
+
+
+# ----------------------------------------------------------------------------- the run's pieces
+
+
+def _pipeline(cfg: OveroptStudyConfig):
+    from alignlab.stages.pipeline import PipelineConfig
+    from alignlab.studies.methods import _preset
+
+    return PipelineConfig(preset=_preset(cfg), output_dir=cfg.run_dir, seeds=[cfg.seed])
+
+
+def _need(folder: Path, what: str, run: Path) -> Path:
+    if read_summary(folder) is None:
+        raise MissingInputError(f"{folder} has not finished ({what}): run `alignlab pipeline --output-dir {run}` first")
+    return folder
+
+
+def rm_name(fraction: float) -> str:
+    return f"rm_{100 * fraction:g}pct"
+
+
+def train_rms(cfg: OveroptStudyConfig) -> dict[str, dict[str, Any]]:
+    """One proxy RM per fraction, smallest first: {name: {folder, fraction, comparisons (ranked prompts)}}."""
+    from alignlab.stages.pipeline import step_config
+    from alignlab.stages.registry import run_stage
+
+    run, out = Path(cfg.run_dir), Path(cfg.output_dir)
+    _need(run / "compare", "the comparisons", run)
+    base = step_config("reward", _pipeline(cfg), cfg.seed, run)[1]
+    # how many comparisons "all" is: the full RM's own count when it exists, else a trained-on-all count
+    full = read_summary(run / "reward")
+    rms = {}
+    for f in sorted(cfg.fractions):
+        name = rm_name(f)
+        folder = run / "reward" if f == 1.0 and full is not None else out / name
+        if read_summary(folder) is None:
+            total = full["train_prompts"] if full else _count_comparisons(base)
+            # the reward stage keeps the first max_prompts of one seeded permutation: the subsets are nested
+            rc = dataclasses.replace(base, output_dir=str(folder), max_prompts=max(2, round(f * total)))
+            print(f"[study] {name}: reward model on {rc.max_prompts} of {total} comparisons -> {folder}", flush=True)
+            run_stage("reward", apply(rc, {"run": {"resume": True}}, "study overoptimization"))
+        s = read_summary(folder)
+        rms[name] = {"folder": str(folder), "fraction": f, "comparisons": s["train_prompts"]}
+    return rms
+
+
+def _count_comparisons(reward_cfg) -> int:
+    from alignlab.stages.reward import comparison_rows, load_train_eval
+
+    split = load_train_eval(
+        reward_cfg.data, reward_cfg.train_split, reward_cfg.eval_split, reward_cfg.eval_fraction, reward_cfg.eval_data
+    )
+    return len(comparison_rows(split.train, reward_cfg.data)[0])
+
+
+def _ppo_base(cfg: OveroptStudyConfig):
+    """The run's hack step (PPO with evaluations along the run), with the study's beta, length and prompts."""
+    from alignlab.stages.pipeline import step_config
+
+    c = step_config("ppo_hack", _pipeline(cfg), cfg.seed, Path(cfg.run_dir))[1]
+    return apply(
+        c,
+        {
+            "iterations": cfg.iterations,
+            "kl": {"beta": cfg.kl_beta, "adaptive": False},
+            "eval": {"prompts": cfg.prompts, "interval": cfg.eval_interval, "greedy": False},
+            "run": {"resume": True},
+        },
+        "study overoptimization",
+    )
+
+
+def heldout_rows(cfg: OveroptStudyConfig) -> list[dict[str, Any]]:
+    """The first ``prompts`` rows of the world's test split: the prompts PPO's held-out evaluation uses."""
+    import datasets
+
+    path = _need(Path(cfg.run_dir) / "world", "the world", Path(cfg.run_dir)) / "test"
+    ds = datasets.load_from_disk(str(path))["test"]
+    if len(ds) < cfg.prompts:
+        raise ConfigError(f"study overoptimization: 'prompts' is {cfg.prompts} but {path} has {len(ds)} rows")
+    return [ds[i] for i in range(cfg.prompts)]
+
+
+# ----------------------------------------------------------------------------- best-of-n
+
+
+def bon_samples(cfg: OveroptStudyConfig, ppo) -> dict[str, Any]:
+    """n_max samples per held-out prompt from the SFT policy, with their gold (drawn once, kept in samples.json)."""
+    from alignlab.data.chat import encode_prompt_rows
+    from alignlab.evaluate.best_of_n import best_of_n
+    from alignlab.evaluate.judges import WorldJudge
+    from alignlab.models.load import context_length, disable_dropout, load_causal_lm, load_tokenizer
+
+    path = Path(cfg.output_dir) / "best_of_n" / "samples.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    rows = heldout_rows(cfg)
+    tok, policy = load_tokenizer(ppo.policy), load_causal_lm(ppo.policy)
+    disable_dropout(policy)
+    r = ppo.rollout  # the same length cap and temperature as the RL runs' episodes
+    ids = encode_prompt_rows(tok, rows, "prompt", min(r.max_prompt_len, context_length(policy) - r.max_new_tokens - 1))
+    print(f"[study] best-of-n: {cfg.n_max} samples for each of {len(rows)} held-out prompts", flush=True)
+    bon = best_of_n(
+        policy, tok, rows, ids, cfg.n_max, WorldJudge(ppo.world_dir).score,
+        temperature=r.temperature, max_new_tokens=r.max_new_tokens, seed=cfg.seed, batch_size=r.gen_batch_size,
+    )  # fmt: skip
+    out = {"texts": bon.texts, "eos": bon.eos.tolist(), "gold": bon.scores.tolist(), "finished_at": time.time()}
+    atomic_write_json(path, out)
+    return out
+
+
+def bon_scores(cfg: OveroptStudyConfig, name: str, rm_folder: str, samples: dict) -> dict[str, Any]:
+    """The RM's score of every sample (best_of_n/<rm>.json): the same draws for every RM."""
+    from alignlab.evaluate.judges import RewardModelJudge
+
+    path = Path(cfg.output_dir) / "best_of_n" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    rows = heldout_rows(cfg)
+    P, N = len(samples["texts"]), len(samples["texts"][0])
+    flat_rows = [r for r in rows for _ in range(N)]
+    flat = [t for row in samples["texts"] for t in row]
+    print(f"[study] best-of-n: {name} scores the {P} x {N} samples", flush=True)
+    scores = np.asarray(RewardModelJudge(rm_folder).score(flat_rows, flat)).reshape(P, N)
+    out = {"rm": rm_folder, "scores": scores.tolist(), "finished_at": time.time()}
+    atomic_write_json(path, out)
+    return out
+
+
+def _expected_of_pick(key: np.ndarray, value: np.ndarray, m: int) -> np.ndarray:
+    """[P] E[value of the sample with the highest key among m of the N drawn] (unbiased, every m-subset
+    weighted equally: ``headroom.expected_best_of``'s weights applied to ``value`` in key order)."""
+    N = key.shape[1]
+    weights = np.array([math.comb(i, m - 1) for i in range(N)], dtype=np.float64) / math.comb(N, m)
+    order = np.argsort(key, axis=1, kind="stable")
+    return np.take_along_axis(value, order, axis=1) @ weights
+
+
+def bon_curve(samples: dict, no_eos_penalty: float) -> dict[str, Any]:
+    """Per n: d, and per prompt the gold and RM-score gains of the RM's pick over the policy's mean sample.
+
+    The RM picks as PPO's rollouts are scored (an answer without EOS gets ``no_eos_penalty``), so best-of-n and
+    RL optimise the same proxy; the proxy reported is the RM's own score of the pick, as PPO's held-out one."""
+    from alignlab.evaluate.best_of_n import BestOfN
+    from alignlab.evaluate.headroom import best_of_groups
+    from alignlab.evaluate.overoptimization_fit import best_of_n_d
+
+    gold, raw, eos = (np.asarray(samples[k], dtype=np.float64) for k in ("gold", "scores", "eos"))
+    key = np.where(eos > 0, raw, no_eos_penalty)
+    N = gold.shape[1]
+    bon = BestOfN(N, samples["texts"], key, eos, best_of_groups(key, N)[:, 0])
+    rows = np.arange(len(gold))
+    ns = [2**k for k in range(int(math.log2(N)) + 1)]
+    curve: dict[str, Any] = {"n": ns, "d": [best_of_n_d(n) for n in ns], "gold": [], "proxy": [], "picked_gold": []}
+    for n in ns:
+        curve["gold"].append((_expected_of_pick(key, gold, n) - gold.mean(1)).tolist())
+        curve["proxy"].append((_expected_of_pick(key, raw, n) - raw.mean(1)).tolist())
+        curve["picked_gold"].append(float(gold[rows, bon.pick(n)].mean() - gold.mean()))  # the same draws' picks
+    return curve
+
+
+# ----------------------------------------------------------------------------- RL
+
+
+def run_ppo(cfg: OveroptStudyConfig, ppo, name: str, rm_folder: str) -> Path:
+    """PPO against the RM (value model a copy of it); its folder."""
+    from alignlab.stages.registry import run_stage
+
+    folder = Path(cfg.output_dir) / f"ppo_{name}"
+    if read_summary(folder) is None:
+        print(f"[study] RL: PPO against {name} (beta {cfg.kl_beta}, {cfg.iterations} iterations) -> {folder}")
+        run_stage("ppo", dataclasses.replace(ppo, reward_model=rm_folder, value_model="", output_dir=str(folder)))
+    return folder
+
+
+def rl_curve(folder: Path) -> dict[str, Any]:
+    """Per held-out measurement: d = sqrt(mean KL), and per prompt the gold and RM-score gains over the start."""
+    from alignlab.stages.ppo_eval import CURVE_FILE
+
+    by_step: dict[int, dict] = {}
+    for line in (folder / CURVE_FILE).read_text().splitlines():
+        row = json.loads(line)
+        by_step[row["step"]] = row  # a resumed run repeats steps: the last measurement of each counts
+    steps = sorted(by_step)
+    g0, r0 = np.asarray(by_step[0]["gold"]), np.asarray(by_step[0]["rm"])
+    return {
+        "step": steps,
+        "kl": [float(np.mean(by_step[s]["kl"])) for s in steps],
+        # an estimate that dips below 0 is noise around 0: the policy has not moved
+        "d": [math.sqrt(max(float(np.mean(by_step[s]["kl"])), 0.0)) for s in steps],
+        "gold": [(np.asarray(by_step[s]["gold"]) - g0).tolist() for s in steps],
+        "proxy": [(np.asarray(by_step[s]["rm"]) - r0).tolist() for s in steps],
+    }
+
+
+# ----------------------------------------------------------------------------- fits and the prediction
+
+
+def fit_curve(curve: dict[str, Any], form: str, cfg: OveroptStudyConfig):
+    """Gao et al.'s law of ``form`` through the gold gains at d > 0, bootstrapped over prompts; None (said)
+    where fewer than 2 distinct d > 0 were measured (a PPO run whose held-out KL never left 0)."""
+    from alignlab.evaluate.overoptimization_fit import fit_overoptimization
+
+    keep = [i for i, d in enumerate(curve["d"]) if d > 0]
+    if len({curve["d"][i] for i in keep}) < 2:
+        print(f"[study] {form}: fewer than 2 measurements with KL > 0 ({curve['d']}): no fit", flush=True)
+        return None
+    G = np.asarray([curve["gold"][i] for i in keep]).T  # [prompts, points]
+    return fit_overoptimization(
+        [curve["d"][i] for i in keep], per_prompt=G, form=form, n_boot=cfg.n_boot, seed=cfg.seed
+    )
+
+
+def predict(fits: dict[str, Any], sizes: dict[str, int], target: int, form: str) -> dict[str, Any]:
+    """alpha, beta, d*, R* of an RM trained on ``target`` comparisons, from the smaller RMs' fits (alpha and
+    beta linear in log comparisons). Two RMs: the line through both, its interval from the two fits' bootstrap
+    draws (paired by index); this covers the fits' noise, not an RM's scatter around the line, which two
+    points cannot measure. Three or more: ``fit_size_trend``'s prediction interval."""
+    from alignlab.evaluate.overoptimization_fit import fit_size_trend, peak, percentile
+
+    names = list(fits)
+    if any(fits[n] is None for n in names):
+        return {"form": form, "skipped": f"no fit for {[n for n in names if fits[n] is None]}: nothing to predict from"}
+    logN = np.log([sizes[n] for n in names])
+    a, b = np.array([fits[n].alpha for n in names]), np.array([fits[n].beta for n in names])
+    if len(names) >= 3:
+        trend = fit_size_trend(np.exp(logN), a, b, form=form, N_target=target)
+        return {**trend.to_dict(), "method": "fit_size_trend (>= 3 RMs)"}
+    x = (math.log(target) - logN[0]) / (logN[1] - logN[0])  # 1 at the second RM, > 1 past it
+
+    def line(v0, v1):
+        return v0 + (v1 - v0) * x
+
+    est_a, est_b = line(a[0], a[1]), line(b[0], b[1])
+    s0, s1 = fits[names[0]].samples, fits[names[1]].samples
+    da, db = line(s0["alpha"], s1["alpha"]), line(s0["beta"], s1["beta"])
+    d_s, r_s = peak(da, db, form)
+    d0, r0 = peak(est_a, est_b, form)
+    pred = {}
+    for k, e, v in (("alpha", est_a, da), ("beta", est_b, db), ("d_star", d0, d_s), ("r_star", r0, r_s)):
+        lo, hi = percentile(v, [2.5, 97.5])
+        pred[k] = {"estimate": float(e), "lo": float(lo), "hi": float(hi)}
+    return {
+        "form": form,
+        "method": "the line through 2 RMs in log comparisons; interval: 95% of the two fits' bootstrap draws "
+        "(prompt noise only: 2 points cannot show an RM's scatter around the line)",
+        "N_target": target,
+        "prediction": pred,
+        "n_sizes": 2,
+    }
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def write_prediction(cfg: OveroptStudyConfig, fits: dict, rms: dict, target: str, inputs: list[Path]) -> dict:
+    """prediction_pre.json, written before the target RM is measured; kept when it already exists."""
+    path = Path(cfg.output_dir) / "prediction_pre.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    sizes = {n: rms[n]["comparisons"] for n in rms}
+    pre = {
+        "written_at": time.time(),
+        "target_rm": target,
+        "target_comparisons": sizes[target],
+        "from_rms": {n: sizes[n] for n in fits["bon"]},
+        "inputs_sha256": {str(p.relative_to(cfg.output_dir)): _sha(p) for p in inputs},
+        "bon": predict(fits["bon"], sizes, sizes[target], "bon"),
+        "rl": predict(fits["rl"], sizes, sizes[target], "rl"),
+    }
+    atomic_write_json(path, pre)
+    return pre
+
+
+def _float(x: float | str | None) -> float:
+    """A number as written by ``atomic_write_json``: inf as "inf", NaN as null."""
+    return math.nan if x is None else float(x)
+
+
+def check_prediction(pre: dict, fits: dict, target: str) -> dict:
+    """Predicted against measured d* and R* (and alpha, beta) of the target RM, and whether inside the interval."""
+    out: dict[str, Any] = {"target_rm": target, "predicted_at": pre["written_at"]}
+    for form in ("bon", "rl"):
+        if "prediction" not in pre[form] or fits[form][target] is None:
+            out[form] = {"skipped": pre[form].get("skipped") or f"no fit for {target}"}
+            continue
+        actual = fits[form][target].params
+        out[form] = {
+            k: {**p, "actual": actual[k], "inside": bool(_float(p["lo"]) <= actual[k] <= _float(p["hi"]))}
+            for k, p in pre[form]["prediction"].items()
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def _measure(cfg, ppo, name: str, rm: dict, samples: dict) -> dict[str, Any]:
+    scores = bon_scores(cfg, name, rm["folder"], samples)
+    bon = bon_curve({**samples, "scores": scores["scores"]}, ppo.no_eos_penalty)
+    rl = rl_curve(run_ppo(cfg, ppo, name, rm["folder"]))
+    return {"best_of_n": bon, "rl": rl}
+
+
+def _fits(curves: dict, cfg) -> dict[str, dict[str, Any]]:
+    return {
+        "bon": {n: fit_curve(c["best_of_n"], "bon", cfg) for n, c in curves.items()},
+        "rl": {n: fit_curve(c["rl"], "rl", cfg) for n, c in curves.items()},
+    }
+
+
+def _trend(fits: dict, rms: dict) -> dict[str, Any]:
+    """alpha and beta against log(comparisons) over every RM: slope and intercept of the least-squares line."""
+    fitted = {n: f for n, f in fits.items() if f is not None}
+    if len(fitted) < 2:
+        return {"skipped": "fewer than 2 RMs have a fit"}
+    logN = np.log([rms[n]["comparisons"] for n in fitted])
+    out = {}
+    for k in ("alpha", "beta"):
+        slope, intercept = np.polyfit(logN, [getattr(f, k) for f in fitted.values()], 1)
+        out[k] = {"intercept": float(intercept), "slope_per_log_comparison": float(slope)}
+    return out
+
+
+def _points(curve: dict[str, Any]) -> dict[str, Any]:
+    """The mean gains of a curve (what summary.json keeps and the figures draw)."""
+    keep = {k: curve[k] for k in ("n", "step", "d", "kl", "picked_gold") if k in curve}
+    return {
+        **keep,
+        "gold": [float(np.mean(g)) for g in curve["gold"]],
+        "proxy": [float(np.mean(p)) for p in curve["proxy"]],
+    }
+
+
+def clear_pieces(out: Path) -> None:
+    """Remove the study's pieces (not this run's config.yaml and lock; RUN/reward is outside ``out``)."""
+    from alignlab.run_lock import LOCK_NAME
+
+    for p in out.iterdir():
+        if p.name not in ("config.yaml", LOCK_NAME):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+# What the study's pieces depend on: a finished piece made with other values is not this study's.
+PIECE_SETTINGS = ("fractions", "prompts", "n_max", "iterations", "eval_interval", "kl_beta", "seed")
+
+
+def check_settings(cfg: OveroptStudyConfig, out: Path) -> None:
+    """Refuse to reuse pieces made with other settings (``settings.json``): say which, and how to rerun."""
+    now = {k: getattr(cfg, k) for k in PIECE_SETTINGS}
+    path = out / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [f"{k} ({before.get(k)!r} -> {v!r})" for k, v in now.items() if before.get(k) != v]
+        if changed:
+            raise ConfigError(
+                f"study overoptimization: {out} was made with other settings: {'; '.join(changed)}; "
+                "add --redo true to rerun it, or give another --study_dir"
+            )
+    atomic_write_json(path, now)
+
+
+def run(cfg: OveroptStudyConfig) -> dict:
+    from alignlab.report import plots
+
+    t0, out = time.time(), Path(cfg.output_dir)
+    run_dir = Path(cfg.run_dir)
+    _need(run_dir / "sft", "the SFT policy", run_dir)
+    heldout_rows(cfg)  # enough test prompts, before anything is trained
+    if cfg.redo:
+        clear_pieces(out)
+    check_settings(cfg, out)
+    rms = train_rms(cfg)
+    names = list(rms)  # smallest first
+    target = names[-1]
+    ppo = _ppo_base(cfg)
+    samples = bon_samples(cfg, ppo)
+    curves = {n: _measure(cfg, ppo, n, rms[n], samples) for n in names[:-1]}
+    inputs = [out / "best_of_n" / "samples.json"]
+    inputs += [out / "best_of_n" / f"{n}.json" for n in names[:-1]]
+    inputs += [out / f"ppo_{n}" / "heldout_curve.jsonl" for n in names[:-1]]
+    pre = write_prediction(cfg, _fits(curves, cfg), rms, target, inputs)
+    curves[target] = _measure(cfg, ppo, target, rms[target], samples)  # measured only after the prediction
+    fits = _fits(curves, cfg)
+    checked = check_prediction(pre, fits, target)
+    atomic_write_json(out / "prediction.json", checked)
+    fit_json = {
+        form: {n: f.to_dict() if f else None for n, f in fits[form].items()}
+        | {"trend_in_log_comparisons": _trend(fits[form], rms)}
+        for form in fits
+    }
+    atomic_write_json(out / "fit.json", fit_json)
+    points = {n: {k: _points(c[k]) for k in c} for n, c in curves.items()}
+    params = {form: {n: f.params if f else None for n, f in fits[form].items()} for form in fits}
+    summary = {
+        "run_dir": str(run_dir),
+        "rms": rms,
+        "prompts": cfg.prompts,
+        "n_max": cfg.n_max,
+        "ppo": {"iterations": cfg.iterations, "eval_interval": cfg.eval_interval, "kl_beta": cfg.kl_beta},
+        "points": points,
+        "fits": params,
+        "fit_intervals": {form: {n: f.intervals if f else None for n, f in fits[form].items()} for form in fits},
+        "prediction": checked,
+        "seconds": round(time.time() - t0, 1),
+    }
+    plots.overoptimization(points, params, "best_of_n", out / "best_of_n.png")
+    plots.overoptimization(points, params, "rl", out / "rl.png")
+    atomic_write_json(out / "summary.json", summary)
+    print_summary(summary)
+    return summary
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    print("[study] RM (comparisons): best-of-n alpha, beta, d*; RL alpha, beta, d*")
+
+    def params(f: dict | None) -> str:
+        return "no fit" if f is None else f"{f['alpha']:.3f}, {f['beta']:.3f}, {f['d_star']:.3g}"
+
+    for n, rm in s["rms"].items():
+        print(f"  {n:<12} ({rm['comparisons']}) bon {params(s['fits']['bon'][n])}; rl {params(s['fits']['rl'][n])}")
+    p = s["prediction"]
+    for form in ("bon", "rl"):
+        if "skipped" in p[form]:
+            print(f"[study] {form}: no prediction ({p[form]['skipped']})")
+            continue
+        d = {k: _float(v) for k, v in p[form]["d_star"].items() if k != "inside"}
+        print(
+            f"[study] {form} d* of {p['target_rm']}: predicted {d['estimate']:.3g} [{d['lo']:.3g}, {d['hi']:.3g}], "
+            f"measured {d['actual']:.3g} ({'inside' if p[form]['d_star']['inside'] else 'outside'})"
+        )

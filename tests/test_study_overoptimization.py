@@ -1,0 +1,116 @@
+"""alignlab study overoptimization: proxy RMs of 3 data sizes, best-of-n and PPO against each, Gao et al.'s fits,
+and the largest RM's peak predicted before it is measured."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from alignlab.config import ConfigError, resolve
+from alignlab.evaluate.overoptimization_fit import best_of_n_d
+from alignlab.stages.registry import STAGES, run_stage
+from alignlab.studies.overoptimization import OveroptStudyConfig, _expected_of_pick
+from fixtures_pipeline import smoke_pipeline_run  # noqa: F401
+
+STUDY = "study_overoptimization"
+
+
+def _study(run, **extra):
+    cls, presets, _ = STAGES["study overoptimization"].load()
+    return run_stage("study overoptimization", resolve(cls, presets, "smoke", None, {"run_dir": str(run), **extra}))
+
+
+@pytest.fixture(scope="module")
+def study_run(smoke_pipeline_run, tmp_path_factory):
+    """A copy of the shared smoke pipeline run with the smoke study run in it (RUN/reward is its largest RM)."""
+    run = tmp_path_factory.mktemp("overopt") / "run"
+    shutil.copytree(smoke_pipeline_run, run, symlinks=True)
+    _study(run, n_boot="100")
+    return run
+
+
+def _read(path):
+    return json.loads(path.read_text())
+
+
+def test_bad_settings_are_refused_by_name():
+    with pytest.raises(ConfigError, match="fractions"):
+        OveroptStudyConfig(fractions=[0.5, 1.0])
+    with pytest.raises(ConfigError, match="n_max"):
+        OveroptStudyConfig(n_max=12)
+    with pytest.raises(ConfigError, match="iterations"):
+        OveroptStudyConfig(iterations=4, eval_interval=3)
+    with pytest.raises(ConfigError, match="prompts"):
+        OveroptStudyConfig(prompts=1)
+
+
+def test_expected_pick_is_the_mean_over_every_subset():
+    rng = np.random.default_rng(0)
+    key, value = rng.standard_normal((3, 6)), rng.standard_normal((3, 6))
+    for m in (1, 2, 4, 6):
+        brute = [
+            np.mean([value[p, s[int(np.argmax(key[p, list(s)]))]] for s in itertools.combinations(range(6), m)])
+            for p in range(3)
+        ]
+        assert np.allclose(_expected_of_pick(key, value, m), brute)
+
+
+def test_smoke_study_fits_every_rm_and_predicts_the_largest_before_measuring_it(study_run):
+    out = study_run / STUDY
+    s = _read(out / "summary.json")
+    names = list(s["rms"])
+    assert [s["rms"][n]["comparisons"] for n in names] == sorted(s["rms"][n]["comparisons"] for n in names)
+    assert s["rms"][names[-1]]["folder"] == str(study_run / "reward")  # the run's own RM is the "all" one
+    # best-of-n: d of every n, from one set of draws scored by every RM
+    bon = s["points"][names[0]]["best_of_n"]
+    assert bon["n"] == [1, 2, 4, 8, 16] and bon["d"] == [best_of_n_d(n) for n in bon["n"]] and bon["gold"][0] == 0
+    assert len(_read(out / "best_of_n" / "samples.json")["texts"][0]) == 16
+    # RL: held-out KL measured along each run, exactly 0 before the first update (the policy is the reference)
+    curve = [json.loads(line) for line in (out / f"ppo_{names[0]}" / "heldout_curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 4] and all(k == 0 for k in curve[0]["kl"])
+    assert "heldout_kl_final" in _read(out / f"ppo_{names[0]}" / "summary.json")
+    fit = _read(out / "fit.json")
+    assert {"alpha", "beta", "d_star", "r_star"} <= set(fit["bon"][names[0]]["params"])
+    assert fit["bon"][names[0]]["n_prompts"] == 8 and "trend_in_log_comparisons" in fit["rl"]
+    # the prediction was written after the smaller RMs were measured and before the largest one was
+    pre = _read(out / "prediction_pre.json")
+    at = pre["written_at"]
+    assert pre["target_rm"] == names[-1] and set(pre["from_rms"]) == set(names[:-1])
+    for n in names[:-1]:
+        assert _read(out / "best_of_n" / f"{n}.json")["finished_at"] < at
+        assert _read(out / f"ppo_{n}" / "summary.json")["finished_at"] < at
+    assert _read(out / "best_of_n" / f"{names[-1]}.json")["finished_at"] > at
+    assert _read(out / f"ppo_{names[-1]}" / "summary.json")["finished_at"] > at
+    checked = _read(out / "prediction.json")
+    for form in ("bon", "rl"):
+        assert "skipped" in checked[form] or {"estimate", "lo", "hi", "actual", "inside"} <= set(
+            checked[form]["d_star"]
+        )
+    assert (out / "best_of_n.png").stat().st_size > 0 and (out / "rl.png").stat().st_size > 0
+
+
+def test_the_report_has_the_section(study_run):
+    from alignlab.report.build import ReportConfig
+    from alignlab.report.build import run as build_report
+
+    build_report(ReportConfig(run_dir=str(study_run)))
+    md = (study_run / "report.md").read_text()
+    assert "## Reward over-optimisation (Gao et al. 2022)" in md and "Predicted before rm_100pct" in md
+    assert (study_run / "report_overopt_rl.png").is_file()
+
+
+def test_a_second_run_reuses_every_piece(study_run, capsys):
+    out = study_run / STUDY
+    kept = [p for p in out.rglob("*") if p.is_file() and p.parent != out] + [out / "prediction_pre.json"]
+    kept += [study_run / "reward" / "summary.json"]
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    _study(study_run, n_boot="100")
+    assert {p: p.stat().st_mtime_ns for p in kept} == before
+    assert "reward model on" not in capsys.readouterr().out
+    # pieces made with other settings are not reused silently
+    with pytest.raises(ConfigError, match="n_max"):
+        _study(study_run, n_max="8")
