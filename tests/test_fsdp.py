@@ -10,8 +10,13 @@ Cost: starting a 2-process launch (interpreters, imports) costs more than a tiny
 1-process reference runs happen in the test process, and pretrain, SFT, the reward model and DPO share one
 sharded launch (tests/fsdp_stages_driver.py); PPO has its own (it is killed and resumed).
 
-Tolerances as in test_distributed.py (see its docstring): what is left between the runs is summation
-order (reduce-scatter instead of one sum) and the unfused AdamW that DTensors need.
+Tolerances: losses as in test_distributed.py (see its docstring); weights within 1e-5 (FSDP_WEIGHT_ATOL),
+except the reward model's. What is left between the runs is summation order (reduce-scatter instead of one
+sum) and the unfused AdamW that DTensors need. The reward model's published weights differ from 1 process
+by 5.2e-5 in one element (every other below 1e-6), and a DDP run on 2 processes with the same settings
+differs by exactly the same 5.2e-5 (measured once, a one-off diagnostic): it is the 2-process gradient
+sum's rounding, which Adam at lr 5e-3 turns into a step on a near-zero gradient, not sharding. So the
+reward model is held to DDP's tolerance (WEIGHT_ATOL, 1e-4).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from test_distributed import PPO_DRIVER, WEIGHT_ATOL, _close, _max_weight_diff, 
 ROOT = Path(__file__).resolve().parents[1]
 FSDP_2PROC = ROOT / "configs" / "accelerate" / "fsdp2_cpu_2proc.yaml"
 STAGES_DRIVER = Path(__file__).with_name("fsdp_stages_driver.py")
+FSDP_WEIGHT_ATOL = 1e-5
 
 
 def _launch(args: list[str], report: Path | None = None, script: Path | None = None, kill: str = "") -> None:
@@ -188,7 +194,8 @@ def _compare(root: Path, stage: str, keys: tuple[str, ...]) -> tuple[Path, Path]
     for key in keys:
         a, b = [m[key] for m in m1 if key in m], [m[key] for m in m2 if key in m]
         assert len(a) == len(b) > 0 and all(_close(x, y) for x, y in zip(a, b)), (key, a, b)
-    assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < WEIGHT_ATOL
+    atol = WEIGHT_ATOL if stage == "reward" else FSDP_WEIGHT_ATOL  # see the module notes
+    assert _max_weight_diff(one / "model.safetensors", two / "model.safetensors") < atol
     _assert_sharded(root / "report", stage)
     assert (two / "checkpoint" / "sharded").is_dir() and not (two / "checkpoint" / "optimizer.pt").exists()
     return one, two
@@ -247,7 +254,7 @@ def test_ppo_fsdp2_killed_and_resumed_matches_one_process(rlhf_inputs, tmp_path,
         for key in ("rm_score_mean", "kl", "beta", "pg_loss", "vf_loss", "reward_mean", "response_len"):
             assert _close(a[key], b[key]), (key, a[key], b[key])
     for part in ("", "value_model"):
-        assert _max_weight_diff(one / part / "model.safetensors", two / part / "model.safetensors") < WEIGHT_ATOL
+        assert _max_weight_diff(one / part / "model.safetensors", two / part / "model.safetensors") < FSDP_WEIGHT_ATOL
     _loads_and_generates(two)
     _loads_and_generates(two / "value_model", "AutoModelForSequenceClassification")
 
