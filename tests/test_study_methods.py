@@ -86,3 +86,28 @@ def test_over_seeds_is_a_t_interval_over_the_seed_values():
     half = 4.303 * 0.1 / math.sqrt(3)
     assert x["value"] == 0.6 and x["low"] == round(0.6 - half, 4) and x["high"] == round(0.6 + half, 4)
     assert over_seeds([0.55])["low"] is None and over_seeds([None, None])["value"] is None
+
+
+def test_best_of_n_is_set_against_the_overoptimization_law(tmp_path):
+    """Gains of best-of-n over best-of-1, paired over prompts, beside the law's R(d) at the same d."""
+    from alignlab.studies.methods import bon_against_overoptimization
+
+    study = tmp_path / "run" / "study_overoptimization"
+    study.mkdir(parents=True)
+    (study / "fit.json").write_text(json.dumps({"bon": {"rm_100pct": {"params": {"alpha": 0.2, "beta": 0.05}}}}))
+    evaluate = tmp_path / "run" / "study_methods" / "seeds" / "0" / "evaluate"
+    evaluate.mkdir(parents=True)
+    gains = {1: 0.0, 4: 0.1, 16: 0.5}  # every prompt gains exactly this: a zero-width interval
+    lines = [
+        {"policy": f"best_of_{n}", "probe": False, "gold_reward": 0.3 + g} for _ in range(5) for n, g in gains.items()
+    ]
+    (evaluate / "samples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    check = bon_against_overoptimization(
+        MethodStudyConfig(run_dir=str(tmp_path / "run"), seeds=[0], best_of_n=[1, 4, 16])
+    )
+    d4 = math.sqrt(math.log(4) - 0.75)
+    assert check["by_n"][4]["gain"] == pytest.approx(0.1) and check["by_n"][4]["law"] == pytest.approx(
+        d4 * (0.2 - 0.05 * d4), abs=1e-4
+    )
+    assert not check["by_n"][16]["inside"]  # 0.5 is far above the law at n = 16
+    assert bon_against_overoptimization(MethodStudyConfig(run_dir=str(tmp_path / "run"), best_of_n=[4, 16])) is None

@@ -106,3 +106,21 @@ def methods_section(doc, study: dict | None, out: Path) -> None:
         rows,
     )
     doc.image(plots.methods(table, out / "report_methods.png"), "win rate against compute, gold against KL")
+    _against_overoptimization(doc, study.get("best_of_n_against_overoptimization"))
+
+
+def _against_overoptimization(doc, check: dict | None) -> None:
+    """Best-of-n here against the over-optimisation study's fitted law for the same SFT policy and RM."""
+    if not check:
+        return
+    rows = [
+        [str(n), f"{x['d']:.2f}", f"{x['gain']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]", f"{x['law']:+.3f}",
+         "yes" if x["inside"] else "no"]
+        for n, x in check["by_n"].items()
+    ]  # fmt: skip
+    doc.p(
+        "Best-of-n against the over-optimisation study's law (`alignlab study overoptimization`, the same SFT policy "
+        "and RM, other draws and prompts): the gold gain of best-of-n over best-of-1 here (first seed, paired over "
+        "prompts, 95% bootstrap) and R(d) = d(α − β·d) fitted there, at d = sqrt(log n − (n−1)/n)."
+    )
+    doc.table(["n", "d", "gain here", "the law", "law inside the interval"], rows)

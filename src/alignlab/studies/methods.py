@@ -198,6 +198,36 @@ def seed_rows(cfg: MethodStudyConfig, seed: int, results_path: Path) -> dict[str
     return rows
 
 
+def bon_against_overoptimization(cfg: MethodStudyConfig) -> dict[str, Any] | None:
+    """Best-of-n here against ``alignlab study overoptimization``'s law for the same SFT policy and RM (the
+    first seed's, ``RUN/reward``): the gold gain of best-of-n over best-of-1 (paired over prompts, 95% bootstrap)
+    next to the fitted R(d) = d(alpha - beta d) at the same d. None when that study or n = 1 is missing."""
+    import numpy as np
+
+    from alignlab.evaluate.overoptimization_fit import gain
+
+    fit_path = Path(cfg.run_dir) / "study_overoptimization" / "fit.json"
+    samples = Path(cfg.output_dir) / "seeds" / str(cfg.seeds[0]) / "evaluate" / "samples.jsonl"
+    fit = json.loads(fit_path.read_text()).get("bon", {}).get("rm_100pct") if fit_path.is_file() else None
+    if fit is None or 1 not in cfg.best_of_n or not samples.is_file():
+        return None
+    gold: dict[str, list[float]] = {}
+    for line in samples.read_text().splitlines():
+        r = json.loads(line)
+        if not r.get("probe"):
+            gold.setdefault(r["policy"], []).append(r["gold_reward"])
+    one, rng, out = np.array(gold["best_of_1"]), np.random.default_rng(0), {}
+    for n in sorted(m for m in cfg.best_of_n if m > 1):
+        diff = np.array(gold[f"best_of_{n}"]) - one
+        boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(1000)]
+        d = float(np.sqrt(np.log(n) - (n - 1) / n))
+        law = float(gain(d, fit["params"]["alpha"], fit["params"]["beta"], "bon"))
+        low, high = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
+        out[n] = {"d": round(d, 4), "gain": round(float(diff.mean()), 4), "low": round(low, 4), "high": round(high, 4),
+                  "law": round(law, 4), "inside": low <= law <= high}  # fmt: skip
+    return {"fit": str(fit_path), "rm": "rm_100pct", "by_n": out}
+
+
 def over_seeds(values: list[float | None]) -> dict[str, Any]:
     """Mean over seeds with a 95% t-interval over seeds (training noise and prompt noise together: each seed
     has its own SFT, RM and methods), and the values. One seed: the mean alone."""
@@ -248,6 +278,7 @@ def run(cfg: MethodStudyConfig) -> dict:
         "run_dir": cfg.run_dir,
         "seeds": cfg.seeds,
         "budget": budget,
+        "best_of_n_against_overoptimization": bon_against_overoptimization(cfg),
         "methods": table,
         "per_seed": {str(s): rows for s, rows in per_seed.items()},
         "seconds": round(time.time() - t0, 1),
