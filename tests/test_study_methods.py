@@ -111,3 +111,8 @@ def test_best_of_n_is_set_against_the_overoptimization_law(tmp_path):
     )
     assert not check["by_n"][16]["inside"]  # 0.5 is far above the law at n = 16
     assert bon_against_overoptimization(MethodStudyConfig(run_dir=str(tmp_path / "run"), best_of_n=[4, 16])) is None
+
+
+def test_rate_intervals_stay_between_0_and_1():
+    x = over_seeds([0.0, 0.2, 0.01], rate=True)
+    assert x["low"] == 0.0 and 0.0 < x["high"] <= 1.0 and over_seeds([0.0, 0.2, 0.01])["low"] < 0

@@ -44,6 +44,9 @@ METRICS = [
     "heldout_ptx_loss_delta",
     "nlp_accuracy_delta",
 ]
+# Shares of prompts (or of a labeler's preferences): their intervals are cut to [0, 1], where a t-interval over
+# three seeds can reach past either end.
+RATES = {m for m in METRICS if m.endswith(("_rate", "_labelers", "_compliance"))}
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -228,9 +231,9 @@ def bon_against_overoptimization(cfg: MethodStudyConfig) -> dict[str, Any] | Non
     return {"fit": str(fit_path), "rm": "rm_100pct", "by_n": out}
 
 
-def over_seeds(values: list[float | None]) -> dict[str, Any]:
+def over_seeds(values: list[float | None], rate: bool = False) -> dict[str, Any]:
     """Mean over seeds with a 95% t-interval over seeds (training noise and prompt noise together: each seed
-    has its own SFT, RM and methods), and the values. One seed: the mean alone."""
+    has its own SFT, RM and methods), and the values. One seed: the mean alone. ``rate``: cut to [0, 1]."""
     import math
 
     vs = [v for v in values if v is not None]
@@ -242,7 +245,8 @@ def over_seeds(values: list[float | None]) -> dict[str, Any]:
     if len(vs) > 1:
         sd = math.sqrt(sum((v - mean) ** 2 for v in vs) / (len(vs) - 1))
         half = T_975.get(len(vs) - 1, 1.96) * sd / math.sqrt(len(vs))
-        out["low"], out["high"] = round(mean - half, 4), round(mean + half, 4)
+        low, high = (max(mean - half, 0.0), min(mean + half, 1.0)) if rate else (mean - half, mean + half)
+        out["low"], out["high"] = round(low, 4), round(high, 4)
     return out
 
 
@@ -252,7 +256,11 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[
     names = [n for n in per_seed[seeds[0]] if all(n in per_seed[s] for s in seeds)]
     keys = [*METRICS, "policy_samples", "inference_samples", "seconds"]
     return {
-        name: {k: over_seeds([per_seed[s][name].get(k) for s in seeds]) for k in keys if k in per_seed[seeds[0]][name]}
+        name: {
+            k: over_seeds([per_seed[s][name].get(k) for s in seeds], rate=k in RATES)
+            for k in keys
+            if k in per_seed[seeds[0]][name]
+        }
         for name in names
     }
 
