@@ -1,9 +1,11 @@
-"""Shared fixtures: a tiny text corpus written to disk, so foundation tests do not depend on the world."""
+"""Shared fixtures: a tiny text corpus written to disk (so foundation tests do not depend on the world), and the
+whole smoke pipeline run that the report and study tests share."""
 
 from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,19 @@ def _fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline_run(tmp_path_factory) -> Path:
+    """The whole smoke pipeline, diagnostics included (ppo_gold), into a temporary folder (about 25 s). Shared:
+    a test that adds steps to it works on a copy. Defined here, not in a fixtures module a test imports: an
+    imported session fixture is a separate definition in each importing module, and would run once per module."""
+    from alignlab.config import resolve
+    from alignlab.stages.pipeline import PRESETS, PipelineConfig
+    from alignlab.stages.registry import run_stage
+
+    root = tmp_path_factory.mktemp("smoke_pipeline") / "run"
+    run_stage(
+        "pipeline", resolve(PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(root), "diagnostics": "true"})
+    )
+    return root

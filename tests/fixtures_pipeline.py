@@ -42,20 +42,6 @@ SFT_FAST = {"epochs": "8", "batch_size": "8", "optim.lr": "5e-3", "optim.warmup_
 
 
 @pytest.fixture(scope="session")
-def smoke_pipeline_run(tmp_path_factory) -> Path:
-    """The whole smoke pipeline, diagnostics included (ppo_gold), into a temporary folder (about 25 s). Shared:
-    a test that adds steps to it works on a copy."""
-    from alignlab.stages.pipeline import PRESETS, PipelineConfig
-    from alignlab.stages.registry import run_stage
-
-    root = tmp_path_factory.mktemp("smoke_pipeline") / "run"
-    run_stage(
-        "pipeline", resolve(PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(root), "diagnostics": "true"})
-    )
-    return root
-
-
-@pytest.fixture(scope="session")
 def smoke_world(tmp_path_factory):
     """world/ tokenizer/ pretrain/ of the smoke preset (pretrain shortened)."""
     root = tmp_path_factory.mktemp("pipe")

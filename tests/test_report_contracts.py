@@ -24,7 +24,6 @@ from alignlab.summaries import (
     RewardSummary,
     WorldStats,
 )
-from fixtures_pipeline import smoke_pipeline_run  # noqa: F401
 from fixtures_report import SyntheticRun, find, judge
 
 

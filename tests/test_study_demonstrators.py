@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import datasets
 import pytest
 
 from alignlab.config import ConfigError, resolve
-from alignlab.stages.pipeline import PRESETS as PIPELINE_PRESETS
-from alignlab.stages.pipeline import PipelineConfig
 from alignlab.stages.registry import STAGES, run_stage
 from alignlab.studies.demonstrators import DemonstratorStudyConfig
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(smoke_pipeline_run, tmp_path_factory):
+    """The shared smoke run's world, tokenizer, base model and settings: what the study builds on."""
     run = tmp_path_factory.mktemp("study") / "run"
-    cfg = resolve(
-        PipelineConfig,
-        PIPELINE_PRESETS,
-        "smoke",
-        None,
-        {
-            "output_dir": str(run),
-            "stages": "[world, tokenizer, pretrain]",
-            "stage_overrides": "{pretrain: {max_steps: 30, eval_interval: 30, run.checkpoint_interval: 0}}",
-        },
-    )
-    run_stage("pipeline", cfg)
+    for step in ("world", "tokenizer", "pretrain"):
+        shutil.copytree(smoke_pipeline_run / step, run / step)
+    shutil.copy(smoke_pipeline_run / "config.yaml", run / "config.yaml")
     return run
 
 

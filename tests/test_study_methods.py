@@ -12,7 +12,6 @@ from alignlab.config import ConfigError, resolve
 from alignlab.report.methods_study import _label
 from alignlab.stages.registry import STAGES, run_stage
 from alignlab.studies.methods import MethodStudyConfig, over_seeds
-from fixtures_pipeline import smoke_pipeline_run  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from alignlab.config import ConfigError, resolve
 from alignlab.evaluate.overoptimization_fit import best_of_n_d
 from alignlab.stages.registry import STAGES, run_stage
 from alignlab.studies.overoptimization import OveroptStudyConfig, _expected_of_pick
-from fixtures_pipeline import smoke_pipeline_run  # noqa: F401
 
 STUDY = "study_overoptimization"
 
