@@ -54,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from random_llama import COLOURS, NAMES, save_random_llama  # benchmarks/, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "ddp": ROOT / "configs" / "accelerate" / "cpu_2proc.yaml",
@@ -72,39 +74,14 @@ def rss_now() -> int:
 
 def build_inputs(a, work: Path) -> dict:
     """Tokenizer, a random Llama and prompt/completion demonstrations (train and validation) under ``work``."""
-    import random
-
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from alignlab.models.tokenizer import train_bpe
-
-    rng = random.Random(0)
-    names, colours = ["Bruk", "Zel", "Mora", "Tib", "Quon", "Fen"], ["red", "blue", "green", "grey"]
-    corpus = [f"{rng.choice(names)} likes {rng.choice(colours)} hats and lives by river {i % 7}." for i in range(400)]
-    tok = train_bpe(corpus, vocab_size=a.vocab)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=a.hidden,
-        intermediate_size=int(a.hidden * 8 / 3) // 64 * 64,
-        num_hidden_layers=a.layers,
-        num_attention_heads=a.hidden // 64,
-        num_key_value_heads=a.hidden // 64,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = LlamaForCausalLM(cfg)
-    model.save_pretrained(work / "model")
-    tok.save_pretrained(work / "model")
+    _, model = save_random_llama(a.hidden, a.layers, a.vocab, work / "model")
 
     def rows(n: int, offset: int) -> str:
         out = []
         for i in range(offset, offset + n):
-            name, colour = names[i % len(names)], colours[i % len(colours)]
+            name, colour = NAMES[i % len(NAMES)], COLOURS[i % len(COLOURS)]
             out.append(
                 {"prompt": f"What does {name} like?", "completion": f"{name} likes {colour} hats, river {i % 7}."}
             )

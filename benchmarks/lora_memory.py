@@ -31,44 +31,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from random_llama import NAMES, save_random_llama  # benchmarks/, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_inputs(a, work: Path) -> dict[str, str]:
     """Tokenizer, a random Llama policy and its reward model, and a prompts file, under ``work``."""
-    import random
+    from transformers import AutoModelForSequenceClassification
 
-    import torch
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM
-
-    from alignlab.models.tokenizer import train_bpe
-
-    rng = random.Random(0)
-    names, colours = ["Bruk", "Zel", "Mora", "Tib", "Quon", "Fen"], ["red", "blue", "green", "grey"]
-    corpus = [f"{rng.choice(names)} likes {rng.choice(colours)} hats and lives by river {i % 7}." for i in range(400)]
-    tok = train_bpe(corpus, vocab_size=a.vocab)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=a.hidden,
-        intermediate_size=int(a.hidden * 8 / 3) // 64 * 64,
-        num_hidden_layers=a.layers,
-        num_attention_heads=a.hidden // 64,
-        num_key_value_heads=a.hidden // 64,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    policy = LlamaForCausalLM(cfg)
-    policy.save_pretrained(work / "policy")
-    tok.save_pretrained(work / "policy")
+    tok, policy = save_random_llama(a.hidden, a.layers, a.vocab, work / "policy")
     rm = AutoModelForSequenceClassification.from_pretrained(work / "policy", num_labels=1)
     rm.config.pad_token_id = tok.pad_token_id
     rm.save_pretrained(work / "rm")
     (work / "prompts.jsonl").write_text(
-        "".join(json.dumps({"prompt": f"What colour is {n}?"}) + "\n" for n in names * 8)
+        "".join(json.dumps({"prompt": f"What colour is {n}?"}) + "\n" for n in NAMES * 8)
     )
     n_params = sum(p.numel() for p in policy.parameters())
     return {
