@@ -16,12 +16,13 @@ record must be whole or absent.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,21 @@ def _parse_value(path: Path, raw: str, line: int, column: str, header_name: str)
     return value
 
 
+@contextlib.contextmanager
+def _csv_with_header(path: Path) -> Iterator[tuple[Any, list[str]]]:
+    """A CSV reader past its header line, refused by name when the file cannot be opened or has no header."""
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise RunsFileError(path, f"cannot open: {exc.strerror or exc}") from exc
+    with fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise RunsFileError(path, "empty file or empty header line", line=1)
+        yield reader, header
+
+
 def read_runs_csv(path: str | os.PathLike[str], target: str = "loss") -> dict[str, np.ndarray]:
     """Read a sweep of runs: {"N", "D", "C", target} → float arrays (only the columns present).
 
@@ -128,15 +144,7 @@ def read_runs_csv(path: str | os.PathLike[str], target: str = "loss") -> dict[st
     if target not in ("loss", "pass_rate"):
         raise ValueError("target must be 'loss' or 'pass_rate'")
     path = Path(path)
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise RunsFileError(path, f"cannot open: {exc.strerror or exc}") from exc
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or not any(h.strip() for h in header):
-            raise RunsFileError(path, "empty file or empty header line", line=1)
+    with _csv_with_header(path) as (reader, header):
         cols = _canonical_columns(path, header)
         _check_required(path, header, cols, target)
         wanted = {k: i for k, i in cols.items() if k in ("N", "D", "C", target)}
@@ -168,15 +176,7 @@ def read_pass_rates_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     to problems the small models solve sometimes). Errors name the file, line and column.
     """
     path = Path(path)
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise RunsFileError(path, f"cannot open: {exc.strerror or exc}") from exc
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or not any(h.strip() for h in header):
-            raise RunsFileError(path, "empty file or empty header line", line=1)
+    with _csv_with_header(path) as (reader, header):
         cols = _canonical_columns(path, header)
         names = [h.strip().lower() for h in header]
         i_problem = next((names.index(a) for a in PROBLEM_ALIASES if a in names), None)
