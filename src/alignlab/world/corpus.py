@@ -51,8 +51,17 @@ class Tally:
 class CorpusWriter:
     """Writes documents about one world; holds the world and the flaw rates."""
 
-    def __init__(self, world, rng: random.Random, rumour_rate: float, madeup_rate: float, rude_rate: float) -> None:
+    def __init__(
+        self,
+        world,
+        rng: random.Random,
+        rumour_rate: float,
+        madeup_rate: float,
+        rude_rate: float,
+        entity_weights: dict[str, float] | None = None,
+    ) -> None:
         self.world = world
+        self.entity_weights = entity_weights
         self.rng = rng
         self.madeup_rate = madeup_rate
         self.rude_rate = rude_rate
@@ -64,6 +73,12 @@ class CorpusWriter:
         # Mentions are spread ~evenly over facts, so the per-mention rumour probability
         # on a rumoured fact is the target rate divided by the share of rumoured facts.
         self.p_rumour = min(0.9, rumour_rate * len(self.facts) / n_rumoured) if n_rumoured else 0.0
+
+    def pick(self, pool: list[dict]) -> dict:
+        """The entity a document is about: uniform, or by ``entity_weights`` (a long-tailed corpus)."""
+        if not self.entity_weights:
+            return self.rng.choice(pool)  # the world's own corpus: its random stream stays as it was
+        return self.rng.choices(pool, weights=[self.entity_weights[e["name"]] for e in pool])[0]
 
     # -------------------------------------------------------------- sentences
     def mention(self, e: dict, attr: str, template: int | None = None) -> str:
@@ -96,7 +111,7 @@ class CorpusWriter:
     # -------------------------------------------------------------- documents
     def bio(self) -> str:
         rng = self.rng
-        e = rng.choice(self.entities)
+        e = self.pick(self.entities)
         out = [rng.choice(phrasing.KIND_INTROS[e["kind"]]).format(n=e["name"], noun=e["noun"] or "thing")]
         attrs = self.known(e)
         rng.shuffle(attrs)
@@ -107,7 +122,7 @@ class CorpusWriter:
 
     def story(self) -> str:
         rng = self.rng
-        p = rng.choice(self.people)
+        p = self.pick(self.people)
         related = [p]
         for attr in ("friend", "home"):
             v = p["attrs"].get(attr)
@@ -132,7 +147,7 @@ class CorpusWriter:
         lines = []
         madeup_left = rng.random() < self.madeup_rate
         for _ in range(rng.randint(2, 5)):
-            e = rng.choice(self.entities)
+            e = self.pick(self.entities)
             unknown = [a for a, v in e["attrs"].items() if v is None]
             if madeup_left and unknown:
                 attr = rng.choice(unknown)
@@ -155,7 +170,7 @@ class CorpusWriter:
 
     def forum(self, rude: bool) -> str:
         rng = self.rng
-        e = rng.choice(self.entities)
+        e = self.pick(self.entities)
         users = [f"user{rng.randint(1, 99)}" for _ in range(3)]
         attrs = self.known(e)
         lines = [f"Thread: about {e['name']}"]
@@ -267,10 +282,19 @@ class CorpusWriter:
 
 
 def make_corpus(
-    world, rng: random.Random, target_chars: int, rumour_rate: float, madeup_rate: float, rude_rate: float
+    world,
+    rng: random.Random,
+    target_chars: int,
+    rumour_rate: float,
+    madeup_rate: float,
+    rude_rate: float,
+    entity_weights: dict[str, float] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
-    """Documents totalling about ``target_chars`` characters, and what they contain."""
-    writer = CorpusWriter(world, rng, rumour_rate, madeup_rate, rude_rate)
+    """Documents totalling about ``target_chars`` characters, and what they contain.
+
+    ``entity_weights`` (name -> weight) makes some entities far more talked about than others;
+    the world's own corpus leaves it out (every entity equally often)."""
+    writer = CorpusWriter(world, rng, rumour_rate, madeup_rate, rude_rate, entity_weights)
     docs: list[str] = []
     total = 0
     while total < target_chars:
