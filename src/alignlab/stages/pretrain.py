@@ -28,7 +28,7 @@ from alignlab.data.heldout import (
     load_train_eval,
     no_eval_message,
 )
-from alignlab.data.packing import block_indices, pack_documents, unigram_entropy
+from alignlab.data.packing import block_indices, packed_blocks, unigram_entropy
 from alignlab.distributed import make_accelerator
 from alignlab.errors import ConfigError, DataError
 from alignlab.faults import fault_point
@@ -75,6 +75,11 @@ class PretrainConfig:
     )
     optim: OptimSettings = arg(
         factory=lambda: OptimSettings(lr=3e-3, weight_decay=0.1, warmup_steps=40), help=OptimSettings.HELP
+    )
+    pack_cache: str = arg(
+        "",
+        "folder that keeps the tokenized, packed corpus for later runs on the same data (a scaling sweep); "
+        "empty = tokenize every run",
     )
     output_dir: str = arg("runs/pretrain", "where the model, metrics and checkpoints go")
 
@@ -148,8 +153,8 @@ def load_corpus(cfg: PretrainConfig) -> Corpus:
     if split.eval is None:
         raise DataError(no_eval_message("pretrain", cfg.data, split.info))
     train_ds, eval_ds = split.train, split.eval
-    train_blocks = pack_documents(list(train_ds[cfg.text_column]), tok, cfg.seq_len)
-    eval_blocks = pack_documents(list(eval_ds[cfg.text_column]), tok, cfg.seq_len)[: cfg.eval_blocks]
+    train_blocks = packed_blocks(train_ds, cfg.text_column, tok, cfg.seq_len, cfg.pack_cache)
+    eval_blocks = packed_blocks(eval_ds, cfg.text_column, tok, cfg.seq_len, cfg.pack_cache)[: cfg.eval_blocks]
     return Corpus(tok, train_blocks, eval_blocks, list(eval_ds[cfg.text_column][:3]), split.info)
 
 
