@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from alignlab.rollout.generate import generate_responses
-from alignlab.world import facts, phrasing
+from alignlab.world import facts, lexicon, phrasing
 from alignlab.world.storage import load_world
 
 
@@ -55,12 +55,20 @@ def _cloze_template(kind: str, attr: str) -> str:
 
 
 def fact_cloze_items(
-    world_dir: str | Path, n_items: int, seed: int = 0, include_rumoured: bool = False
+    world_dir: str | Path,
+    n_items: int,
+    seed: int = 0,
+    include_rumoured: bool = False,
+    entities: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """``n_items`` fact-cloze items drawn (seeded) from the world's specified facts."""
+    """``n_items`` fact-cloze items drawn (seeded) from the world's specified facts (of ``entities`` only,
+    when given)."""
     world = load_world(world_dir)
     pool = []
+    keep = set(entities) if entities is not None else None
     for e, attr, value in facts.specified_facts(world):
+        if keep is not None and e["name"] not in keep:
+            continue
         if not include_rumoured and attr in world.rumours.get(e["name"], {}):
             continue
         template = _cloze_template(e["kind"], attr)
@@ -72,6 +80,29 @@ def fact_cloze_items(
         raise ValueError(f"{world_dir}: the world has no usable facts for the cloze task")
     rng = random.Random(seed)
     return rng.sample(pool, min(n_items, len(pool)))
+
+
+def word_reversal_items(n_items: int, seed: int = 0) -> list[dict[str, Any]]:
+    """ "Banana spelled backwards is" -> "ananab": the corpus's own phrasing (``CorpusWriter.words``).
+
+    Several tokens must all be right, letter by letter, so this is a multi-step output where
+    fact cloze is a single word."""
+    words = sorted({w for ws in lexicon.WORD_CATEGORIES.values() for w in ws})
+    pool = [{"id": f"reverse.{w}", "prompt": f"{w.capitalize()} spelled backwards is", "value": w[::-1]} for w in words]
+    return random.Random(seed).sample(pool, min(n_items, len(pool)))
+
+
+def arithmetic_items(n_items: int, seed: int = 0) -> list[dict[str, Any]]:
+    """ "7 plus 12 is" -> "19", "8 times 6 is" -> "48": sums of 0-20 and products of 2-9, as the corpus states them."""
+    pool = [
+        {"id": f"add.{a}.{b}", "prompt": f"{a} plus {b} is", "value": str(a + b)} for a in range(21) for b in range(21)
+    ]
+    pool += [
+        {"id": f"mul.{a}.{b}", "prompt": f"{a} times {b} is", "value": str(a * b)}
+        for a in range(2, 10)
+        for b in range(2, 10)
+    ]
+    return random.Random(seed).sample(pool, min(n_items, len(pool)))
 
 
 def passes(text: str, value: str) -> bool:
