@@ -23,7 +23,7 @@ def usage() -> str:
     width = max(len(n) for n in STAGES)
     lines = [__doc__.strip().splitlines()[0], "", "stages:"]
     lines += [f"  {name:<{width}}  {s.help}" for name, s in STAGES.items()]
-    lines += [f"  {'scaling':<{width}}  sweep | fit | predict: predictable scaling (alignlab scaling --help)"]
+    lines += [f"  {'scaling':<{width}}  sweep | fit | predict | demo: predictable scaling (alignlab scaling --help)"]
     lines += [
         f"  {'chat':<{width}}  MODEL [MODEL ...]: ask models a prompt, answers side by side (alignlab chat --help)"
     ]

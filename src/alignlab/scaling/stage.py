@@ -1,4 +1,4 @@
-"""The scaling commands: ``alignlab scaling sweep | fit | predict``.
+"""The scaling commands: ``alignlab scaling sweep | fit | predict | demo``.
 
     sweep    train a family of small pretraining runs (one recipe, a grid of sizes and
              token budgets), score each on held-out fact cloze with many samples,
@@ -13,6 +13,8 @@
              a fit.json that does not match its runs file or the sweep's, a runs file
              changed since the fit, a recorded prediction for another target/fit/law,
              a target that started without the prediction
+    demo     all of it along one allocation (tokens ∝ parameters), with held-out calibration
+             and capability predictions: ``scaling/demo.py``
 
 Each command is a config dataclass, a ``PRESETS`` dict and a run function, like every
 stage; ``main`` resolves the config (defaults -> preset -> YAML -> --key value) and runs
@@ -48,6 +50,8 @@ import yaml
 from alignlab.config import apply, arg, help_lines, parse_overrides, resolve
 from alignlab.errors import ConfigError, DataError, MissingInputError, UserError
 from alignlab.outputs import atomic_write_json, write_config, write_summary
+from alignlab.scaling.demo import PRESETS as DEMO_PRESETS
+from alignlab.scaling.demo import DemoConfig, run_demo
 
 # --------------------------------------------------------------------------- configs
 
@@ -904,6 +908,13 @@ SUBCOMMANDS: dict[str, Sub] = {
         run_predict,
         "record a prediction, then train the target run and compare; prediction.json + plots",
     ),
+    "demo": Sub(
+        DemoConfig,
+        DEMO_PRESETS,
+        run_demo,
+        "GPT-4's predictions end to end: a sweep along one allocation, held-out calibration, a registered "
+        "prediction of a 100x run's loss and capabilities, the run, report.md",
+    ),
 }
 
 
@@ -920,7 +931,7 @@ def run_sub(name: str, cfg: Any) -> dict:
 
 
 def usage() -> str:
-    lines = ["alignlab scaling <sweep|fit|predict> [--preset NAME] [--config FILE.yaml] [--key value ...]", ""]
+    lines = ["alignlab scaling <sweep|fit|predict|demo> [--preset NAME] [--config FILE.yaml] [--key value ...]", ""]
     lines += [f"  {n:<8} {s.help}" for n, s in SUBCOMMANDS.items()]
     lines += ["", "alignlab scaling <command> --help   lists every key with its default"]
     return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""The scaling demo's verdicts, figures and report: the registered predictions against what the runs did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from alignlab.scaling.capability_law import geometric_pass_rate
+
+LABELS = {
+    "loss_vs_compute": "loss, L(C)",
+    "chinchilla": "loss, L(N,D)",
+    "rare_facts": "rare-fact recall",
+    "word_reversal": "word reversal",
+    "arithmetic": "arithmetic",
+}
+
+
+def _actual(rec: dict[str, Any], quantity: str, fit: dict[str, Any]) -> tuple[float, int]:
+    """A run's value of a quantity; for a capability, on the problems that fit used (and its zeros)."""
+    if quantity in ("loss_vs_compute", "chinchilla"):
+        return float(rec["loss"]), 0
+    ids = fit["capability_fits"][quantity]["problems_used"]
+    passes = np.array([rec["passes"][i] for i in ids], dtype=float)
+    return geometric_pass_rate(passes, np.full(len(ids), float(rec["samples"])))
+
+
+def _verdict(pred: dict[str, Any], actual: float, zeros: int, relative: bool) -> dict[str, Any]:
+    err = abs(actual - pred["estimate"])
+    return {
+        "predicted": pred["estimate"],
+        "lo": pred["lo"],
+        "hi": pred["hi"],
+        "actual": actual,
+        "error": err / abs(actual) if relative else err,
+        "error_kind": "relative" if relative else "absolute",
+        "inside_interval": bool(pred["lo"] <= actual <= pred["hi"]),
+        **({"problems_never_passed": zeros} if zeros else {}),
+    }
+
+
+def _quantities(cfg, fit: dict[str, Any], target_name: str, rec: dict[str, Any]) -> dict[str, Any]:
+    preds = fit["targets"][target_name]
+    out = {}
+    for q in ("loss_vs_compute", "chinchilla", *cfg.capabilities):
+        if preds.get(q) is None:
+            continue
+        actual, zeros = _actual(rec, q, fit)
+        out[q] = _verdict(preds[q], actual, zeros, relative=q in ("loss_vs_compute", "chinchilla"))
+    return out
+
+
+def compare_headline(cfg, pre: dict[str, Any], target: dict[str, Any], problems) -> dict[str, Any]:
+    """The target against ``prediction_pre.json``."""
+    return {
+        "target": target["name"],
+        "C": target["C"],
+        "ratio_to_largest_fitted": target["C"] / pre["largest_fitted"],
+        "prediction_made": pre["created"],
+        "quantities": _quantities(cfg, pre, target["name"], target),
+    }
+
+
+def calibration_table(cfg, out: Path, by_name: dict[str, dict], problems) -> dict[str, Any]:
+    """Every held-out prediction (calibration/pre_k*.json) against its run; coverage per quantity."""
+    rows = []
+    for path in sorted((out / "calibration").glob("pre_k*.json"), key=lambda p: int(p.stem[5:])):
+        fit = json.loads(path.read_text())
+        fitted_C = max(r["C"] for r in by_name.values() if r["width"] in fit["fitted_sizes"])
+        for name in fit["targets"]:
+            rec = by_name[name]
+            for q, v in _quantities(cfg, fit, name, rec).items():
+                rows.append({"fit": path.stem, "fitted_sizes": fit["fitted_sizes"], "target": name, "quantity": q})
+                rows[-1].update(ratio=rec["C"] / fitted_C, **v)
+    coverage = {}
+    for q in dict.fromkeys(r["quantity"] for r in rows):
+        mine = [r for r in rows if r["quantity"] == q]
+        coverage[q] = {"predictions": len(mine), "inside": sum(r["inside_interval"] for r in mine)}
+    return {"rows": rows, "coverage": coverage}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _axes(n: int, width: float = 4.2) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=(width * n, 3.8), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
+
+
+def _target_marks(ax, x: float, pred: dict[str, Any], actual: float, to_y=lambda v: v) -> None:
+    lo, hi = sorted((to_y(pred["lo"]), to_y(pred["hi"])))
+    mid = to_y(pred["estimate"])
+    ax.errorbar(
+        [x], [mid], yerr=[[mid - lo], [hi - mid]], fmt="o", color="tab:red", capsize=5, label="prediction (95%)"
+    )
+    ax.plot([x], [to_y(actual)], "*", color="black", markersize=13, label="actual")
+
+
+def plot_predictions(out: Path, pre: dict[str, Any], done: list[dict], target: dict[str, Any], cfg) -> Path:
+    """GPT-4's figure, one panel per quantity: small runs, fitted law, the target's prediction and actual."""
+    quantities = ["loss_vs_compute", *cfg.capabilities]
+    fig, axes = _axes(len(quantities))
+    t_pred = pre["targets"][target["name"]]
+    C_max = float(target["C"])
+    grid = np.logspace(np.log10(min(r["C"] for r in done)) - 0.1, np.log10(C_max) + 0.1, 200)
+    for ax, q in zip(axes, quantities):
+        ax.set_xscale("log")
+        ax.set_xlabel("compute C = 6ND (FLOPs)")
+        ax.grid(True, which="both", alpha=0.25)
+        if q == "loss_vs_compute":
+            f = pre["loss_fit"]
+            ax.plot(
+                [r["C"] for r in done], [r["loss"] for r in done], "o", color="tab:blue", alpha=0.7, label="fitted runs"
+            )
+            ax.plot(grid, f["a"] * grid ** f["b"] + f["c"], "-", color="tab:blue", alpha=0.6, label="L(C) = aC^b + c")
+            _target_marks(ax, C_max, t_pred[q], target["loss"])
+            ax.set_ylabel("held-out loss (nats/token)")
+        elif "skipped" in pre["capability_fits"][q]:
+            ax.text(0.5, 0.5, "no law: " + pre["capability_fits"][q]["skipped"], ha="center", wrap=True, fontsize=8,
+                    transform=ax.transAxes)  # fmt: skip
+        else:
+            fit = pre["capability_fits"][q]
+            ax.set_yscale("log")
+            ax.plot([s["C"] for s in fit["sizes"]], [s["neg_log"] for s in fit["sizes"]], "o", color="tab:green",
+                    label=f"fitted sizes ({len(fit['problems_used'])} problems)")  # fmt: skip
+            ax.plot(grid, fit["alpha"] * grid ** (-fit["k"]), "-", color="tab:green", alpha=0.6, label="αC^-k")
+            actual = geometric_pass_rate(
+                np.array([target["passes"][i] for i in fit["problems_used"]], dtype=float),
+                np.full(len(fit["problems_used"]), float(target["samples"])),
+            )[0]
+            to_y = lambda p: -np.log(max(p, 1e-12))  # noqa: E731
+            _target_marks(ax, C_max, t_pred[q], actual, to_y)
+            ax.set_ylabel("−E[log pass rate]")
+        ax.set_title(LABELS[q])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "predictions.png"
+    fig.savefig(path)
+    return path
+
+
+def plot_calibration(out: Path, calibration: dict[str, Any]) -> Path:
+    """Error against extrapolation ratio for every held-out prediction; hollow = outside its interval."""
+    fig, (ax_l, ax_c) = _axes(2, 5.0)
+    for r in calibration["rows"]:
+        ax = ax_l if r["error_kind"] == "relative" else ax_c
+        y = 100 * r["error"] if ax is ax_l else r["error"]
+        color = f"C{list(LABELS).index(r['quantity'])}"
+        ax.plot([r["ratio"]], [y], "o", color=color, mfc=color if r["inside_interval"] else "none", markersize=7)
+    for ax, q_list, ylabel in (
+        (ax_l, ["loss_vs_compute"], "loss error (%)"),
+        (ax_c, [q for q in LABELS if q not in ("loss_vs_compute", "chinchilla")], "pass-rate error (absolute)"),
+    ):
+        for q in q_list:
+            ax.plot([], [], "o", color=f"C{list(LABELS).index(q)}", label=LABELS[q])
+        ax.set_xscale("log")
+        ax.set_xlabel("target compute / largest fitted run's")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7, title="hollow: outside the 95% interval", title_fontsize=7)
+    fig.tight_layout()
+    path = out / "calibration.png"
+    fig.savefig(path)
+    return path
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(q: str, v: dict[str, Any]) -> str:
+    if v["error_kind"] == "relative":
+        return (
+            f"| {LABELS[q]} | {v['predicted']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}] | {v['actual']:.4f} | "
+            f"{100 * v['error']:.2f}% | {'yes' if v['inside_interval'] else '**no**'} |"
+        )
+    return (
+        f"| {LABELS[q]} | {v['predicted']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}] | {v['actual']:.3f} | "
+        f"{v['error']:.3f} | {'yes' if v['inside_interval'] else '**no**'} |"
+    )
+
+
+def report_lines(results: dict[str, Any], pre: dict[str, Any]) -> list[str]:
+    h = results["headline"]
+    lines = [
+        "# Predictable scaling: predicted before training, then checked",
+        "",
+        f"Recipe: {results['recipe']}.",
+        "",
+        f"The prediction was registered at {h['prediction_made']}; the target {h['target']} has "
+        f"{h['ratio_to_largest_fitted']:.0f}x the compute of the largest fitted run.",
+        "",
+        "| quantity | predicted [95%] | actual | error | inside |",
+        "|---|---|---|---|---|",
+        *[_fmt(q, v) for q, v in h["quantities"].items()],
+        *[
+            f"- {LABELS[q]}: no prediction ({f['skipped']})"
+            for q, f in pre["capability_fits"].items()
+            if "skipped" in f
+        ],
+        "",
+        "Capabilities are the geometric-mean pass rate exp(E[log pass rate]) over the problems every fitted "
+        "run solved at least once (GPT-4's restriction); the law is −E[log pass rate] = αC^−k.",
+        "",
+        "## Is each capability still improving at the largest fitted size?",
+        "",
+    ]
+    for t, v in results["still_improving"].items():
+        if "skipped" in v:
+            lines.append(f"- {LABELS[t]}: not measurable ({v['skipped']})")
+            continue
+        lo, hi = v["interval"]
+        verdict = "yes" if v["improving"] else "**no: the law cannot be trusted past the fitted runs**"
+        lines.append(
+            f"- {LABELS[t]}: −E[log p] changed by {v['change_in_neg_log']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+            f"from width {v['between'][0]} to {v['between'][1]}: {verdict}"
+        )
+    lines += ["", "## Calibration: every held-out prediction", "", "![calibration](calibration.png)", ""]
+    lines += ["| quantity | predictions | inside the 95% interval |", "|---|---|---|"]
+    for q, c in results["calibration"]["coverage"].items():
+        lines.append(f"| {LABELS[q]} | {c['predictions']} | {c['inside']} |")
+    lines += ["", "| fitted widths | target | ratio | quantity | error | inside |", "|---|---|---|---|---|---|"]
+    for r in results["calibration"]["rows"]:
+        err = f"{100 * r['error']:.2f}%" if r["error_kind"] == "relative" else f"{r['error']:.3f}"
+        lines.append(
+            f"| {r['fitted_sizes']} | {r['target']} | {r['ratio']:.1f}x | {LABELS[r['quantity']]} | {err} | "
+            f"{'yes' if r['inside_interval'] else 'no'} |"
+        )
+    lines += ["", "![predictions](predictions.png)", "", f"Wall time: {results['seconds'] / 60:.1f} min."]
+    return lines
+
+
+def write_report(out: Path, results: dict[str, Any], pre: dict[str, Any], done, target, cfg) -> Path:
+    plot_predictions(out, pre, done, target, cfg)
+    plot_calibration(out, results["calibration"])
+    path = out / "report.md"
+    path.write_text("\n".join(report_lines(results, pre)) + "\n")
+    return path
