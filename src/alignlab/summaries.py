@@ -149,6 +149,10 @@ class InstructTuneResults(TypedDict):
     clusters: dict[str, dict[str, dict]]  # held-out cluster -> model kind -> {"accuracy", ...}
     mean: dict[str, float]  # model kind ("base", "instruction", "no_template") -> mean over clusters
     config: dict  # the stage's settings; "seed"
+    # rank classification (FLAN's scoring of closed-answer tasks; runs before it lack these): model kind -> mean
+    # over the clusters with rank-classified prompts (None where none has), and the tasks rank-classified
+    rank_mean: NotRequired[dict[str, float | None]]
+    rank_tasks: NotRequired[list[str]]
 
 
 def key_names(contract: type) -> SimpleNamespace:

@@ -70,24 +70,21 @@ def encode_choices(tokenizer, items: Sequence[dict[str, Any]], max_len: int) -> 
 
 
 @torch.no_grad()
-def choice_logprobs(
-    model, tokenizer, items: Sequence[dict[str, Any]], batch_size: int = 64, max_len: int | None = None
-) -> list[np.ndarray]:
-    """Per item, the summed log-prob of each choice given the context (raw text, temperature 1)."""
+def pair_logprobs(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """[N] log p(continuation | context) summed over the continuation's tokens, for (context ids, continuation
+    ids) pairs: right-padded batches, longest first (so a batch is about as wide as its rows), labels only on
+    the continuation. Shared by the cloze items here and rank classification (``rank_classification.py``)."""
     model.eval()
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    pairs = encode_choices(tokenizer, items, max_len or context_length(model))
     scores = np.zeros(len(pairs))
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        seqs = [pairs[i][0] + pairs[i][1] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        width = max(len(pairs[i][0]) + len(pairs[i][1]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         labels = torch.full((len(idx), width), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, i in enumerate(idx):  # right padding; labels only on the choice's tokens
+        for j, i in enumerate(idx):  # right padding; labels only on the continuation's tokens
             ctx, cont = pairs[i]
             n = len(ctx) + len(cont)
             ids[j, :n] = torch.tensor(ctx + cont)
@@ -95,6 +92,16 @@ def choice_logprobs(
             labels[j, len(ctx) : n] = torch.tensor(cont)
         lp = labeled_logprobs(model, ids.to(device), mask.to(device), labels.to(device))
         scores[idx] = lp.sum(-1).double().cpu().numpy()
+    return scores
+
+
+def choice_logprobs(
+    model, tokenizer, items: Sequence[dict[str, Any]], batch_size: int = 64, max_len: int | None = None
+) -> list[np.ndarray]:
+    """Per item, the summed log-prob of each choice given the context (raw text, temperature 1)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pairs = encode_choices(tokenizer, items, max_len or context_length(model))
+    scores = pair_logprobs(model, pairs, pad, batch_size)
     out, k = [], 0
     for it in items:
         out.append(scores[k : k + len(it["choices"])])
