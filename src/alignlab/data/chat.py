@@ -15,6 +15,9 @@ from alignlab.errors import DataError
 
 IGNORE = -100
 PLAIN_FORMAT = "User: {prompt}\nAssistant:"
+# How the built-in world's corpus writes a question and its answer (world/corpus.py): the form a base model
+# that never saw a chat template is asked in (FLAN's base-model baseline, the few-shot prompted base model).
+CORPUS_QA = "Question: {prompt}\nAnswer:"
 
 
 def prompt_text(tokenizer, prompt: str | list[dict[str, str]]) -> str:

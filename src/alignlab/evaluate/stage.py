@@ -14,6 +14,9 @@ same sampling settings and seed:
   6. best-of-n as policies (``best_of_n``): the baseline's best of n by a reward
      model, judged like every other policy                          -> best_of_n.py
 
+Policies named in ``few_shot`` are asked differently: in the corpus's "Question: / Answer:" form after
+k demonstrations, their answer cut at the next "Question:" (InstructGPT's "GPT-3 prompted"; few_shot.py).
+
 The prompts of ``probe_split`` (the world's test prompts with held-out constraint kinds) are
 sampled too but count only for ``heldout_constraint_compliance``: the win rates and every
 other number are on ``split`` alone.
@@ -41,6 +44,8 @@ from alignlab.data.load import load_dataset_any, require_column
 from alignlab.errors import ConfigError, MissingInputError
 from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, heldout_blocks, heldout_nll
 from alignlab.evaluate.bootstrap import bootstrap_mean, interval, paired_delta
+from alignlab.evaluate.few_shot import prompt_ids as few_shot_prompt_ids
+from alignlab.evaluate.few_shot import stop_at_next_question
 from alignlab.evaluate.metrics import evaluate_responses
 from alignlab.evaluate.sampling import response_logprob_sums, same_vocabulary, sample
 from alignlab.models.load import check_model_path, context_length
@@ -113,6 +118,15 @@ class EvaluateConfig:
     best_of_n_no_eos_penalty: float | None = arg(
         -1.0, "best_of_n: score of a sample that hit max_new_tokens without EOS (PPO's default); null = the RM's"
     )
+    few_shot: list[str] = arg(
+        factory=list,
+        help="policies asked after a prefix of few_shot_k demonstrations in the corpus's 'Question: ... / "
+        "Answer:' form (InstructGPT's 'GPT-3 prompted'; give a base model twice to have it both ways), their "
+        "answer cut where they start the next question; no KL for them (their prompt is not the baseline's)",
+    )
+    few_shot_k: int = arg(3, "demonstrations in the few-shot prefix")
+    few_shot_data: str = arg("", "demonstrations the prefix is drawn from; empty = world_dir/sft")
+    few_shot_split: str = arg("train", "split of few_shot_data (never the evaluated prompts: those are left out)")
     world_dir: str = arg("runs/world", "built-in world whose labelers judge (gold metrics); empty = none")
     judge_reward_model: str = arg("", "reward model judging win rates (P = sigmoid(r_a - r_b)); needed without a world")
     tokenizer: str = arg("", "tokenizer for policy folders that have none saved")
@@ -216,6 +230,16 @@ def _check(cfg: EvaluateConfig) -> None:
         if cfg.temperature <= 0:
             raise ConfigError("best_of_n needs temperature > 0: greedy decoding gives the same answer n times")
         check_model_path(cfg.best_of_n_reward_model)
+    unknown = [n for n in cfg.few_shot if n not in cfg.policies]
+    if unknown:
+        raise ConfigError(f"few_shot: {unknown} not among the policies ({', '.join(cfg.policies)})")
+    if cfg.baseline in cfg.few_shot:
+        raise ConfigError(
+            f"few_shot: the baseline '{cfg.baseline}' cannot be few-shot prompted (the KL of every other policy "
+            "is scored by the baseline on that policy's own chat prompts)"
+        )
+    if cfg.few_shot and cfg.few_shot_k < 1:
+        raise ConfigError(f"few_shot_k must be >= 1, got {cfg.few_shot_k}")
 
 
 def _policy_paths(cfg: EvaluateConfig, note) -> tuple[dict[str, str], list[str]]:
@@ -310,6 +334,30 @@ def _tax_data(cfg: EvaluateConfig, judges: _Judges, note) -> tuple[list[str] | N
     return corpus_texts, nlp_items
 
 
+def _few_shot_demos(cfg: EvaluateConfig, judges: _Judges, prompts: list) -> dict[str, Any] | None:
+    """The few-shot prefix's demonstrations, never an evaluated prompt (None without few-shot policies)."""
+    if not cfg.few_shot:
+        return None
+    from alignlab.data.load import load_demonstrations
+    from alignlab.evaluate.few_shot import pick_demonstrations
+
+    src = cfg.few_shot_data or (str(judges.world_dir / "sft") if judges.has_world else "")
+    if not src:
+        raise ConfigError("few_shot: no demonstrations for the prefix: set few_shot_data (or world_dir)")
+    _, demo_prompts, responses = load_demonstrations(src, cfg.few_shot_split)
+    asked = {p for p in prompts if isinstance(p, str)}
+    demos = pick_demonstrations(demo_prompts, responses, cfg.few_shot_k, asked, cfg.seed)
+    print(
+        f"evaluate: {', '.join(cfg.few_shot)} asked after {len(demos)} demonstrations of {src} ({cfg.few_shot_split})"
+    )
+    return {
+        "source": src,
+        "split": cfg.few_shot_split,
+        "k": cfg.few_shot_k,
+        "demonstrations": [{"prompt": p, "response": r} for p, r in demos],
+    }
+
+
 @dataclass
 class _Sampled:
     """What sampling and scoring every policy produced, per policy name."""
@@ -322,14 +370,16 @@ class _Sampled:
     headroom_texts: list | None = None
     ref_model: Any = None
     ref_tok: Any = None
+    demos: list = field(default_factory=list)  # the few-shot prefix's (prompt, response) pairs
+    shown: dict = field(default_factory=dict)  # per few-shot policy: demonstrations its prompts kept, on average
 
 
-def _sample_policies(cfg, paths, order, prompts, n_main, world, tax, device, note) -> _Sampled:
+def _sample_policies(cfg, paths, order, prompts, n_main, world, tax, device, note, demos=()) -> _Sampled:
     """Sample, KL and alignment tax: one policy in memory at a time (plus the baseline)."""
     score_t = cfg.temperature if cfg.temperature > 0 else 1.0
     if cfg.temperature <= 0:
         note("greedy decoding: KL to the baseline is scored at temperature 1")
-    out = _Sampled()
+    out = _Sampled(demos=list(demos))
     for name in order:
         t0 = time.time()
         try:
@@ -357,9 +407,16 @@ def _sample_one(cfg, name, model, tok, prompts, n_main, world, tax, score_t, out
     ctx = context_length(model)
     if cfg.max_new_tokens >= ctx:
         raise ConfigError(f"max_new_tokens ({cfg.max_new_tokens}) must be below the context of '{name}' ({ctx})")
-    ids = encode_prompts(tok, prompts, min(cfg.max_prompt_len, ctx - cfg.max_new_tokens))
+    few_shot = name in cfg.few_shot
+    if few_shot:
+        ids = _few_shot_ids(name, tok, prompts, ctx - cfg.max_new_tokens, out)
+    else:
+        ids = encode_prompts(tok, prompts, min(cfg.max_prompt_len, ctx - cfg.max_new_tokens))
     gen = dict(top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
     s, ro = sample(model, tok, ids, n_samples=cfg.n_samples, temperature=cfg.temperature, seed=cfg.seed, **gen)
+    if few_shot:
+        stop_at_next_question(s, tok)
+        note(f"'{name}' is few-shot prompted: no KL to '{cfg.baseline}' (their prompts differ)")
     if name == cfg.baseline:
         s.kl = np.zeros_like(s.length)  # the baseline against itself: exactly 0
         out.ref_model, out.ref_tok = model, tok
@@ -369,11 +426,11 @@ def _sample_one(cfg, name, model, tok, prompts, n_main, world, tax, score_t, out
                 model, tok, ids[:n_main], n_samples=n, temperature=cfg.temperature or 1.0, seed=cfg.seed + 1, **gen
             )
             out.headroom_texts = extra.texts
-    elif same_vocabulary(tok, out.ref_tok):
+    elif not few_shot and same_vocabulary(tok, out.ref_tok):
         lp = response_logprob_sums(model, ro, score_t, cfg.score_batch_size)
         lp_ref = response_logprob_sums(out.ref_model, ro, score_t, cfg.score_batch_size)
         s.kl = (lp - lp_ref).reshape(s.length.shape)
-    else:
+    elif not few_shot:
         note(f"'{name}' has a different vocabulary from '{cfg.baseline}': no KL")
     out.samples[name] = s
     del ro
@@ -387,6 +444,14 @@ def _sample_one(cfg, name, model, tok, prompts, n_main, world, tax, score_t, out
             out.correct[name] = choice_correct(
                 nlp_items, choice_logprobs(model, tok, nlp_items, cfg.score_batch_size, ctx)
             )
+
+
+def _few_shot_ids(name: str, tok, prompts: list, budget: int, out: _Sampled) -> list[list[int]]:
+    """Every prompt after the few-shot prefix, within the context left for a prompt (not max_prompt_len: that
+    caps a question, and the prefix needs the room); how many demonstrations they kept goes in ``out.shown``."""
+    asked = [few_shot_prompt_ids(tok, out.demos, p, budget) for p in prompts]
+    out.shown[name] = round(float(np.mean([shown for _, shown in asked])), 3)
+    return [ids for ids, _ in asked]
 
 
 def _add_best_of_n(cfg, sampled: _Sampled, rows: list[dict], prompts: list, device) -> dict[str, str]:
@@ -515,7 +580,9 @@ def run(cfg: EvaluateConfig) -> dict:
     judges = _judges(cfg, rows, device, note)
     tax = _tax_data(cfg, judges, note)
     prompts = [prompt_of(r, cfg.prompt_column) for r in rows]
-    sampled = _sample_policies(cfg, paths, order, prompts, n_main, judges.world, tax, device, note)
+    few_shot = _few_shot_demos(cfg, judges, prompts)
+    demos = [(d["prompt"], d["response"]) for d in few_shot["demonstrations"]] if few_shot else ()
+    sampled = _sample_policies(cfg, paths, order, prompts, n_main, judges.world, tax, device, note, demos)
     if cfg.best_of_n:
         paths.update(_add_best_of_n(cfg, sampled, rows, prompts, device))
 
@@ -537,6 +604,7 @@ def run(cfg: EvaluateConfig) -> dict:
         "notes": notes,
         "policies": results,
         "headroom": room,
+        "few_shot": {**few_shot, "policies": cfg.few_shot, "mean_shown": sampled.shown} if few_shot else None,
         "seconds": {"policies": sampled.seconds, "judging": judge_seconds, "total": total},
     }
     atomic_write_json(out / "results.json", report)

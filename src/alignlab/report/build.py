@@ -19,7 +19,7 @@ from alignlab.config import arg
 from alignlab.errors import MissingInputError
 from alignlab.evaluate.seeds import compare_seeds
 from alignlab.outputs import atomic_write_json, atomic_write_text, read_metrics, read_summary
-from alignlab.report import methods_study, overoptimization_study, plots, why_rlhf
+from alignlab.report import methods_study, overoptimization_study, plots, sizes_study, why_rlhf
 from alignlab.report.claim import Claim, status
 from alignlab.report.doc import Doc
 from alignlab.report.plots import LABELS, POLICY_ORDER
@@ -90,6 +90,7 @@ def gather(run: Path) -> dict[str, Any]:
         "study": _json(run / "study_demonstrators" / "summary.json"),
         "study_methods": _json(run / "study_methods" / "summary.json"),
         "study_overoptimization": _json(run / "study_overoptimization" / "summary.json"),
+        "study_sizes": _json(run / "study_sizes" / "summary.json"),
         "seeds": compare_seeds([main_eval, *seeds]) if main_eval.exists() and seeds else None,
         "flan": _json(run / "instruct_tune" / "results.json"),
         "flan_seeds": [
@@ -195,6 +196,7 @@ def run(cfg: ReportConfig) -> dict:
     why_rlhf.study_section(doc, d["study"], out)
     methods_study.methods_section(doc, d["study_methods"], out)
     overoptimization_study.overoptimization_section(doc, d["study_overoptimization"], out)
+    sizes_study.sizes_section(doc, d["study_sizes"], out)
     if d["seeds"]:
         seeds_section(doc, d["seeds"])
     if d["ppo_metrics"]:

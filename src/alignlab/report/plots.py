@@ -258,6 +258,33 @@ def methods(table: dict[str, dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def sizes(summary: dict[str, Any], path: Path) -> Path:
+    """InstructGPT's Figure 1: each method's win rate against the largest size's SFT by model size (non-embedding
+    parameters, log axis), 95% intervals; held-out labelers left, training labelers right. ``summary``: the
+    sizes study's summary.json ("methods": name -> label, "points": one per size and method)."""
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2, sharey=True)
+    groups = (("win_rate_heldout_labelers", "held-out labelers"), ("win_rate_train_labelers", "training labelers"))
+    for ax, (key, judges) in zip(axes, groups):
+        for method, label in summary["methods"].items():
+            pts = [p for p in summary["points"] if p["method"] == method and p[key]["value"] is not None]
+            if pts:
+                prompted = method == "base_prompted"  # the same model as base, asked differently: same colour
+                ax.errorbar([p["non_embedding_params"] for p in pts], [p[key]["value"] for p in pts],
+                            yerr=_interval_errors([p[key] for p in pts]), fmt="s--" if prompted else "o-",
+                            capsize=3, color=POLICY_COLOURS.get(method.removesuffix("_prompted")),
+                            mfc="white" if prompted else None, label=label)  # fmt: skip
+        ax.axhline(0.5, color="k", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        sizes = {p["size"]: p["non_embedding_params"] for p in summary["points"]}
+        ax.set_xticks(list(sizes.values()), [f"{n}\n{p:,}" for n, p in sizes.items()])
+        ax.minorticks_off()
+        ax.set(xlabel="model size: non-embedding parameters", title=f"{judges} (95% CI)")
+    axes[0].set_ylabel(f"win rate vs {summary['baseline']}")
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
 RM_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
 
 

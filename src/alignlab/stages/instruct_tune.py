@@ -47,7 +47,7 @@ import torch
 from accelerate import PartialState
 
 from alignlab.config import apply, arg, check_output_name
-from alignlab.data.chat import encode_prompt, response_suffix
+from alignlab.data.chat import CORPUS_QA, encode_prompt, response_suffix
 from alignlab.data.heldout import HeldoutInfo, canonical
 from alignlab.errors import ConfigError, MissingInputError
 from alignlab.evaluate.rank_classification import Options, options_for, rank_classify
@@ -58,7 +58,7 @@ from alignlab.stages.registry import STAGES, run_stage
 from alignlab.training import resolve_device
 from alignlab.world import load_world, score_response
 
-BASE_PROMPT = "Question: {prompt}\nAnswer:"  # the Q&A form the world's corpus uses
+BASE_PROMPT = CORPUS_QA  # the Q&A form the world's corpus uses
 
 
 @dataclass

@@ -147,6 +147,14 @@ STAGES: dict[str, Stage] = {
             "trained on 3 amounts of comparisons; the largest RM's peak predicted from the smaller ones first",
         ),
         Stage(
+            "study sizes",
+            "alignlab.studies.sizes",
+            "SizeStudyConfig",
+            help="InstructGPT's Figure 1: the recipe at several model sizes on one world, every policy (base, "
+            "few-shot prompted base, SFT, PPO, PPO-ptx) against the largest SFT; does the smallest PPO-ptx beat "
+            "the largest base model?",
+        ),
+        Stage(
             "study demonstrators",
             "alignlab.studies.demonstrators",
             "DemonstratorStudyConfig",

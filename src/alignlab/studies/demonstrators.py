@@ -17,7 +17,6 @@ report picks them up from ``RUN/study_demonstrators``.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from alignlab.config import ConfigError, arg
 from alignlab.errors import MissingInputError
 from alignlab.outputs import atomic_write_json, read_summary
+from alignlab.studies.links import link_finished_step
 
 STEPS = ["world", "sft", "compare", "reward", "ppo_ptx", "evaluate"]
 
@@ -71,15 +71,6 @@ def _run_world_config(run: Path) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k != "output_dir"}
 
 
-def _link(src: Path, dst: Path) -> None:
-    """dst -> src (relative, so the run folder can be moved whole)."""
-    if dst.is_symlink() or dst.exists():
-        return
-    if read_summary(src) is None:
-        raise MissingInputError(f"{src} has not finished: run the pipeline's {src.name} step first")
-    dst.symlink_to(os.path.relpath(src.resolve(), dst.parent.resolve()))
-
-
 def _run_setting(run: Path, key: str, default: Any = None) -> Any:
     """A setting of the run's pipeline (its config.yaml)."""
     import yaml
@@ -112,7 +103,7 @@ def _setting_run(
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     for shared in ("tokenizer", "pretrain"):
-        _link(run / shared, out / shared)
+        link_finished_step(run / shared, out / shared)
     overrides = {
         "world": {**world_cfg, "demonstrators": mixture},
         "evaluate": {
