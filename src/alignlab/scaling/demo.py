@@ -250,14 +250,13 @@ def predict(cfg: DemoConfig, records, offline, targets: dict[str, dict], problem
 
     runs = runs_arrays(records + offline, [True] * len(records) + [False] * len(offline))
     points = list(targets.values())
-    fits = fit_runs(
-        runs,
-        n_boot=cfg.n_boot,
-        level=cfg.level,
-        seed=cfg.seed,
-        chinchilla="auto" if chinchilla else "off",
-        targets=points,
-    )
+    fit = lambda mode: fit_runs(
+        runs, n_boot=cfg.n_boot, level=cfg.level, seed=cfg.seed, chinchilla=mode, targets=points
+    )  # noqa: E731
+    try:
+        fits = fit("auto" if chinchilla else "off")
+    except FloatingPointError as e:  # L(N, D) did not converge on these runs: predict without it, and say why
+        fits = {**fit("off"), "chinchilla_skipped": f"the fit diverged: {e}"}
     lc = fits["lc"]["params"]
     out: dict[str, Any] = {
         "loss_fit": {k: lc[k]["estimate"] for k in ("a", "b", "c")} | {"b_interval": [lc["b"]["lo"], lc["b"]["hi"]]},

@@ -138,7 +138,8 @@ def plot_predictions(out: Path, pre: dict[str, Any], done: list[dict], target: d
             _target_marks(ax, C_max, t_pred[q], actual, to_y)
             ax.set_ylabel("−E[log pass rate]")
         ax.set_title(LABELS[q])
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "predictions.png"
     fig.savefig(path)
@@ -198,6 +199,11 @@ def report_lines(results: dict[str, Any], pre: dict[str, Any]) -> list[str]:
         "| quantity | predicted [95%] | actual | error | inside |",
         "|---|---|---|---|---|",
         *[_fmt(q, v) for q, v in h["quantities"].items()],
+        *(
+            [f"- {LABELS['chinchilla']}: no prediction ({pre['chinchilla_skipped']})"]
+            if pre.get("chinchilla_skipped")
+            else []
+        ),
         *[
             f"- {LABELS[q]}: no prediction ({f['skipped']})"
             for q, f in pre["capability_fits"].items()
