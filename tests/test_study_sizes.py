@@ -128,6 +128,15 @@ def test_every_size_trains_its_own_recipe_on_one_world_and_is_judged_against_the
     md = (study["run"] / "report.md").read_text()
     assert "(InstructGPT Figure 1)" in md and verdict_sentence(h) in md
     assert (study["run"] / "report_sizes.png").is_file()
+    # FLAN across the same sizes: each size's base model instruction-tuned with the held-out clusters left out
+    flan = summary["flan"]
+    assert [p["size"] for p in flan["points"]] == ["d8", "d16", "d32"]
+    for s in SIZES:
+        tuned = yaml.safe_load((out / s["name"] / "instruct_tune_s0" / "config.yaml").read_text())
+        assert tuned["model"] == str(out / s["name"] / "pretrain")
+    for p in flan["points"]:
+        assert 0.0 <= p["rank_accuracy"]["instruction"]["value"] <= 1.0
+    assert "(FLAN Figure 7)" in md and (out / "flan_sizes.png").is_file()
 
 
 def test_the_prompted_base_model_sees_train_demonstrations_and_stops_at_the_next_question(study):

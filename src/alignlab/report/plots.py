@@ -285,6 +285,26 @@ def sizes(summary: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def flan_sizes(flan: dict[str, Any], path: Path) -> Path:
+    """FLAN's Figure 7: zero-shot accuracy on held-out clusters by model size, instruction-tuned against base,
+    95% intervals over (cluster, seed) cells; rank classification left, generation right."""
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    scored = (("rank_accuracy", "rank classification"), ("accuracy", "generation (task checker)"))
+    x = [p["non_embedding_params"] for p in flan["points"]]
+    for ax, (score, how) in zip(axes, scored):
+        for kind, label, fmt in (("instruction", "instruction-tuned", "o-"), ("base", "base model", "s--")):
+            pts = [p[score][kind] for p in flan["points"]]
+            ax.errorbar(x, [q["value"] for q in pts], yerr=_interval_errors(pts), fmt=fmt, capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{p['size']}\n{p['non_embedding_params']:,}" for p in flan["points"]])
+        ax.minorticks_off()
+        ax.set(xlabel="model size: non-embedding parameters", ylabel="zero-shot accuracy, unseen clusters",
+               title=f"{how} (95% CI over clusters x seeds)")  # fmt: skip
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 RM_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
 
 

@@ -96,3 +96,50 @@ def sizes_section(doc, study: dict | None, out: Path) -> None:
         [[HOW[o], _ci(h[o], "win_rate_heldout_labelers"), _ci(h[o], "win_rate_train_labelers")] for o in HOW],
     )
     doc.image(plots.sizes(study, out / "report_sizes.png"), "win rate against model size (InstructGPT Figure 1)")
+    flan_section(doc, study.get("flan"), out)
+
+
+def _pct(x: dict | None) -> str:
+    if not x or x.get("value") is None:
+        return "–"
+    ci = f" [{100 * x['low']:.1f}, {100 * x['high']:.1f}]" if x.get("low") is not None else ""
+    return f"{100 * x['value']:.1f}%{ci}"
+
+
+def flan_sentence(flan: dict[str, Any]) -> str:
+    """Where instruction tuning starts to help on unseen clusters, by rank classification, or that it never does."""
+    where = flan["crossover"]["rank_accuracy"]
+    if flan["all_tuned_above_base"]["rank_accuracy"]:
+        return "Instruction tuning helps on unseen clusters at every size here (rank classification): no crossover."
+    if where is None:
+        return (
+            "No crossover: instruction tuning does not help on unseen clusters at the largest size here "
+            "(rank classification), FLAN's small-model regime throughout."
+        )
+    return (
+        f"Crossover at {where}: from that size up, instruction tuning helps on unseen clusters (rank classification)."
+    )
+
+
+def flan_section(doc, flan: dict | None, out: Path) -> None:
+    if not flan:
+        return
+    doc.h("Instruction tuning across sizes (FLAN Figure 7)")
+    doc.p(
+        f"`instruct-tune` on each size's base model, seeds {flan['seeds']}: one model per held-out cluster "
+        f"({', '.join(flan['heldout_clusters'])}), asked zero-shot, against the same base model asked in the "
+        f"corpus's Q/A form. Rank classification covers {', '.join(flan['rank_classified_tasks']) or 'no task'}; "
+        "95% t-intervals over (cluster, seed) cells."
+    )
+    doc.p(flan_sentence(flan))
+    rows = [
+        [p["size"], f"{p['non_embedding_params']:,}"]
+        + [_pct(p[score][k]) for score in ("rank_accuracy", "accuracy") for k in ("base", "instruction", "difference")]
+        for p in flan["points"]
+    ]
+    doc.table(
+        ["size", "non-embedding parameters", "rank: base", "rank: tuned", "rank: tuned − base",
+         "generation: base", "generation: tuned", "generation: tuned − base"],
+        rows,
+    )  # fmt: skip
+    doc.image(plots.flan_sizes(flan, out / "report_flan_sizes.png"), "zero-shot accuracy on unseen clusters by size")

@@ -29,6 +29,7 @@ from typing import Any
 
 from alignlab.config import ConfigError, arg, check_output_name
 from alignlab.outputs import atomic_write_json, read_summary
+from alignlab.studies.flan_sizes import flan_across_sizes
 from alignlab.studies.links import link_finished_step
 
 # The steps each size runs; the world and tokenizer are the run's own (linked).
@@ -80,6 +81,10 @@ class SizeStudyConfig:
         help="per-step settings for every size, e.g. {ppo: {iterations: 10}} (steps: "
         f"{', '.join(SIZE_STEPS)}); the model's shape comes from `sizes`",
     )
+    flan_seeds: list[int] = arg(
+        factory=lambda: [0, 1, 2],
+        help="seeds of FLAN's scale study (instruct-tune on each size's base model, held-out clusters); empty = skip",
+    )
     study_dir: str = arg("", "where the sizes' runs, evaluations and summary.json go; empty = RUN/study_sizes")
     redo: list[str] = arg(factory=list, help="sizes to retrain from scratch, or 'evaluate' to judge again")
 
@@ -123,7 +128,12 @@ def _check_size(size: Any, key: str) -> None:
 
 PRESETS = {
     # The smoke world's context (64 tokens) leaves no room for a few-shot prefix: every size reads 128.
-    "smoke": {"preset": "smoke", "sizes": SMOKE_SIZES, "stage_overrides": {"pretrain": {"seq_len": 128}}},
+    "smoke": {
+        "preset": "smoke",
+        "sizes": SMOKE_SIZES,
+        "stage_overrides": {"pretrain": {"seq_len": 128}},
+        "flan_seeds": [0],
+    },
     "default": {},
 }
 
@@ -343,10 +353,13 @@ def run(cfg: SizeStudyConfig) -> dict:
         "sizes": size_rows(cfg, params, seconds),
         "points": points(cfg, params, results),
         "head_to_head": head_to_head(cfg, small, large, params),
+        "flan": flan_across_sizes(cfg, params),
         "seconds": round(time.time() - t0, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
     plots.sizes(summary, out / "sizes.png")
+    if summary["flan"]:
+        plots.flan_sizes(summary["flan"], out / "flan_sizes.png")
     atomic_write_json(out / "summary.json", summary)
     print_table(summary)
     return summary
