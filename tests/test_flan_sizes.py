@@ -43,5 +43,9 @@ def test_crossover_is_where_tuning_starts_to_help_for_good():
     assert crossover([_point("s", 0.1), _point("m", 0.05)], "rank_accuracy") is None  # helps everywhere: no crossover
     flan = {"crossover": {"rank_accuracy": None}, "all_tuned_above_base": {"rank_accuracy": False}}
     assert flan_sentence(flan).startswith("No crossover")
-    flan = {"crossover": {"rank_accuracy": "m"}, "all_tuned_above_base": {"rank_accuracy": False}}
-    assert flan_sentence(flan).startswith("Crossover at m")
+    points = [_point("s", -0.1), _point("m", 0.05)]
+    points[1]["rank_accuracy"]["difference"] = {"value": 0.05, "low": -0.01, "high": 0.11}
+    flan = {"crossover": {"rank_accuracy": "m"}, "all_tuned_above_base": {"rank_accuracy": False}, "points": points}
+    assert flan_sentence(flan).startswith("Crossover at m by the point estimate, but its 95% interval includes 0")
+    points[1]["rank_accuracy"]["difference"]["low"] = 0.01
+    assert "its 95% interval above 0" in flan_sentence(flan)

@@ -107,18 +107,29 @@ def _pct(x: dict | None) -> str:
 
 
 def flan_sentence(flan: dict[str, Any]) -> str:
-    """Where instruction tuning starts to help on unseen clusters, by rank classification, or that it never does."""
-    where = flan["crossover"]["rank_accuracy"]
-    if flan["all_tuned_above_base"]["rank_accuracy"]:
-        return "Instruction tuning helps on unseen clusters at every size here (rank classification): no crossover."
-    if where is None:
-        return (
-            "No crossover: instruction tuning does not help on unseen clusters at the largest size here "
-            "(rank classification), FLAN's small-model regime throughout."
+    """Where instruction tuning starts to help on unseen clusters by rank classification, and whether the
+    difference's interval says so or only its point estimate."""
+    score = "rank_accuracy"
+    diffs = "; ".join(f"{p['size']} {_signed(p[score]['difference'])}" for p in flan.get("points", []))
+    where = flan["crossover"][score]
+    if flan["all_tuned_above_base"][score]:
+        head = "Instruction tuning helps on unseen clusters at every size here: no crossover"
+    elif where is None:
+        head = "No crossover: instruction tuning does not help on unseen clusters at the largest size here"
+    else:
+        above = [p for p in flan["points"] if p["size"] == where][0][score]["difference"]
+        sure = above.get("low") is not None and above["low"] > 0
+        head = f"Crossover at {where} by the point estimate" + (
+            ", its 95% interval above 0" if sure else ", but its 95% interval includes 0, so it is not established"
         )
-    return (
-        f"Crossover at {where}: from that size up, instruction tuning helps on unseen clusters (rank classification)."
-    )
+    return f"{head} (tuned − base, rank classification: {diffs})." if diffs else f"{head}."
+
+
+def _signed(x: dict | None) -> str:
+    if not x or x.get("value") is None:
+        return "–"
+    ci = f" [{100 * x['low']:+.1f}, {100 * x['high']:+.1f}]" if x.get("low") is not None else ""
+    return f"{100 * x['value']:+.1f} points{ci}"
 
 
 def flan_section(doc, flan: dict | None, out: Path) -> None:
