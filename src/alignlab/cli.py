@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return chat_main(rest)
     if name == "scaling":  # alignlab scaling sweep|fit|predict: sub-commands live in alignlab.scaling.stage
-        from alignlab.scaling.stage import main as scaling_main
+        from alignlab.scaling.cli import main as scaling_main
 
         return scaling_main(rest)
     if name not in STAGES:
