@@ -143,7 +143,11 @@ def test_demo_registers_every_prediction_before_its_run_and_checks_it(killed_the
     # the target follows the allocation and is far past the fitted runs
     t = pre["target"]
     assert t["tokens"] == pytest.approx(4.0 * t["N"], rel=0.05)
-    assert results["headline"]["ratio_to_largest_fitted"] > 10
+    assert results["headline"]["ratio_to_largest_fitted"] == pytest.approx(t["C"] / pre["largest_fitted"])
+    assert pre["largest_fitted"] == max(
+        r["C"] for r in results["runs"] if not r["name"].startswith(("target", "w8_x", "w12_x"))
+    )
+    assert results["headline"]["ratio_to_largest_fitted"] > 5
     loss = results["headline"]["quantities"]["loss_vs_compute"]
     assert loss["actual"] == pytest.approx(json.loads((out / "target" / "summary.json").read_text())["final_eval_loss"])
     assert loss["lo"] <= loss["predicted"] <= loss["hi"]

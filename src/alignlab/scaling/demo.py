@@ -78,6 +78,7 @@ class DemoConfig:
     samples_per_item: int = arg(48, "samples per problem per run (temperature 1)")
     gen_batch_size: int = arg(512, "sequences per generation batch")
     n_boot: int = arg(200, "bootstrap resamples for every interval")
+    chinchilla_starts: int = arg(64, "L(N, D) fit: L-BFGS starts from Hoffmann et al.'s grid")
     level: float = arg(0.95, "interval coverage")
     seed: int = arg(0, "seed of the corpus, the problem draw and the sampling")
     device: str = arg("auto", "auto, cpu or cuda")
@@ -101,7 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "corpus_chars": 600_000,
         "widths": [8, 12, 16, 20],
         "seeds": [0, 1],
-        "offline": ["8x4", "12x0.25"],
+        "offline": [],  # no L(N, D) here: its multi-start fits would take most of the smoke run
         "target_width": 32,
         "tokens_per_param": 4.0,
         "calibration_from": 3,
@@ -115,6 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_items": 12,
         "samples_per_item": 8,
         "n_boot": 20,
+        "chinchilla_starts": 4,
     },
     "default": {},
 }
