@@ -13,6 +13,7 @@ import datasets
 import pytest
 
 from alignlab.config import ConfigError, apply
+from alignlab.data import packing
 from alignlab.data.heldout import canonical, group_keys, heldout_groups, load_train_eval, split_by_prompt
 from alignlab.data.load import DataError
 from alignlab.models.load import load_causal_lm
@@ -190,7 +191,7 @@ def _disjoint(train: set, held: set, n: int | None = None) -> None:
 
 
 def test_pretrain_corpus(rlhf_inputs, monkeypatch):  # noqa: F811
-    packed = _spy(monkeypatch, pretrain, "pack_documents")
+    packed = _spy(monkeypatch, packing, "pack_documents")  # pretrain packs through packing.packed_blocks
     cfg = apply(
         pretrain.PretrainConfig(),
         {"data": rlhf_inputs["corpus"], "eval_fraction": 0.2, "source": {"tokenizer": rlhf_inputs["llama_policy"]}},
@@ -286,7 +287,7 @@ def test_evaluate_measures_the_alignment_tax_on_the_documents_pretraining_held_o
 
     from alignlab.evaluate import stage as evaluate
 
-    packed = _spy(monkeypatch, pretrain, "pack_documents")
+    packed = _spy(monkeypatch, packing, "pack_documents")  # pretrain packs through packing.packed_blocks
     settings = {
         "data": rlhf_inputs["corpus"],
         "eval_fraction": 0.2,
