@@ -29,17 +29,11 @@ from alignlab.scaling.sweep import make_spec
 
 
 @pytest.fixture(scope="module")
-def smoke_inputs(tmp_path_factory):
-    """A smoke world and its tokenizer (no pretraining)."""
-    from alignlab.stages.registry import STAGES, run_stage
-
+def smoke_inputs(smoke_pipeline_run, tmp_path_factory):
+    """A smoke world and its tokenizer: the shared smoke run's, linked into a folder of this module's own."""
     root = tmp_path_factory.mktemp("scaling")
-    for name, over in (
-        ("world", {"output_dir": str(root / "world")}),
-        ("tokenizer", {"data": str(root / "world" / "corpus"), "output_dir": str(root / "tokenizer")}),
-    ):
-        cls, presets, _ = STAGES[name].load()
-        run_stage(name, resolve(cls, presets, "smoke", None, over))
+    for name in ("world", "tokenizer"):
+        (root / name).symlink_to(smoke_pipeline_run / name, target_is_directory=True)
     return root
 
 

@@ -99,7 +99,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_corpus, tmp_path):
         "false",
     ]
     ref = tmp_path / "ref"
-    assert _run_cli(common + ["--output-dir", str(ref)], env).wait() == 0
+    p_ref = _run_cli(common + ["--output-dir", str(ref)], env)  # beside the run that gets killed: independent
 
     out = tmp_path / "killed"
     p = _run_cli(common + ["--output-dir", str(out)], env)
@@ -117,6 +117,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_corpus, tmp_path):
 
     p = _run_cli(common + ["--output-dir", str(out), "--run.resume"], env)
     assert p.wait() == 0, p.stderr.read().decode()[-2000:]
+    _, err = p_ref.communicate()
+    assert p_ref.returncode == 0, err.decode()[-2000:]
     a = [(m["step"], m["loss"]) for m in read_metrics(ref) if "loss" in m]
     b = [(m["step"], m["loss"]) for m in read_metrics(out) if "loss" in m]
     assert [s for s, _ in b] == list(range(1, 61))  # no step lost or logged twice
