@@ -15,8 +15,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --no-compile "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet --no-compile -e ".[test]"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
 demo: setup
@@ -27,6 +27,8 @@ smoke:
 
 test: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	@# the tests start dozens of Python processes; with PYTHONDONTWRITEBYTECODE set, each would compile the package anew
+	$(PY) -m compileall -q src tests >/dev/null
 	$(PY) -m pytest
 
 clean:
