@@ -14,7 +14,9 @@ from alignlab.evaluate.overoptimization_fit import (
     fit_overoptimization,
     fit_size_trend,
     gain,
+    heldout_r2,
     peak,
+    peak_then_fall,
 )
 
 BON = {"alpha": 1.0, "beta": 0.25}  # peak d* = 2.0 (best-of-~64), R* = 1.0
@@ -114,3 +116,30 @@ def test_size_trend_predicts_a_larger_rm_within_its_interval(form, beta0, beta1)
     assert trend.extrapolation == pytest.approx(math.log10(3e9 / 10**8.5))
     with pytest.raises(ValueError, match="at least 3 distinct RM sizes"):
         fit_size_trend(N[:2], alpha[:2], beta[:2], form=form, N_target=1e9)
+
+
+@pytest.mark.parametrize(("form", "truth", "d"), [("bon", BON, D_BON), ("rl", RL, D_RL)])
+def test_heldout_r2_is_high_for_the_law_and_low_for_noise(form, truth, d):
+    rng = np.random.default_rng(1)
+    law = gain(d, **truth, form=form) + 0.02 * rng.standard_normal(len(d))
+    assert heldout_r2(d, law, form)["r2"] > 0.95
+    # a curve with no shape: the fit on half the points cannot predict the other half
+    assert heldout_r2(d, rng.standard_normal(len(d)), form)["r2"] < 0.5
+    r = heldout_r2(d, law, form)
+    assert r["fitted_points"] + r["heldout_points"] == np.sum(d > 0)
+    assert heldout_r2(d[:3], law[:3], form)["r2"] is None  # 3 points: 2 to fit, 1 to score: too few
+
+
+def test_peak_then_fall_sees_a_fall_and_not_a_plateau():
+    d = np.linspace(0.25, 4.0, 12)  # past the peak at 2: gold falls back to 0 at d = 4
+    rng = np.random.default_rng(2)
+    proxy = np.tile(d, (200, 1)) + 0.3 * rng.standard_normal((200, len(d)))  # keeps rising
+    falling = _per_prompt(d, "bon", BON, n_prompts=200)  # peaks at d = 2 and falls after
+    out = peak_then_fall(falling, proxy)
+    assert out["falls"] and out["proxy_rises"] and 0 < out["peak_point"] < out["last_point"]
+    assert out["gold_fall"]["lo"] > 0 and out["gold_fall"]["lo"] < out["gold_fall"]["mean"] < out["gold_fall"]["hi"]
+    # rises then stays flat: noise picks some peak, but the other prompts show no fall
+    flat = np.minimum(np.tile(d, (200, 1)), 1.0) + 0.3 * rng.standard_normal((200, len(d)))
+    assert not peak_then_fall(flat, proxy)["falls"]
+    with pytest.raises(ValueError, match="same"):
+        peak_then_fall(falling, proxy[:, :3])

@@ -75,6 +75,11 @@ def test_smoke_study_fits_every_rm_and_predicts_the_largest_before_measuring_it(
     fit = _read(out / "fit.json")
     assert {"alpha", "beta", "d_star", "r_star"} <= set(fit["bon"][names[0]]["params"])
     assert fit["bon"][names[0]]["n_prompts"] == 8 and "trend_in_log_comparisons" in fit["rl"]
+    for form in ("bon", "rl"):  # every curve is checked: the law on held-out points, and peak-then-fall
+        c = fit[form]["checks"][names[0]]
+        assert {"heldout_r2", "falls", "proxy_rises", "gold_fall"} <= set(c) and c["falls"] == s["checks"][form][
+            names[0]
+        ]["falls"]
     # the prediction was written after the smaller RMs were measured and before the largest one was
     pre = _read(out / "prediction_pre.json")
     at = pre["written_at"]

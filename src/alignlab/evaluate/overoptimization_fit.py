@@ -38,7 +38,9 @@ __all__ = [
     "fit_overoptimization",
     "fit_size_trend",
     "gain",
+    "heldout_r2",
     "peak",
+    "peak_then_fall",
     "percentile",
 ]
 
@@ -301,3 +303,59 @@ def fit_size_trend(
         level=level,
         extrapolation=float(math.log10(N_target) - logN.max() / math.log(10)),
     )
+
+
+# --------------------------------------------------------------------------- does the law hold?
+
+
+def heldout_r2(d: ArrayLike, R: ArrayLike, form: str) -> dict[str, Any]:
+    """R² of the ``form`` law on points it was not fitted to: fit on every other point (the 1st, 3rd, ...),
+    score the rest, 1 − SS_res / SS_tot about the held-out points' own mean. Scoring the fitted points
+    would credit any two-parameter curve for bending through noise; a law has to predict the points between.
+    Points with d = 0 carry no information (every law gives R = 0 there) and are dropped first."""
+    _check_form(form)
+    d, y = np.asarray(d, dtype=float).ravel(), np.asarray(R, dtype=float).ravel()
+    if len(d) != len(y):
+        raise ValueError(f"R has {len(y)} values for {len(d)} points d")
+    keep = d > 0
+    d, y = d[keep], y[keep]
+    fit_idx, test_idx = np.arange(0, len(d), 2), np.arange(1, len(d), 2)
+    if len(np.unique(d[fit_idx])) < 2 or len(test_idx) < 2:
+        return {"r2": None, "why": f"{len(d)} points with d > 0: too few to fit on half and score the other half"}
+    X = _features(d, form)
+    coef, *_ = linalg.lstsq(X[fit_idx], y[fit_idx])
+    resid = y[test_idx] - X[test_idx] @ coef
+    ss_tot = float(np.sum((y[test_idx] - y[test_idx].mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else None
+    return {"r2": r2, "fitted_points": len(fit_idx), "heldout_points": len(test_idx)}
+
+
+def peak_then_fall(gold: ArrayLike, proxy: ArrayLike, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Does gold peak and then fall while the proxy keeps rising? ``gold``, ``proxy``: [prompts, points] gains
+    along one curve (points in order of d). The peak is picked on the even-numbered prompts and the fall
+    measured on the odd ones, so that the max of a noisy curve does not manufacture a fall; the fall
+    (gold at the peak − gold at the last point) and the proxy's rise over the same span get 95% intervals
+    from resampling those prompts. ``falls`` / ``proxy_rises``: the interval's lower bound is above 0."""
+    G, P = np.asarray(gold, dtype=float), np.asarray(proxy, dtype=float)
+    if G.shape != P.shape or G.ndim != 2 or G.shape[0] < 4 or G.shape[1] < 2:
+        raise ValueError(f"gold and proxy must be the same [prompts >= 4, points >= 2] shape, got {G.shape}, {P.shape}")
+    pick, measure = G[0::2], np.arange(1, G.shape[0], 2)
+    k = int(np.argmax(pick.mean(axis=0)))
+    fall, rise = G[measure, k] - G[measure, -1], P[measure, -1] - P[measure, k]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(measure), size=(n_boot, len(measure)))
+
+    def summary(v: np.ndarray) -> dict[str, float]:
+        lo, hi = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
+        return {"mean": float(v.mean()), "lo": float(lo), "hi": float(hi)}
+
+    f, r = summary(fall), summary(rise)
+    last = G.shape[1] - 1
+    return {
+        "peak_point": k,
+        "last_point": last,
+        "gold_fall": f,
+        "proxy_rise": r,
+        "falls": bool(k < last and f["lo"] > 0),
+        "proxy_rises": bool(k < last and r["lo"] > 0),
+    }

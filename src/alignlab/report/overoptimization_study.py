@@ -26,6 +26,14 @@ def _with_interval(value: float, interval: dict[str, float] | None) -> str:
     return f"{_g(value)} [{_g(interval['lo'])}, {_g(interval['hi'])}]"
 
 
+def _check_cells(c: dict[str, Any]) -> list[str]:
+    """R² on held-out points; whether gold fell after its peak (with the fall's interval)."""
+    r2 = c["heldout_r2"]["r2"]
+    f = c["gold_fall"]
+    verdict = "yes" if c["falls"] and c["proxy_rises"] else "no"
+    return ["–" if r2 is None else f"{r2:.2f}", f"{verdict}: {f['mean']:.3f} [{f['lo']:.3f}, {f['hi']:.3f}]"]
+
+
 def prediction_sentences(pred: dict[str, Any]) -> list[str]:
     """One sentence per form: predicted d* and R* of the largest RM, measured, inside the interval or not."""
     out = []
@@ -51,7 +59,7 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
     doc.p(
         f"From `alignlab study overoptimization` ({study.get('run_dir')}): proxy reward models trained on "
         f"{', '.join(str(r['comparisons']) for r in rms.values())} of the run's comparisons; best-of-n "
-        f"(n up to {study['n_max']}) of the SFT policy and PPO (fixed beta {study['ppo']['kl_beta']}) against each, "
+        f"(n up to {study['n_max']}) of the SFT policy and PPO (KL coefficient {study['ppo']['kl_beta']}) against each, "
         f"on {study['prompts']} held-out prompts, judged by the world's labelers (the exact gold reward). "
         "d = sqrt(KL to SFT); best-of-n R = d(α − β d), PPO R = d(α − β log d); intervals: 95% bootstrap over prompts."
     )
@@ -65,6 +73,15 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
              _g(r["alpha"]), _g(r["beta"]), _with_interval(r["d_star"], ri.get("d_star"))]
         )  # fmt: skip
     doc.table(["proxy RM", "comparisons", "BoN α", "BoN β", "BoN d*", "PPO α", "PPO β", "PPO d*"], rows)
+    checks = study.get("checks")
+    if checks:
+        doc.table(["proxy RM", "BoN: R² held out", "BoN: gold falls", "PPO: R² held out", "PPO: gold falls"],
+                  [[name] + [c for f in ("bon", "rl") for c in _check_cells(checks[f][name])] for name in rms])  # fmt: skip
+        doc.p(
+            "R² held out: the law fitted to every other point, scored on the points between. Gold falls: the fall "
+            "from the peak to the last point, the peak picked on half the prompts and the fall measured on the "
+            'other half (95% interval); "yes" when its lower bound is above 0 and the proxy rose over the same span.'
+        )
     pred = study.get("prediction") or {}
     if pred:
         doc.p(

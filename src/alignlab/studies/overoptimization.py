@@ -13,11 +13,12 @@ The study, in the order it runs (the largest RM's measurements last, after the p
 2. best-of-n: n_max samples per held-out prompt (RUN/world/test, the first ``prompts``) from the SFT policy,
    drawn once and scored by gold; each RM scores the same draws, and best-of-m for every m <= n_max is read
    off them (``BestOfN.pick``; the fits use the unbiased expected pick over all n_max draws);
-3. RL: PPO against each RM with a small fixed beta, the held-out gold, RM score and KL measured every
+3. RL: PPO against each RM with no KL penalty (``kl_beta``), the held-out gold, RM score and KL measured every
    ``eval_interval`` iterations on the same held-out prompts (``heldout_curve.jsonl``);
 4. before the largest RM is measured: its d* and R* predicted from the smaller RMs' fits
    (``prediction_pre.json``); after: predicted against measured (``prediction.json``);
-5. the fits (``fit.json``), Gao et al.'s Figures 1 and 2 (``best_of_n.png``, ``rl.png``) and ``summary.json``,
+5. the fits (``fit.json``, with each law's R² on held-out points and whether gold peaks then falls while
+   the proxy rises, per curve), Gao et al.'s Figures 1 and 2 (``best_of_n.png``, ``rl.png``) and ``summary.json``,
    which the run's report picks up from RUN/study_overoptimization.
 
 Every piece is reused when finished (a killed study resumes); ``redo`` reruns the study's own pieces.
@@ -41,11 +42,11 @@ from alignlab.config import ConfigError, apply, arg
 from alignlab.errors import MissingInputError
 from alignlab.outputs import atomic_write_json, read_summary
 
-# beta of the RL runs. Gao et al. found a KL penalty acts like early stopping: it does not move the
-# gold-vs-KL frontier, it only stops the run earlier on it. So beta is small enough that KL keeps growing
-# through the run and the curve reaches past the gold peak, and not 0 so that prompts where the RM is flat
-# do not drift freely (the hack preset's beta 0 run collapses its entropy late in the run).
-RL_BETA = 0.01
+# beta of the RL runs: 0, as in Gao et al.'s main RL runs. They found a KL penalty acts like early stopping:
+# it does not move the gold-vs-KL frontier, it only stops the run earlier on it, and the curve must reach
+# past the gold peak to show the law's fall. (A first version used 0.01 so that prompts where the RM is flat
+# would not drift; its runs stopped at 4.6-10 nats with gold still level, so the RL fall was never seen.)
+RL_BETA = 0.0
 
 
 @dataclass
@@ -53,14 +54,16 @@ class OveroptStudyConfig:
     run_dir: str = arg("runs/default", "a pipeline run with world, sft, compare (and reward) finished")
     preset: str = arg("", "the pipeline preset of the run's steps; empty = the run's own (its config.yaml)")
     fractions: list[float] = arg(
-        factory=lambda: [0.25, 0.5, 1.0],
+        # 4 RMs over 8x of data: the largest is predicted from a trend through 3 points, which has a residual
+        # to put in the interval (a line through 2 points has none)
+        factory=lambda: [0.125, 0.25, 0.5, 1.0],
         help="share of the run's comparisons each proxy RM trains on (>= 3; the largest is predicted from the rest)",
     )
     prompts: int = arg(64, "held-out prompts: the first N of the world's test split (best-of-n and PPO's evaluation)")
     n_max: int = arg(256, "best-of-n for n = 1, 2, 4, ..., n_max (a power of 2, >= 4)")
     iterations: int = arg(40, "PPO iterations against each RM (the run's hack preset: 40)")
     eval_interval: int = arg(4, "PPO iterations between held-out measurements of gold, RM score and KL")
-    kl_beta: float = arg(RL_BETA, "PPO's fixed KL coefficient (see RL_BETA for why small and not 0)")
+    kl_beta: float = arg(RL_BETA, "PPO's fixed KL coefficient (see RL_BETA for why 0)")
     n_boot: int = arg(1000, "bootstrap resamples of the prompts for the fits' intervals")
     seed: int = arg(0, "the run's seed whose SFT policy and comparisons are used; also the RMs' subsets and PPO")
     study_dir: str = arg("", "where the study's pieces and summary.json go; empty = RUN/study_overoptimization")
@@ -405,6 +408,23 @@ def _fits(curves: dict, cfg) -> dict[str, dict[str, Any]]:
     }
 
 
+def _checks(curves: dict, cfg) -> dict[str, dict[str, Any]]:
+    """Per form and RM: the law's R² on held-out points, and whether gold peaks then falls as the proxy rises."""
+    from alignlab.evaluate.overoptimization_fit import heldout_r2, peak_then_fall
+
+    out: dict[str, dict[str, Any]] = {}
+    for form, key in (("bon", "best_of_n"), ("rl", "rl")):
+        out[form] = {}
+        for name, c in curves.items():
+            curve = c[key]
+            G, P = np.asarray(curve["gold"]).T, np.asarray(curve["proxy"]).T  # [prompts, points]
+            out[form][name] = {
+                "heldout_r2": heldout_r2(curve["d"], G.mean(axis=0), form),
+                **peak_then_fall(G, P, n_boot=cfg.n_boot, seed=cfg.seed),
+            }
+    return out
+
+
 def _trend(fits: dict, rms: dict) -> dict[str, Any]:
     """alpha and beta against log(comparisons) over every RM: slope and intercept of the least-squares line."""
     fitted = {n: f for n, f in fits.items() if f is not None}
@@ -485,6 +505,9 @@ def run(cfg: OveroptStudyConfig) -> dict:
         | {"trend_in_log_comparisons": _trend(fits[form], rms)}
         for form in fits
     }
+    checks = _checks(curves, cfg)
+    for form in fit_json:
+        fit_json[form]["checks"] = checks[form]
     atomic_write_json(out / "fit.json", fit_json)
     points = {n: {k: _points(c[k]) for k in c} for n, c in curves.items()}
     params = {form: {n: f.params if f else None for n, f in fits[form].items()} for form in fits}
@@ -497,6 +520,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
         "points": points,
         "fits": params,
         "fit_intervals": {form: {n: f.intervals if f else None for n, f in fits[form].items()} for form in fits},
+        "checks": checks,
         "prediction": checked,
         "seconds": round(time.time() - t0, 1),
     }
@@ -513,8 +537,14 @@ def print_summary(s: dict[str, Any]) -> None:
     def params(f: dict | None) -> str:
         return "no fit" if f is None else f"{f['alpha']:.3f}, {f['beta']:.3f}, {f['d_star']:.3g}"
 
+    def held(form: str, n: str) -> str:
+        c = s["checks"][form][n]
+        r2 = c["heldout_r2"]["r2"]
+        return f"held-out R2 {'n/a' if r2 is None else f'{r2:.2f}'}, {'peaks then falls' if c['falls'] else 'no fall'}"
+
     for n, rm in s["rms"].items():
         print(f"  {n:<12} ({rm['comparisons']}) bon {params(s['fits']['bon'][n])}; rl {params(s['fits']['rl'][n])}")
+        print(f"  {'':<12} bon: {held('bon', n)}; rl: {held('rl', n)}")
     p = s["prediction"]
     for form in ("bon", "rl"):
         if "skipped" in p[form]:
