@@ -44,7 +44,7 @@ def test_bad_settings_are_refused_by_name():
     with pytest.raises(ConfigError, match="iterations"):
         OveroptStudyConfig(iterations=4, eval_interval=3)
     with pytest.raises(ConfigError, match="prompts"):
-        OveroptStudyConfig(prompts=1)
+        OveroptStudyConfig(prompts=3)
 
 
 def test_expected_pick_is_the_mean_over_every_subset():

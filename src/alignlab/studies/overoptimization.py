@@ -80,8 +80,11 @@ class OveroptStudyConfig:
             raise ConfigError(f"{where}: 'fractions' needs >= 3 distinct shares in (0, 1], got {f}")
         if self.n_max < 4 or self.n_max & (self.n_max - 1):
             raise ConfigError(f"{where}: 'n_max' must be a power of 2 >= 4 (2 points with d > 0), got {self.n_max}")
-        if self.prompts < 2:
-            raise ConfigError(f"{where}: 'prompts' must be >= 2 (the fits resample prompts), got {self.prompts}")
+        if self.prompts < 4:
+            raise ConfigError(
+                f"{where}: 'prompts' must be >= 4 (the fits resample prompts; the fall check splits them in two "
+                f"halves of >= 2), got {self.prompts}"
+            )
         if self.eval_interval < 1 or self.iterations < 2 * self.eval_interval:
             raise ConfigError(
                 f"{where}: 'iterations' ({self.iterations}) must be >= 2 x 'eval_interval' ({self.eval_interval}): "
