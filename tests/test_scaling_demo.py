@@ -140,9 +140,13 @@ def test_demo_registers_every_prediction_before_its_run_and_checks_it(killed_the
     out = killed_then_resumed_demo["out"]
     results = json.loads((out / "results.json").read_text())
     pre = json.loads((out / "prediction_pre.json").read_text())
-    # the target follows the allocation and is far past the fitted runs
+    # the target follows the allocation, with every parameter counted (the smoke preset: 1 token each),
+    # and is far past the fitted runs
     t = pre["target"]
-    assert t["tokens"] == pytest.approx(4.0 * t["N"], rel=0.05)
+    assert t["tokens"] == pytest.approx(1.0 * t["N"], rel=0.05)
+    for run in results["runs"]:
+        assert run["N"] == run["N_total"] > run["N_non_embedding"]
+        assert run["C"] == pytest.approx(6.0 * run["N_total"] * run["D"])
     assert results["headline"]["ratio_to_largest_fitted"] == pytest.approx(t["C"] / pre["largest_fitted"])
     assert pre["largest_fitted"] == max(
         r["C"] for r in results["runs"] if not r["name"].startswith(("target", "w8_x", "w12_x"))
@@ -153,13 +157,13 @@ def test_demo_registers_every_prediction_before_its_run_and_checks_it(killed_the
     assert loss["lo"] <= loss["predicted"] <= loss["hi"]
     # the held-out fit on the 3 smallest sizes predicted the 4th size and the target, before they trained
     cal = json.loads((out / "calibration" / "pre_k3.json").read_text())
-    assert cal["fitted_sizes"] == [8, 12, 16] and set(cal["targets"]) == {"w20_s0", "target_w32"}
-    for name, folder in (("w20_s0", out / "runs" / "w20_s0"), ("target_w32", out / "target")):
+    assert cal["fitted_sizes"] == [8, 12, 16] and set(cal["targets"]) == {"w20_s0", "target_w48"}
+    for name, folder in (("w20_s0", out / "runs" / "w20_s0"), ("target_w48", out / "target")):
         trained = json.loads((folder / "summary.json").read_text())["finished_at"]
         made = _epoch(cal["created"])
         assert made < trained, f"{name} finished before its calibration prediction was made"
     rows = [r for r in results["calibration"]["rows"] if r["quantity"] == "loss_vs_compute"]
-    assert {r["target"] for r in rows} == {"w20_s0", "target_w32"}
+    assert {r["target"] for r in rows} == {"w20_s0", "target_w48"}
     assert all(r["ratio"] > 1 for r in rows)
     assert results["calibration"]["coverage"]["loss_vs_compute"]["predictions"] == 2
 

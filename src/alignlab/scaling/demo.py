@@ -44,19 +44,28 @@ CAPABILITIES = ("rare_facts", "word_reversal", "arithmetic")
 class DemoConfig:
     world: str = arg("runs/world", "the built-in world (its facts, words and sums give the capability problems)")
     tokenizer: str = arg("runs/tokenizer", "tokenizer path")
-    corpus_chars: int = arg(50_000_000, "characters of long-tailed corpus to write (enough for the target run)")
+    corpus_chars: int = arg(76_000_000, "characters of long-tailed corpus to write (enough for the target run)")
     zipf: float = arg(1.0, "entity mention frequency ~ 1/rank^zipf (1 = Zipf's law); 0 = every entity equally")
     tail_fraction: float = arg(0.5, "rare facts: facts of the least-mentioned fraction of entities")
     widths: list[int] = arg(
-        factory=lambda: [12, 16, 20, 24, 32, 40, 48], help="fitted sizes (d_model), the recipe's main line"
+        factory=lambda: [8, 12, 16, 20, 24, 28, 32], help="fitted sizes (d_model), the recipe's main line"
     )
     seeds: list[int] = arg(factory=lambda: [0, 1, 2], help="seeds of every fitted size (each its own run)")
     offline: list[str] = arg(
-        factory=lambda: ["16x4", "24x4", "32x0.25", "48x0.25"],
+        factory=lambda: ["12x4", "20x4", "24x0.25", "32x0.25"],
         help="off-allocation runs WIDTHxMULT (D = MULT * tokens_per_param * N), for L(N, D) only",
     )
+    # with every parameter counted, C grows slowly at these widths (the embedding dominates): d_model 160
+    # is the smallest target with >= 100x the compute of the largest fitted run (d_model 32)
     target_width: int = arg(160, "the big run's d_model")
-    tokens_per_param: float = arg(20.0, "the allocation: D = tokens_per_param * N (non-embedding N)")
+    tokens_per_param: float = arg(20.0, "the allocation: D = tokens_per_param * N (N counted by param_count)")
+    param_count: str = arg(
+        # Chinchilla's ~20 tokens per parameter counts every parameter, and at small scale counting only the
+        # non-embedding ones bends the laws (Pearce & Song 2024; Porian et al. 2024): a width-12 model's
+        # 2048-row embedding is 7x its other weights, so the non-embedding rule gave it 8x too few tokens
+        "total",
+        "N in the allocation, in C = 6ND and in the laws: total (with the tied embedding) or non_embedding",
+    )
     calibration_from: int = arg(4, "held-out fits start from this many smallest sizes")
     n_layer: int = arg(2, "layers, the same for every size")
     head_dim: int = arg(16, "n_head = round(d_model / head_dim)")
@@ -92,6 +101,8 @@ class DemoConfig:
             raise ConfigError("scaling demo: 'widths' must be at least 3 sizes in increasing order")
         if not 3 <= self.calibration_from < len(self.widths):
             raise ConfigError(f"scaling demo: 'calibration_from' must be in [3, {len(self.widths) - 1}]")
+        if self.param_count not in ("total", "non_embedding"):
+            raise ConfigError(f"scaling demo: 'param_count' must be total or non_embedding, got {self.param_count!r}")
         if self.target_width <= self.widths[-1]:
             raise ConfigError("scaling demo: 'target_width' must exceed the largest fitted width")
 
@@ -99,12 +110,12 @@ class DemoConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # plumbing on the smoke world: four tiny sizes, a 2x-wider target, a few problems
     "smoke": {
-        "corpus_chars": 600_000,
+        "corpus_chars": 800_000,
         "widths": [8, 12, 16, 20],
         "seeds": [0, 1],
         "offline": [],  # no L(N, D) here: its multi-start fits would take most of the smoke run
-        "target_width": 32,
-        "tokens_per_param": 4.0,
+        "target_width": 48,  # every parameter counted: 9x the compute of width 20
+        "tokens_per_param": 1.0,  # every parameter counted: about the tokens the smoke runs always had
         "calibration_from": 3,
         "capability_sizes": 3,
         "seq_len": 64,
@@ -158,8 +169,19 @@ def spec_for(cfg: DemoConfig, scfg, width: int, mult: float = 1.0, seed: int = 0
     from alignlab.scaling.stage import count_params
     from alignlab.scaling.sweep import make_spec
 
-    n = count_params(scfg, make_spec(scfg, width, 1))[0]
+    n = count_params(scfg, make_spec(scfg, width, 1))[_COUNT_INDEX[cfg.param_count]]
     return make_spec(scfg, width, mult * cfg.tokens_per_param * n, name=name or f"w{width}_s{seed}", seed=seed)
+
+
+_COUNT_INDEX = {"non_embedding": 0, "total": 1}  # count_params returns (non-embedding, total)
+
+
+def counted(cfg: DemoConfig, rec: dict[str, Any]) -> dict[str, Any]:
+    """A run record whose N and C = 6ND use the demo's parameter count (the sweep records non-embedding)."""
+    if cfg.param_count == "total":
+        rec = {**rec, "N": rec["N_total"], "C": rec["C_total"], "N_non_embedding": rec["N"]}
+        rec["eval_curve"] = [{**m, "C": 6.0 * rec["N"] * m["tokens"]} for m in rec.get("eval_curve", [])]
+    return rec
 
 
 def plan(cfg: DemoConfig, scfg) -> dict[str, Any]:
@@ -205,7 +227,7 @@ def train_and_score(cfg: DemoConfig, scfg, spec, problems, extra: dict | None = 
 
     run_dir = Path(cfg.output_dir) / ("target" if spec.name.startswith("target") else f"runs/{spec.name}")
     summary = train_run(scfg, spec, run_dir, pack_cache=str(Path(cfg.output_dir) / "pack_cache"), **(extra or {}))
-    rec = run_record(scfg, spec, run_dir, summary)
+    rec = counted(cfg, run_record(scfg, spec, run_dir, summary))
     flat = [it for task in cfg.capabilities for it in problems[task]]
     results = {r["id"]: r for r in capability_results(scfg, run_dir, flat) or []}
     rec["passes"] = {i: results[i]["passes"] for i in results}
@@ -308,12 +330,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _point(rec_or_spec, scfg) -> dict[str, float]:
+def _point(cfg: DemoConfig, rec_or_spec, scfg) -> dict[str, float]:
     from alignlab.scaling.stage import count_params
 
     if isinstance(rec_or_spec, dict):
         return {"C": rec_or_spec["C"], "N": float(rec_or_spec["N"]), "D": float(rec_or_spec["D"])}
-    n = count_params(scfg, rec_or_spec)[0]
+    n = count_params(scfg, rec_or_spec)[_COUNT_INDEX[cfg.param_count]]
     return {"C": 6.0 * n * rec_or_spec.tokens, "N": float(n), "D": float(rec_or_spec.tokens)}
 
 
@@ -337,7 +359,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             _register_calibration(cfg, scfg, p, j, done, problems)
         done += [train_and_score(cfg, scfg, s, problems) for s in p["fitted"][width]]
     offline = [train_and_score(cfg, scfg, s, problems) for s in p["offline"]]
-    target_point = _point(p["target"], scfg)
+    target_point = _point(cfg, p["target"], scfg)
     pre = predict(cfg, done, offline, {p["target"].name: target_point}, problems, chinchilla=True)
     pre["still_improving"] = _improvement_checks(cfg, done, problems)
     pre["target"] = {**dataclasses.asdict(p["target"]), **target_point}
@@ -367,7 +389,7 @@ def _register_calibration(cfg: DemoConfig, scfg, p, j: int, done, problems) -> N
     """Before size ``j`` trains: the fit on sizes < j predicts every larger size's first seed and the target."""
     out = Path(cfg.output_dir)
     later = [p["fitted"][w][0] for w in cfg.widths[j:]] + [p["target"]]
-    targets = {s.name: _point(s, scfg) for s in later}
+    targets = {s.name: _point(cfg, s, scfg) for s in later}
     dirs = [out / ("target" if s.name.startswith("target") else f"runs/{s.name}") for s in later]
     path = out / "calibration" / f"pre_k{j}.json"
     if path.is_file():
@@ -414,7 +436,7 @@ def _headline_summary(headline: dict[str, Any]) -> dict[str, Any]:
 
 def _recipe_text(cfg: DemoConfig) -> str:
     return (
-        f"D = {cfg.tokens_per_param:g} x N (non-embedding) tokens, read once; n_layer={cfg.n_layer}, "
+        f"D = {cfg.tokens_per_param:g} x N ({cfg.param_count.replace('_', '-')} parameters) tokens, read once; n_layer={cfg.n_layer}, "
         f"n_head=round(d_model/{cfg.head_dim}), d_ff=8/3 d_model; lr = {cfg.lr_base:g} x ({cfg.lr_base_width}/d_model)"
         f"^{cfg.lr_width_exp:g}; AdamW (wd 0.1), warmup {cfg.warmup_frac:g} of steps, cosine to 0.1 of peak; "
         f"batch {cfg.batch_size} x {cfg.seq_len} tokens; seeds {cfg.seeds}"
