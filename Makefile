@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PRESET ?= default
 RUN_DIR ?= runs/$(PRESET)
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo smoke test bench clean
 
@@ -29,7 +30,9 @@ test: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	@# the tests start dozens of Python processes; with PYTHONDONTWRITEBYTECODE set, each would compile the package anew
 	$(PY) -m compileall -q src tests >/dev/null
-	$(PY) -m pytest
+	@# 2 workers, a test file each, one thread each: the tests' models are tiny, so a second intra-op thread
+	@# mostly waits, and a second worker does not (README, Tests). TEST_WORKERS=0 runs them in one process.
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf runs .pytest_cache

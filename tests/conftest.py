@@ -4,6 +4,7 @@ whole smoke pipeline run that the report and study tests share."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -65,13 +66,23 @@ def _fresh_accelerate_state():
 def smoke_pipeline_run(tmp_path_factory) -> Path:
     """The whole smoke pipeline, diagnostics included (ppo_gold), into a temporary folder (about 25 s). Shared:
     a test that adds steps to it works on a copy. Defined here, not in a fixtures module a test imports: an
-    imported session fixture is a separate definition in each importing module, and would run once per module."""
+    imported session fixture is a separate definition in each importing module, and would run once per module.
+    Under pytest-xdist (``make test`` runs 2 workers) the workers share one run: the first to need it builds it
+    under a file lock, and the others wait and reuse it."""
+    from filelock import FileLock
+
     from alignlab.config import resolve
     from alignlab.stages.pipeline import PRESETS, PipelineConfig
     from alignlab.stages.registry import run_stage
 
-    root = tmp_path_factory.mktemp("smoke_pipeline") / "run"
-    run_stage(
-        "pipeline", resolve(PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(root), "diagnostics": "true"})
-    )
+    # every worker's basetemp is a child of this session's one folder; without xdist, basetemp is that folder
+    base = tmp_path_factory.getbasetemp()
+    base = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = base / "smoke_pipeline" / "run"
+    with FileLock(str(base / "smoke_pipeline.lock")):
+        if not (root / "summary.json").is_file():  # the pipeline writes it last
+            run_stage(
+                "pipeline",
+                resolve(PipelineConfig, PRESETS, "smoke", None, {"output_dir": str(root), "diagnostics": "true"}),
+            )
     return root

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 
 import pytest
 import torch
 
 REWARD_SHIFT = 0.25  # a non-zero shift, so tests see it subtracted consistently
+
+
+def free_port() -> int:
+    """A loopback port nobody holds now: each 2-process launch gets its own, so launches in parallel test
+    workers (pytest-xdist) do not both bind torch.distributed's default 29500."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _write_jsonl(path, rows):

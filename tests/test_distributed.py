@@ -33,7 +33,7 @@ import pytest
 from safetensors.torch import load_file
 
 from alignlab.outputs import read_metrics
-from fixtures_rlhf import rlhf_inputs  # noqa: F401
+from fixtures_rlhf import free_port, rlhf_inputs  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
@@ -54,7 +54,10 @@ def _launch(nproc: int, args: list[str], script: Path | None = None) -> None:
     launcher = (
         []
         if nproc == 1
-        else ["-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), "--num_processes", str(nproc)]
+        else [
+            *("-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), "--num_processes", str(nproc)),
+            *("--main_process_port", str(free_port())),
+        ]
     )
     cmd = [sys.executable, *launcher, *target, *args]
     r = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)

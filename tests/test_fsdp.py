@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from alignlab.outputs import read_metrics
-from fixtures_rlhf import rlhf_inputs  # noqa: F401
+from fixtures_rlhf import free_port, rlhf_inputs  # noqa: F401
 from test_distributed import PPO_DRIVER, WEIGHT_ATOL, _close, _max_weight_diff, _ppo_args, _sft_args, sft_data  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,15 @@ def _launch(args: list[str], report: Path | None = None, script: Path | None = N
     if report is not None:
         env["ALIGNLAB_FSDP_REPORT"] = str(report)
     target = [str(script)] if script else ["-m", "alignlab.cli"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_2PROC), *target, *args]
+    launch = [
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(FSDP_2PROC),
+        "--main_process_port",
+        str(free_port()),
+    ]
+    cmd = [sys.executable, *launch, *target, *args]
     r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert (r.returncode != 0) == bool(kill), (
         f"{' '.join(cmd)}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-6000:]}"
