@@ -332,7 +332,8 @@ def heldout_r2(d: ArrayLike, R: ArrayLike, form: str) -> dict[str, Any]:
 
 def peak_then_fall(gold: ArrayLike, proxy: ArrayLike, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Does gold peak and then fall while the proxy keeps rising? ``gold``, ``proxy``: [prompts, points] gains
-    along one curve (points in order of d). The peak is picked on the even-numbered prompts and the fall
+    along one curve, points in the order the optimisation reached them (n for best-of-n, iterations for
+    RL, whose d need not grow every time). The peak is picked on the even-numbered prompts and the fall
     measured on the odd ones, so that the max of a noisy curve does not manufacture a fall; the fall
     (gold at the peak − gold at the last point) and the proxy's rise over the same span get 95% intervals
     from resampling those prompts. ``falls`` / ``proxy_rises``: the interval's lower bound is above 0."""
