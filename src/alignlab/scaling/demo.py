@@ -108,7 +108,7 @@ class DemoConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # plumbing on the smoke world: four tiny sizes, a 2x-wider target, a few problems
+    # plumbing on the smoke world: four tiny sizes, a target 2.4x wider than the largest, a few problems
     "smoke": {
         "corpus_chars": 800_000,
         "widths": [8, 12, 16, 20],
