@@ -121,11 +121,18 @@ def _sft_args(inp, data, out, **kw) -> list[str]:
     return ["sft", *[x for k, v in cfg.items() for x in (f"--{k}", str(v))]]
 
 
-def test_sft_two_processes_match_one(rlhf_inputs, sft_data, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def sft_one(rlhf_inputs, sft_data, tmp_path_factory):  # noqa: F811
+    """SFT in 1 process (global batch 8, 2 epochs: 10 steps): the run both SFT tests compare against."""
+    one = tmp_path_factory.mktemp("dist_sft_one") / "one"
+    _launch(1, _sft_args(rlhf_inputs, sft_data, one))
+    return one
+
+
+def test_sft_two_processes_match_one(rlhf_inputs, sft_data, sft_one, tmp_path):  # noqa: F811
     """Per-step training loss, per-epoch validation loss and the final weights of SFT on 2 ranks
     (4 examples each) equal those of 1 process (8 examples) -- same global batch, same order."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    _launch(1, _sft_args(rlhf_inputs, sft_data, one))
+    one, two = sft_one, tmp_path / "two"
     _launch(2, _sft_args(rlhf_inputs, sft_data, two))
     m1, m2 = read_metrics(one), read_metrics(two)
     loss1 = [m["loss"] for m in m1 if "loss" in m]
@@ -141,14 +148,15 @@ def test_sft_two_processes_match_one(rlhf_inputs, sft_data, tmp_path):  # noqa: 
     assert not (two / "checkpoint.tmp").exists()
 
 
-def test_a_wrong_share_is_caught(rlhf_inputs, sft_data, tmp_path):  # noqa: F811
-    """The comparison has teeth: a single-process run whose global batch is 4 (what a rank would
-    see if it forgot the other rank's half) differs from the 8-example run far beyond LOSS_RTOL (measured: 0.7% at worst)."""
-    one, half = tmp_path / "one", tmp_path / "half"
-    _launch(1, _sft_args(rlhf_inputs, sft_data, one, epochs=1))
+def test_a_wrong_share_is_caught(rlhf_inputs, sft_data, sft_one, tmp_path):  # noqa: F811
+    """The comparison has teeth: a single-process run whose global batch is 4 (what a rank would see if it
+    forgot the other rank's half; 1 epoch, so the same 10 steps and lr schedule as the 8-example run)
+    differs from the 8-example run far beyond LOSS_RTOL."""
+    half = tmp_path / "half"
     _launch(1, _sft_args(rlhf_inputs, sft_data, half, epochs=1, batch_size=4))
-    loss_full = [m["loss"] for m in read_metrics(one) if "loss" in m]
+    loss_full = [m["loss"] for m in read_metrics(sft_one) if "loss" in m]
     loss_half = [m["loss"] for m in read_metrics(half) if "loss" in m]
+    assert len(loss_full) == len(loss_half) == 10
     assert max(_rel(a, b) for a, b in zip(loss_full, loss_half)) > 20 * LOSS_RTOL, (loss_full, loss_half)
 
 
