@@ -148,9 +148,12 @@ def test_demo_registers_every_prediction_before_its_run_and_checks_it(killed_the
         assert run["N"] == run["N_total"] > run["N_non_embedding"]
         assert run["C"] == pytest.approx(6.0 * run["N_total"] * run["D"])
     assert results["headline"]["ratio_to_largest_fitted"] == pytest.approx(t["C"] / pre["largest_fitted"])
-    assert pre["largest_fitted"] == max(
-        r["C"] for r in results["runs"] if not r["name"].startswith(("target", "w8_x", "w12_x"))
-    )
+    # the loss laws saw only the 3 smallest sizes; the capability law the 3 largest (w20 too)
+    assert pre["loss_widths"] == [8, 12, 16] and pre["capability_widths"] == [12, 16, 20]
+    main_line = [r for r in results["runs"] if not r["name"].startswith(("target", "w8_x", "w12_x"))]
+    assert pre["largest_fitted"] == max(r["C"] for r in main_line if r["width"] <= 16)
+    assert pre["largest_fitted_capability"] == max(r["C"] for r in main_line)
+    assert results["headline"]["capability_ratio"] == pytest.approx(t["C"] / pre["largest_fitted_capability"])
     assert results["headline"]["ratio_to_largest_fitted"] > 5
     loss = results["headline"]["quantities"]["loss_vs_compute"]
     assert loss["actual"] == pytest.approx(json.loads((out / "target" / "summary.json").read_text())["final_eval_loss"])

@@ -61,6 +61,7 @@ def compare_headline(cfg, pre: dict[str, Any], target: dict[str, Any], problems)
         "target": target["name"],
         "C": target["C"],
         "ratio_to_largest_fitted": target["C"] / pre["largest_fitted"],
+        "capability_ratio": target["C"] / pre.get("largest_fitted_capability", pre["largest_fitted"]),
         "prediction_made": pre["created"],
         "quantities": _quantities(cfg, pre, target["name"], target),
     }
@@ -115,9 +116,13 @@ def plot_predictions(out: Path, pre: dict[str, Any], done: list[dict], target: d
         ax.grid(True, which="both", alpha=0.25)
         if q == "loss_vs_compute":
             f = pre["loss_fit"]
-            ax.plot(
-                [r["C"] for r in done], [r["loss"] for r in done], "o", color="tab:blue", alpha=0.7, label="fitted runs"
-            )
+            fitted = [r for r in done if r["width"] in pre.get("loss_widths", [r["width"]])]
+            others = [r for r in done if r not in fitted]
+            ax.plot([r["C"] for r in fitted], [r["loss"] for r in fitted], "o", color="tab:blue", alpha=0.7,
+                    label="fitted runs")  # fmt: skip
+            if others:
+                ax.plot([r["C"] for r in others], [r["loss"] for r in others], "o", mfc="none", color="tab:blue",
+                        alpha=0.7, label="capability-only runs (not in the loss fit)")  # fmt: skip
             ax.plot(grid, f["a"] * grid ** f["b"] + f["c"], "-", color="tab:blue", alpha=0.6, label="L(C) = aC^b + c")
             _target_marks(ax, C_max, t_pred[q], target["loss"])
             ax.set_ylabel("held-out loss (nats/token)")
@@ -194,7 +199,9 @@ def report_lines(results: dict[str, Any], pre: dict[str, Any]) -> list[str]:
         f"Recipe: {results['recipe']}.",
         "",
         f"The prediction was registered at {h['prediction_made']}; the target {h['target']} has "
-        f"{h['ratio_to_largest_fitted']:.0f}x the compute of the largest fitted run.",
+        f"{h['ratio_to_largest_fitted']:.0f}x the compute of the largest run the loss laws were fitted on "
+        f"(widths {pre.get('loss_widths', 'all')}) and {h.get('capability_ratio', h['ratio_to_largest_fitted']):.0f}x "
+        f"that of the largest the capability law was fitted on (widths {pre.get('capability_widths', 'the largest')}).",
         "",
         "| quantity | predicted [95%] | actual | error | inside |",
         "|---|---|---|---|---|",
