@@ -141,5 +141,11 @@ def test_peak_then_fall_sees_a_fall_and_not_a_plateau():
     # rises then stays flat: noise picks some peak, but the other prompts show no fall
     flat = np.minimum(np.tile(d, (200, 1)), 1.0) + 0.3 * rng.standard_normal((200, len(d)))
     assert not peak_then_fall(flat, proxy)["falls"]
+    assert not peak_then_fall(flat, proxy)["stalled"] and not peak_then_fall(falling, proxy)["stalled"]
+    # a policy that stopped changing at its peak (point 3): every later point repeats it, on every prompt
+    stuck_g, stuck_p = falling.copy(), proxy.copy()
+    stuck_g[:, 3:], stuck_p[:, 3:] = stuck_g[:, [3]] + 1.0, stuck_p[:, [3]]
+    stuck = peak_then_fall(stuck_g, stuck_p)
+    assert stuck["stalled"] and not stuck["falls"] and stuck["gold_fall"]["hi"] == 0.0
     with pytest.raises(ValueError, match="same"):
         peak_then_fall(falling, proxy[:, :3])

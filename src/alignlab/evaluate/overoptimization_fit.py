@@ -336,7 +336,9 @@ def peak_then_fall(gold: ArrayLike, proxy: ArrayLike, *, n_boot: int = 1000, see
     RL, whose d need not grow every time). The peak is picked on the even-numbered prompts and the fall
     measured on the odd ones, so that the max of a noisy curve does not manufacture a fall; the fall
     (gold at the peak − gold at the last point) and the proxy's rise over the same span get 95% intervals
-    from resampling those prompts. ``falls`` / ``proxy_rises``: the interval's lower bound is above 0."""
+    from resampling those prompts. ``falls`` / ``proxy_rises``: the interval's lower bound is above 0.
+    ``stalled``: past the peak, neither gold nor proxy moved on any measured prompt (a run whose policy
+    stopped changing gives a fall of exactly 0 [0, 0], which is no evidence either way)."""
     G, P = np.asarray(gold, dtype=float), np.asarray(proxy, dtype=float)
     if G.shape != P.shape or G.ndim != 2 or G.shape[0] < 4 or G.shape[1] < 2:
         raise ValueError(f"gold and proxy must be the same [prompts >= 4, points >= 2] shape, got {G.shape}, {P.shape}")
@@ -359,4 +361,5 @@ def peak_then_fall(gold: ArrayLike, proxy: ArrayLike, *, n_boot: int = 1000, see
         "proxy_rise": r,
         "falls": bool(k < last and f["lo"] > 0),
         "proxy_rises": bool(k < last and r["lo"] > 0),
+        "stalled": bool(k < last and not np.any(fall) and not np.any(rise)),
     }

@@ -31,6 +31,10 @@ def _check_cells(c: dict[str, Any]) -> list[str]:
     r2 = c["heldout_r2"]["r2"]
     f = c["gold_fall"]
     verdict = "yes" if c["falls"] and c["proxy_rises"] else "no"
+    if c.get("stalled"):
+        verdict = "no (the policy stopped changing after gold's peak)"
+    elif c.get("peak_point") is not None and c["peak_point"] == c.get("last_point"):
+        verdict = "no (gold is highest at the last point)"
     return ["–" if r2 is None else f"{r2:.2f}", f"{verdict}: {f['mean']:.3f} [{f['lo']:.3f}, {f['hi']:.3f}]"]
 
 
