@@ -1,7 +1,7 @@
 """``alignlab scaling demo``: GPT-4's two predictions, made before the big run, then checked.
 
-One recipe along one allocation: every run has D = tokens_per_param · N training tokens (N the
-non-embedding parameters, Chinchilla's rule of ~20 tokens per parameter), read once from one
+One recipe along one allocation: every run has D = tokens_per_param · N training tokens (N every
+parameter by default, ``param_count``; Chinchilla's rule of ~20 tokens per parameter), read once from one
 long-tailed corpus (``scaling/corpus.py``); the peak learning rate follows a 1/width rule, and
 batch, sequence length, warmup fraction and cosine schedule are the same for every size. A
 bigger run differs from a smaller one only in scale, as GPT-4's small models were trained
@@ -16,8 +16,9 @@ Order of work (each step is skipped when its output exists, so a killed demo res
    at many extrapolation ratios, for the price of runs the sweep needs anyway;
 3. off-line runs (a few sizes at 1/4 and 4x the allocation) so Chinchilla's L(N, D) can tell N
    from D, which runs along one allocation cannot;
-4. the headline prediction from all fitted runs: the target's loss by L(C) and L(N, D), and each
-   capability's pass rate (``capability_law``), in ``prediction_pre.json``; its SHA-256 goes into
+4. the headline prediction: the target's loss by L(C) and L(N, D), fitted on the ``loss_sizes`` smallest
+   sizes, and each capability's pass rate (``capability_law``), fitted on the ``capability_sizes`` largest
+   (GPT-4's two predictions used two compute ranges too), in ``prediction_pre.json``; its SHA-256 goes into
    the target's config.yaml, and a target that started without it is refused;
 5. the target, then ``results.json``, the figures and ``report.md``.
 """

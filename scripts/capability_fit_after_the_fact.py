@@ -1,0 +1,65 @@
+"""Apply the scaling demo's current capability fit to a demo whose target already trained (a check, not
+a prediction: the target's result is known).
+
+    python scripts/capability_fit_after_the_fact.py runs/default/scaling_demo --seed 0
+
+Trains any main-line size of the current default recipe that the older demo lacks (e.g. widths 40 and 48
+for a second-version demo), fits GPT-4's capability law on the ``capability_sizes`` largest sizes, and
+prints each capability's prediction for the existing target beside its actual pass rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from alignlab.scaling import demo as d
+from alignlab.scaling.capability_law import fit_capability_law, geometric_pass_rate, still_improving
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("output_dir", help="an existing demo's output_dir (its target trained)")
+    ap.add_argument("--seed", type=int, required=True, help="the seed that demo ran with")
+    ap.add_argument("--world", default="runs/default/world")
+    ap.add_argument("--tokenizer", default="runs/default/tokenizer")
+    a = ap.parse_args()
+    out = Path(a.output_dir)
+    if not (out / "target" / "summary.json").is_file():
+        raise SystemExit(f"{out}/target has not finished: this script only checks a finished target")
+    cfg = d.DemoConfig(world=a.world, tokenizer=a.tokenizer, output_dir=str(out), seed=a.seed)
+    scfg = d.sweep_config(cfg)
+    p = d.plan(cfg, scfg)
+    problems = d.capability_problems(cfg, out)
+    done = [d.train_and_score(cfg, scfg, s, problems) for w in cfg.widths for s in p["fitted"][w]]
+    target = d.train_and_score(cfg, scfg, p["target"], problems)  # finished: read back, not retrained
+    fitted = d.largest_sizes(done, cfg.capability_sizes)
+    result = {}
+    for task in cfg.capabilities:
+        pc = d.pass_counts(fitted, problems[task])
+        try:
+            law = fit_capability_law(pc, [target["C"]], cfg.n_boot, cfg.level)
+        except ValueError as e:
+            result[task] = {"skipped": str(e)}
+            continue
+        ids = law["problems_used"]
+        passes = np.array([target["passes"][i] for i in ids], dtype=float)
+        actual = geometric_pass_rate(passes, np.full(len(ids), float(target["samples"])))[0]
+        pred = law["predictions"][0]
+        result[task] = {
+            "k": law["k"],
+            "problems": len(ids),
+            "predicted": pred["estimate"],
+            "interval": [pred["lo"], pred["hi"]],
+            "actual": actual,
+            "inside": pred["lo"] <= actual <= pred["hi"],
+            "still_improving": still_improving(pc, cfg.n_boot, cfg.level)["improving"],
+        }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
