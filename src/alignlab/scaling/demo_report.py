@@ -127,6 +127,7 @@ def plot_predictions(out: Path, pre: dict[str, Any], done: list[dict], target: d
             _target_marks(ax, C_max, t_pred[q], target["loss"])
             ax.set_ylabel("held-out loss (nats/token)")
         elif "skipped" in pre["capability_fits"][q]:
+            ax.set_axis_off()  # no law, no axes: only the reason
             ax.text(0.5, 0.5, "no law: " + pre["capability_fits"][q]["skipped"], ha="center", wrap=True, fontsize=8,
                     transform=ax.transAxes)  # fmt: skip
         else:
