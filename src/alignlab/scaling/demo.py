@@ -57,7 +57,7 @@ class DemoConfig:
         help="off-allocation runs WIDTHxMULT (D = MULT * tokens_per_param * N), for L(N, D) only",
     )
     # with every parameter counted, C grows slowly at these widths (the embedding dominates): d_model 160
-    # is the smallest target with >= 100x the compute of the largest fitted run (d_model 32)
+    # is the smallest target with >= 100x the compute of the largest run the loss laws fit (d_model 32)
     target_width: int = arg(160, "the big run's d_model")
     tokens_per_param: float = arg(20.0, "the allocation: D = tokens_per_param * N (N counted by param_count)")
     param_count: str = arg(
