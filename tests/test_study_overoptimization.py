@@ -118,3 +118,66 @@ def test_a_second_run_reuses_every_piece(study_run, capsys):
     # pieces made with other settings are not reused silently
     with pytest.raises(ConfigError, match="n_max"):
         _study(study_run, n_max="8")
+
+
+# ----------------------------------------------------------------------------- the size axis (Gao et al.'s own)
+
+
+@pytest.fixture(scope="module")
+def size_study_run(smoke_pipeline_run, tmp_path_factory):
+    """A copy of the smoke run with the size-axis study in it: RMs of d_model 16, 32 and the run's own 64."""
+    run = tmp_path_factory.mktemp("overopt_sizes") / "run"
+    shutil.copytree(smoke_pipeline_run, run, symlinks=True)
+    cls, presets, _ = STAGES["study overoptimization"].load()
+    cfg = resolve(cls, presets, "smoke_rm_sizes", None, {"run_dir": str(run), "n_boot": "100"})
+    run_stage("study overoptimization", cfg)
+    return run
+
+
+def test_rm_sizes_are_checked_by_name():
+    from alignlab.studies.overoptimization import SMOKE_RM_SIZE_SHAPES
+
+    with pytest.raises(ConfigError, match="'rm_sizes' needs >= 3"):
+        OveroptStudyConfig(rm_sizes=SMOKE_RM_SIZE_SHAPES[:2])
+    bad = [dict(s) for s in SMOKE_RM_SIZE_SHAPES]
+    bad[0]["d_model"] = 0
+    with pytest.raises(ConfigError, match=r"study overoptimization: 'rm_sizes\[0\]\.d_model'"):
+        OveroptStudyConfig(rm_sizes=bad)
+    same = [dict(s) for s in SMOKE_RM_SIZE_SHAPES]
+    same[1] = {**same[0], "name": "again"}
+    with pytest.raises(ConfigError, match="distinct parameter counts"):
+        OveroptStudyConfig(rm_sizes=same)
+
+
+def test_size_axis_trains_each_rm_from_its_own_sft_on_the_same_comparisons(size_study_run):
+    run = size_study_run
+    out = run / "study_overoptimization_rm_sizes"
+    s = _read(out / "summary.json")
+    assert s["axis"] == "params" and list(s["rms"]) == ["rm_d16", "rm_d32", "rm_d64"]
+    params = [rm["params"] for rm in s["rms"].values()]
+    assert params == sorted(params) and len(set(params)) == 3
+    # only the size differs: every RM saw all the run's comparisons
+    assert {rm["comparisons"] for rm in s["rms"].values()} == {_read(run / "reward" / "summary.json")["train_prompts"]}
+    assert s["rms"]["rm_d64"]["folder"] == str(run / "reward")  # the run's own shape is the run's own RM
+    for name, width in (("rm_d16", 16), ("rm_d32", 32)):
+        rm = out / name
+        assert _read(rm / "config.json")["hidden_size"] == width
+        sft = out / "sizes" / name.removeprefix("rm_") / "sft"
+        assert (sft / "summary.json").is_file() and str(sft) in (rm / "config.yaml").read_text()
+        assert 0 <= s["rms"][name]["gold_accuracy"] <= 1
+    pre = _read(out / "prediction_pre.json")
+    assert pre["axis"] == "params" and pre["target_rm"] == "rm_d64" and pre["target_size"] == params[-1]
+    assert "trend_in_log_params" in _read(out / "fit.json")["bon"]
+    # the data-axis study's folder is untouched: the two axes do not share pieces
+    assert not (run / STUDY).exists()
+
+
+def test_the_report_has_a_section_for_the_size_axis(size_study_run):
+    from alignlab.report.build import ReportConfig
+    from alignlab.report.build import run as build_report
+
+    build_report(ReportConfig(run_dir=str(size_study_run)))
+    md = (size_study_run / "report.md").read_text()
+    assert "## Reward over-optimisation (Gao et al. 2022) on the built-in world: proxy RMs of several sizes" in md
+    assert "non-embedding params" in md and "Predicted before rm_d64" in md
+    assert (size_study_run / "report_overopt_rm_sizes_rl.png").is_file()

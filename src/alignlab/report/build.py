@@ -90,6 +90,7 @@ def gather(run: Path) -> dict[str, Any]:
         "study": _json(run / "study_demonstrators" / "summary.json"),
         "study_methods": _json(run / "study_methods" / "summary.json"),
         "study_overoptimization": _json(run / "study_overoptimization" / "summary.json"),
+        "study_overoptimization_rm_sizes": _json(run / "study_overoptimization_rm_sizes" / "summary.json"),
         "study_sizes": _json(run / "study_sizes" / "summary.json"),
         "seeds": compare_seeds([main_eval, *seeds]) if main_eval.exists() and seeds else None,
         "flan": _json(run / "instruct_tune" / "results.json"),
@@ -196,6 +197,7 @@ def run(cfg: ReportConfig) -> dict:
     why_rlhf.study_section(doc, d["study"], out)
     methods_study.methods_section(doc, d["study_methods"], out)
     overoptimization_study.overoptimization_section(doc, d["study_overoptimization"], out)
+    overoptimization_study.overoptimization_section(doc, d["study_overoptimization_rm_sizes"], out)
     sizes_study.sizes_section(doc, d["study_sizes"], out)
     if d["seeds"]:
         seeds_section(doc, d["seeds"])

@@ -1,6 +1,7 @@
 """The report's section on ``alignlab study overoptimization``: Gao et al.'s laws on the built-in world.
 
-One row per proxy RM (the comparisons it was trained on, the fitted alpha, beta and gold-optimal d* of
+One row per proxy RM (the comparisons it was trained on or its size, how often it orders held-out pairs as gold
+does, the fitted alpha, beta and gold-optimal d* of
 best-of-n and of PPO), the prediction of the largest RM's peak made before it was measured against what
 was measured, and the two figures (Gao et al. Figures 1 and 2).
 """
@@ -55,14 +56,33 @@ def prediction_sentences(pred: dict[str, Any]) -> list[str]:
     return out
 
 
+def _proxies(study: dict[str, Any]) -> str:
+    """What the proxy RMs are, along the study's axis."""
+    rms = list(study["rms"].values())
+    if study.get("axis") == "params":
+        sizes = ", ".join(f"{r['params']:,}" for r in rms)
+        return (
+            f"proxy reward models of {sizes} non-embedding parameters, each from its own size's SFT model, all "
+            f"trained on the run's {rms[-1]['comparisons']} comparisons"
+        )
+    return f"proxy reward models trained on {', '.join(str(r['comparisons']) for r in rms)} of the run's comparisons"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
 def overoptimization_section(doc, study: dict | None, out: Path) -> None:
     if not study or not study.get("fits"):
         return
     fits, iv, rms = study["fits"], study.get("fit_intervals", {}), study["rms"]
-    doc.h("Reward over-optimisation (Gao et al. 2022) on the built-in world")
+    by_size = study.get("axis") == "params"
+    doc.h(
+        "Reward over-optimisation (Gao et al. 2022) on the built-in world"
+        + (": proxy RMs of several sizes" if by_size else "")
+    )
     doc.p(
-        f"From `alignlab study overoptimization` ({study.get('run_dir')}): proxy reward models trained on "
-        f"{', '.join(str(r['comparisons']) for r in rms.values())} of the run's comparisons; best-of-n "
+        f"From `alignlab study overoptimization` ({study.get('run_dir')}): {_proxies(study)}; best-of-n "
         f"(n up to {study['n_max']}) of the SFT policy and PPO (KL coefficient {study['ppo']['kl_beta']}) against each, "
         f"on {study['prompts']} held-out prompts, judged by the world's labelers (the exact gold reward). "
         "d = sqrt(KL to SFT); best-of-n R = d(α − β d), PPO R = d(α − β log d); intervals: 95% bootstrap over prompts."
@@ -72,11 +92,15 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
         none = dict.fromkeys(("alpha", "beta", "d_star"))
         b, r = fits["bon"][name] or none, fits["rl"][name] or none
         bi, ri = (iv.get("bon") or {}).get(name) or {}, (iv.get("rl") or {}).get(name) or {}
+        size = f"{rm['params']:,}" if by_size else str(rm["comparisons"])
         rows.append(
-            [name, str(rm["comparisons"]), _g(b["alpha"]), _g(b["beta"]), _with_interval(b["d_star"], bi.get("d_star")),
-             _g(r["alpha"]), _g(r["beta"]), _with_interval(r["d_star"], ri.get("d_star"))]
+            [name, size, _pct(rm.get("gold_accuracy")), _g(b["alpha"]), _g(b["beta"]),
+             _with_interval(b["d_star"], bi.get("d_star")), _g(r["alpha"]), _g(r["beta"]),
+             _with_interval(r["d_star"], ri.get("d_star"))]
         )  # fmt: skip
-    doc.table(["proxy RM", "comparisons", "BoN α", "BoN β", "BoN d*", "PPO α", "PPO β", "PPO d*"], rows)
+    head = ["proxy RM", "non-embedding params" if by_size else "comparisons", "agrees with gold"]
+    doc.table(head + ["BoN α", "BoN β", "BoN d*", "PPO α", "PPO β", "PPO d*"], rows)
+    doc.p("Agrees with gold: the share of held-out response pairs the RM orders as the gold reward does.")
     checks = study.get("checks")
     if checks:
         doc.table(["proxy RM", "BoN: R² held out", "BoN: gold falls", "PPO: R² held out", "PPO: gold falls"],
@@ -90,8 +114,11 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
     if pred:
         doc.p(
             f"Predicted before {pred['target_rm']} was measured, from the smaller RMs' fits (α, β linear in log "
-            "comparisons): " + " ".join(prediction_sentences(pred))
+            f"{'parameters' if by_size else 'comparisons'}): " + " ".join(prediction_sentences(pred))
         )
     pts = study["points"]
-    doc.image(plots.overoptimization(pts, fits, "best_of_n", out / "report_overopt_bon.png"), "best-of-n gold vs d")
-    doc.image(plots.overoptimization(pts, fits, "rl", out / "report_overopt_rl.png"), "PPO gold vs d")
+    tag = "_rm_sizes" if by_size else ""
+    doc.image(
+        plots.overoptimization(pts, fits, "best_of_n", out / f"report_overopt{tag}_bon.png"), "best-of-n gold vs d"
+    )
+    doc.image(plots.overoptimization(pts, fits, "rl", out / f"report_overopt{tag}_rl.png"), "PPO gold vs d")

@@ -144,7 +144,8 @@ STAGES: dict[str, Stage] = {
             "alignlab.studies.overoptimization",
             "OveroptStudyConfig",
             help="Gao et al.'s over-optimisation laws: gold vs sqrt(KL) for best-of-n and PPO against proxy RMs "
-            "trained on 3 amounts of comparisons; the largest RM's peak predicted from the smaller ones first",
+            "trained on 3+ amounts of comparisons (or of 3+ sizes: --preset rm_sizes); the largest RM's peak predicted "
+            "from the smaller ones first",
         ),
         Stage(
             "study sizes",

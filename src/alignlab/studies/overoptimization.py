@@ -3,13 +3,19 @@
 Gao, Schulman & Hilton (2022) measured how the gold reward of a policy optimised against a proxy reward
 model moves with d = sqrt(KL(pi || pi_init)): best-of-n  R = d(alpha - beta d), RL  R = d(alpha - beta log d),
 with alpha and beta smooth in the log of the proxy RM's size. Here the world's labelers ARE the gold reward,
-so the curves are exact. Our proxy RMs all have the SFT model's architecture, so what varies is the amount
-of comparison data each is trained on (``fractions`` of the run's comparisons, a seeded subset each).
+so the curves are exact. The proxy RMs vary along one of two axes:
+
+* data (the default): RMs of the SFT model's architecture, each trained on ``fractions`` of the run's
+  comparisons (a seeded subset each);
+* size (``rm_sizes``, Gao et al.'s own axis): RMs of several model shapes, each pretrained and SFT-tuned at its
+  shape with the run's recipe (``studies.sizes``) and then trained on ALL the run's comparisons, so only the
+  RM's size differs. The policy is always the run's SFT model, as Gao et al. kept theirs fixed.
 
 The study, in the order it runs (the largest RM's measurements last, after the prediction):
 
-1. proxy RMs: the reward step's config with ``max_prompts`` = fraction x the run's comparisons (RUN/reward
-   itself is the fraction-1 RM when it exists);
+1. proxy RMs: the reward step's config with ``max_prompts`` = fraction x the run's comparisons, or with
+   ``model`` = each shape's SFT model (RUN/reward itself is the fraction-1 RM, or the RM of the run's own
+   shape, when it exists);
 2. best-of-n: n_max samples per held-out prompt (RUN/world/test, the first ``prompts``) from the SFT policy,
    drawn once and scored by gold; each RM scores the same draws, and best-of-m for every m <= n_max is read
    off them (``BestOfN.pick``; the fits use the unbiased expected pick over all n_max draws);
@@ -48,6 +54,22 @@ from alignlab.outputs import atomic_write_json, read_summary
 # would not drift; its runs stopped at 4.6-10 nats with gold still level, so the RL fall was never seen.)
 RL_BETA = 0.0
 
+# Gao et al.'s axis at the default run's depth: each shape halves d_model and d_ff (heads at most 32 wide), so
+# the non-embedding parameters fall 4x a step, 13.4k to 853k (64x; Gao et al. spanned 3M to 3B). The largest is
+# the default pipeline's own shape, so RUN/reward is that RM. d32-d128 are the sizes study's shapes.
+RM_SIZE_SHAPES = [
+    {"name": "d16", "d_model": 16, "n_layer": 4, "n_head": 1, "d_ff": 48},
+    {"name": "d32", "d_model": 32, "n_layer": 4, "n_head": 1, "d_ff": 96},
+    {"name": "d64", "d_model": 64, "n_layer": 4, "n_head": 2, "d_ff": 192},
+    {"name": "d128", "d_model": 128, "n_layer": 4, "n_head": 4, "d_ff": 384},
+]
+# The smoke pipeline's shape (d_model 64, 2 layers) and two smaller ones.
+SMOKE_RM_SIZE_SHAPES = [
+    {"name": "d16", "d_model": 16, "n_layer": 2, "n_head": 1, "d_ff": 48},
+    {"name": "d32", "d_model": 32, "n_layer": 2, "n_head": 1, "d_ff": 96},
+    {"name": "d64", "d_model": 64, "n_layer": 2, "n_head": 2, "d_ff": 192},
+]
+
 
 @dataclass
 class OveroptStudyConfig:
@@ -59,6 +81,11 @@ class OveroptStudyConfig:
         factory=lambda: [0.125, 0.25, 0.5, 1.0],
         help="share of the run's comparisons each proxy RM trains on (>= 3; the largest is predicted from the rest)",
     )
+    rm_sizes: list[dict] = arg(
+        factory=list,
+        help="proxy RMs of these model shapes instead, each {name, d_model, n_layer, n_head, d_ff} (>= 3): each "
+        "pretrained and SFT-tuned at its shape, then trained on all the run's comparisons; empty = 'fractions'",
+    )
     prompts: int = arg(64, "held-out prompts: the first N of the world's test split (best-of-n and PPO's evaluation)")
     n_max: int = arg(256, "best-of-n for n = 1, 2, 4, ..., n_max (a power of 2, >= 4)")
     iterations: int = arg(40, "PPO iterations against each RM (the run's hack preset: 40)")
@@ -66,12 +93,15 @@ class OveroptStudyConfig:
     kl_beta: float = arg(RL_BETA, "PPO's fixed KL coefficient (see RL_BETA for why 0)")
     n_boot: int = arg(1000, "bootstrap resamples of the prompts for the fits' intervals")
     seed: int = arg(0, "the run's seed whose SFT policy and comparisons are used; also the RMs' subsets and PPO")
-    study_dir: str = arg("", "where the study's pieces and summary.json go; empty = RUN/study_overoptimization")
+    study_dir: str = arg(
+        "", "where the study's pieces and summary.json go; empty = RUN/study_overoptimization (_rm_sizes: by size)"
+    )
     redo: bool = arg(False, "rerun every piece of the study (RUN/reward itself is never retrained)")
 
     @property
     def output_dir(self) -> str:
-        return self.study_dir or str(Path(self.run_dir) / "study_overoptimization")
+        default = "study_overoptimization_rm_sizes" if self.rm_sizes else "study_overoptimization"
+        return self.study_dir or str(Path(self.run_dir) / default)
 
     def __post_init__(self) -> None:
         where = "study overoptimization"
@@ -92,11 +122,36 @@ class OveroptStudyConfig:
             )
         if self.kl_beta < 0 or self.n_boot < 10:
             raise ConfigError(f"{where}: 'kl_beta' must be >= 0 and 'n_boot' >= 10")
+        if self.rm_sizes:
+            self._check_rm_sizes(where)
+
+    def _check_rm_sizes(self, where: str) -> None:
+        from alignlab.studies.sizes import check_size, non_embedding_params
+
+        for i, size in enumerate(self.rm_sizes):
+            check_size(size, f"rm_sizes[{i}]", where)
+        params = [non_embedding_params(s) for s in self.rm_sizes]
+        if len(self.rm_sizes) < 3 or len(set(params)) < len(params):
+            raise ConfigError(
+                f"{where}: 'rm_sizes' needs >= 3 shapes of distinct parameter counts (the largest is predicted from "
+                f"the rest), got {len(self.rm_sizes)} with {params} non-embedding parameters"
+            )
+        names = [s["name"] for s in self.rm_sizes]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"{where}: 'rm_sizes' names must differ, got {names}")
+
+    @property
+    def axis(self) -> str:
+        """What the proxy RMs differ in, the x of alpha's and beta's trend."""
+        return "params" if self.rm_sizes else "comparisons"
 
 
+_SMOKE = {"fractions": [0.25, 0.5, 1.0], "prompts": 8, "n_max": 16, "iterations": 4, "eval_interval": 2}
 PRESETS = {
-    "smoke": {"fractions": [0.25, 0.5, 1.0], "prompts": 8, "n_max": 16, "iterations": 4, "eval_interval": 2},
+    "smoke": _SMOKE,
     "default": {},
+    "rm_sizes": {"rm_sizes": RM_SIZE_SHAPES},
+    "smoke_rm_sizes": {**_SMOKE, "rm_sizes": SMOKE_RM_SIZE_SHAPES},
 }
 
 
@@ -121,7 +176,22 @@ def rm_name(fraction: float) -> str:
 
 
 def train_rms(cfg: OveroptStudyConfig) -> dict[str, dict[str, Any]]:
-    """One proxy RM per fraction, smallest first: {name: {folder, fraction, comparisons (ranked prompts)}}."""
+    """The proxy RMs, smallest first: {name: {folder, x (the axis's value), comparisons, gold_accuracy, ...}}."""
+    return _rms_by_size(cfg) if cfg.rm_sizes else _rms_by_data(cfg)
+
+
+def _rm_entry(folder: Path, **extra) -> dict[str, Any]:
+    s = read_summary(folder)
+    # gold_accuracy: the share of held-out pairs the RM orders as gold does (the room it has to be exploited)
+    return {
+        "folder": str(folder),
+        "comparisons": s["train_prompts"],
+        "gold_accuracy": s.get("val_accuracy_gold"),
+    } | extra
+
+
+def _rms_by_data(cfg: OveroptStudyConfig) -> dict[str, dict[str, Any]]:
+    """One RM of the run's shape per fraction of the comparisons (nested subsets)."""
     from alignlab.stages.pipeline import step_config
     from alignlab.stages.registry import run_stage
 
@@ -140,8 +210,54 @@ def train_rms(cfg: OveroptStudyConfig) -> dict[str, dict[str, Any]]:
             rc = dataclasses.replace(base, output_dir=str(folder), max_prompts=max(2, round(f * total)))
             print(f"[study] {name}: reward model on {rc.max_prompts} of {total} comparisons -> {folder}", flush=True)
             run_stage("reward", apply(rc, {"run": {"resume": True}}, "study overoptimization"))
-        s = read_summary(folder)
-        rms[name] = {"folder": str(folder), "fraction": f, "comparisons": s["train_prompts"]}
+        rms[name] = _rm_entry(folder, fraction=f)
+        rms[name]["x"] = rms[name]["comparisons"]
+    return rms
+
+
+def _run_shape(run: Path) -> dict[str, int]:
+    """The model shape the run pretrained (RUN/pretrain/config.yaml)."""
+    import yaml
+
+    from alignlab.studies.sizes import SHAPE_KEYS
+
+    path = _need(run / "pretrain", "the pretrained model", run) / "config.yaml"
+    model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+    return {k: model.get(k) for k in SHAPE_KEYS}
+
+
+def _rms_by_size(cfg: OveroptStudyConfig) -> dict[str, dict[str, Any]]:
+    """One RM per shape on all the run's comparisons, each from its own shape's SFT model (OUT/sizes/<name>,
+    the sizes study's pretraining and SFT); the run's own shape uses RUN/sft and RUN/reward."""
+    from alignlab.stages.pipeline import step_config
+    from alignlab.stages.registry import run_stage
+    from alignlab.studies.sizes import SHAPE_KEYS, SizeStudyConfig, non_embedding_params, train_size
+
+    run, out = Path(cfg.run_dir), Path(cfg.output_dir)
+    _need(run / "compare", "the comparisons", run)
+    base = step_config("reward", _pipeline(cfg), cfg.seed, run)[1]
+    own = _run_shape(run)
+    steps = SizeStudyConfig(
+        run_dir=cfg.run_dir, preset=cfg.preset, sizes=cfg.rm_sizes, seed=cfg.seed, flan_seeds=[],
+        study_dir=str(out / "sizes"),
+    )  # fmt: skip
+    params = {s["name"]: non_embedding_params(s) for s in cfg.rm_sizes}
+    rms = {}
+    for size in sorted(cfg.rm_sizes, key=lambda s: params[s["name"]]):
+        name, shape = f"rm_{size['name']}", {k: size[k] for k in SHAPE_KEYS}
+        folder = out / name
+        if shape == own and read_summary(run / "reward") is not None:
+            folder = run / "reward"
+        elif read_summary(folder) is None:
+            if shape == own:
+                sft = run / "sft"
+            else:
+                train_size(steps, size, ["pretrain", "sft"])
+                sft = Path(steps.output_dir) / size["name"] / "sft"
+            rc = dataclasses.replace(base, model=str(sft), output_dir=str(folder))
+            print(f"[study] {name}: reward model from {sft} on all comparisons -> {folder}", flush=True)
+            run_stage("reward", apply(rc, {"run": {"resume": True}}, "study overoptimization"))
+        rms[name] = _rm_entry(folder, shape=shape, params=params[size["name"]], x=params[size["name"]])
     return rms
 
 
@@ -313,8 +429,8 @@ def fit_curve(curve: dict[str, Any], form: str, cfg: OveroptStudyConfig):
 
 
 def predict(fits: dict[str, Any], sizes: dict[str, int], target: int, form: str) -> dict[str, Any]:
-    """alpha, beta, d*, R* of an RM trained on ``target`` comparisons, from the smaller RMs' fits (alpha and
-    beta linear in log comparisons). Two RMs: the line through both, its interval from the two fits' bootstrap
+    """alpha, beta, d*, R* of an RM of size ``target`` (comparisons or parameters), from the smaller RMs' fits
+    (alpha and beta linear in the log of the size). Two RMs: the line through both, its interval from the two fits' bootstrap
     draws (paired by index); this covers the fits' noise, not an RM's scatter around the line, which two
     points cannot measure. Three or more: ``fit_size_trend``'s prediction interval."""
     from alignlab.evaluate.overoptimization_fit import fit_size_trend, peak, percentile
@@ -343,7 +459,7 @@ def predict(fits: dict[str, Any], sizes: dict[str, int], target: int, form: str)
         pred[k] = {"estimate": float(e), "lo": float(lo), "hi": float(hi)}
     return {
         "form": form,
-        "method": "the line through 2 RMs in log comparisons; interval: 95% of the two fits' bootstrap draws "
+        "method": "the line through 2 RMs in log size; interval: 95% of the two fits' bootstrap draws "
         "(prompt noise only: 2 points cannot show an RM's scatter around the line)",
         "N_target": target,
         "prediction": pred,
@@ -360,11 +476,12 @@ def write_prediction(cfg: OveroptStudyConfig, fits: dict, rms: dict, target: str
     path = Path(cfg.output_dir) / "prediction_pre.json"
     if path.is_file():
         return json.loads(path.read_text())
-    sizes = {n: rms[n]["comparisons"] for n in rms}
+    sizes = {n: rms[n]["x"] for n in rms}
     pre = {
         "written_at": time.time(),
         "target_rm": target,
-        "target_comparisons": sizes[target],
+        "axis": cfg.axis,
+        "target_size": sizes[target],
         "from_rms": {n: sizes[n] for n in fits["bon"]},
         "inputs_sha256": {str(p.relative_to(cfg.output_dir)): _sha(p) for p in inputs},
         "bon": predict(fits["bon"], sizes, sizes[target], "bon"),
@@ -428,16 +545,17 @@ def _checks(curves: dict, cfg) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _trend(fits: dict, rms: dict) -> dict[str, Any]:
-    """alpha and beta against log(comparisons) over every RM: slope and intercept of the least-squares line."""
+def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
+    """alpha and beta against the log of the RMs' size (``axis``: comparisons or parameters) over every RM:
+    slope and intercept of the least-squares line."""
     fitted = {n: f for n, f in fits.items() if f is not None}
     if len(fitted) < 2:
         return {"skipped": "fewer than 2 RMs have a fit"}
-    logN = np.log([rms[n]["comparisons"] for n in fitted])
+    logN = np.log([rms[n]["x"] for n in fitted])
     out = {}
     for k in ("alpha", "beta"):
         slope, intercept = np.polyfit(logN, [getattr(f, k) for f in fitted.values()], 1)
-        out[k] = {"intercept": float(intercept), "slope_per_log_comparison": float(slope)}
+        out[k] = {"intercept": float(intercept), f"slope_per_log_{axis}": float(slope)}
     return out
 
 
@@ -461,15 +579,19 @@ def clear_pieces(out: Path) -> None:
 
 
 # What the study's pieces depend on: a finished piece made with other values is not this study's.
-PIECE_SETTINGS = ("fractions", "prompts", "n_max", "iterations", "eval_interval", "kl_beta", "seed")
+PIECE_SETTINGS = ("fractions", "rm_sizes", "prompts", "n_max", "iterations", "eval_interval", "kl_beta", "seed")
+# settings added after studies were saved without them: their value then
+ADDED_SETTINGS = {"rm_sizes": []}
 
 
 def check_settings(cfg: OveroptStudyConfig, out: Path) -> None:
     """Refuse to reuse pieces made with other settings (``settings.json``): say which, and how to rerun."""
     now = {k: getattr(cfg, k) for k in PIECE_SETTINGS}
+    if cfg.rm_sizes:
+        now["fractions"] = None  # unused on the size axis
     path = out / "settings.json"
     if path.is_file():
-        before = json.loads(path.read_text())
+        before = ADDED_SETTINGS | json.loads(path.read_text())
         changed = [f"{k} ({before.get(k)!r} -> {v!r})" for k, v in now.items() if before.get(k) != v]
         if changed:
             raise ConfigError(
@@ -505,7 +627,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
     atomic_write_json(out / "prediction.json", checked)
     fit_json = {
         form: {n: f.to_dict() if f else None for n, f in fits[form].items()}
-        | {"trend_in_log_comparisons": _trend(fits[form], rms)}
+        | {f"trend_in_log_{cfg.axis}": _trend(fits[form], rms, cfg.axis)}
         for form in fits
     }
     checks = _checks(curves, cfg)
@@ -516,6 +638,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
     params = {form: {n: f.params if f else None for n, f in fits[form].items()} for form in fits}
     summary = {
         "run_dir": str(run_dir),
+        "axis": cfg.axis,
         "rms": rms,
         "prompts": cfg.prompts,
         "n_max": cfg.n_max,
@@ -535,7 +658,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    print("[study] RM (comparisons): best-of-n alpha, beta, d*; RL alpha, beta, d*")
+    print(f"[study] RM ({s.get('axis', 'comparisons')}): best-of-n alpha, beta, d*; RL alpha, beta, d*")
 
     def params(f: dict | None) -> str:
         return "no fit" if f is None else f"{f['alpha']:.3f}, {f['beta']:.3f}, {f['d_star']:.3g}"
@@ -546,7 +669,10 @@ def print_summary(s: dict[str, Any]) -> None:
         return f"held-out R2 {'n/a' if r2 is None else f'{r2:.2f}'}, {'peaks then falls' if c['falls'] else 'stalled after its peak' if c.get('stalled') else 'no fall'}"
 
     for n, rm in s["rms"].items():
-        print(f"  {n:<12} ({rm['comparisons']}) bon {params(s['fits']['bon'][n])}; rl {params(s['fits']['rl'][n])}")
+        acc = rm.get("gold_accuracy")
+        agree = "" if acc is None else f", agrees with gold on {100 * acc:.1f}%"
+        fits = f"bon {params(s['fits']['bon'][n])}; rl {params(s['fits']['rl'][n])}"
+        print(f"  {n:<12} ({rm.get('x', rm['comparisons'])}{agree}) {fits}")
         print(f"  {'':<12} bon: {held('bon', n)}; rl: {held('rl', n)}")
     p = s["prediction"]
     for form in ("bon", "rl"):

@@ -96,7 +96,7 @@ class SizeStudyConfig:
         if len(self.sizes) < 2:
             raise ConfigError("study sizes: 'sizes' needs at least two model shapes to compare")
         for i, size in enumerate(self.sizes):
-            _check_size(size, f"sizes[{i}]")
+            check_size(size, f"sizes[{i}]")
         names = [s["name"] for s in self.sizes]
         if len(set(names)) < len(names):
             raise ConfigError(f"study sizes: 'sizes' names must differ, got {names}")
@@ -112,18 +112,16 @@ class SizeStudyConfig:
             raise ConfigError(f"study sizes: 'redo' has unknown size(s) {unknown}; known: {', '.join(names)}, evaluate")
 
 
-def _check_size(size: Any, key: str) -> None:
+def check_size(size: Any, key: str, where: str = "study sizes") -> None:
     if not isinstance(size, dict) or set(size) != {"name", *SHAPE_KEYS}:
         got = sorted(size) if isinstance(size, dict) else size
-        raise ConfigError(f"study sizes: '{key}' must have exactly the keys name, {', '.join(SHAPE_KEYS)}; got {got}")
-    check_output_name(str(size["name"]), f"study sizes: '{key}.name'")
+        raise ConfigError(f"{where}: '{key}' must have exactly the keys name, {', '.join(SHAPE_KEYS)}; got {got}")
+    check_output_name(str(size["name"]), f"{where}: '{key}.name'")
     for k in SHAPE_KEYS:
         if not isinstance(size[k], int) or isinstance(size[k], bool) or size[k] < 1:
-            raise ConfigError(f"study sizes: '{key}.{k}' must be a positive integer, got {size[k]!r}")
+            raise ConfigError(f"{where}: '{key}.{k}' must be a positive integer, got {size[k]!r}")
     if size["d_model"] % size["n_head"]:
-        raise ConfigError(
-            f"study sizes: '{key}': d_model {size['d_model']} is not divisible by n_head {size['n_head']}"
-        )
+        raise ConfigError(f"{where}: '{key}': d_model {size['d_model']} is not divisible by n_head {size['n_head']}")
 
 
 PRESETS = {
@@ -158,37 +156,38 @@ def _preset(cfg: SizeStudyConfig) -> str:
     return (yaml.safe_load(path.read_text()) or {}).get("preset", "default") if path.is_file() else "default"
 
 
-def _overrides(cfg: SizeStudyConfig, size: dict) -> dict[str, dict]:
+def _overrides(cfg: SizeStudyConfig, size: dict, steps: list[str]) -> dict[str, dict]:
     """Each step's overrides: the study's, the size's shape for pretraining, and the device."""
     from alignlab.config import dotted_to_nested
 
-    out = {step: dotted_to_nested(dict(cfg.stage_overrides.get(step) or {})) for step in SIZE_STEPS}
+    out = {step: dotted_to_nested(dict(cfg.stage_overrides.get(step) or {})) for step in steps}
     out["pretrain"]["model"] = {k: size[k] for k in SHAPE_KEYS}
     if cfg.device != "auto":
-        for step in SIZE_STEPS:
+        for step in steps:
             out[step]["run"] = {**out[step].get("run", {}), "device": cfg.device}
     return out
 
 
-def size_pipeline(cfg: SizeStudyConfig, size: dict):
-    """The pipeline of one size in OUT/<size>: the run's world and tokenizer (linked), the size's own steps."""
+def size_pipeline(cfg: SizeStudyConfig, size: dict, steps: list[str] = SIZE_STEPS):
+    """The pipeline of one size in OUT/<size>: the run's world and tokenizer (linked), the size's own ``steps``
+    (a prefix of SIZE_STEPS, starting with pretraining)."""
     from alignlab.stages.pipeline import PipelineConfig
 
     return PipelineConfig(
         preset=_preset(cfg),
         output_dir=str(Path(cfg.output_dir) / size["name"]),
-        stages=list(SIZE_STEPS),
+        stages=list(steps),
         seeds=[cfg.seed],
-        redo=list(SIZE_STEPS) if size["name"] in cfg.redo else [],
-        stage_overrides=_overrides(cfg, size),
+        redo=list(steps) if size["name"] in cfg.redo else [],
+        stage_overrides=_overrides(cfg, size, steps),
     )
 
 
-def train_size(cfg: SizeStudyConfig, size: dict) -> dict[str, Any]:
-    """Run (or resume) one size's steps; each step's wall time (its summary.json's own)."""
+def train_size(cfg: SizeStudyConfig, size: dict, steps: list[str] = SIZE_STEPS) -> dict[str, Any]:
+    """Run (or resume) one size's ``steps``; each step's wall time (its summary.json's own)."""
     from alignlab.stages.pipeline import run as run_pipeline
 
-    pcfg = size_pipeline(cfg, size)
+    pcfg = size_pipeline(cfg, size, steps)
     folder, run = Path(pcfg.output_dir), Path(cfg.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for shared in ("world", "tokenizer"):
@@ -196,7 +195,7 @@ def train_size(cfg: SizeStudyConfig, size: dict) -> dict[str, Any]:
     shape = ", ".join(f"{k} {size[k]}" for k in SHAPE_KEYS)
     print(f"[study] size {size['name']} ({shape}) -> {folder}", flush=True)
     run_pipeline(pcfg)
-    return {step: (read_summary(folder / step) or {}).get("wall_seconds") for step in SIZE_STEPS}
+    return {step: (read_summary(folder / step) or {}).get("wall_seconds") for step in steps}
 
 
 def evaluate_config(cfg: SizeStudyConfig, out: Path, policies: dict[str, Path], baseline: str, few_shot: list[str]):
