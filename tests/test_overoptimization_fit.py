@@ -147,5 +147,12 @@ def test_peak_then_fall_sees_a_fall_and_not_a_plateau():
     stuck_g[:, 3:], stuck_p[:, 3:] = stuck_g[:, [3]] + 1.0, stuck_p[:, [3]]
     stuck = peak_then_fall(stuck_g, stuck_p)
     assert stuck["stalled"] and not stuck["falls"] and stuck["gold_fall"]["hi"] == 0.0
+    # gold frozen while the RM's score still drifts (wording gold does not score): stalled too
+    stuck_p[:, 3:] += 0.01 * rng.standard_normal(stuck_p[:, 3:].shape)
+    assert peak_then_fall(stuck_g, stuck_p)["stalled"]
+    # one prompt whose gold ends below its peak value: a measured (tiny) fall, not a stalled curve
+    moved = stuck_g.copy()
+    moved[1, -1] -= 0.5
+    assert not peak_then_fall(moved, stuck_p)["stalled"]
     with pytest.raises(ValueError, match="same"):
         peak_then_fall(falling, proxy[:, :3])

@@ -21,7 +21,7 @@ def test_fall_cells_tell_a_fall_a_stalled_policy_and_a_peak_at_the_end_apart():
     assert _check() == ["0.91", "yes: 0.020 [0.010, 0.030]"]
     zero = {"mean": 0.0, "lo": 0.0, "hi": 0.0}
     stalled = _check(falls=False, proxy_rises=False, stalled=True, gold_fall=zero)[1]
-    assert stalled.startswith("no (the policy stopped changing after gold's peak)")
+    assert stalled.startswith("no (gold ends at its peak's value on every prompt")
     assert _check(falls=False, proxy_rises=False, peak_point=9)[1].startswith("no (gold is highest at the last point)")
     assert _check(falls=False, heldout_r2={"r2": None})[0] == "–"
     # a summary written before "stalled" existed still reads

@@ -337,8 +337,10 @@ def peak_then_fall(gold: ArrayLike, proxy: ArrayLike, *, n_boot: int = 1000, see
     measured on the odd ones, so that the max of a noisy curve does not manufacture a fall; the fall
     (gold at the peak − gold at the last point) and the proxy's rise over the same span get 95% intervals
     from resampling those prompts. ``falls`` / ``proxy_rises``: the interval's lower bound is above 0.
-    ``stalled``: past the peak, neither gold nor proxy moved on any measured prompt (a run whose policy
-    stopped changing gives a fall of exactly 0 [0, 0], which is no evidence either way)."""
+    ``stalled``: gold at the last point equals gold at the peak on every measured prompt, so the fall is
+    exactly 0 [0, 0], which is no evidence either way. It happens when a policy has settled on one answer
+    per prompt (PPO without a KL penalty collapses so); its proxy may still drift, since the RM scores
+    differences of wording that gold ignores."""
     G, P = np.asarray(gold, dtype=float), np.asarray(proxy, dtype=float)
     if G.shape != P.shape or G.ndim != 2 or G.shape[0] < 4 or G.shape[1] < 2:
         raise ValueError(f"gold and proxy must be the same [prompts >= 4, points >= 2] shape, got {G.shape}, {P.shape}")
@@ -361,5 +363,5 @@ def peak_then_fall(gold: ArrayLike, proxy: ArrayLike, *, n_boot: int = 1000, see
         "proxy_rise": r,
         "falls": bool(k < last and f["lo"] > 0),
         "proxy_rises": bool(k < last and r["lo"] > 0),
-        "stalled": bool(k < last and not np.any(fall) and not np.any(rise)),
+        "stalled": bool(k < last and not np.any(fall)),
     }

@@ -33,7 +33,7 @@ def _check_cells(c: dict[str, Any]) -> list[str]:
     f = c["gold_fall"]
     verdict = "yes" if c["falls"] and c["proxy_rises"] else "no"
     if c.get("stalled"):
-        verdict = "no (the policy stopped changing after gold's peak)"
+        verdict = "no (gold ends at its peak's value on every prompt: the policy stopped moving in gold)"
     elif c.get("peak_point") is not None and c["peak_point"] == c.get("last_point"):
         verdict = "no (gold is highest at the last point)"
     return ["–" if r2 is None else f"{r2:.2f}", f"{verdict}: {f['mean']:.3f} [{f['lo']:.3f}, {f['hi']:.3f}]"]
@@ -48,9 +48,9 @@ def prediction_sentences(pred: dict[str, Any]) -> list[str]:
             out.append(f"{name}: no prediction ({(p or {}).get('skipped', 'not made')}).")
             continue
         parts = [
-            f"{k} predicted {_g(p[k]['estimate'])} [{_g(p[k]['lo'])}, {_g(p[k]['hi'])}], measured {_g(p[k]['actual'])}"
+            f"{label} predicted {_g(p[k]['estimate'])} [{_g(p[k]['lo'])}, {_g(p[k]['hi'])}], measured {_g(p[k]['actual'])}"
             f" ({'inside' if p[k]['inside'] else 'outside'} the interval)"
-            for k in ("d_star", "r_star")
+            for k, label in (("d_star", "d*"), ("r_star", "peak gain R*"))
         ]
         out.append(f"{name}: " + "; ".join(parts) + ".")
     return out

@@ -666,7 +666,7 @@ def print_summary(s: dict[str, Any]) -> None:
     def held(form: str, n: str) -> str:
         c = s["checks"][form][n]
         r2 = c["heldout_r2"]["r2"]
-        return f"held-out R2 {'n/a' if r2 is None else f'{r2:.2f}'}, {'peaks then falls' if c['falls'] else 'stalled after its peak' if c.get('stalled') else 'no fall'}"
+        return f"held-out R2 {'n/a' if r2 is None else f'{r2:.2f}'}, {'peaks then falls' if c['falls'] else 'gold ends at its peak value on every prompt' if c.get('stalled') else 'no fall'}"
 
     for n, rm in s["rms"].items():
         acc = rm.get("gold_accuracy")
