@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 
 from alignlab.config import ConfigError, resolve
 from alignlab.evaluate.overoptimization_fit import best_of_n_d
@@ -129,7 +130,7 @@ def size_study_run(smoke_pipeline_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("overopt_sizes") / "run"
     shutil.copytree(smoke_pipeline_run, run, symlinks=True)
     cls, presets, _ = STAGES["study overoptimization"].load()
-    cfg = resolve(cls, presets, "smoke_rm_sizes", None, {"run_dir": str(run), "n_boot": "100"})
+    cfg = resolve(cls, presets, "smoke_rm_sizes", None, {"run_dir": str(run), "n_boot": "100", "ppo_seeds": "2"})
     run_stage("study overoptimization", cfg)
     return run
 
@@ -168,6 +169,15 @@ def test_size_axis_trains_each_rm_from_its_own_sft_on_the_same_comparisons(size_
     pre = _read(out / "prediction_pre.json")
     assert pre["axis"] == "params" and pre["target_rm"] == "rm_d64" and pre["target_size"] == params[-1]
     assert "trend_in_log_params" in _read(out / "fit.json")["bon"]
+    # two PPO runs per RM, other seeds; the RL curve is their mean, prompt by prompt
+    runs = [out / "ppo_rm_d16", out / "ppo_rm_d16_seed1"]
+    assert [yaml.safe_load((r / "config.yaml").read_text())["run"]["seed"] for r in runs] == [0, 1]
+    curve = [[json.loads(line) for line in (r / "heldout_curve.jsonl").read_text().splitlines()] for r in runs]
+    gold_gain = [np.mean(np.subtract(c[-1]["gold"], c[0]["gold"])) for c in curve]
+    rl = s["points"]["rm_d16"]["rl"]
+    assert rl["gold"][-1] == pytest.approx(np.mean(gold_gain)) and len(rl["runs"]) == 2
+    assert rl["kl"][-1] == pytest.approx(np.mean([np.mean(c[-1]["kl"]) for c in curve]))
+    assert "ppo_rm_d16_seed1/heldout_curve.jsonl" in pre["inputs_sha256"]  # both runs fed the prediction
     # the data-axis study's folder is untouched: the two axes do not share pieces
     assert not (run / STUDY).exists()
 

@@ -68,6 +68,11 @@ def _proxies(study: dict[str, Any]) -> str:
     return f"proxy reward models trained on {', '.join(str(r['comparisons']) for r in rms)} of the run's comparisons"
 
 
+def _seeds(study: dict[str, Any]) -> str:
+    n = study["ppo"].get("seeds", 1)
+    return "" if n == 1 else f"; {n} runs per RM, their curves averaged prompt by prompt"
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -83,7 +88,8 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
     )
     doc.p(
         f"From `alignlab study overoptimization` ({study.get('run_dir')}): {_proxies(study)}; best-of-n "
-        f"(n up to {study['n_max']}) of the SFT policy and PPO (KL coefficient {study['ppo']['kl_beta']}) against each, "
+        f"(n up to {study['n_max']}) of the SFT policy and PPO (KL coefficient {study['ppo']['kl_beta']}{_seeds(study)}) "
+        "against each, "
         f"on {study['prompts']} held-out prompts, judged by the world's labelers (the exact gold reward). "
         "d = sqrt(KL to SFT); best-of-n R = d(α − β d), PPO R = d(α − β log d); intervals: 95% bootstrap over prompts."
     )

@@ -89,6 +89,9 @@ class OveroptStudyConfig:
     prompts: int = arg(64, "held-out prompts: the first N of the world's test split (best-of-n and PPO's evaluation)")
     n_max: int = arg(256, "best-of-n for n = 1, 2, 4, ..., n_max (a power of 2, >= 4)")
     iterations: int = arg(40, "PPO iterations against each RM (the run's hack preset: 40)")
+    ppo_seeds: int = arg(
+        1, "PPO runs against each RM (seeds seed, seed+1, ...): the RL curve is their mean, prompt by prompt"
+    )
     eval_interval: int = arg(4, "PPO iterations between held-out measurements of gold, RM score and KL")
     kl_beta: float = arg(RL_BETA, "PPO's fixed KL coefficient (see RL_BETA for why 0)")
     n_boot: int = arg(1000, "bootstrap resamples of the prompts for the fits' intervals")
@@ -120,6 +123,8 @@ class OveroptStudyConfig:
                 f"{where}: 'iterations' ({self.iterations}) must be >= 2 x 'eval_interval' ({self.eval_interval}): "
                 "the RL fit needs 2 measurements after the start"
             )
+        if self.ppo_seeds < 1:
+            raise ConfigError(f"{where}: 'ppo_seeds' must be >= 1, got {self.ppo_seeds}")
         if self.kl_beta < 0 or self.n_boot < 10:
             raise ConfigError(f"{where}: 'kl_beta' must be >= 0 and 'n_boot' >= 10")
         if self.rm_sizes:
@@ -379,34 +384,68 @@ def bon_curve(samples: dict, no_eos_penalty: float) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- RL
 
 
-def run_ppo(cfg: OveroptStudyConfig, ppo, name: str, rm_folder: str) -> Path:
-    """PPO against the RM (value model a copy of it); its folder."""
+def ppo_folders(cfg: OveroptStudyConfig, name: str) -> list[Path]:
+    """The PPO runs against RM ``name``, one per seed (the first keeps the one-seed study's folder)."""
+    out = Path(cfg.output_dir)
+    return [out / (f"ppo_{name}" if i == 0 else f"ppo_{name}_seed{i}") for i in range(cfg.ppo_seeds)]
+
+
+def run_ppo(cfg: OveroptStudyConfig, ppo, name: str, rm_folder: str) -> list[Path]:
+    """PPO against the RM (value model a copy of it), once per seed; their folders."""
     from alignlab.stages.registry import run_stage
 
-    folder = Path(cfg.output_dir) / f"ppo_{name}"
-    if read_summary(folder) is None:
-        print(f"[study] RL: PPO against {name} (beta {cfg.kl_beta}, {cfg.iterations} iterations) -> {folder}")
-        run_stage("ppo", dataclasses.replace(ppo, reward_model=rm_folder, value_model="", output_dir=str(folder)))
-    return folder
+    folders = ppo_folders(cfg, name)
+    for i, folder in enumerate(folders):
+        if read_summary(folder) is None:
+            seed = ppo.run.seed + i
+            print(
+                f"[study] RL: PPO against {name} (beta {cfg.kl_beta}, {cfg.iterations} iterations, seed {seed}) -> {folder}"
+            )
+            run = dataclasses.replace(ppo.run, seed=seed)
+            run_stage(
+                "ppo", dataclasses.replace(ppo, reward_model=rm_folder, value_model="", output_dir=str(folder), run=run)
+            )
+    return folders
 
 
-def rl_curve(folder: Path) -> dict[str, Any]:
-    """Per held-out measurement: d = sqrt(mean KL), and per prompt the gold and RM-score gains over the start."""
+def _heldout_steps(folder: Path) -> dict[int, dict]:
     from alignlab.stages.ppo_eval import CURVE_FILE
 
     by_step: dict[int, dict] = {}
     for line in (folder / CURVE_FILE).read_text().splitlines():
         row = json.loads(line)
         by_step[row["step"]] = row  # a resumed run repeats steps: the last measurement of each counts
-    steps = sorted(by_step)
-    g0, r0 = np.asarray(by_step[0]["gold"]), np.asarray(by_step[0]["rm"])
+    return by_step
+
+
+def rl_curve(folders: list[Path]) -> dict[str, Any]:
+    """Per held-out measurement: d = sqrt(KL), and per prompt the gold and RM-score gains over the start, each
+    the mean over the PPO runs (seeds). Averaging per prompt keeps the prompt bootstrap of the fits and checks
+    as it is; the runs' own spread shows in ``runs`` (each run's last KL and gold)."""
+    runs = [_heldout_steps(f) for f in folders]
+    steps = sorted(runs[0])
+    for f, r in zip(folders, runs):
+        if sorted(r) != steps:
+            raise ValueError(f"{f}: held-out steps {sorted(r)} differ from {folders[0]}'s {steps}; rerun it")
+
+    def gain(r: dict, s: int, key: str) -> np.ndarray:
+        return np.asarray(r[s][key]) - np.asarray(r[0][key])
+
+    kl = [float(np.mean([np.mean(r[s]["kl"]) for r in runs])) for s in steps]
     return {
         "step": steps,
-        "kl": [float(np.mean(by_step[s]["kl"])) for s in steps],
-        # an estimate that dips below 0 is noise around 0: the policy has not moved
-        "d": [math.sqrt(max(float(np.mean(by_step[s]["kl"])), 0.0)) for s in steps],
-        "gold": [(np.asarray(by_step[s]["gold"]) - g0).tolist() for s in steps],
-        "proxy": [(np.asarray(by_step[s]["rm"]) - r0).tolist() for s in steps],
+        "kl": kl,
+        "d": [math.sqrt(max(k, 0.0)) for k in kl],  # an estimate below 0 is noise around 0: no movement
+        "gold": [np.mean([gain(r, s, "gold") for r in runs], axis=0).tolist() for s in steps],
+        "proxy": [np.mean([gain(r, s, "rm") for r in runs], axis=0).tolist() for s in steps],
+        "runs": [
+            {
+                "folder": str(f),
+                "kl_last": float(np.mean(r[steps[-1]]["kl"])),
+                "gold_last": float(np.mean(gain(r, steps[-1], "gold"))),
+            }
+            for f, r in zip(folders, runs)
+        ],
     }
 
 
@@ -561,7 +600,7 @@ def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
 
 def _points(curve: dict[str, Any]) -> dict[str, Any]:
     """The mean gains of a curve (what summary.json keeps and the figures draw)."""
-    keep = {k: curve[k] for k in ("n", "step", "d", "kl", "picked_gold") if k in curve}
+    keep = {k: curve[k] for k in ("n", "step", "d", "kl", "picked_gold", "runs") if k in curve}
     return {
         **keep,
         "gold": [float(np.mean(g)) for g in curve["gold"]],
@@ -579,9 +618,11 @@ def clear_pieces(out: Path) -> None:
 
 
 # What the study's pieces depend on: a finished piece made with other values is not this study's.
-PIECE_SETTINGS = ("fractions", "rm_sizes", "prompts", "n_max", "iterations", "eval_interval", "kl_beta", "seed")
+PIECE_SETTINGS = (
+    "fractions", "rm_sizes", "prompts", "n_max", "iterations", "ppo_seeds", "eval_interval", "kl_beta", "seed",
+)  # fmt: skip
 # settings added after studies were saved without them: their value then
-ADDED_SETTINGS = {"rm_sizes": []}
+ADDED_SETTINGS = {"rm_sizes": [], "ppo_seeds": 1}
 
 
 def check_settings(cfg: OveroptStudyConfig, out: Path) -> None:
@@ -619,7 +660,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
     curves = {n: _measure(cfg, ppo, n, rms[n], samples) for n in names[:-1]}
     inputs = [out / "best_of_n" / "samples.json"]
     inputs += [out / "best_of_n" / f"{n}.json" for n in names[:-1]]
-    inputs += [out / f"ppo_{n}" / "heldout_curve.jsonl" for n in names[:-1]]
+    inputs += [f / "heldout_curve.jsonl" for n in names[:-1] for f in ppo_folders(cfg, n)]
     pre = write_prediction(cfg, _fits(curves, cfg), rms, target, inputs)
     curves[target] = _measure(cfg, ppo, target, rms[target], samples)  # measured only after the prediction
     fits = _fits(curves, cfg)
@@ -642,7 +683,12 @@ def run(cfg: OveroptStudyConfig) -> dict:
         "rms": rms,
         "prompts": cfg.prompts,
         "n_max": cfg.n_max,
-        "ppo": {"iterations": cfg.iterations, "eval_interval": cfg.eval_interval, "kl_beta": cfg.kl_beta},
+        "ppo": {
+            "iterations": cfg.iterations,
+            "eval_interval": cfg.eval_interval,
+            "kl_beta": cfg.kl_beta,
+            "seeds": cfg.ppo_seeds,
+        },
         "points": points,
         "fits": params,
         "fit_intervals": {form: {n: f.intervals if f else None for n, f in fits[form].items()} for form in fits},
