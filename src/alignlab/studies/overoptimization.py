@@ -47,6 +47,7 @@ import numpy as np
 from alignlab.config import ConfigError, apply, arg
 from alignlab.errors import MissingInputError
 from alignlab.outputs import atomic_write_json, read_summary
+from alignlab.studies.sizes import DEFAULT_SIZES, SMOKE_SIZES
 
 # beta of the RL runs: 0, as in Gao et al.'s main RL runs. They found a KL penalty acts like early stopping:
 # it does not move the gold-vs-KL frontier, it only stops the run earlier on it, and the curve must reach
@@ -54,21 +55,12 @@ from alignlab.outputs import atomic_write_json, read_summary
 # would not drift; its runs stopped at 4.6-10 nats with gold still level, so the RL fall was never seen.)
 RL_BETA = 0.0
 
-# Gao et al.'s axis at the default run's depth: each shape halves d_model and d_ff (heads at most 32 wide), so
-# the non-embedding parameters fall 4x a step, 13.4k to 853k (64x; Gao et al. spanned 3M to 3B). The largest is
-# the default pipeline's own shape, so RUN/reward is that RM. d32-d128 are the sizes study's shapes.
-RM_SIZE_SHAPES = [
-    {"name": "d16", "d_model": 16, "n_layer": 4, "n_head": 1, "d_ff": 48},
-    {"name": "d32", "d_model": 32, "n_layer": 4, "n_head": 1, "d_ff": 96},
-    {"name": "d64", "d_model": 64, "n_layer": 4, "n_head": 2, "d_ff": 192},
-    {"name": "d128", "d_model": 128, "n_layer": 4, "n_head": 4, "d_ff": 384},
-]
-# The smoke pipeline's shape (d_model 64, 2 layers) and two smaller ones.
-SMOKE_RM_SIZE_SHAPES = [
-    {"name": "d16", "d_model": 16, "n_layer": 2, "n_head": 1, "d_ff": 48},
-    {"name": "d32", "d_model": 32, "n_layer": 2, "n_head": 1, "d_ff": 96},
-    {"name": "d64", "d_model": 64, "n_layer": 2, "n_head": 2, "d_ff": 192},
-]
+# Gao et al.'s axis at the default run's depth: the sizes study's shapes (d_model 32, 64, 128, each step halving
+# d_model and d_ff, so non-embedding parameters grow 4x) and one step below them, d_model 16: 13.4k to 853k (64x;
+# Gao et al. spanned 3M to 3B). The largest is the default pipeline's own shape, so RUN/reward is that RM.
+RM_SIZE_SHAPES = [{"name": "d16", "d_model": 16, "n_layer": 4, "n_head": 1, "d_ff": 48}, *DEFAULT_SIZES]
+# The smoke pipeline's shape (d_model 64, 2 layers) and two smaller ones: the sizes study's smoke shapes.
+SMOKE_RM_SIZE_SHAPES = SMOKE_SIZES
 
 
 @dataclass
