@@ -1,0 +1,63 @@
+"""Where do reward models disagree with gold? Each RM's agreement with the gold reward on the run's held-out
+comparison pairs, by task cluster and by the size of the pair's gold gap (a diagnostic for
+``study overoptimization``; not part of the pipeline).
+
+    python scripts/rm_errors.py runs/default RUN/reward RUN/study_overoptimization_rm_sizes/rm_d16 ...
+
+Pairs are those the reward stage scores against gold: distinct responses of a validation row whose gold differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+from pathlib import Path
+
+import datasets
+
+from alignlab.evaluate.judges import RewardModelJudge
+
+
+def gap_bucket(gap: float) -> str:
+    return "gold gap < 0.05" if gap < 0.05 else "gold gap 0.05-0.2" if gap < 0.2 else "gold gap >= 0.2"
+
+
+def agreement(rows: list[dict], scores: list[list[float]]) -> dict[str, list[int]]:
+    """{cluster or gap bucket or "all": [pairs ordered as gold orders them, pairs]}."""
+    acc: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for r, s in zip(rows, scores):
+        g, resp = r["gold"], r["responses"]
+        for a, b in itertools.combinations(range(len(g)), 2):
+            if resp[a] == resp[b] or abs(g[a] - g[b]) < 1e-9:
+                continue
+            right = (s[a] > s[b]) == (g[a] > g[b])
+            for key in ("all", r["cluster"], gap_bucket(abs(g[a] - g[b]))):
+                acc[key][0] += right
+                acc[key][1] += 1
+    return acc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("rm", nargs="+", help="reward model folders")
+    a = ap.parse_args()
+    ds = datasets.load_from_disk(str(Path(a.run_dir) / "compare" / "comparisons"))["validation"]
+    rows = [ds[i] for i in range(len(ds))]
+    for rm in a.rm:
+        flat = RewardModelJudge(rm).score(
+            [r for r in rows for _ in r["responses"]], [t for r in rows for t in r["responses"]]
+        )
+        scores, k = [], 0
+        for r in rows:
+            scores.append(flat[k : k + len(r["responses"])])
+            k += len(r["responses"])
+        acc = agreement(rows, scores)
+        print(rm)
+        for key, (right, n) in sorted(acc.items(), key=lambda kv: -kv[1][1]):
+            print(f"  {key:<20} {100 * right / n:5.1f}% of {n}")
+
+
+if __name__ == "__main__":
+    main()
