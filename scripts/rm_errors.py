@@ -4,7 +4,8 @@ comparison pairs, by task cluster and by the size of the pair's gold gap (a diag
 
     python scripts/rm_errors.py runs/default RUN/reward RUN/study_overoptimization_rm_sizes/rm_d16 ...
 
-Pairs are those the reward stage scores against gold: distinct responses of a validation row whose gold differs.
+Pairs: two positions of a validation row with different texts and different gold; a response sampled twice
+counts each time (the reward stage collapses repeats first, so it counts a few pairs fewer).
 """
 
 from __future__ import annotations
