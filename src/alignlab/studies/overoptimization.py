@@ -461,9 +461,9 @@ def fit_curve(curve: dict[str, Any], form: str, cfg: OveroptStudyConfig):
 
 def predict(fits: dict[str, Any], sizes: dict[str, int], target: int, form: str) -> dict[str, Any]:
     """alpha, beta, d*, R* of an RM of size ``target`` (comparisons or parameters), from the smaller RMs' fits
-    (alpha and beta linear in the log of the size). Two RMs: the line through both, its interval from the two fits' bootstrap
-    draws (paired by index); this covers the fits' noise, not an RM's scatter around the line, which two
-    points cannot measure. Three or more: ``fit_size_trend``'s prediction interval."""
+    (alpha and beta linear in the log of the size). Two RMs: the line through both, its interval from the two
+    fits' bootstrap draws (paired by index); this covers the fits' noise, not an RM's scatter around the line,
+    which two points cannot measure. Three or more: ``fit_size_trend``'s prediction interval."""
     from alignlab.evaluate.overoptimization_fit import fit_size_trend, peak, percentile
 
     names = list(fits)
