@@ -46,6 +46,8 @@ def test_bad_settings_are_refused_by_name():
         OveroptStudyConfig(iterations=4, eval_interval=3)
     with pytest.raises(ConfigError, match="prompts"):
         OveroptStudyConfig(prompts=3)
+    with pytest.raises(ConfigError, match="ppo_seeds"):
+        OveroptStudyConfig(ppo_seeds=0)
 
 
 def test_expected_pick_is_the_mean_over_every_subset():
