@@ -7,7 +7,7 @@ import json
 import datasets
 import pytest
 
-from alignlab.data.load import DataError, detect_format, load_dataset_any, require_format
+from alignlab.data.load import DataError, column_values, detect_format, load_dataset_any, require_format
 
 
 def _jsonl(path, rows):
@@ -63,3 +63,23 @@ def test_saved_folder_parquet_and_missing_paths(tmp_path):
     (tmp_path / "f.csv").write_text("a\n1\n")
     with pytest.raises(DataError, match="unsupported file type '.csv'"):
         load_dataset_any(str(tmp_path / "f.csv"))
+
+
+def test_column_values_reads_the_rows_a_dataset_shows_in_order():
+    # after select/shuffle a dataset reads its table through an indices mapping: the bulk read must follow it
+    ds = datasets.Dataset.from_list([{"text": f"doc {i}", "n": i} for i in range(50)])
+    view = ds.shuffle(seed=3).select(range(0, 40, 3))
+    assert column_values(view, "text") == [row["text"] for row in view]
+    assert column_values(ds.select([]), "text") == []
+
+
+def test_unigram_entropy_is_the_entropy_of_token_frequencies():
+    import math
+
+    import torch
+
+    from alignlab.data.packing import unigram_entropy
+
+    blocks = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 2]])  # frequencies 1/4, 1/4, 1/2
+    assert unigram_entropy(blocks) == pytest.approx(-(2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5)), rel=1e-12)
+    assert unigram_entropy(torch.full((3, 5), 7)) == 0.0

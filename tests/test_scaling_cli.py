@@ -99,6 +99,8 @@ def test_sweep_writes_runs_csv_with_compute_6ND(smoke_sweep):
         assert 0 < float(r["loss"]) < 10 and 0 <= float(r["pass_rate"]) <= 1
     doc = json.loads((out / "sweep.json").read_text())
     assert "non-embedding" in doc["compute"] and doc["compute_span"] > 1
+    # a finished run keeps its model, not the checkpoints it resumed from (keep_checkpoints is off)
+    assert not list((out / "runs").glob("*/checkpoint*"))
     # intermediate eval losses are kept, and the capability item set is fixed for later runs
     assert all(len(run["eval_curve"]) >= 2 for run in doc["runs"])
     assert doc["capability"]["samples_per_item"] == SWEEP_PRESETS["smoke"]["samples_per_item"]

@@ -32,7 +32,7 @@ import datasets
 
 from alignlab.config import ConfigError
 from alignlab.data.chat import prompt_of
-from alignlab.data.load import DataError, load_dataset_any, require_column
+from alignlab.data.load import DataError, column_values, load_dataset_any, require_column
 
 DEFAULT_EVAL_FRACTION = 0.05
 EVAL_FRACTION_HELP = (
@@ -118,12 +118,13 @@ def group_keys(ds: datasets.Dataset, column: str = "prompt", text: bool = False)
     if text or column in cols:
         if column not in cols:
             raise DataError(f"no column '{column}' to hold out by (columns: {cols})")
-        values = ds[column]
+        values = column_values(ds, column)
         if not text and "messages" in cols and any(v is None for v in values):
-            values = [prompt_of({column: v, "messages": m}, column) for v, m in zip(values, ds["messages"])]
+            messages = column_values(ds, "messages")
+            values = [prompt_of({column: v, "messages": m}, column) for v, m in zip(values, messages)]
         return [canonical(v) for v in values]
     if "messages" in cols:
-        return [canonical(prompt_of({"messages": m})) for m in ds["messages"]]
+        return [canonical(prompt_of({"messages": m})) for m in column_values(ds, "messages")]
     raise DataError(f"rows have no '{column}' and no 'messages' column to hold out by (columns: {cols})")
 
 

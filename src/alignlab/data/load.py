@@ -31,6 +31,12 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+def column_values(ds: datasets.Dataset, column: str) -> list:
+    """Every row's ``column`` as a list, read in one bulk slice. ``ds[column]`` in datasets 4+ is a lazy
+    column that formats row by row when iterated: ~50x slower, seconds per pass over a pretraining corpus."""
+    return ds.select_columns([column])[:][column] if len(ds) else []
+
+
 def _read_jsonl(path: Path) -> datasets.Dataset:
     rows = []
     with open(path, encoding="utf-8") as f:

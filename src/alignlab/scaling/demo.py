@@ -398,8 +398,12 @@ def _check_corpus_size(cfg: DemoConfig, out: Path, target) -> None:
     """Every run reads its tokens once: the corpus must hold the target's."""
     import datasets
 
+    from alignlab.data.load import column_values
+
     train = datasets.load_from_disk(str(out / "corpus"))["train"]
-    approx_tokens = sum(len(t) for t in train["text"]) / 3.6  # the world's BPE: ~3.5 characters per token
+    approx_tokens = (
+        sum(len(t) for t in column_values(train, "text")) / 3.6
+    )  # the world's BPE: ~3.5 characters per token
     if approx_tokens < target.tokens:
         raise ConfigError(
             f"scaling demo: the corpus (~{approx_tokens:,.0f} tokens) is smaller than the target's "

@@ -244,8 +244,9 @@ def train_run(cfg, spec: RunSpec, run_dir: Path, config_class: type | None = Non
         f"D={spec.tokens:,} lr={spec.lr:.3g}"
     )
     summary = run_stage("pretrain", pcfg)
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    if not cfg.keep_checkpoints:  # the latest checkpoint and the one kept before it (checkpoints.py)
+        for name in ("checkpoint", "checkpoint.prev"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
     return summary
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignlab.config import arg
-from alignlab.data.load import load_dataset_any, require_column, require_format
+from alignlab.data.load import column_values, load_dataset_any, require_column, require_format
 from alignlab.errors import ConfigError
 from alignlab.models.tokenizer import train_bpe
 
@@ -36,7 +36,7 @@ def run(cfg: TokenizerConfig) -> dict:
         require_format(ds, ("text",), cfg.data)
     if cfg.vocab_size < 300:
         raise ConfigError(f"vocab_size={cfg.vocab_size}: must be at least 300 (256 bytes + special tokens)")
-    texts = list(ds[cfg.text_column])
+    texts = column_values(ds, cfg.text_column)
     tok = train_bpe(texts, cfg.vocab_size, cfg.min_frequency)
     tok.save_pretrained(cfg.output_dir)
     n_tokens = sum(len(x) for x in tok(texts[:2000], add_special_tokens=False)["input_ids"])
