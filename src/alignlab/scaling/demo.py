@@ -401,9 +401,8 @@ def _check_corpus_size(cfg: DemoConfig, out: Path, target) -> None:
     from alignlab.data.load import column_values
 
     train = datasets.load_from_disk(str(out / "corpus"))["train"]
-    approx_tokens = (
-        sum(len(t) for t in column_values(train, "text")) / 3.6
-    )  # the world's BPE: ~3.5 characters per token
+    chars_per_token = 3.6  # the world's BPE: ~3.5 characters per token
+    approx_tokens = sum(len(t) for t in column_values(train, "text")) / chars_per_token
     if approx_tokens < target.tokens:
         raise ConfigError(
             f"scaling demo: the corpus (~{approx_tokens:,.0f} tokens) is smaller than the target's "
