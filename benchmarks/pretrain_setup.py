@@ -58,6 +58,8 @@ def main() -> None:
     from alignlab.data.packing import unigram_entropy
 
     load_start = os.getloadavg()
+    if not (Path(args.corpus) / "dataset_dict.json").is_file():
+        raise SystemExit(f"{args.corpus}: no saved DatasetDict; run the scaling demo or sweep first")
     train = datasets.load_from_disk(args.corpus)["train"]
     rowwise_s, rowwise = best_of(lambda: list(train[args.column]), args.repeats)
     bulk_s, bulk = best_of(lambda: column_values(train, args.column), args.repeats)
