@@ -17,6 +17,7 @@ from alignlab.evaluate.overoptimization_fit import (
     heldout_r2,
     peak,
     peak_then_fall,
+    r2_if_law_true,
 )
 
 BON = {"alpha": 1.0, "beta": 0.25}  # peak d* = 2.0 (best-of-~64), R* = 1.0
@@ -128,6 +129,25 @@ def test_heldout_r2_is_high_for_the_law_and_low_for_noise(form, truth, d):
     r = heldout_r2(d, law, form)
     assert r["fitted_points"] + r["heldout_points"] == np.sum(d > 0)
     assert heldout_r2(d[:3], law[:3], form)["r2"] is None  # 3 points: 2 to fit, 1 to score: too few
+
+
+def test_r2_if_law_true_tells_the_laws_misfit_from_the_measurements_noise():
+    d = D_RL
+    rng = np.random.default_rng(3)
+    law = gain(d, **RL, form="rl")
+    # a true law measured with little noise: R² near 1, and the measured R² is typical of the simulations
+    quiet = r2_if_law_true(d, law + 0.02 * rng.standard_normal(len(d)), "rl", np.full(len(d), 0.02**2))
+    assert quiet["median"] > 0.95 and 0.025 < quiet["share_below_measured"] < 0.975
+    # the same true law with noise as large as the curve's structure: even the truth scores a low R²
+    noisy = r2_if_law_true(d, law, "rl", np.full(len(d), 0.6**2))
+    assert noisy["median"] < 0.5 and noisy["lo"] < 0 and noisy["simulations"] > 1900
+    # a curve the law cannot follow (it zigzags), measured with little noise: its R² is far below the range
+    zigzag = law + np.where(np.arange(len(d)) % 2, 0.5, -0.5)
+    bad = r2_if_law_true(d, zigzag, "rl", np.full(len(d), 0.02**2))
+    assert heldout_r2(d, zigzag, "rl")["r2"] < bad["lo"] and bad["share_below_measured"] == 0
+    assert r2_if_law_true(d[:3], law[:3], "rl", np.ones(3)) is None  # too few points for a held-out R²
+    with pytest.raises(ValueError, match="differ in length"):
+        r2_if_law_true(d, law, "rl", np.ones(3))
 
 
 def test_peak_then_fall_sees_a_fall_and_not_a_plateau():

@@ -425,6 +425,8 @@ CASES: list[Refusal] = [
             lambda c: _check_shapes(1, has_value=False), ConfigError),
     Refusal("stages/ppo_setup.py", "temperature must be > 0", lambda c: _check_settings(rollout__temperature="0"),
             ConfigError),
+    Refusal("stages/ppo_setup.py", "eval.draws must be >= 1", lambda c: _check_settings(eval__draws="0"),
+            ConfigError, r"eval\.draws must be >= 1 \(responses per held-out prompt\), got 0"),
     Refusal("stages/ppo_setup.py", "rollout.backend='vllm': ", _vllm_missing, ConfigError,
             r"rollout\.backend='vllm': vllm is not installed; use rollout\.backend='transformers'"),
     Refusal("stages/ppo_setup.py", "under FSDP2: its engine", lambda c: _check_sharded(rollout__backend="vllm"),

@@ -27,3 +27,24 @@ def test_fall_cells_tell_a_fall_a_stalled_policy_and_a_peak_at_the_end_apart():
     # a summary written before "stalled" existed still reads
     old = {k: v for k, v in BASE.items() if k not in ("stalled", "peak_point", "last_point")}
     assert _check_cells({**old, "falls": False})[1].startswith("no:")
+
+
+def test_the_r2_a_true_law_would_score_shows_only_when_measured():
+    from alignlab.report.overoptimization_study import _checks_table
+
+    class Doc:
+        def table(self, head, rows):
+            self.head, self.rows = head, rows
+
+        def p(self, text):
+            self.text = text
+
+    sims = {"4_draws": {"median": 0.62, "lo": -0.8, "hi": 0.95}, "1_draw": {"median": 0.21, "lo": -3.0, "hi": 0.9}}
+    checks = {"bon": {"rm": BASE}, "rl": {"rm": {**BASE, "r2_if_law_true": sims}}}
+    doc = Doc()
+    _checks_table(doc, checks, {"rm": {}}, 4)
+    assert doc.head[-1] == "PPO: R² if the law were true (4 draws)"
+    assert doc.rows[0][-1] == "0.62 [-0.80, 0.95]; one draw 0.21" and "sampling noise" in doc.text
+    # a study with one draw per prompt has no noise measured: the table keeps its five columns
+    _checks_table(doc, {"bon": {"rm": BASE}, "rl": {"rm": BASE}}, {"rm": {}}, 1)
+    assert len(doc.head) == 5 and all(len(r) == 5 for r in doc.rows) and "sampling noise" not in doc.text

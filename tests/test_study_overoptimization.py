@@ -48,6 +48,8 @@ def test_bad_settings_are_refused_by_name():
         OveroptStudyConfig(prompts=3)
     with pytest.raises(ConfigError, match="ppo_seeds"):
         OveroptStudyConfig(ppo_seeds=0)
+    with pytest.raises(ConfigError, match="eval_draws"):
+        OveroptStudyConfig(eval_draws=0)
 
 
 def test_expected_pick_is_the_mean_over_every_subset():
@@ -132,7 +134,8 @@ def size_study_run(smoke_pipeline_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("overopt_sizes") / "run"
     shutil.copytree(smoke_pipeline_run, run, symlinks=True)
     cls, presets, _ = STAGES["study overoptimization"].load()
-    cfg = resolve(cls, presets, "smoke_rm_sizes", None, {"run_dir": str(run), "n_boot": "100", "ppo_seeds": "2"})
+    extra = {"run_dir": str(run), "n_boot": "100", "ppo_seeds": "2", "eval_draws": "3"}
+    cfg = resolve(cls, presets, "smoke_rm_sizes", None, extra)
     run_stage("study overoptimization", cfg)
     return run
 
@@ -182,6 +185,35 @@ def test_size_axis_trains_each_rm_from_its_own_sft_on_the_same_comparisons(size_
     assert "ppo_rm_d16_seed1/heldout_curve.jsonl" in pre["inputs_sha256"]  # both runs fed the prediction
     # the data-axis study's folder is untouched: the two axes do not share pieces
     assert not (run / STUDY).exists()
+
+
+def test_several_draws_per_prompt_measure_each_points_sampling_noise(study_run, size_study_run):
+    out = size_study_run / "study_overoptimization_rm_sizes"
+    runs = [out / "ppo_rm_d16", out / "ppo_rm_d16_seed1"]
+    curves = [[json.loads(line) for line in (r / "heldout_curve.jsonl").read_text().splitlines()] for r in runs]
+    for row in (row for c in curves for row in c):
+        draws = np.asarray(row["gold_by_draw"])  # [3 draws, 8 prompts]; each prompt scored by their mean
+        assert draws.shape == (3, 8) and np.allclose(draws.mean(axis=0), row["gold"])
+    assert any(not np.allclose(d[0], d[1]) for d in (np.asarray(row["gold_by_draw"]) for row in curves[0][1:]))
+    # each point's variance: the draws' spread per prompt, / 3 draws, / 8^2 prompts, / 2^2 runs
+    want = [
+        sum(np.asarray(c[i]["gold_by_draw"]).var(axis=0, ddof=1).sum() / 3 / 64 for c in curves) / 4
+        for i in range(len(curves[0]))
+    ]
+    s = _read(out / "summary.json")
+    assert s["ppo"]["eval_draws"] == 3
+    from alignlab.studies.overoptimization import rl_curve
+
+    assert rl_curve(runs)["gold_noise_var"] == pytest.approx(want)
+    # the first draw IS the one-draw measurement: the same RM (RUN/reward), PPO seed and settings as the data
+    # axis's one-draw run, so the same training and the same first draw at every point
+    one = [
+        json.loads(line)
+        for line in (study_run / STUDY / "ppo_rm_100pct" / "heldout_curve.jsonl").read_text().splitlines()
+    ]
+    three = [json.loads(line) for line in (out / "ppo_rm_d64" / "heldout_curve.jsonl").read_text().splitlines()]
+    assert [r["gold"] for r in one] == [r["gold_by_draw"][0] for r in three]
+    assert "gold_by_draw" not in one[0] and rl_curve([study_run / STUDY / "ppo_rm_100pct"])["gold_noise_var"] is None
 
 
 def test_the_report_has_a_section_for_the_size_axis(size_study_run):

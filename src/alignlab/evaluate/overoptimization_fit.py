@@ -12,7 +12,9 @@ and a bootstrap over prompts is one matrix product per resample.
 ``fit_overoptimization`` fits one curve, with percentile intervals when per-prompt gold
 is given (prompts resampled, the mean curve refitted). ``fit_size_trend`` fits α and β
 against log RM size, as Gao et al. found both smooth in it, and predicts α, β, d*, R* at a
-larger proxy RM with intervals.
+larger proxy RM with intervals. ``heldout_r2`` scores a law on points it was not fitted to, and
+``r2_if_law_true`` says what that score would be if the law were exactly true, given each point's
+measured sampling noise: a low R² is then the law's fault only when it falls below that range.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "peak",
     "peak_then_fall",
     "percentile",
+    "r2_if_law_true",
 ]
 
 
@@ -328,6 +331,44 @@ def heldout_r2(d: ArrayLike, R: ArrayLike, form: str) -> dict[str, Any]:
     ss_tot = float(np.sum((y[test_idx] - y[test_idx].mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else None
     return {"r2": r2, "fitted_points": len(fit_idx), "heldout_points": len(test_idx)}
+
+
+def r2_if_law_true(
+    d: ArrayLike, R: ArrayLike, form: str, noise_var: ArrayLike, *, n_sim: int = 2000, seed: int = 0
+) -> dict[str, Any] | None:
+    """What ``heldout_r2`` scores when the ``form`` law IS the truth and each point carries sampling noise of
+    variance ``noise_var``: the truth is the law fitted to every point, each simulation adds Gaussian noise and
+    repeats the held-out fit. So a measured R² far below this range is the law's fault; one inside it is what
+    the noise allows (with noise as large as the curve's rise, a true law can score R² < 0). Returns the
+    simulated R²'s median, 95% range and the share of simulations below the measured R²; None where
+    ``heldout_r2`` gives none."""
+    _check_form(form)
+    d, y, var = (np.asarray(a, dtype=float).ravel() for a in (d, R, noise_var))
+    if not len(d) == len(y) == len(var):
+        raise ValueError(f"d, R and noise_var differ in length: {len(d)}, {len(y)}, {len(var)}")
+    measured = heldout_r2(d, y, form)["r2"]
+    keep = d > 0
+    d, y, var = d[keep], y[keep], var[keep]
+    if measured is None:
+        return None
+    X = _features(d, form)
+    truth = X @ linalg.lstsq(X, y)[0]
+    Y = truth + np.random.default_rng(seed).standard_normal((n_sim, len(d))) * np.sqrt(np.maximum(var, 0.0))
+    fit_idx, test_idx = np.arange(0, len(d), 2), np.arange(1, len(d), 2)
+    coef = linalg.lstsq(X[fit_idx], Y[:, fit_idx].T)[0]  # [2, n_sim]: every simulation's fit at once
+    resid = Y[:, test_idx] - (X[test_idx] @ coef).T
+    held = Y[:, test_idx]
+    ss_tot = np.sum((held - held.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    r2 = 1.0 - np.sum(resid**2, axis=1) / np.where(ss_tot > 0, ss_tot, np.nan)
+    r2 = r2[np.isfinite(r2)]
+    lo, med, hi = np.percentile(r2, [2.5, 50, 97.5])
+    return {
+        "median": float(med),
+        "lo": float(lo),
+        "hi": float(hi),
+        "share_below_measured": float(np.mean(r2 < measured)),
+        "simulations": int(len(r2)),
+    }
 
 
 def peak_then_fall(gold: ArrayLike, proxy: ArrayLike, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

@@ -67,6 +67,12 @@ class PtxSettings:
 class EvalSettings(HeldoutSampling):
     greedy: bool = arg(True, "also evaluate greedy decoding on the held-out prompts (keys *_greedy)")
     interval: int = arg(0, "iterations between extra held-out evaluations (0 = only before and after)")
+    draws: int = arg(
+        1,
+        "sampled responses per held-out prompt at each measurement, scored as their mean per prompt (the first "
+        "draw is the one-draw measurement; more draws shrink sampling noise, and 2+ let heldout_curve.jsonl "
+        "measure it)",
+    )
 
 
 # Old flat key -> its place in PPOConfig now (the shared sections' keys are aliased without being listed).

@@ -6,11 +6,14 @@ two measurements differ only by the policy. With ``eval.greedy`` each measuremen
 (keys ``*_greedy``). The sampled decoding also measures KL(policy || reference) on these prompts
 (``heldout_kl``): the d = sqrt(KL) of Gao et al.'s over-optimisation curves, on prompts never trained on.
 With ``eval.interval`` every measurement's per-prompt gold, RM score and KL go to ``heldout_curve.jsonl``
-(the over-optimisation study bootstraps its fits over these prompts)."""
+(the over-optimisation study bootstraps its fits over these prompts). ``eval.draws`` samples each prompt
+that many times per measurement and scores the mean, the first draw being the one-draw measurement; with 2+
+the curve also keeps every draw's gold, whose spread is the measurement's own sampling noise."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,34 @@ METRICS = ("rm_score", "gold", "eos_frac", "response_len", "kl")
 CURVE_FILE = "heldout_curve.jsonl"
 
 
+# Draw j of a measurement samples with seed heldout_seed(seed) + j * this: far beyond any run seed, so no draw of
+# one run replays the first draw of a run with another seed (the study averages runs of seeds s, s+1, ...).
+DRAW_SEED_STRIDE = 1_000_003
+
+
+def mean_of_draws(draws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One measurement from several draws on the same prompts: each per-prompt list and each mean averaged over
+    the draws, so a prompt counts once; ``texts`` are the first draw's, ``gold_by_draw`` keeps every draw's gold."""
+    first = draws[0]
+    if len(draws) == 1:
+        return first
+    out: dict[str, Any] = {"texts": first["texts"]}
+    for k, v in first.items():
+        if isinstance(v, list) and k != "texts":
+            out[k] = [statistics.fmean(col) for col in zip(*(d[k] for d in draws))]
+        elif isinstance(v, (int, float)):
+            out[k] = statistics.fmean(d[k] for d in draws)
+    if "gold_scores" in first:
+        out["gold_by_draw"] = [d["gold_scores"] for d in draws]
+    return out
+
+
 @dataclass
 class Heldout:
     metrics: dict[str, float] = field(default_factory=dict)  # heldout_rm_score, heldout_gold, ... (+ *_greedy)
     gold_scores: dict[str, list[float]] = field(default_factory=dict)  # per prompt, by decoding ("", "_greedy")
-    sampled: dict[str, Any] | None = None  # sample_and_score's result of the sampled decoding (texts, scores)
+    sampled: dict[str, Any] | None = None  # the sampled decoding's scores (mean_of_draws of sample_and_score's)
+    first_draw: dict[str, Any] | None = None  # its first draw: texts with their own scores (samples.json)
 
 
 class HeldoutEval:
@@ -46,29 +72,35 @@ class HeldoutEval:
         h = Heldout()
         if not self.rows:
             return h
-        c = self.cfg
         for suffix, temp in self.decodings:
-            r = sample_and_score(
-                policy,
-                self.tok,
-                self.rows,
-                prompt_column=c.prompt_column,
-                max_prompt_len=self.max_prompt_len,
-                max_new_tokens=c.rollout.max_new_tokens,
-                temperature=temp,
-                seed=heldout_seed(c.run.seed),
-                batch_size=c.rollout.gen_batch_size,
-                rm=rm,
-                judge=self.judge,
-                kl_to_reference=True,
-                ref=self.ref,
-            )
+            draws = self.cfg.eval.draws if temp > 0 else 1  # greedy decoding has one answer
+            rs = [self._draw(policy, rm, temp, j) for j in range(draws)]
+            r = mean_of_draws(rs)
             h.metrics.update({f"heldout_{k}{suffix}": r[k] for k in METRICS if k in r})
             if "gold_scores" in r:
                 h.gold_scores[suffix] = r["gold_scores"]
             if not suffix:
-                h.sampled = r
+                h.sampled, h.first_draw = r, rs[0]
         return h
+
+    def _draw(self, policy, rm, temperature: float, j: int) -> dict[str, Any]:
+        """Draw ``j`` of the held-out answers: the same seed at every measurement, another for each draw."""
+        c = self.cfg
+        return sample_and_score(
+            policy,
+            self.tok,
+            self.rows,
+            prompt_column=c.prompt_column,
+            max_prompt_len=self.max_prompt_len,
+            max_new_tokens=c.rollout.max_new_tokens,
+            temperature=temperature,
+            seed=heldout_seed(c.run.seed) + j * DRAW_SEED_STRIDE,
+            batch_size=c.rollout.gen_batch_size,
+            rm=rm,
+            judge=self.judge,
+            kl_to_reference=True,
+            ref=self.ref,
+        )
 
     def record_curve(self, out: Path, step: int, h: Heldout) -> None:
         """Append the sampled decoding's per-prompt gold, RM score and KL at ``step`` (only with ``eval.interval``:
@@ -77,6 +109,8 @@ class HeldoutEval:
         if not self.cfg.eval.interval or r is None:
             return
         row = {"step": step, **{k: r[f"{k}_scores"] for k in ("gold", "rm", "kl") if f"{k}_scores" in r}}
+        if len(r.get("gold_by_draw", ())) > 1:
+            row["gold_by_draw"] = r["gold_by_draw"]  # the study measures the sampling noise from the draws' spread
         with open(out / CURVE_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -91,7 +125,7 @@ class HeldoutEval:
 
     def samples(self, h: Heldout, n: int = 8) -> list[dict[str, Any]] | None:
         """The first ``n`` held-out prompts with the sampled response and its scores (samples.json)."""
-        r = h.sampled
+        r = h.first_draw
         if self.rows is None or r is None:
             return None
         out = []
@@ -110,7 +144,9 @@ class HeldoutEval:
         how = sampling_note(e.temperature, c.run.seed)
         info = self.info
         source = "-" if info.how == "none" else info.source + (f" ({info.split})" if info.how == "fraction" else "")
-        return f"{how}, first {e.prompts} rows of {source}" + ("; *_greedy: greedy decoding" if e.greedy else "")
+        draws = f", {e.draws} draws per prompt (their mean)" if e.draws > 1 else ""
+        greedy = "; *_greedy: greedy decoding" if e.greedy else ""
+        return f"{how}{draws}, first {e.prompts} rows of {source}{greedy}"
 
     def records(self) -> dict[str, Any]:
         """summary.json's ``heldout`` (the prompts) and ``heldout_ptx`` (the pretraining text, with ptx.data)."""

@@ -51,6 +51,8 @@ def check_settings(cfg) -> None:
         )
     if cfg.rollout.temperature <= 0:
         raise ConfigError("temperature must be > 0: PPO needs sampled responses and their probabilities")
+    if cfg.eval.draws < 1:
+        raise ConfigError(f"eval.draws must be >= 1 (responses per held-out prompt), got {cfg.eval.draws}")
     if cfg.rollout.backend == "vllm" and vllm_unavailable_reason():
         raise ConfigError(f"rollout.backend='vllm': {vllm_unavailable_reason()}; use rollout.backend='transformers'")
 

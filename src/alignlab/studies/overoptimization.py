@@ -20,7 +20,9 @@ The study, in the order it runs (the largest RM's measurements last, after the p
    drawn once and scored by gold; each RM scores the same draws, and best-of-m for every m <= n_max is read
    off them (``BestOfN.pick``; the fits use the unbiased expected pick over all n_max draws);
 3. RL: PPO against each RM with no KL penalty (``kl_beta``), the held-out gold, RM score and KL measured every
-   ``eval_interval`` iterations on the same held-out prompts (``heldout_curve.jsonl``);
+   ``eval_interval`` iterations on the same held-out prompts (``heldout_curve.jsonl``), each prompt sampled
+   ``eval_draws`` times (2+: each point's sampling noise is measured, and with it the held-out R² the RL law
+   would score if it were true, ``r2_if_law_true``);
 4. before the largest RM is measured: its d* and R* predicted from the smaller RMs' fits
    (``prediction_pre.json``); after: predicted against measured (``prediction.json``);
 5. the fits (``fit.json``, with each law's R² on held-out points and whether gold peaks then falls while
@@ -85,6 +87,11 @@ class OveroptStudyConfig:
         1, "PPO runs against each RM (seeds seed, seed+1, ...): the RL curve is their mean, prompt by prompt"
     )
     eval_interval: int = arg(4, "PPO iterations between held-out measurements of gold, RM score and KL")
+    eval_draws: int = arg(
+        1,
+        "PPO's sampled responses per held-out prompt at each measurement (eval.draws): 2+ also measure each "
+        "point's sampling noise, and with it the R² the RL law could score if it were true",
+    )
     kl_beta: float = arg(RL_BETA, "PPO's fixed KL coefficient (see RL_BETA for why 0)")
     n_boot: int = arg(1000, "bootstrap resamples of the prompts for the fits' intervals")
     seed: int = arg(0, "the run's seed whose SFT policy and comparisons are used; also the RMs' subsets and PPO")
@@ -115,8 +122,10 @@ class OveroptStudyConfig:
                 f"{where}: 'iterations' ({self.iterations}) must be >= 2 x 'eval_interval' ({self.eval_interval}): "
                 "the RL fit needs 2 measurements after the start"
             )
-        if self.ppo_seeds < 1:
-            raise ConfigError(f"{where}: 'ppo_seeds' must be >= 1, got {self.ppo_seeds}")
+        if self.ppo_seeds < 1 or self.eval_draws < 1:
+            raise ConfigError(
+                f"{where}: 'ppo_seeds' and 'eval_draws' must be >= 1, got {self.ppo_seeds} and {self.eval_draws}"
+            )
         if self.kl_beta < 0 or self.n_boot < 10:
             raise ConfigError(f"{where}: 'kl_beta' must be >= 0 and 'n_boot' >= 10")
         if self.rm_sizes:
@@ -277,7 +286,7 @@ def _ppo_base(cfg: OveroptStudyConfig):
         {
             "iterations": cfg.iterations,
             "kl": {"beta": cfg.kl_beta, "adaptive": False},
-            "eval": {"prompts": cfg.prompts, "interval": cfg.eval_interval, "greedy": False},
+            "eval": {"prompts": cfg.prompts, "interval": cfg.eval_interval, "greedy": False, "draws": cfg.eval_draws},
             "run": {"resume": True},
         },
         "study overoptimization",
@@ -413,7 +422,8 @@ def _heldout_steps(folder: Path) -> dict[int, dict]:
 def rl_curve(folders: list[Path]) -> dict[str, Any]:
     """Per held-out measurement: d = sqrt(KL), and per prompt the gold and RM-score gains over the start, each
     the mean over the PPO runs (seeds). Averaging per prompt keeps the prompt bootstrap of the fits and checks
-    as it is; the runs' own spread shows in ``runs`` (each run's last KL and gold)."""
+    as it is; the runs' own spread shows in ``runs`` (each run's last KL and gold). With several draws per
+    prompt (``eval_draws``), ``gold_noise_var`` is each point's sampling variance (``_sampling_variance``)."""
     runs = [_heldout_steps(f) for f in folders]
     steps = sorted(runs[0])
     for f, r in zip(folders, runs):
@@ -430,6 +440,7 @@ def rl_curve(folders: list[Path]) -> dict[str, Any]:
         "d": [math.sqrt(max(k, 0.0)) for k in kl],  # an estimate below 0 is noise around 0: no movement
         "gold": [np.mean([gain(r, s, "gold") for r in runs], axis=0).tolist() for s in steps],
         "proxy": [np.mean([gain(r, s, "rm") for r in runs], axis=0).tolist() for s in steps],
+        "gold_noise_var": _sampling_variance(runs, steps),
         "runs": [
             {
                 "folder": str(f),
@@ -439,6 +450,22 @@ def rl_curve(folders: list[Path]) -> dict[str, Any]:
             for f, r in zip(folders, runs)
         ],
     }
+
+
+def _sampling_variance(runs: list[dict[int, dict]], steps: list[int]) -> list[float] | None:
+    """Per measurement, the variance that sampling adds to its mean gold over prompts and runs, from the spread
+    of each prompt's draws (an unbiased per-prompt variance over k draws, divided by k for their mean). The start
+    point's own noise shifts every point alike and is left out. None unless every measurement has 2+ draws."""
+    if any(len(r[s].get("gold_by_draw", ())) < 2 for r in runs for s in steps):
+        return None
+    out = []
+    for s in steps:
+        per_run = []
+        for r in runs:
+            g = np.asarray(r[s]["gold_by_draw"])  # [draws, prompts]
+            per_run.append(float(np.sum(g.var(axis=0, ddof=1) / len(g))) / g.shape[1] ** 2)
+        out.append(float(np.sum(per_run)) / len(runs) ** 2)
+    return out
 
 
 # ----------------------------------------------------------------------------- fits and the prediction
@@ -573,7 +600,21 @@ def _checks(curves: dict, cfg) -> dict[str, dict[str, Any]]:
                 "heldout_r2": heldout_r2(curve["d"], G.mean(axis=0), form),
                 **peak_then_fall(G, P, n_boot=cfg.n_boot, seed=cfg.seed),
             }
+            if curve.get("gold_noise_var") is not None:
+                out[form][name]["r2_if_law_true"] = _r2_if_true(curve, G.mean(axis=0), form, cfg)
     return out
+
+
+def _r2_if_true(curve: dict, R: np.ndarray, form: str, cfg) -> dict[str, Any]:
+    """The held-out R² the law would score if true, with the noise measured (``eval_draws`` per prompt) and with
+    the noise of one draw per prompt (k x the variance): is a low R² the law's fault, or the measurement's?"""
+    from alignlab.evaluate.overoptimization_fit import r2_if_law_true
+
+    var = np.asarray(curve["gold_noise_var"])
+    return {
+        f"{cfg.eval_draws}_draws": r2_if_law_true(curve["d"], R, form, var, seed=cfg.seed),
+        "1_draw": r2_if_law_true(curve["d"], R, form, var * cfg.eval_draws, seed=cfg.seed),
+    }
 
 
 def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
@@ -592,7 +633,7 @@ def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
 
 def _points(curve: dict[str, Any]) -> dict[str, Any]:
     """The mean gains of a curve (what summary.json keeps and the figures draw)."""
-    keep = {k: curve[k] for k in ("n", "step", "d", "kl", "picked_gold", "runs") if k in curve}
+    keep = {k: curve[k] for k in ("n", "step", "d", "kl", "picked_gold", "runs", "gold_noise_var") if k in curve}
     return {
         **keep,
         "gold": [float(np.mean(g)) for g in curve["gold"]],
@@ -611,10 +652,11 @@ def clear_pieces(out: Path) -> None:
 
 # What the study's pieces depend on: a finished piece made with other values is not this study's.
 PIECE_SETTINGS = (
-    "fractions", "rm_sizes", "prompts", "n_max", "iterations", "ppo_seeds", "eval_interval", "kl_beta", "seed",
+    "fractions", "rm_sizes", "prompts", "n_max", "iterations", "ppo_seeds", "eval_interval", "eval_draws",
+    "kl_beta", "seed",
 )  # fmt: skip
 # settings added after studies were saved without them: their value then
-ADDED_SETTINGS = {"rm_sizes": [], "ppo_seeds": 1}
+ADDED_SETTINGS = {"rm_sizes": [], "ppo_seeds": 1, "eval_draws": 1}
 
 
 def check_settings(cfg: OveroptStudyConfig, out: Path) -> None:
@@ -680,6 +722,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
             "eval_interval": cfg.eval_interval,
             "kl_beta": cfg.kl_beta,
             "seeds": cfg.ppo_seeds,
+            "eval_draws": cfg.eval_draws,
         },
         "points": points,
         "fits": params,
@@ -706,12 +749,20 @@ def print_summary(s: dict[str, Any]) -> None:
         r2 = c["heldout_r2"]["r2"]
         return f"held-out R2 {'n/a' if r2 is None else f'{r2:.2f}'}, {'peaks then falls' if c['falls'] else 'gold ends at its peak value on every prompt' if c.get('stalled') else 'no fall'}"
 
+    draws = s["ppo"].get("eval_draws", 1)
     for n, rm in s["rms"].items():
         acc = rm.get("gold_accuracy")
         agree = "" if acc is None else f", agrees with gold on {100 * acc:.1f}%"
         fits = f"bon {params(s['fits']['bon'][n])}; rl {params(s['fits']['rl'][n])}"
         print(f"  {n:<12} ({rm.get('x', rm['comparisons'])}{agree}) {fits}")
         print(f"  {'':<12} bon: {held('bon', n)}; rl: {held('rl', n)}")
+        sims = s["checks"]["rl"][n].get("r2_if_law_true") or {}
+        if sims.get(f"{draws}_draws"):
+            m, one = sims[f"{draws}_draws"], sims["1_draw"]
+            print(
+                f"  {'':<12} rl held-out R2 if the law were true: {m['median']:.2f} [{m['lo']:.2f}, {m['hi']:.2f}] "
+                f"with {draws} draws, {one['median']:.2f} with one"
+            )
     p = s["prediction"]
     for form in ("bon", "rl"):
         if "skipped" in p[form]:
