@@ -145,6 +145,10 @@ def test_r2_if_law_true_tells_the_laws_misfit_from_the_measurements_noise():
     zigzag = law + np.where(np.arange(len(d)) % 2, 0.5, -0.5)
     bad = r2_if_law_true(d, zigzag, "rl", np.full(len(d), 0.02**2))
     assert heldout_r2(d, zigzag, "rl")["r2"] < bad["lo"] and bad["share_below_measured"] == 0
+    # a noisy start shifts every gain alike: the law through 0 no longer fits, even when each point is exact
+    exact = r2_if_law_true(d, law, "rl", np.zeros(len(d)))
+    shifted = r2_if_law_true(d, law, "rl", np.zeros(len(d)), offset_var=1.0)  # an offset half the peak gain
+    assert exact["lo"] == pytest.approx(1.0) and shifted["median"] < 0.9 and shifted["lo"] < 0
     assert r2_if_law_true(d[:3], law[:3], "rl", np.ones(3)) is None  # too few points for a held-out R²
     with pytest.raises(ValueError, match="differ in length"):
         r2_if_law_true(d, law, "rl", np.ones(3))

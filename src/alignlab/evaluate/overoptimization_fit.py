@@ -334,14 +334,22 @@ def heldout_r2(d: ArrayLike, R: ArrayLike, form: str) -> dict[str, Any]:
 
 
 def r2_if_law_true(
-    d: ArrayLike, R: ArrayLike, form: str, noise_var: ArrayLike, *, n_sim: int = 2000, seed: int = 0
+    d: ArrayLike,
+    R: ArrayLike,
+    form: str,
+    noise_var: ArrayLike,
+    *,
+    offset_var: float = 0.0,
+    n_sim: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Any] | None:
     """What ``heldout_r2`` scores when the ``form`` law IS the truth and each point carries sampling noise of
-    variance ``noise_var``: the truth is the law fitted to every point, each simulation adds Gaussian noise and
-    repeats the held-out fit. So a measured R² far below this range is the law's fault; one inside it is what
-    the noise allows (with noise as large as the curve's rise, a true law can score R² < 0). Returns the
-    simulated R²'s median, 95% range and the share of simulations below the measured R²; None where
-    ``heldout_r2`` gives none."""
+    variance ``noise_var``, plus one offset of variance ``offset_var`` shared by every point (R is a gain over
+    a measured start, whose own noise shifts them all): the truth is the law fitted to every point, each
+    simulation adds Gaussian noise and repeats the held-out fit. So a measured R² far below this range is the
+    law's fault; one inside it is what the noise allows (with noise as large as the curve's rise, a true law
+    can score R² < 0). Returns the simulated R²'s median, 95% range and the share of simulations below the
+    measured R²; None where ``heldout_r2`` gives none."""
     _check_form(form)
     d, y, var = (np.asarray(a, dtype=float).ravel() for a in (d, R, noise_var))
     if not len(d) == len(y) == len(var):
@@ -353,7 +361,9 @@ def r2_if_law_true(
         return None
     X = _features(d, form)
     truth = X @ linalg.lstsq(X, y)[0]
-    Y = truth + np.random.default_rng(seed).standard_normal((n_sim, len(d))) * np.sqrt(np.maximum(var, 0.0))
+    rng = np.random.default_rng(seed)
+    Y = truth + rng.standard_normal((n_sim, len(d))) * np.sqrt(np.maximum(var, 0.0))
+    Y += rng.standard_normal((n_sim, 1)) * math.sqrt(max(offset_var, 0.0))
     fit_idx, test_idx = np.arange(0, len(d), 2), np.arange(1, len(d), 2)
     coef = linalg.lstsq(X[fit_idx], Y[:, fit_idx].T)[0]  # [2, n_sim]: every simulation's fit at once
     resid = Y[:, test_idx] - (X[test_idx] @ coef).T

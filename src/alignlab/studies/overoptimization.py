@@ -607,14 +607,15 @@ def _checks(curves: dict, cfg) -> dict[str, dict[str, Any]]:
 
 def _r2_if_true(curve: dict, R: np.ndarray, form: str, cfg) -> dict[str, Any]:
     """The held-out R² the law would score if true, with the noise measured (``eval_draws`` per prompt) and with
-    the noise of one draw per prompt (k x the variance): is a low R² the law's fault, or the measurement's?"""
+    the noise of one draw per prompt (k x the variance): is a low R² the law's fault, or the measurement's?
+    Each point's own noise, and the start's (point 0), which every gain shares."""
     from alignlab.evaluate.overoptimization_fit import r2_if_law_true
 
-    var = np.asarray(curve["gold_noise_var"])
-    return {
-        f"{cfg.eval_draws}_draws": r2_if_law_true(curve["d"], R, form, var, seed=cfg.seed),
-        "1_draw": r2_if_law_true(curve["d"], R, form, var * cfg.eval_draws, seed=cfg.seed),
-    }
+    def simulate(scale: int) -> dict[str, Any] | None:
+        var = np.asarray(curve["gold_noise_var"]) * scale
+        return r2_if_law_true(curve["d"], R, form, var, offset_var=float(var[0]), seed=cfg.seed)
+
+    return {f"{cfg.eval_draws}_draws": simulate(1), "1_draw": simulate(cfg.eval_draws)}
 
 
 def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
