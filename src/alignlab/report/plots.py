@@ -312,7 +312,8 @@ def overoptimization(
     points: dict[str, dict[str, Any]], fits: dict[str, dict[str, dict[str, float]]], method: str, path: Path
 ) -> Path:
     """Gao et al. (2022) Figure 1 (``method`` "best_of_n") or 2 ("rl"): gold and proxy (RM) gain over the
-    initial policy against d = sqrt(KL), one colour per proxy RM, the fitted law drawn over the gold points.
+    initial policy against d = sqrt(KL), one colour per proxy RM, the fitted law drawn over the gold points
+    (with +-2 standard errors of sampling where the points were measured with several draws per prompt).
     ``points``: the over-optimisation study's summary "points"; ``fits``: its "fits" ({form: {rm: params}})."""
     from alignlab.evaluate.overoptimization_fit import gain
 
@@ -321,7 +322,9 @@ def overoptimization(
     ax_gold, ax_proxy = fig.subplots(1, 2)
     for i, (name, p) in enumerate(points.items()):
         c, curve = RM_COLOURS[i % len(RM_COLOURS)], p[method]
-        ax_gold.plot(curve["d"], curve["gold"], "o", color=c, label=name)
+        noise = curve.get("gold_noise_var")  # measured with several draws per prompt: +-2 standard errors
+        err = None if noise is None else [2 * max(v, 0.0) ** 0.5 for v in noise]
+        ax_gold.errorbar(curve["d"], curve["gold"], yerr=err, fmt="o", color=c, label=name, capsize=2)
         ax_proxy.plot(curve["d"], curve["proxy"], "o-", color=c, label=name)
         f = fits[form][name]
         if f:  # None: too few measurements to fit
