@@ -45,6 +45,12 @@ def test_the_r2_a_true_law_would_score_shows_only_when_measured():
     _checks_table(doc, checks, {"rm": {}}, 4)
     assert doc.head[-1] == "PPO: R² if the law were true (4 draws)"
     assert doc.rows[0][-1] == "0.62 [-0.80, 0.95]; one draw 0.21" and "sampling noise" in doc.text
-    # a study with one draw per prompt has no noise measured: the table keeps its five columns
+    # several runs per RM add the R² a true law scores with the runs' spread
+    runs = {"runs": {"median": 0.4, "lo": -2.0, "hi": 0.9}}
+    _checks_table(doc, {"bon": {"rm": BASE}, "rl": {"rm": {**BASE, "r2_if_law_true": {**sims, **runs}}}}, {"rm": {}}, 4)
+    assert doc.rows[0][-1] == "0.62 [-0.80, 0.95]; one draw 0.21; runs' spread 0.40 [-2.00, 0.90]"
+    _checks_table(doc, {"bon": {"rm": BASE}, "rl": {"rm": {**BASE, "r2_if_law_true": runs}}}, {"rm": {}}, 1)
+    assert doc.head[-1] == "PPO: R² if the law were true" and doc.rows[0][-1] == "runs' spread 0.40 [-2.00, 0.90]"
+    # a study with one draw per prompt and one run has no noise measured: the table keeps its five columns
     _checks_table(doc, {"bon": {"rm": BASE}, "rl": {"rm": BASE}}, {"rm": {}}, 1)
     assert len(doc.head) == 5 and all(len(r) == 5 for r in doc.rows) and "sampling noise" not in doc.text

@@ -205,6 +205,10 @@ def test_several_draws_per_prompt_measure_each_points_sampling_noise(study_run, 
     from alignlab.studies.overoptimization import rl_curve
 
     assert rl_curve(runs)["gold_noise_var"] == pytest.approx(want)
+    # and from run to run: the spread of the two runs' mean gains, / 2 runs (none with one run)
+    means = [[np.mean(np.subtract(row["gold"], c[0]["gold"])) for row in c] for c in curves]
+    assert rl_curve(runs)["gold_run_var"] == pytest.approx((np.var(means, axis=0, ddof=1) / 2).tolist())
+    assert rl_curve(runs[:1])["gold_run_var"] is None
     # the first draw IS the one-draw measurement: the same RM (RUN/reward), PPO seed and settings as the data
     # axis's one-draw run, so the same training and the same first draw at every point
     one = [

@@ -423,7 +423,8 @@ def rl_curve(folders: list[Path]) -> dict[str, Any]:
     """Per held-out measurement: d = sqrt(KL), and per prompt the gold and RM-score gains over the start, each
     the mean over the PPO runs (seeds). Averaging per prompt keeps the prompt bootstrap of the fits and checks
     as it is; the runs' own spread shows in ``runs`` (each run's last KL and gold). With several draws per
-    prompt (``eval_draws``), ``gold_noise_var`` is each point's sampling variance (``_sampling_variance``)."""
+    prompt (``eval_draws``), ``gold_noise_var`` is each point's sampling variance (``_sampling_variance``); with
+    several runs, ``gold_run_var`` is its variance from run to run (``_run_variance``)."""
     runs = [_heldout_steps(f) for f in folders]
     steps = sorted(runs[0])
     for f, r in zip(folders, runs):
@@ -441,6 +442,7 @@ def rl_curve(folders: list[Path]) -> dict[str, Any]:
         "gold": [np.mean([gain(r, s, "gold") for r in runs], axis=0).tolist() for s in steps],
         "proxy": [np.mean([gain(r, s, "rm") for r in runs], axis=0).tolist() for s in steps],
         "gold_noise_var": _sampling_variance(runs, steps),
+        "gold_run_var": _run_variance(runs, steps),
         "runs": [
             {
                 "folder": str(f),
@@ -450,6 +452,15 @@ def rl_curve(folders: list[Path]) -> dict[str, Any]:
             for f, r in zip(folders, runs)
         ],
     }
+
+
+def _run_variance(runs: list[dict[int, dict]], steps: list[int]) -> list[float] | None:
+    """Per measurement, the variance of the runs' mean gold gain around their mean: the spread of each run's
+    mean gain (which holds its own path and its sampling), / runs. None with one run."""
+    if len(runs) < 2:
+        return None
+    per_run = [[float(np.mean(np.subtract(r[s]["gold"], r[0]["gold"]))) for s in steps] for r in runs]
+    return (np.var(per_run, axis=0, ddof=1) / len(runs)).tolist()
 
 
 def _sampling_variance(runs: list[dict[int, dict]], steps: list[int]) -> list[float] | None:
@@ -600,22 +611,29 @@ def _checks(curves: dict, cfg) -> dict[str, dict[str, Any]]:
                 "heldout_r2": heldout_r2(curve["d"], G.mean(axis=0), form),
                 **peak_then_fall(G, P, n_boot=cfg.n_boot, seed=cfg.seed),
             }
-            if curve.get("gold_noise_var") is not None:
+            if curve.get("gold_noise_var") is not None or curve.get("gold_run_var") is not None:
                 out[form][name]["r2_if_law_true"] = _r2_if_true(curve, G.mean(axis=0), form, cfg)
     return out
 
 
 def _r2_if_true(curve: dict, R: np.ndarray, form: str, cfg) -> dict[str, Any]:
-    """The held-out R² the law would score if true, with the noise measured (``eval_draws`` per prompt) and with
-    the noise of one draw per prompt (k x the variance): is a low R² the law's fault, or the measurement's?
-    Each point's own noise, and the start's (point 0), which every gain shares."""
+    """The held-out R² the law would score if true, with the sampling noise measured (``eval_draws`` per prompt:
+    each point's own, and the start's, which every gain shares), with that of one draw per prompt (k x the
+    variance), and (2+ runs) with the run-to-run spread (``runs``: paths and sampling, points independent):
+    is a low R² the law's fault, or the measurement's?"""
     from alignlab.evaluate.overoptimization_fit import r2_if_law_true
 
-    def simulate(scale: int) -> dict[str, Any] | None:
-        var = np.asarray(curve["gold_noise_var"]) * scale
-        return r2_if_law_true(curve["d"], R, form, var, offset_var=float(var[0]), seed=cfg.seed)
+    def simulate(var: np.ndarray, offset_var: float = 0.0) -> dict[str, Any] | None:
+        return r2_if_law_true(curve["d"], R, form, var, offset_var=offset_var, seed=cfg.seed)
 
-    return {f"{cfg.eval_draws}_draws": simulate(1), "1_draw": simulate(cfg.eval_draws)}
+    out = {}
+    if curve.get("gold_noise_var") is not None:
+        var = np.asarray(curve["gold_noise_var"])
+        out[f"{cfg.eval_draws}_draws"] = simulate(var, float(var[0]))
+        out["1_draw"] = simulate(var * cfg.eval_draws, float(var[0]) * cfg.eval_draws)
+    if curve.get("gold_run_var") is not None:
+        out["runs"] = simulate(np.asarray(curve["gold_run_var"]))
+    return out
 
 
 def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
@@ -634,7 +652,8 @@ def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
 
 def _points(curve: dict[str, Any]) -> dict[str, Any]:
     """The mean gains of a curve (what summary.json keeps and the figures draw)."""
-    keep = {k: curve[k] for k in ("n", "step", "d", "kl", "picked_gold", "runs", "gold_noise_var") if k in curve}
+    names = ("n", "step", "d", "kl", "picked_gold", "runs", "gold_noise_var", "gold_run_var")
+    keep = {k: curve[k] for k in names if k in curve}
     return {
         **keep,
         "gold": [float(np.mean(g)) for g in curve["gold"]],
@@ -758,12 +777,11 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"  {n:<12} ({rm.get('x', rm['comparisons'])}{agree}) {fits}")
         print(f"  {'':<12} bon: {held('bon', n)}; rl: {held('rl', n)}")
         sims = s["checks"]["rl"][n].get("r2_if_law_true") or {}
-        if sims.get(f"{draws}_draws"):
-            m, one = sims[f"{draws}_draws"], sims["1_draw"]
-            print(
-                f"  {'':<12} rl held-out R2 if the law were true: {m['median']:.2f} [{m['lo']:.2f}, {m['hi']:.2f}] "
-                f"with {draws} draws, {one['median']:.2f} with one"
-            )
+        said = [f"{sims[k]['median']:.2f} [{sims[k]['lo']:.2f}, {sims[k]['hi']:.2f}] {how}" for k, how in
+                ((f"{draws}_draws", f"with {draws} draws"), ("1_draw", "with one"), ("runs", "with the runs' spread"))
+                if sims.get(k)]  # fmt: skip
+        if said:
+            print(f"  {'':<12} rl held-out R2 if the law were true: {'; '.join(said)}")
     p = s["prediction"]
     for form in ("bon", "rl"):
         if "skipped" in p[form]:
