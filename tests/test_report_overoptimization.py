@@ -54,3 +54,11 @@ def test_the_r2_a_true_law_would_score_shows_only_when_measured():
     # a study with one draw per prompt and one run has no noise measured: the table keeps its five columns
     _checks_table(doc, {"bon": {"rm": BASE}, "rl": {"rm": BASE}}, {"rm": {}}, 1)
     assert len(doc.head) == 5 and all(len(r) == 5 for r in doc.rows) and "sampling noise" not in doc.text
+
+
+def test_the_intro_says_how_many_runs_and_draws_each_ppo_point_holds():
+    from alignlab.report.overoptimization_study import _seeds
+
+    assert _seeds({"ppo": {}}) == ""  # a study saved before either setting existed
+    both = _seeds({"ppo": {"seeds": 4, "eval_draws": 4}})
+    assert "4 runs per RM" in both and "samples every prompt 4 times (error bars" in both

@@ -69,8 +69,10 @@ def _proxies(study: dict[str, Any]) -> str:
 
 
 def _seeds(study: dict[str, Any]) -> str:
-    n = study["ppo"].get("seeds", 1)
-    return "" if n == 1 else f"; {n} runs per RM, their curves averaged prompt by prompt"
+    n, k = study["ppo"].get("seeds", 1), study["ppo"].get("eval_draws", 1)
+    runs = "" if n == 1 else f"; {n} runs per RM, their curves averaged prompt by prompt"
+    draws = "" if k == 1 else f"; each PPO measurement samples every prompt {k} times (error bars: ±2 standard errors)"
+    return runs + draws
 
 
 def _pct(x: float | None) -> str:
