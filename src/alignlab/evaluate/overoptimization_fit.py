@@ -325,12 +325,19 @@ def heldout_r2(d: ArrayLike, R: ArrayLike, form: str) -> dict[str, Any]:
     fit_idx, test_idx = np.arange(0, len(d), 2), np.arange(1, len(d), 2)
     if len(np.unique(d[fit_idx])) < 2 or len(test_idx) < 2:
         return {"r2": None, "why": f"{len(d)} points with d > 0: too few to fit on half and score the other half"}
-    X = _features(d, form)
-    coef, *_ = linalg.lstsq(X[fit_idx], y[fit_idx])
-    resid = y[test_idx] - X[test_idx] @ coef
-    ss_tot = float(np.sum((y[test_idx] - y[test_idx].mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else None
-    return {"r2": r2, "fitted_points": len(fit_idx), "heldout_points": len(test_idx)}
+    r2 = float(_heldout_scores(_features(d, form), y[None, :])[0])
+    return {"r2": r2 if math.isfinite(r2) else None, "fitted_points": len(fit_idx), "heldout_points": len(test_idx)}
+
+
+def _heldout_scores(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``heldout_r2`` of each row of ``Y`` ([curves, points], features ``X``), every row's fit in one solve;
+    NaN where the held-out points do not vary."""
+    fit_idx, test_idx = np.arange(0, X.shape[0], 2), np.arange(1, X.shape[0], 2)
+    coef = linalg.lstsq(X[fit_idx], Y[:, fit_idx].T)[0]  # [2, curves]
+    held = Y[:, test_idx]
+    ss_res = np.sum((held - (X[test_idx] @ coef).T) ** 2, axis=1)
+    ss_tot = np.sum((held - held.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)
 
 
 def r2_if_law_true(
@@ -364,12 +371,7 @@ def r2_if_law_true(
     rng = np.random.default_rng(seed)
     Y = truth + rng.standard_normal((n_sim, len(d))) * np.sqrt(np.maximum(var, 0.0))
     Y += rng.standard_normal((n_sim, 1)) * math.sqrt(max(offset_var, 0.0))
-    fit_idx, test_idx = np.arange(0, len(d), 2), np.arange(1, len(d), 2)
-    coef = linalg.lstsq(X[fit_idx], Y[:, fit_idx].T)[0]  # [2, n_sim]: every simulation's fit at once
-    resid = Y[:, test_idx] - (X[test_idx] @ coef).T
-    held = Y[:, test_idx]
-    ss_tot = np.sum((held - held.mean(axis=1, keepdims=True)) ** 2, axis=1)
-    r2 = 1.0 - np.sum(resid**2, axis=1) / np.where(ss_tot > 0, ss_tot, np.nan)
+    r2 = _heldout_scores(X, Y)
     r2 = r2[np.isfinite(r2)]
     lo, med, hi = np.percentile(r2, [2.5, 50, 97.5])
     return {
