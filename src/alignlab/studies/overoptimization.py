@@ -465,8 +465,9 @@ def _run_variance(runs: list[dict[int, dict]], steps: list[int]) -> list[float] 
 
 def _sampling_variance(runs: list[dict[int, dict]], steps: list[int]) -> list[float] | None:
     """Per measurement, the variance that sampling adds to its mean gold over prompts and runs, from the spread
-    of each prompt's draws (an unbiased per-prompt variance over k draws, divided by k for their mean). The start
-    point's own noise shifts every point alike and is left out. None unless every measurement has 2+ draws."""
+    of each prompt's draws (an unbiased per-prompt variance over k draws, divided by k for their mean). Point 0 is
+    the start's own noise, which every gain shares (``_r2_if_true`` adds it as one offset). None unless every
+    measurement has 2+ draws."""
     if any(len(r[s].get("gold_by_draw", ())) < 2 for r in runs for s in steps):
         return None
     out = []
