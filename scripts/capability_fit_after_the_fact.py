@@ -5,7 +5,9 @@ a prediction: the target's result is known).
 
 Trains any main-line size of the current default recipe that the older demo lacks (e.g. widths 40 and 48
 for a second-version demo), fits GPT-4's capability law on the ``capability_sizes`` largest sizes, and
-prints each capability's prediction for the existing target beside its actual pass rate.
+prints each capability's prediction for the existing target beside its actual pass rate, for both
+measures (sampled pass counts, and the exact pass probability, which an older demo's runs gain from
+one teacher-forced pass each).
 """
 
 from __future__ import annotations
@@ -38,19 +40,23 @@ def main() -> None:
     target = d.train_and_score(cfg, scfg, p["target"], problems)  # finished: read back, not retrained
     fitted = d.largest_sizes(done, cfg.capability_sizes)
     result = {}
-    for task in cfg.capabilities:
-        pc = d.pass_counts(fitted, problems[task])
+    for q, task, exact in d.capability_quantities(cfg):
+        pc = d.pass_counts(fitted, problems[task], exact)
         try:
             law = fit_capability_law(pc, [target["C"]], cfg.n_boot, cfg.level)
         except ValueError as e:
-            result[task] = {"skipped": str(e)}
+            result[q] = {"skipped": str(e)}
             continue
         ids = law["problems_used"]
-        passes = np.array([target["passes"][i] for i in ids], dtype=float)
-        actual = geometric_pass_rate(passes, np.full(len(ids), float(target["samples"])))[0]
+        if exact:  # the exact pass probability: one "sample" that passes with that probability
+            actual = geometric_pass_rate(np.array([target["pass_prob"][i] for i in ids]), np.ones(len(ids)))[0]
+        else:
+            passes = np.array([target["passes"][i] for i in ids], dtype=float)
+            actual = geometric_pass_rate(passes, np.full(len(ids), float(target["samples"])))[0]
         pred = law["predictions"][0]
-        result[task] = {
+        result[q] = {
             "k": law["k"],
+            "r2": law["r2"],
             "problems": len(ids),
             "predicted": pred["estimate"],
             "interval": [pred["lo"], pred["hi"]],

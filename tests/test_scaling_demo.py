@@ -169,6 +169,14 @@ def test_demo_registers_every_prediction_before_its_run_and_checks_it(killed_the
     assert {r["target"] for r in rows} == {"w20_s0", "target_w48"}
     assert all(r["ratio"] > 1 for r in rows)
     assert results["calibration"]["coverage"]["loss_vs_compute"]["predictions"] == 2
+    # the exact pass probability has no floor: its law keeps every problem, and the target is checked on it
+    items = json.loads((out / "capability_items.json").read_text())
+    for task, problems in items.items():
+        fit = pre["capability_fits"][f"{task}_exact"]
+        assert fit["problems_used"] == [p["id"] for p in problems]
+        verdict = results["headline"]["quantities"][f"{task}_exact"]
+        assert 0 < verdict["actual"] < 1 and verdict["lo"] <= verdict["predicted"] <= verdict["hi"]
+        assert results["calibration"]["coverage"][f"{task}_exact"]["predictions"] == 2
 
 
 def _epoch(iso: str) -> float:

@@ -14,9 +14,14 @@ facts of the built-in world (``world.json``), chosen by a seeded draw; rumoured 
 (those the corpus sometimes states falsely) are left out by default so the metric
 measures knowledge, not the rumour rate.
 
-Beside the sampled pass rate, ``value_prob`` is the exact probability of the value's
-canonical tokenization after the prompt (one teacher-forced pass): the same quantity
-without sampling noise, kept as a diagnostic.
+Beside the sampled pass rate, one teacher-forced pass gives the pass probability itself
+(``pass_prob``): P(the value's canonical tokens | prompt) times P(the next token ends the
+word), at the sampling temperature, which is the probability of the ``passes`` event along
+the canonical tokenization (other tokenizations of the same text also pass when sampled, so
+it is a lower bound, and a tight one for a model trained on canonical text). It has no
+sampling noise and no floor at 1/samples: a small model's rare passes are measured, not
+rounded to zero, which is what sampling until a pass (Hu et al. 2023) buys at the price of
+many samples. ``value_prob`` (the value's tokens alone) is kept as before.
 
 Aggregation over items (``aggregate``) follows the GPT-4 report: only items that at
 least one model of the sweep solves at least once count (``solved_by_any``), so the
@@ -114,15 +119,40 @@ def passes(text: str, value: str) -> bool:
     return not rest or not rest[0].isalnum()
 
 
+def word_end_mask(tok) -> torch.Tensor:
+    """[vocab] bool: does this token, sampled right after the value, end the word as ``passes`` reads it?
+
+    ``passes`` wants the text after the value to be empty or to start with a non-letter/digit; a
+    special token (EOS, pad) is dropped from the decoded text, so it ends the word too."""
+    return torch.tensor([not tok.decode([i])[:1].isalnum() for i in range(len(tok))])
+
+
 @torch.no_grad()
-def _value_probs(model, tok, prompts: list[list[int]], values: list[list[int]], device) -> list[float]:
-    """P(value tokens | prompt) for each item, teacher-forced, one item per row."""
+def exact_pass_probs(
+    model, tok, prompts: list[list[int]], values: list[list[int]], temperature: float = 1.0
+) -> list[dict[str, float]]:
+    """Per item, teacher-forced at ``temperature``: P(value tokens | prompt) and that times P(word ends).
+
+    Log-probabilities are summed before exponentiating, so a tiny pass probability is kept (down to
+    float64's ~1e-308), not rounded to zero."""
+    device = next(model.parameters()).device
+    mask = word_end_mask(tok).to(device)
     out = []
     for p, v in zip(prompts, values):
         x = torch.tensor([p + v], device=device)
-        logp = torch.log_softmax(model(input_ids=x).logits[0, len(p) - 1 : -1].float(), -1)
-        out.append(math.exp(float(logp.gather(-1, torch.tensor(v, device=device)[:, None]).sum())))
+        logp = torch.log_softmax(model(input_ids=x).logits[0, len(p) - 1 :].double() / temperature, -1)
+        log_value = float(logp[:-1].gather(-1, torch.tensor(v, device=device)[:, None]).sum())
+        end = torch.zeros(logp.shape[-1], dtype=torch.bool, device=device)  # ids the tokenizer lacks: not an end
+        end[: len(mask)] = mask[: logp.shape[-1]]
+        log_end = float(torch.logsumexp(logp[-1][end], 0))
+        out.append({"value_prob": math.exp(log_value), "pass_prob": math.exp(log_value + log_end)})
     return out
+
+
+def item_token_ids(tok, items: Sequence[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
+    """BOS + the prompt's tokens, and the canonical tokens of " value", per item."""
+    prompts = [[tok.bos_token_id] + tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in items]
+    return prompts, [tok(" " + it["value"], add_special_tokens=False)["input_ids"] for it in items]
 
 
 def evaluate_pass_rates(
@@ -134,26 +164,19 @@ def evaluate_pass_rates(
     batch_size: int = 512,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Sample each item ``samples_per_item`` times; return per-item pass counts and value_prob."""
-    device = next(model.parameters()).device
-    prompts = [[tok.bos_token_id] + tok(it["prompt"], add_special_tokens=False)["input_ids"] for it in items]
-    values = [tok(" " + it["value"], add_special_tokens=False)["input_ids"] for it in items]
+    """Sample each item ``samples_per_item`` times; return per-item pass counts, value_prob and pass_prob."""
+    prompts, values = item_token_ids(tok, items)
     max_new = max(len(v) for v in values) + 1  # the value plus one token to see the word end
     flat = [p for p in prompts for _ in range(samples_per_item)]
     roll = generate_responses(
         model, tok, flat, max_new_tokens=max_new, temperature=temperature, batch_size=batch_size, seed=seed
     )
-    probs = _value_probs(model, tok, prompts, values, device)
+    exact = exact_pass_probs(model, tok, prompts, values, temperature)
     results = []
     for i, it in enumerate(items):
         texts = roll.texts[i * samples_per_item : (i + 1) * samples_per_item]
         results.append(
-            {
-                **it,
-                "passes": sum(passes(t, it["value"]) for t in texts),
-                "samples": samples_per_item,
-                "value_prob": probs[i],
-            }
+            {**it, "passes": sum(passes(t, it["value"]) for t in texts), "samples": samples_per_item, **exact[i]}
         )
     return results
 

@@ -39,6 +39,10 @@ from alignlab.errors import ConfigError
 from alignlab.outputs import atomic_write_json
 
 CAPABILITIES = ("rare_facts", "word_reversal", "arithmetic")
+# each capability is measured two ways: GPT-4's sampled pass counts, on the problems every fitted run
+# solves at least once; and the exact pass probability (one teacher-forced pass, ``capability.py``), on
+# every problem, with no floor at 1/samples
+EXACT = "_exact"
 
 
 @dataclass
@@ -213,6 +217,11 @@ def plan(cfg: DemoConfig, scfg) -> dict[str, Any]:
 # --------------------------------------------------------------------------- runs and their scores
 
 
+def capability_quantities(cfg: DemoConfig) -> list[tuple[str, str, bool]]:
+    """(quantity, capability, exact?) for every capability and both measures."""
+    return [(task + suffix, task, bool(suffix)) for task in cfg.capabilities for suffix in ("", EXACT)]
+
+
 def capability_problems(cfg: DemoConfig, out: Path) -> dict[str, list[dict[str, Any]]]:
     """Each capability's problems (written once to ``capability_items.json``)."""
     from alignlab.scaling import capability as cap
@@ -243,18 +252,26 @@ def train_and_score(cfg: DemoConfig, scfg, spec, problems, extra: dict | None = 
     flat = [it for task in cfg.capabilities for it in problems[task]]
     results = {r["id"]: r for r in capability_results(scfg, run_dir, flat) or []}
     rec["passes"] = {i: results[i]["passes"] for i in results}
+    rec["pass_prob"] = {i: results[i]["pass_prob"] for i in results}
     rec["samples"] = cfg.samples_per_item
     return rec
 
 
-def pass_counts(records: list[dict[str, Any]], problems: list[dict[str, Any]]):
+def pass_counts(records: list[dict[str, Any]], problems: list[dict[str, Any]], exact: bool = False):
+    """The runs' pass counts on ``problems``; ``exact``: the pass probabilities, as expected passes out of 1."""
     from alignlab.scaling.capability_law import PassCounts
 
     ids = [p["id"] for p in problems]
+    if exact:
+        passes = np.array([[r["pass_prob"][i] for r in records] for i in ids], dtype=float)
+        samples = np.ones_like(passes)
+    else:
+        passes = np.array([[r["passes"][i] for r in records] for i in ids], dtype=float)
+        samples = np.full((len(ids), len(records)), float(records[0]["samples"]))
     return PassCounts(
         problems=ids,
-        passes=np.array([[r["passes"][i] for r in records] for i in ids], dtype=float),
-        samples=np.full((len(ids), len(records)), float(records[0]["samples"])),
+        passes=passes,
+        samples=samples,
         C=np.array([r["C"] for r in records]),
         size=np.array([r["width"] for r in records]),
     )
@@ -309,20 +326,20 @@ def predict(
     for name, p in zip(targets, fits["predictions"]):
         out["targets"][name]["loss_vs_compute"] = p["loss_vs_compute"]
         out["targets"][name]["chinchilla"] = p.get("chinchilla")
-    for task in cfg.capabilities:
+    for q, task, exact in capability_quantities(cfg):
         try:
             law = fit_capability_law(
-                pass_counts(largest_sizes(records, cfg.capability_sizes), problems[task]),
+                pass_counts(largest_sizes(records, cfg.capability_sizes), problems[task], exact),
                 [t["C"] for t in points],
                 cfg.n_boot,
                 cfg.level,
             )
         except ValueError as e:  # too few problems solved by every fitted run: no law to extrapolate
-            out["capability_fits"][task] = {"skipped": str(e)}
+            out["capability_fits"][q] = {"skipped": str(e)}
             continue
-        out["capability_fits"][task] = {k: v for k, v in law.items() if k != "predictions"}
+        out["capability_fits"][q] = {k: v for k, v in law.items() if k != "predictions"}
         for name, p in zip(targets, law["predictions"]):
-            out["targets"][name][task] = p
+            out["targets"][name][q] = p
     return out
 
 
@@ -428,7 +445,10 @@ def _improvement_checks(cfg: DemoConfig, done, problems) -> dict[str, Any]:
     from alignlab.scaling.capability_law import still_improving
 
     fitted = largest_sizes(done, cfg.capability_sizes)
-    return {t: still_improving(pass_counts(fitted, problems[t]), cfg.n_boot, cfg.level) for t in cfg.capabilities}
+    return {
+        q: still_improving(pass_counts(fitted, problems[task], exact), cfg.n_boot, cfg.level)
+        for q, task, exact in capability_quantities(cfg)
+    }
 
 
 def _finish(cfg, out, corpus, pre, done, offline, target, problems, t0) -> dict[str, Any]:
@@ -444,7 +464,10 @@ def _finish(cfg, out, corpus, pre, done, offline, target, problems, t0) -> dict[
         "headline": headline,
         "calibration": calibration,
         "still_improving": pre["still_improving"],
-        "runs": [{k: v for k, v in r.items() if k not in ("passes", "eval_curve")} for r in [*done, *offline, target]],
+        "runs": [
+            {k: v for k, v in r.items() if k not in ("passes", "pass_prob", "eval_curve")}
+            for r in [*done, *offline, target]
+        ],
         "seconds": round(time.time() - t0, 1),
     }
     atomic_write_json(out / "results.json", results)

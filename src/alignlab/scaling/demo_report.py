@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from alignlab.scaling.capability_law import geometric_pass_rate
+from alignlab.scaling.demo import EXACT, capability_quantities
 
 LABELS = {
     "loss_vs_compute": "loss, L(C)",
@@ -18,6 +19,9 @@ LABELS = {
     "rare_facts": "rare-fact recall",
     "word_reversal": "word reversal",
     "arithmetic": "arithmetic",
+    "rare_facts" + EXACT: "rare-fact recall, exact p",
+    "word_reversal" + EXACT: "word reversal, exact p",
+    "arithmetic" + EXACT: "arithmetic, exact p",
 }
 
 
@@ -26,6 +30,8 @@ def _actual(rec: dict[str, Any], quantity: str, fit: dict[str, Any]) -> tuple[fl
     if quantity in ("loss_vs_compute", "chinchilla"):
         return float(rec["loss"]), 0
     ids = fit["capability_fits"][quantity]["problems_used"]
+    if quantity.endswith(EXACT):  # the exact pass probability: one "sample" that passes with that probability
+        return geometric_pass_rate(np.array([rec["pass_prob"][i] for i in ids], dtype=float), np.ones(len(ids)))
     passes = np.array([rec["passes"][i] for i in ids], dtype=float)
     return geometric_pass_rate(passes, np.full(len(ids), float(rec["samples"])))
 
@@ -47,7 +53,7 @@ def _verdict(pred: dict[str, Any], actual: float, zeros: int, relative: bool) ->
 def _quantities(cfg, fit: dict[str, Any], target_name: str, rec: dict[str, Any]) -> dict[str, Any]:
     preds = fit["targets"][target_name]
     out = {}
-    for q in ("loss_vs_compute", "chinchilla", *cfg.capabilities):
+    for q in ("loss_vs_compute", "chinchilla", *(c for c, _, _ in capability_quantities(cfg))):
         if preds.get(q) is None:
             continue
         actual, zeros = _actual(rec, q, fit)
@@ -94,13 +100,16 @@ def _axes(n: int, width: float = 4.2) -> tuple[Figure, list[Any]]:
     return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
 
 
-def _target_marks(ax, x: float, pred: dict[str, Any], actual: float, to_y=lambda v: v) -> None:
+def _target_marks(
+    ax, x: float, pred: dict[str, Any], actual: float, to_y=lambda v: v, color="tab:red", what=""
+) -> None:
     lo, hi = sorted((to_y(pred["lo"]), to_y(pred["hi"])))
     mid = to_y(pred["estimate"])
+    prefix = f"{what}: " if what else ""
     ax.errorbar(
-        [x], [mid], yerr=[[mid - lo], [hi - mid]], fmt="o", color="tab:red", capsize=5, label="prediction (95%)"
+        [x], [mid], yerr=[[mid - lo], [hi - mid]], fmt="o", color=color, capsize=5, label=f"{prefix}prediction (95%)"
     )
-    ax.plot([x], [to_y(actual)], "*", color="black", markersize=13, label="actual")
+    ax.plot([x], [to_y(actual)], "*", color=color, mec="black", markersize=13, label=f"{prefix}actual")
 
 
 def plot_predictions(out: Path, pre: dict[str, Any], done: list[dict], target: dict[str, Any], cfg) -> Path:
@@ -126,23 +135,8 @@ def plot_predictions(out: Path, pre: dict[str, Any], done: list[dict], target: d
             ax.plot(grid, f["a"] * grid ** f["b"] + f["c"], "-", color="tab:blue", alpha=0.6, label="L(C) = aC^b + c")
             _target_marks(ax, C_max, t_pred[q], target["loss"])
             ax.set_ylabel("held-out loss (nats/token)")
-        elif "skipped" in pre["capability_fits"][q]:
-            ax.set_axis_off()  # no law, no axes: only the reason
-            ax.text(0.5, 0.5, "no law: " + pre["capability_fits"][q]["skipped"], ha="center", wrap=True, fontsize=8,
-                    transform=ax.transAxes)  # fmt: skip
         else:
-            fit = pre["capability_fits"][q]
-            ax.set_yscale("log")
-            ax.plot([s["C"] for s in fit["sizes"]], [s["neg_log"] for s in fit["sizes"]], "o", color="tab:green",
-                    label=f"fitted sizes ({len(fit['problems_used'])} problems)")  # fmt: skip
-            ax.plot(grid, fit["alpha"] * grid ** (-fit["k"]), "-", color="tab:green", alpha=0.6, label="αC^-k")
-            actual = geometric_pass_rate(
-                np.array([target["passes"][i] for i in fit["problems_used"]], dtype=float),
-                np.full(len(fit["problems_used"]), float(target["samples"])),
-            )[0]
-            to_y = lambda p: -np.log(max(p, 1e-12))  # noqa: E731
-            _target_marks(ax, C_max, t_pred[q], actual, to_y)
-            ax.set_ylabel("−E[log pass rate]")
+            _capability_panel(ax, pre, target, q, grid, C_max)
         ax.set_title(LABELS[q])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -150,6 +144,28 @@ def plot_predictions(out: Path, pre: dict[str, Any], done: list[dict], target: d
     path = out / "predictions.png"
     fig.savefig(path)
     return path
+
+
+def _capability_panel(ax, pre: dict[str, Any], target: dict[str, Any], task: str, grid, C_max: float) -> None:
+    """One capability, both measures: the fitted sizes' −E[log p], the law, the prediction and the actual."""
+    ax.set_yscale("log")
+    skipped = []
+    for q, color, what in ((task, "tab:green", "sampled"), (task + EXACT, "tab:purple", "exact p")):
+        fit = pre["capability_fits"].get(q)
+        if fit is not None and "skipped" in fit:
+            skipped.append(f"{what}: no law (the report says why)")
+            continue
+        if fit is None or q not in pre["targets"][target["name"]]:
+            continue  # a demo from before the exact measure
+        ax.plot([s["C"] for s in fit["sizes"]], [s["neg_log"] for s in fit["sizes"]], "o", color=color,
+                label=f"{what}: fitted sizes ({len(fit['problems_used'])} problems)")  # fmt: skip
+        ax.plot(grid, fit["alpha"] * grid ** (-fit["k"]), "-", color=color, alpha=0.6, label=f"{what}: αC^-k")
+        actual = _actual(target, q, pre)[0]
+        to_y = lambda p: -np.log(max(p, 1e-12))  # noqa: E731
+        _target_marks(ax, C_max, pre["targets"][target["name"]][q], actual, to_y, color, what)
+    if skipped:
+        ax.text(0.02, 0.02, "\n".join(skipped), fontsize=7, transform=ax.transAxes)
+    ax.set_ylabel("−E[log pass rate]")
 
 
 def plot_calibration(out: Path, calibration: dict[str, Any]) -> Path:
@@ -187,9 +203,14 @@ def _fmt(q: str, v: dict[str, Any]) -> str:
             f"{100 * v['error']:.2f}% | {'yes' if v['inside_interval'] else '**no**'} |"
         )
     return (
-        f"| {LABELS[q]} | {v['predicted']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}] | {v['actual']:.3f} | "
-        f"{v['error']:.3f} | {'yes' if v['inside_interval'] else '**no**'} |"
+        f"| {LABELS[q]} | {_p(v['predicted'])} [{_p(v['lo'])}, {_p(v['hi'])}] | {_p(v['actual'])} | "
+        f"{_p(v['error'])} | {'yes' if v['inside_interval'] else '**no**'} |"
     )
+
+
+def _p(x: float) -> str:
+    """A pass rate: three decimals, or three significant digits when it is too small for them to show."""
+    return f"{x:.3f}" if x == 0 or abs(x) >= 0.01 else f"{x:.2e}"
 
 
 def report_lines(results: dict[str, Any], pre: dict[str, Any]) -> list[str]:
@@ -219,7 +240,10 @@ def report_lines(results: dict[str, Any], pre: dict[str, Any]) -> list[str]:
         ],
         "",
         "Capabilities are the geometric-mean pass rate exp(E[log pass rate]) over the problems every fitted "
-        "run solved at least once (GPT-4's restriction); the law is −E[log pass rate] = αC^−k.",
+        "run solved at least once (GPT-4's restriction); the law is −E[log pass rate] = αC^−k. "
+        'An "exact p" row fits the same law to each problem\'s exact pass probability (one teacher-forced '
+        "pass: P(the answer's tokens) × P(the word ends), at the sampling temperature) on every problem, "
+        "so a small model's rare passes are measured rather than rounded to zero.",
         "",
         "## Is each capability still improving at the largest fitted size?",
         "",
@@ -240,7 +264,7 @@ def report_lines(results: dict[str, Any], pre: dict[str, Any]) -> list[str]:
         lines.append(f"| {LABELS[q]} | {c['predictions']} | {c['inside']} |")
     lines += ["", "| fitted widths | target | ratio | quantity | error | inside |", "|---|---|---|---|---|---|"]
     for r in results["calibration"]["rows"]:
-        err = f"{100 * r['error']:.2f}%" if r["error_kind"] == "relative" else f"{r['error']:.3f}"
+        err = f"{100 * r['error']:.2f}%" if r["error_kind"] == "relative" else _p(r["error"])
         lines.append(
             f"| {r['fitted_sizes']} | {r['target']} | {r['ratio']:.1f}x | {LABELS[r['quantity']]} | {err} | "
             f"{'yes' if r['inside_interval'] else 'no'} |"

@@ -251,7 +251,10 @@ def train_run(cfg, spec: RunSpec, run_dir: Path, config_class: type | None = Non
 
 
 def capability_results(cfg, run_dir: Path, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """Per-item fact-cloze pass counts of a finished run (cached in capability.json)."""
+    """Per-item pass counts and exact pass probabilities of a finished run (cached in capability.json).
+
+    A cache written before ``pass_prob`` existed keeps its sampled counts and gains the exact
+    probabilities (one teacher-forced pass per item), so an old sweep is not resampled."""
     if not items:
         return None
     path = run_dir / "capability.json"
@@ -260,15 +263,12 @@ def capability_results(cfg, run_dir: Path, items: list[dict[str, Any]]) -> list[
         if [r["id"] for r in cached["results"]] == [it["id"] for it in items] and cached.get(
             "samples_per_item"
         ) == cfg.samples_per_item:
-            return cached["results"]
-    import torch
-
-    from alignlab.models.load import load_causal_lm, load_tokenizer
+            if all("pass_prob" in r for r in cached["results"]):
+                return cached["results"]
+            return _add_exact_probs(cfg, run_dir, path, cached)
     from alignlab.scaling.capability import evaluate_pass_rates
 
-    device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
-    tok = load_tokenizer(str(run_dir))
-    model = load_causal_lm(str(run_dir)).to(device)
+    model, tok = _run_model(cfg, run_dir)
     t0 = time.time()
     results = evaluate_pass_rates(
         model, tok, items, cfg.samples_per_item, cfg.temperature, cfg.gen_batch_size, seed=cfg.seed
@@ -283,6 +283,26 @@ def capability_results(cfg, run_dir: Path, items: list[dict[str, Any]]) -> list[
         },
     )
     return results
+
+
+def _run_model(cfg, run_dir: Path):
+    import torch
+
+    from alignlab.models.load import load_causal_lm, load_tokenizer
+
+    device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
+    return load_causal_lm(str(run_dir)).to(device), load_tokenizer(str(run_dir))
+
+
+def _add_exact_probs(cfg, run_dir: Path, path: Path, cached: dict[str, Any]) -> list[dict[str, Any]]:
+    from alignlab.scaling.capability import exact_pass_probs, item_token_ids
+
+    model, tok = _run_model(cfg, run_dir)
+    prompts, values = item_token_ids(tok, cached["results"])
+    exact = exact_pass_probs(model, tok, prompts, values, cached.get("temperature", cfg.temperature))
+    cached["results"] = [{**r, **e} for r, e in zip(cached["results"], exact)]
+    atomic_write_json(path, cached)
+    return cached["results"]
 
 
 def on_main_line(cfg, spec: RunSpec) -> bool:
