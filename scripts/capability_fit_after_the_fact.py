@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from alignlab.scaling import demo as d
-from alignlab.scaling.capability_law import fit_capability_law, geometric_pass_rate, still_improving
+from alignlab.scaling.capability_law import (
+    capability_quantities,
+    fit_capability_law,
+    geometric_pass_rate,
+    still_improving,
+)
 
 
 def main() -> None:
@@ -40,7 +45,7 @@ def main() -> None:
     target = d.train_and_score(cfg, scfg, p["target"], problems)  # finished: read back, not retrained
     fitted = d.largest_sizes(done, cfg.capability_sizes)
     result = {}
-    for q, task, exact in d.capability_quantities(cfg):
+    for q, task, exact in capability_quantities(cfg.capabilities):
         pc = d.pass_counts(fitted, problems[task], exact)
         try:
             law = fit_capability_law(pc, [target["C"]], cfg.n_boot, cfg.level)

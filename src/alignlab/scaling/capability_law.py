@@ -27,6 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
+# each capability is measured two ways: GPT-4's sampled pass counts, on the problems every fitted run
+# solves at least once; and the exact pass probability (``capability.exact_pass_probs``), as expected
+# passes out of one sample, which every problem has (no floor at 1/samples)
+EXACT = "_exact"
+
+
+def capability_quantities(capabilities: Sequence[str]) -> list[tuple[str, str, bool]]:
+    """(quantity, capability, exact?) for every capability and both measures."""
+    return [(task + suffix, task, bool(suffix)) for task in capabilities for suffix in ("", EXACT)]
+
 
 @dataclass
 class PassCounts:

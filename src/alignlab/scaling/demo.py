@@ -37,12 +37,9 @@ import numpy as np
 from alignlab.config import arg
 from alignlab.errors import ConfigError
 from alignlab.outputs import atomic_write_json
+from alignlab.scaling.capability_law import capability_quantities
 
 CAPABILITIES = ("rare_facts", "word_reversal", "arithmetic")
-# each capability is measured two ways: GPT-4's sampled pass counts, on the problems every fitted run
-# solves at least once; and the exact pass probability (one teacher-forced pass, ``capability.py``), on
-# every problem, with no floor at 1/samples
-EXACT = "_exact"
 
 
 @dataclass
@@ -217,11 +214,6 @@ def plan(cfg: DemoConfig, scfg) -> dict[str, Any]:
 # --------------------------------------------------------------------------- runs and their scores
 
 
-def capability_quantities(cfg: DemoConfig) -> list[tuple[str, str, bool]]:
-    """(quantity, capability, exact?) for every capability and both measures."""
-    return [(task + suffix, task, bool(suffix)) for task in cfg.capabilities for suffix in ("", EXACT)]
-
-
 def capability_problems(cfg: DemoConfig, out: Path) -> dict[str, list[dict[str, Any]]]:
     """Each capability's problems (written once to ``capability_items.json``)."""
     from alignlab.scaling import capability as cap
@@ -326,7 +318,7 @@ def predict(
     for name, p in zip(targets, fits["predictions"]):
         out["targets"][name]["loss_vs_compute"] = p["loss_vs_compute"]
         out["targets"][name]["chinchilla"] = p.get("chinchilla")
-    for q, task, exact in capability_quantities(cfg):
+    for q, task, exact in capability_quantities(cfg.capabilities):
         try:
             law = fit_capability_law(
                 pass_counts(largest_sizes(records, cfg.capability_sizes), problems[task], exact),
@@ -447,7 +439,7 @@ def _improvement_checks(cfg: DemoConfig, done, problems) -> dict[str, Any]:
     fitted = largest_sizes(done, cfg.capability_sizes)
     return {
         q: still_improving(pass_counts(fitted, problems[task], exact), cfg.n_boot, cfg.level)
-        for q, task, exact in capability_quantities(cfg)
+        for q, task, exact in capability_quantities(cfg.capabilities)
     }
 
 

@@ -10,8 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from alignlab.scaling.capability_law import geometric_pass_rate
-from alignlab.scaling.demo import EXACT, capability_quantities
+from alignlab.scaling.capability_law import EXACT, capability_quantities, geometric_pass_rate
 
 LABELS = {
     "loss_vs_compute": "loss, L(C)",
@@ -53,7 +52,7 @@ def _verdict(pred: dict[str, Any], actual: float, zeros: int, relative: bool) ->
 def _quantities(cfg, fit: dict[str, Any], target_name: str, rec: dict[str, Any]) -> dict[str, Any]:
     preds = fit["targets"][target_name]
     out = {}
-    for q in ("loss_vs_compute", "chinchilla", *(c for c, _, _ in capability_quantities(cfg))):
+    for q in ("loss_vs_compute", "chinchilla", *(c for c, _, _ in capability_quantities(cfg.capabilities))):
         if preds.get(q) is None:
             continue
         actual, zeros = _actual(rec, q, fit)
