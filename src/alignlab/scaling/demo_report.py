@@ -167,20 +167,27 @@ def _capability_panel(ax, pre: dict[str, Any], target: dict[str, Any], task: str
     ax.set_ylabel("−E[log pass rate]")
 
 
+def _style(q: str) -> tuple[str, str]:
+    """A quantity's colour (its capability's, so both measures of one share it) and marker (square: exact p)."""
+    base = q.removesuffix(EXACT)
+    return f"C{list(LABELS).index(base)}", "s" if q.endswith(EXACT) else "o"
+
+
 def plot_calibration(out: Path, calibration: dict[str, Any]) -> Path:
     """Error against extrapolation ratio for every held-out prediction; hollow = outside its interval."""
     fig, (ax_l, ax_c) = _axes(2, 5.0)
     for r in calibration["rows"]:
         ax = ax_l if r["error_kind"] == "relative" else ax_c
         y = 100 * r["error"] if ax is ax_l else r["error"]
-        color = f"C{list(LABELS).index(r['quantity'])}"
-        ax.plot([r["ratio"]], [y], "o", color=color, mfc=color if r["inside_interval"] else "none", markersize=7)
+        color, marker = _style(r["quantity"])
+        ax.plot([r["ratio"]], [y], marker, color=color, mfc=color if r["inside_interval"] else "none", markersize=7)
     for ax, q_list, ylabel in (
         (ax_l, ["loss_vs_compute"], "loss error (%)"),
         (ax_c, [q for q in LABELS if q not in ("loss_vs_compute", "chinchilla")], "pass-rate error (absolute)"),
     ):
         for q in q_list:
-            ax.plot([], [], "o", color=f"C{list(LABELS).index(q)}", label=LABELS[q])
+            color, marker = _style(q)
+            ax.plot([], [], marker, color=color, label=LABELS[q])
         ax.set_xscale("log")
         ax.set_xlabel("target compute / largest fitted run's")
         ax.set_ylabel(ylabel)
