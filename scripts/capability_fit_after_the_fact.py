@@ -16,15 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from alignlab.scaling import demo as d
-from alignlab.scaling.capability_law import (
-    capability_quantities,
-    fit_capability_law,
-    geometric_pass_rate,
-    still_improving,
-)
+from alignlab.scaling.capability_law import capability_quantities, fit_capability_law, still_improving
+from alignlab.scaling.demo_report import capability_actual
 
 
 def main() -> None:
@@ -53,11 +47,7 @@ def main() -> None:
             result[q] = {"skipped": str(e)}
             continue
         ids = law["problems_used"]
-        if exact:  # the exact pass probability: one "sample" that passes with that probability
-            actual = geometric_pass_rate(np.array([target["pass_prob"][i] for i in ids]), np.ones(len(ids)))[0]
-        else:
-            passes = np.array([target["passes"][i] for i in ids], dtype=float)
-            actual = geometric_pass_rate(passes, np.full(len(ids), float(target["samples"])))[0]
+        actual = capability_actual(target, q, ids)[0]
         pred = law["predictions"][0]
         result[q] = {
             "k": law["k"],

@@ -28,7 +28,11 @@ def _actual(rec: dict[str, Any], quantity: str, fit: dict[str, Any]) -> tuple[fl
     """A run's value of a quantity; for a capability, on the problems that fit used (and its zeros)."""
     if quantity in ("loss_vs_compute", "chinchilla"):
         return float(rec["loss"]), 0
-    ids = fit["capability_fits"][quantity]["problems_used"]
+    return capability_actual(rec, quantity, fit["capability_fits"][quantity]["problems_used"])
+
+
+def capability_actual(rec: dict[str, Any], quantity: str, ids: list[str]) -> tuple[float, int]:
+    """A run's geometric-mean pass rate on problems ``ids``, by the quantity's measure (and its zeros)."""
     if quantity.endswith(EXACT):  # the exact pass probability: one "sample" that passes with that probability
         return geometric_pass_rate(np.array([rec["pass_prob"][i] for i in ids], dtype=float), np.ones(len(ids)))
     passes = np.array([rec["passes"][i] for i in ids], dtype=float)
