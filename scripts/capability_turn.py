@@ -1,0 +1,80 @@
+"""Where does a capability leave its law? Train extra main-line widths between a finished demo's largest
+fitted size and its target, and set each one's capabilities beside the law fitted on the demo's sizes.
+
+    python scripts/capability_turn.py runs/default/scaling_demo_v4_seed5 --seed 5 --widths 64 80 96 128
+
+A diagnostic after the fact (the target's result is known): the extra runs follow the demo's recipe
+(``demo.spec_for``: D = 20 N, the 1/width learning rate, one seed) and go to ``runs/`` beside the
+demo's own, named ``w<width>_s<seed>``. For each capability and both measures it prints, per width, the
+measured −E[log p] over the law's problems and the law's value there, and writes the table to
+``capability_turn.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from alignlab.outputs import atomic_write_json
+from alignlab.scaling import demo as d
+from alignlab.scaling.capability_law import capability_quantities, fit_capability_law
+from alignlab.scaling.demo_report import capability_actual
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("output_dir", help="a finished demo's output_dir")
+    ap.add_argument("--seed", type=int, required=True, help="the seed that demo ran with")
+    ap.add_argument("--widths", type=int, nargs="+", required=True, help="extra widths, between the fitted and target")
+    ap.add_argument("--world", default="runs/default/world")
+    ap.add_argument("--tokenizer", default="runs/default/tokenizer")
+    a = ap.parse_args()
+    out = Path(a.output_dir)
+    if not (out / "target" / "summary.json").is_file():
+        raise SystemExit(f"{out}/target has not finished: run the demo first")
+    cfg = d.DemoConfig(world=a.world, tokenizer=a.tokenizer, output_dir=str(out), seed=a.seed)
+    bad = [w for w in a.widths if not cfg.widths[-1] < w < cfg.target_width]
+    if bad:
+        raise SystemExit(f"--widths {bad}: each must lie between {cfg.widths[-1]} and {cfg.target_width}")
+    scfg = d.sweep_config(cfg)
+    p = d.plan(cfg, scfg)
+    problems = d.capability_problems(cfg, out)
+    done = [d.train_and_score(cfg, scfg, s, problems) for w in cfg.widths for s in p["fitted"][w]]
+    extra = [d.train_and_score(cfg, scfg, d.spec_for(cfg, scfg, w, seed=cfg.seeds[0]), problems) for w in a.widths]
+    target = d.train_and_score(cfg, scfg, p["target"], problems)  # finished: read back, not retrained
+    fitted = d.largest_sizes(done, cfg.capability_sizes)
+    first_seeds = [r for r in done if r["seed"] == cfg.seeds[0]]
+    table = {}
+    for q, task, exact in capability_quantities(cfg.capabilities):
+        try:
+            law = fit_capability_law(d.pass_counts(fitted, problems[task], exact), [1.0], cfg.n_boot, cfg.level)
+        except ValueError as e:
+            table[q] = {"skipped": str(e)}
+            continue
+        rows = []
+        for r in [*first_seeds, *extra, target]:
+            geo, zeros = capability_actual(r, q, law["problems_used"])
+            law_y = law["alpha"] * r["C"] ** (-law["k"])
+            rows.append({"run": r["name"], "width": r["width"], "C": r["C"], "loss": r["loss"],
+                         "geo_pass": geo, "zeros": zeros, "law_geo_pass": math.exp(-law_y)})  # fmt: skip
+        table[q] = {"k": law["k"], "r2": law["r2"], "problems": len(law["problems_used"]), "rows": rows}
+    atomic_write_json(out / "capability_turn.json", table)
+    _print(table)
+
+
+def _print(table: dict) -> None:
+    for q, t in table.items():
+        if "skipped" in t:
+            print(f"{q}: no law ({t['skipped']})")
+            continue
+        print(
+            f"\n{q}: law fitted on the demo's capability sizes, k={t['k']:.2f}, R²={t['r2']:.2f}, {t['problems']} problems"
+        )
+        print(f"{'run':>12} {'C':>9} {'loss':>6} {'geo pass':>9} {'law':>9}")
+        for r in t["rows"]:
+            print(f"{r['run']:>12} {r['C']:9.3g} {r['loss']:6.3f} {r['geo_pass']:9.3g} {r['law_geo_pass']:9.3g}")
+
+
+if __name__ == "__main__":
+    main()
