@@ -18,7 +18,7 @@ from pathlib import Path
 
 from alignlab.outputs import atomic_write_json
 from alignlab.scaling import demo as d
-from alignlab.scaling.capability_law import capability_quantities, fit_capability_law
+from alignlab.scaling.capability_law import EXACT, capability_quantities, fit_capability_law
 from alignlab.scaling.demo_report import capability_actual
 
 
@@ -61,6 +61,7 @@ def main() -> None:
         table[q] = {"k": law["k"], "r2": law["r2"], "problems": len(law["problems_used"]), "rows": rows}
     atomic_write_json(out / "capability_turn.json", table)
     _print(table)
+    _plot(table, set(a.widths), out / "capability_turn.png")
 
 
 def _print(table: dict) -> None:
@@ -74,6 +75,37 @@ def _print(table: dict) -> None:
         print(f"{'run':>12} {'C':>9} {'loss':>6} {'geo pass':>9} {'law':>9}")
         for r in t["rows"]:
             print(f"{r['run']:>12} {r['C']:9.3g} {r['loss']:6.3f} {r['geo_pass']:9.3g} {r['law_geo_pass']:9.3g}")
+
+
+def _plot(table: dict, extra_widths: set[int], path: Path) -> None:
+    """One panel per capability: −E[log p] against C for both measures, the law dashed, the extra widths hollow."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tasks = list(dict.fromkeys(q.removesuffix(EXACT) for q in table))
+    fig = Figure(figsize=(4.4 * len(tasks), 3.8), dpi=110)
+    FigureCanvasAgg(fig)
+    for j, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), j + 1)
+        for q, color, what in ((task, "tab:green", "sampled"), (task + EXACT, "tab:purple", "exact p")):
+            t = table.get(q, {})
+            if "rows" not in t:
+                continue
+            rows = [r for r in t["rows"] if r["geo_pass"] > 0]
+            C = [r["C"] for r in t["rows"]]
+            ax.plot(C, [-math.log(r["law_geo_pass"]) for r in t["rows"]], "--", color=color, alpha=0.6,
+                    label=f"{what}: law on the demo's sizes")  # fmt: skip
+            for r in rows:
+                fill = "none" if r["width"] in extra_widths else color
+                marker = "*" if r["run"].startswith("target") else "o"
+                ax.plot([r["C"]], [-math.log(r["geo_pass"])], marker, color=color, mfc=fill, markersize=8)
+            ax.plot([], [], "o", color=color, label=f"{what}: measured (hollow: extra widths)")
+        ax.set(xscale="log", yscale="log", xlabel="compute C = 6ND (FLOPs)", ylabel="−log geometric-mean pass rate")
+        ax.set_title(task)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 if __name__ == "__main__":
