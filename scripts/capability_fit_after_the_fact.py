@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from alignlab.errors import ConfigError
 from alignlab.scaling import demo as d
 from alignlab.scaling.capability_law import capability_quantities, fit_capability_law, still_improving
 from alignlab.scaling.demo_report import capability_actual
@@ -28,15 +28,11 @@ def main() -> None:
     ap.add_argument("--world", default="runs/default/world")
     ap.add_argument("--tokenizer", default="runs/default/tokenizer")
     a = ap.parse_args()
-    out = Path(a.output_dir)
-    if not (out / "target" / "summary.json").is_file():
-        raise SystemExit(f"{out}/target has not finished: this script only checks a finished target")
-    cfg = d.DemoConfig(world=a.world, tokenizer=a.tokenizer, output_dir=str(out), seed=a.seed)
-    scfg = d.sweep_config(cfg)
-    p = d.plan(cfg, scfg)
-    problems = d.capability_problems(cfg, out)
-    done = [d.train_and_score(cfg, scfg, s, problems) for w in cfg.widths for s in p["fitted"][w]]
-    target = d.train_and_score(cfg, scfg, p["target"], problems)  # finished: read back, not retrained
+    try:
+        demo = d.read_finished(a.output_dir, a.seed, a.world, a.tokenizer)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    cfg, problems, done, target = demo["cfg"], demo["problems"], demo["done"], demo["target"]
     fitted = d.largest_sizes(done, cfg.capability_sizes)
     result = {}
     for q, task, exact in capability_quantities(cfg.capabilities):

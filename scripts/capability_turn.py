@@ -16,6 +16,7 @@ import argparse
 import math
 from pathlib import Path
 
+from alignlab.errors import ConfigError
 from alignlab.outputs import atomic_write_json
 from alignlab.scaling import demo as d
 from alignlab.scaling.capability_law import EXACT, capability_quantities, fit_capability_law
@@ -30,19 +31,17 @@ def main() -> None:
     ap.add_argument("--world", default="runs/default/world")
     ap.add_argument("--tokenizer", default="runs/default/tokenizer")
     a = ap.parse_args()
-    out = Path(a.output_dir)
-    if not (out / "target" / "summary.json").is_file():
-        raise SystemExit(f"{out}/target has not finished: run the demo first")
-    cfg = d.DemoConfig(world=a.world, tokenizer=a.tokenizer, output_dir=str(out), seed=a.seed)
+    try:
+        demo = d.read_finished(a.output_dir, a.seed, a.world, a.tokenizer)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    cfg, scfg, problems, done = demo["cfg"], demo["scfg"], demo["problems"], demo["done"]
     bad = [w for w in a.widths if not cfg.widths[-1] < w < cfg.target_width]
     if bad:
         raise SystemExit(f"--widths {bad}: each must lie between {cfg.widths[-1]} and {cfg.target_width}")
-    scfg = d.sweep_config(cfg)
-    p = d.plan(cfg, scfg)
-    problems = d.capability_problems(cfg, out)
-    done = [d.train_and_score(cfg, scfg, s, problems) for w in cfg.widths for s in p["fitted"][w]]
     extra = [d.train_and_score(cfg, scfg, d.spec_for(cfg, scfg, w, seed=cfg.seeds[0]), problems) for w in a.widths]
-    target = d.train_and_score(cfg, scfg, p["target"], problems)  # finished: read back, not retrained
+    target = demo["target"]
+    out = Path(a.output_dir)
     fitted = d.largest_sizes(done, cfg.capability_sizes)
     first_seeds = [r for r in done if r["seed"] == cfg.seeds[0]]
     table = {}

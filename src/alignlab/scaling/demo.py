@@ -403,6 +403,21 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return _finish(cfg, out, corpus, pre, done, offline, target, problems, t0)
 
 
+def read_finished(output_dir: str, seed: int, world: str, tokenizer: str) -> dict[str, Any]:
+    """A finished demo read back for a diagnostic after the fact: its config, recipe, plan, problems,
+    fitted runs and target (a size of the current recipe that the demo lacks is trained first)."""
+    out = Path(output_dir)
+    if not (out / "target" / "summary.json").is_file():
+        raise ConfigError(f"{out}/target has not finished: run the demo first")
+    cfg = DemoConfig(world=world, tokenizer=tokenizer, output_dir=str(out), seed=seed)
+    scfg = sweep_config(cfg)
+    p = plan(cfg, scfg)
+    problems = capability_problems(cfg, out)
+    done = [train_and_score(cfg, scfg, s, problems) for w in cfg.widths for s in p["fitted"][w]]
+    target = train_and_score(cfg, scfg, p["target"], problems)  # finished: read back, not retrained
+    return {"cfg": cfg, "scfg": scfg, "problems": problems, "done": done, "target": target}
+
+
 def _check_corpus_size(cfg: DemoConfig, out: Path, target) -> None:
     """Every run reads its tokens once: the corpus must hold the target's."""
     import datasets
