@@ -161,7 +161,11 @@ def test_demo_registers_every_prediction_before_its_run_and_checks_it(killed_the
     # the held-out fit on the 3 smallest sizes predicted the 4th size and the target, before they trained
     cal = json.loads((out / "calibration" / "pre_k3.json").read_text())
     assert cal["fitted_sizes"] == [8, 12, 16] and set(cal["targets"]) == {"w20_s0", "target_w48"}
-    for name, folder in (("w20_s0", out / "runs" / "w20_s0"), ("target_w48", out / "target")):
+    for name, folder in (
+        ("w20_s0", out / "runs" / "w20_s0"),
+        ("w20_s1", out / "runs" / "w20_s1"),
+        ("target_w48", out / "target"),
+    ):
         trained = json.loads((folder / "summary.json").read_text())["finished_at"]
         made = _epoch(cal["created"])
         assert made < trained, f"{name} finished before its calibration prediction was made"
@@ -177,6 +181,20 @@ def test_demo_registers_every_prediction_before_its_run_and_checks_it(killed_the
         verdict = results["headline"]["quantities"][f"{task}_exact"]
         assert 0 < verdict["actual"] < 1 and verdict["lo"] <= verdict["predicted"] <= verdict["hi"]
         assert results["calibration"]["coverage"][f"{task}_exact"]["predictions"] == 2
+    # a fitted size's capability is checked on its seeds pooled (the law's resolution), the loss on the run
+    q = "arithmetic_exact"
+    (row,) = [r for r in results["calibration"]["rows"] if r["target"] == "w20_s0" and r["quantity"] == q]
+    probs = [
+        {
+            r["id"]: r["pass_prob"]
+            for r in json.loads((out / "runs" / f"w20_s{s}" / "capability.json").read_text())["results"]
+        }
+        for s in (0, 1)
+    ]
+    ids = cal["capability_fits"][q]["problems_used"]
+    assert row["seeds_pooled"] == 2
+    assert row["actual"] == pytest.approx(math.exp(np.mean([math.log((probs[0][i] + probs[1][i]) / 2) for i in ids])))
+    assert {r["seeds_pooled"] for r in results["calibration"]["rows"] if r["quantity"] == "loss_vs_compute"} == {1}
 
 
 def _epoch(iso: str) -> float:

@@ -435,11 +435,12 @@ def _check_corpus_size(cfg: DemoConfig, out: Path, target) -> None:
 
 
 def _register_calibration(cfg: DemoConfig, scfg, p, j: int, done, problems) -> None:
-    """Before size ``j`` trains: the fit on sizes < j predicts every larger size's first seed and the target."""
+    """Before size ``j`` trains: the fit on sizes < j predicts every larger size (named by its first seed;
+    its capabilities are checked on all its seeds, so none may have started) and the target."""
     out = Path(cfg.output_dir)
     later = [p["fitted"][w][0] for w in cfg.widths[j:]] + [p["target"]]
     targets = {s.name: _point(cfg, s, scfg) for s in later}
-    dirs = [out / ("target" if s.name.startswith("target") else f"runs/{s.name}") for s in later]
+    dirs = [out / "target"] + [out / "runs" / s.name for w in cfg.widths[j:] for s in p["fitted"][w]]
     path = out / "calibration" / f"pre_k{j}.json"
     if path.is_file():
         return
