@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from alignlab.errors import ConfigError
 from alignlab.scaling import demo as d
 from alignlab.scaling.capability_law import capability_quantities, fit_capability_law, still_improving
 from alignlab.scaling.demo_report import capability_actual
@@ -23,15 +22,9 @@ from alignlab.scaling.demo_report import capability_actual
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("output_dir", help="an existing demo's output_dir (its target trained)")
-    ap.add_argument("--seed", type=int, required=True, help="the seed that demo ran with")
-    ap.add_argument("--world", default="runs/default/world")
-    ap.add_argument("--tokenizer", default="runs/default/tokenizer")
+    d.add_finished_demo_args(ap)
     a = ap.parse_args()
-    try:
-        demo = d.read_finished(a.output_dir, a.seed, a.world, a.tokenizer)
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
+    demo = d.read_finished_args(a)
     cfg, problems, done, target = demo["cfg"], demo["problems"], demo["done"], demo["target"]
     fitted = d.largest_sizes(done, cfg.capability_sizes)
     result = {}

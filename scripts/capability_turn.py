@@ -16,7 +16,6 @@ import argparse
 import math
 from pathlib import Path
 
-from alignlab.errors import ConfigError
 from alignlab.outputs import atomic_write_json
 from alignlab.scaling import demo as d
 from alignlab.scaling.capability_law import EXACT, capability_quantities, fit_capability_law
@@ -25,16 +24,10 @@ from alignlab.scaling.demo_report import capability_actual
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("output_dir", help="a finished demo's output_dir")
-    ap.add_argument("--seed", type=int, required=True, help="the seed that demo ran with")
+    d.add_finished_demo_args(ap)
     ap.add_argument("--widths", type=int, nargs="+", required=True, help="extra widths, between the fitted and target")
-    ap.add_argument("--world", default="runs/default/world")
-    ap.add_argument("--tokenizer", default="runs/default/tokenizer")
     a = ap.parse_args()
-    try:
-        demo = d.read_finished(a.output_dir, a.seed, a.world, a.tokenizer)
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
+    demo = d.read_finished_args(a)
     cfg, scfg, problems, done = demo["cfg"], demo["scfg"], demo["problems"], demo["done"]
     bad = [w for w in a.widths if not cfg.widths[-1] < w < cfg.target_width]
     if bad:

@@ -418,6 +418,22 @@ def read_finished(output_dir: str, seed: int, world: str, tokenizer: str) -> dic
     return {"cfg": cfg, "scfg": scfg, "problems": problems, "done": done, "target": target}
 
 
+def add_finished_demo_args(ap) -> None:
+    """The arguments that name a finished demo, for the after-the-fact scripts (read with ``read_finished_args``)."""
+    ap.add_argument("output_dir", help="a finished demo's output_dir (its target trained)")
+    ap.add_argument("--seed", type=int, required=True, help="the seed that demo ran with")
+    ap.add_argument("--world", default="runs/default/world")
+    ap.add_argument("--tokenizer", default="runs/default/tokenizer")
+
+
+def read_finished_args(a) -> dict[str, Any]:
+    """``read_finished`` on parsed ``add_finished_demo_args``; a demo that cannot be read exits in one line."""
+    try:
+        return read_finished(a.output_dir, a.seed, a.world, a.tokenizer)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+
+
 def _check_corpus_size(cfg: DemoConfig, out: Path, target) -> None:
     """Every run reads its tokens once: the corpus must hold the target's."""
     import datasets
