@@ -40,3 +40,20 @@ def test_agreement_counts_pairs_by_cluster_and_gold_gap():
     assert acc["gold gap < 0.05"] == [0, 1] and acc["gold gap >= 0.2"] == [2, 4]
     assert sum(n for k, (_, n) in acc.items() if k.startswith("gold gap")) == 5
     assert errors.gap_bucket(0.2) == "gold gap >= 0.2" and errors.gap_bucket(0.1) == "gold gap 0.05-0.2"
+
+
+def test_pairs_are_told_apart_by_what_decides_them():
+    errors = _load("rm_errors")
+    parts = [
+        [
+            {"helpful": 0.4, "truthful": 0.2, "harmless": 0.2, "style": 0.0},  # x: right but badly put
+            {"helpful": 0.0, "truthful": 0.1, "harmless": 0.2, "style": 0.15},  # y: wrong but well put
+            {"helpful": 0.0, "truthful": 0.0, "harmless": 0.2, "style": 0.0},  # z: no better than x or y on any count
+        ]
+    ]
+    rows = [{"responses": ["x", "y", "z"], "gold": [sum(p.values()) for p in parts[0]], "cluster": "qa"}]
+    assert errors.decided_by(parts[0][0], parts[0][1]) == "mixed: helpful over style"
+    assert errors.decided_by(parts[0][1], parts[0][2]) == "pure: style"
+    acc = errors.agreement(rows, [[0.0, 1.0, 0.5]], parts)  # the RM prefers style: wrong on both of x's pairs
+    assert acc["mixed"] == [0, 1] and acc["pure"] == [1, 2] and acc["mixed: helpful over style"] == [0, 1]
+    assert acc["pure: helpful"] == [0, 1] and acc["pure: style"] == [1, 1]

@@ -102,6 +102,29 @@ def test_smoke_study_fits_every_rm_and_predicts_the_largest_before_measuring_it(
     assert (out / "best_of_n.png").stat().st_size > 0 and (out / "rl.png").stat().st_size > 0
 
 
+def test_every_gold_gain_splits_into_its_components(study_run):
+    """Gold is a weighted sum of components, so each point's gold gain is the sum of its parts' gains: per prompt
+    in PPO's held-out curve, and per point of both curves in the summary; the figures and the report show them."""
+    from alignlab.world import COMPONENTS
+
+    out = study_run / STUDY
+    s = _read(out / "summary.json")
+    for name, p in s["points"].items():
+        for method in ("best_of_n", "rl"):
+            curve = p[method]
+            assert set(curve["parts"]) == set(COMPONENTS)
+            total = np.sum([curve["parts"][c] for c in COMPONENTS], axis=0)
+            assert np.allclose(total, curve["gold"], atol=1e-9), (name, method)
+            a = s["parts_at_peak"][name][method]
+            i = int(np.argmax(curve["gold"]))
+            assert a["peak_d"] == curve["d"][i] and a["to_peak"]["style"] == curve["parts"]["style"][i]
+            assert np.isclose(sum(a["to_peak"].values()) + sum(a["after_peak"].values()), curve["gold"][-1])
+        for line in (out / f"ppo_{name}" / "heldout_curve.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            assert np.allclose(np.sum([row["gold_parts"][c] for c in COMPONENTS], axis=0), row["gold"], atol=1e-9)
+    assert (out / "best_of_n_parts.png").stat().st_size > 0 and (out / "rl_parts.png").stat().st_size > 0
+
+
 def test_the_report_has_the_section(study_run):
     from alignlab.report.build import ReportConfig
     from alignlab.report.build import run as build_report
@@ -110,6 +133,7 @@ def test_the_report_has_the_section(study_run):
     md = (study_run / "report.md").read_text()
     assert "## Reward over-optimisation (Gao et al. 2022)" in md and "Predicted before rm_100pct" in md
     assert (study_run / "report_overopt_rl.png").is_file()
+    assert "What the gold gain is made of" in md and (study_run / "report_overopt_rl_parts.png").is_file()
 
 
 def test_a_second_run_reuses_every_piece(study_run, capsys):

@@ -11,6 +11,7 @@ from alignlab.world import (
     WorldConfig,
     build_world,
     candidate_responses,
+    gold_parts,
     gold_reward,
     heldout_gold_reward,
     persona_utility,
@@ -200,6 +201,18 @@ def test_bradley_terry_and_ties(world, pools):
     pos = [i for i, r in enumerate(ranked) if r == a]
     assert pos[1] - pos[0] == 1
     assert all(c != r for c, r in ranking_pairs(ranked))
+
+
+def test_gold_parts_sum_to_the_gold_reward(world, pools):
+    """The parts (mean training-persona weight x component) are an exact split of gold, response by response."""
+    rec = instance(pools, "attribute_qa")
+    responses = [rec["completion"], "", "Sorry, I can't help with that.", "idiot idiot idiot", "Blue. Blue. Blue."]
+    responses += candidate_responses(world, rec, random.Random(0), k=4)
+    for y in responses:
+        parts = gold_parts(world, rec, y)
+        assert set(parts) == {"helpful", "truthful", "harmless", "style"}
+        assert sum(parts.values()) == pytest.approx(gold_reward(world, rec, y), abs=1e-12)
+    assert gold_parts(world, rec, rec["completion"])["helpful"] > gold_parts(world, rec, "Blue.")["helpful"]
 
 
 def test_gold_rewards_are_noise_free_means(world, pools):

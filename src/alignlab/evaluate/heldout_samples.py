@@ -35,13 +35,16 @@ def sample_and_score(
     judge=None,
     kl_to_reference: bool = False,
     ref=None,
+    gold_parts: bool = False,
 ) -> dict[str, Any]:
     """Responses to ``rows`` (temperature 0 = greedy) with their RM score (if ``rm``) and gold
     reward (if ``judge``, a ``WorldJudge``); means in the returned dict, per-row lists too.
 
     ``kl_to_reference`` (sampled decoding only): each response's log pi - log pi_ref summed over its
     tokens at the sampling temperature (``ref``; None = ``policy`` with its LoRA adapter off), the
-    unbiased estimate of KL(pi || pi_ref) that PPO logs as ``kl``, here on the held-out prompts."""
+    unbiased estimate of KL(pi || pi_ref) that PPO logs as ``kl``, here on the held-out prompts.
+
+    ``gold_parts`` (with ``judge``): also ``gold_<component>_scores``, each row's gold split by component."""
     ids = encode_prompt_rows(tokenizer, rows, prompt_column, max_prompt_len)
     ro = generate_responses(
         policy, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size, seed=seed
@@ -68,6 +71,8 @@ def sample_and_score(
     if judge is not None:
         out["gold_scores"] = judge.gold(rows, ro.texts)
         out["gold"] = statistics.fmean(out["gold_scores"])
+        if gold_parts:
+            out.update({f"gold_{c}_scores": v for c, v in judge.gold_parts(rows, ro.texts).items()})
     if kl_to_reference and temperature > 0:
         out["kl_scores"] = _response_kl(policy, ref, ro, temperature, batch_size)
         out["kl"] = statistics.fmean(out["kl_scores"])

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from alignlab.world import gold_reward, heldout_gold_reward, load_world, score_response
+from alignlab.world import (
+    COMPONENTS,
+    gold_parts,
+    gold_reward,
+    gold_weights,
+    heldout_gold_reward,
+    load_world,
+    score_response,
+)
 
 
 class WorldJudge:
@@ -24,6 +32,12 @@ class WorldJudge:
 
     def components(self, records: list[dict[str, Any]], responses: list[str]) -> list[dict[str, float]]:
         return [score_response(self.world, r, y) for r, y in zip(records, responses)]
+
+    def gold_parts(self, records: list[dict[str, Any]], responses: list[str]) -> dict[str, list[float]]:
+        """Per component, each response's part of its gold (weight x score; the parts sum to ``gold``)."""
+        w = gold_weights(self.world)
+        parts = [gold_parts(self.world, r, y, w) for r, y in zip(records, responses)]
+        return {c: [p[c] for p in parts] for c in COMPONENTS}
 
     def personas(self, heldout: bool) -> list[dict[str, Any]]:
         return [p for p in self.world.personas if bool(p["heldout"]) == heldout]

@@ -124,6 +124,37 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
         plots.overoptimization(pts, fits, "best_of_n", out / f"report_overopt{tag}_bon.png"), "best-of-n gold vs d"
     )
     doc.image(plots.overoptimization(pts, fits, "rl", out / f"report_overopt{tag}_rl.png"), "PPO gold vs d")
+    _parts_section(doc, study, out, tag)
+
+
+def _parts_section(doc, study: dict[str, Any], out: Path, tag: str) -> None:
+    """What each curve's gold gain is made of, up to its peak and after it (studies made before the parts were
+    kept have none: the section is left out)."""
+    at_peak = study.get("parts_at_peak") or {}
+    forms = [
+        (m, t)
+        for m, t in (("best_of_n", "best-of-n"), ("rl", "PPO"))
+        if all((at_peak.get(n) or {}).get(m) for n in study["rms"])
+    ]
+    if not forms:
+        return
+    comps = list(next(iter(at_peak.values()))[forms[0][0]]["to_peak"])
+    rows = []
+    for m, title in forms:
+        for name in study["rms"]:
+            a = at_peak[name][m]
+            cells = [f"{a['to_peak'][c]:+.3f} / {a['after_peak'][c]:+.3f}" for c in comps]
+            rows.append([title, name, f"{a['peak_d']:.2f} → {a['last_d']:.2f}", *cells])
+    doc.table(["", "proxy RM", "d: gold's peak → last", *comps], rows)
+    doc.p(
+        "What the gold gain is made of: gold is a weighted sum of four components (the training labelers' mean "
+        "weights), so its gain splits exactly into their parts. Each cell: the part's gain from the start to gold's "
+        "peak / its change from the peak to the last point. A part that falls after the peak is what the policy "
+        "traded for the proxy's score."
+    )
+    for m, title in forms:
+        doc.image(plots.overoptimization_parts(study["points"], m, out / f"report_overopt{tag}_{m}_parts.png"),
+                  f"{title}: gold by component vs d")  # fmt: skip
 
 
 def _if_true_cell(c: dict[str, Any], draws: int) -> str:

@@ -339,3 +339,25 @@ def overoptimization(
                  title=f"{title}: the proxy RM's own score")  # fmt: skip
     ax_gold.legend(fontsize=7, title="proxy RM", title_fontsize=7)
     return _save(fig, path)
+
+
+PART_COLOURS = {"helpful": "#4c72b0", "truthful": "#55a868", "harmless": "#c44e52", "style": "#8172b3"}
+
+
+def overoptimization_parts(points: dict[str, dict[str, Any]], method: str, path: Path) -> Path:
+    """What the gold gain is made of along best-of-n (``method`` "best_of_n") or PPO ("rl"): one panel per
+    proxy RM, each gold component's part (weight x score) as a gain over the initial policy against d, with the
+    gold gain (their sum) in black. Over-optimisation shows as a part that falls while the proxy still rises."""
+    fig = Figure(figsize=(3.2 * len(points), 3.4))
+    axes = fig.subplots(1, len(points), sharey=True, squeeze=False)[0]
+    for ax, (name, p) in zip(axes, points.items()):
+        curve = p[method]
+        for c, v in curve["parts"].items():
+            ax.plot(curve["d"], v, "o-", ms=3, color=PART_COLOURS.get(c), label=c)
+        ax.plot(curve["d"], curve["gold"], "k--", lw=1.2, label="gold (sum)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="d = sqrt(KL to SFT)", title=f"RM {name}")
+    axes[0].set_ylabel("gain over SFT, by gold component")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{'best-of-n' if method == 'best_of_n' else 'PPO'}: what the gold gain is made of", fontsize=10)
+    return _save(fig, path)

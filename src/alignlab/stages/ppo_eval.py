@@ -6,7 +6,7 @@ two measurements differ only by the policy. With ``eval.greedy`` each measuremen
 (keys ``*_greedy``). The sampled decoding also measures KL(policy || reference) on these prompts
 (``heldout_kl``): the d = sqrt(KL) of Gao et al.'s over-optimisation curves, on prompts never trained on.
 With ``eval.interval`` every measurement's per-prompt gold, RM score and KL go to ``heldout_curve.jsonl``
-(the over-optimisation study bootstraps its fits over these prompts). ``eval.draws`` samples each prompt
+(the over-optimisation study bootstraps its fits over these prompts), with the gold split by component. ``eval.draws`` samples each prompt
 that many times per measurement and scores the mean, the first draw being the one-draw measurement; with 2+
 the curve also keeps every draw's gold, whose spread is the measurement's own sampling noise."""
 
@@ -22,6 +22,7 @@ import torch
 
 from alignlab.evaluate.heldout_samples import sample_and_score
 from alignlab.evaluate.heldout_set import heldout_seed, sampling_note
+from alignlab.world import COMPONENTS
 
 METRICS = ("rm_score", "gold", "eos_frac", "response_len", "kl")
 CURVE_FILE = "heldout_curve.jsonl"
@@ -100,6 +101,7 @@ class HeldoutEval:
             judge=self.judge,
             kl_to_reference=True,
             ref=self.ref,
+            gold_parts=bool(c.eval.interval),  # a curve is asked for: keep what its gold is made of
         )
 
     def record_curve(self, out: Path, step: int, h: Heldout) -> None:
@@ -109,6 +111,9 @@ class HeldoutEval:
         if not self.cfg.eval.interval or r is None:
             return
         row = {"step": step, **{k: r[f"{k}_scores"] for k in ("gold", "rm", "kl") if f"{k}_scores" in r}}
+        parts = {c: r[f"gold_{c}_scores"] for c in COMPONENTS if f"gold_{c}_scores" in r}
+        if parts:
+            row["gold_parts"] = parts  # the study splits each gold gain by component
         if len(r.get("gold_by_draw", ())) > 1:
             row["gold_by_draw"] = r["gold_by_draw"]  # the study measures the sampling noise from the draws' spread
         with open(out / CURVE_FILE, "a") as f:

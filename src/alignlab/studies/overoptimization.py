@@ -332,6 +332,24 @@ def bon_samples(cfg: OveroptStudyConfig, ppo) -> dict[str, Any]:
     return out
 
 
+def bon_parts(cfg: OveroptStudyConfig, ppo, samples: dict) -> dict[str, list[list[float]]]:
+    """Every sample's gold split by component (best_of_n/parts.json; computed from the saved texts, so a study
+    whose samples were drawn before parts were kept gains them without sampling again)."""
+    from alignlab.evaluate.judges import WorldJudge
+
+    path = Path(cfg.output_dir) / "best_of_n" / "parts.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    rows = heldout_rows(cfg)
+    P, N = len(samples["texts"]), len(samples["texts"][0])
+    flat = WorldJudge(ppo.world_dir).gold_parts(
+        [r for r in rows for _ in range(N)], [t for x in samples["texts"] for t in x]
+    )
+    out = {c: np.asarray(v).reshape(P, N).tolist() for c, v in flat.items()}
+    atomic_write_json(path, out)
+    return out
+
+
 def bon_scores(cfg: OveroptStudyConfig, name: str, rm_folder: str, samples: dict) -> dict[str, Any]:
     """The RM's score of every sample (best_of_n/<rm>.json): the same draws for every RM."""
     from alignlab.evaluate.judges import RewardModelJudge
@@ -379,6 +397,11 @@ def bon_curve(samples: dict, no_eos_penalty: float) -> dict[str, Any]:
         curve["gold"].append((_expected_of_pick(key, gold, n) - gold.mean(1)).tolist())
         curve["proxy"].append((_expected_of_pick(key, raw, n) - raw.mean(1)).tolist())
         curve["picked_gold"].append(float(gold[rows, bon.pick(n)].mean() - gold.mean()))  # the same draws' picks
+    if "parts" in samples:  # what the pick's gold gain is made of: the parts' gains sum to it
+        parts = {c: np.asarray(v, dtype=np.float64) for c, v in samples["parts"].items()}
+        curve["parts"] = {
+            c: [float(np.mean(_expected_of_pick(key, V, n) - V.mean(1))) for n in ns] for c, V in parts.items()
+        }
     return curve
 
 
@@ -441,6 +464,7 @@ def rl_curve(folders: list[Path]) -> dict[str, Any]:
         "d": [math.sqrt(max(k, 0.0)) for k in kl],  # an estimate below 0 is noise around 0: no movement
         "gold": [np.mean([gain(r, s, "gold") for r in runs], axis=0).tolist() for s in steps],
         "proxy": [np.mean([gain(r, s, "rm") for r in runs], axis=0).tolist() for s in steps],
+        "parts": _parts_gain(runs, steps),
         "gold_noise_var": _sampling_variance(runs, steps),
         "gold_run_var": _run_variance(runs, steps),
         "runs": [
@@ -451,6 +475,33 @@ def rl_curve(folders: list[Path]) -> dict[str, Any]:
             }
             for f, r in zip(folders, runs)
         ],
+    }
+
+
+def _parts_gain(runs: list[dict[int, dict]], steps: list[int]) -> dict[str, list[float]] | None:
+    """Per gold component, its part's mean gain over the start at each measurement (over prompts and runs); the
+    parts sum to the gold gain. None where a curve was recorded before PPO kept the parts."""
+    if not all("gold_parts" in r[s] for r in runs for s in steps):
+        return None
+
+    def part(c: str, s: int) -> float:
+        return float(np.mean([np.mean(np.asarray(r[s]["gold_parts"][c]) - r[0]["gold_parts"][c]) for r in runs]))
+
+    return {c: [part(c, s) for s in steps] for c in runs[0][steps[0]]["gold_parts"]}
+
+
+def parts_at_peak(curve: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the mean gold gain peaks, each part's gain up to that point and its change from there to the last
+    point: which components the optimisation bought and which it then traded away."""
+    if not curve.get("parts"):
+        return None
+    gold = [float(np.mean(g)) for g in curve["gold"]]
+    i = int(np.argmax(gold))
+    return {
+        "peak_d": curve["d"][i],
+        "last_d": curve["d"][-1],
+        "to_peak": {c: v[i] for c, v in curve["parts"].items()},
+        "after_peak": {c: v[-1] - v[i] for c, v in curve["parts"].items()},
     }
 
 
@@ -653,7 +704,7 @@ def _trend(fits: dict, rms: dict, axis: str) -> dict[str, Any]:
 
 def _points(curve: dict[str, Any]) -> dict[str, Any]:
     """The mean gains of a curve (what summary.json keeps and the figures draw)."""
-    names = ("n", "step", "d", "kl", "picked_gold", "runs", "gold_noise_var", "gold_run_var")
+    names = ("n", "step", "d", "kl", "picked_gold", "parts", "runs", "gold_noise_var", "gold_run_var")
     keep = {k: curve[k] for k in names if k in curve}
     return {
         **keep,
@@ -712,6 +763,7 @@ def run(cfg: OveroptStudyConfig) -> dict:
     target = names[-1]
     ppo = _ppo_base(cfg)
     samples = bon_samples(cfg, ppo)
+    samples = {**samples, "parts": bon_parts(cfg, ppo, samples)}
     curves = {n: _measure(cfg, ppo, n, rms[n], samples) for n in names[:-1]}
     inputs = [out / "best_of_n" / "samples.json"]
     inputs += [out / "best_of_n" / f"{n}.json" for n in names[:-1]]
@@ -749,11 +801,15 @@ def run(cfg: OveroptStudyConfig) -> dict:
         "fits": params,
         "fit_intervals": {form: {n: f.intervals if f else None for n, f in fits[form].items()} for form in fits},
         "checks": checks,
+        "parts_at_peak": {n: {k: parts_at_peak(c[k]) for k in c} for n, c in curves.items()},
         "prediction": checked,
         "seconds": round(time.time() - t0, 1),
     }
     plots.overoptimization(points, params, "best_of_n", out / "best_of_n.png")
     plots.overoptimization(points, params, "rl", out / "rl.png")
+    for method in ("best_of_n", "rl"):
+        if all(p[method].get("parts") for p in points.values()):
+            plots.overoptimization_parts(points, method, out / f"{method}_parts.png")
     atomic_write_json(out / "summary.json", summary)
     print_summary(summary)
     return summary
@@ -783,6 +839,10 @@ def print_summary(s: dict[str, Any]) -> None:
                 if sims.get(k)]  # fmt: skip
         if said:
             print(f"  {'':<12} rl held-out R2 if the law were true: {'; '.join(said)}")
+        for form, a in (s.get("parts_at_peak") or {}).get(n, {}).items():
+            if a:
+                cells = ", ".join(f"{c} {a['to_peak'][c]:+.3f}/{a['after_peak'][c]:+.3f}" for c in a["to_peak"])
+                print(f"  {'':<12} {form} gold parts, to its peak/after it: {cells}")
     p = s["prediction"]
     for form in ("bon", "rl"):
         if "skipped" in p[form]:

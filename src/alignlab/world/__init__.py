@@ -15,7 +15,9 @@ from alignlab.world.claims import Claim, extract_claims
 from alignlab.world.config import PRESETS, WorldConfig
 from alignlab.world.labelers import COMPONENTS, score_response
 from alignlab.world.personas import (
+    gold_parts,
     gold_reward,
+    gold_weights,
     heldout_gold_reward,
     persona_utility,
     preference_probability,
@@ -38,7 +40,9 @@ __all__ = [
     "build_world",
     "candidate_responses",
     "extract_claims",
+    "gold_parts",
     "gold_reward",
+    "gold_weights",
     "heldout_gold_reward",
     "labeler_agreement",
     "load_data",

@@ -138,6 +138,21 @@ def gold_reward(world, record: dict, response: str) -> float:
     return _mean_utility(world, world.training_personas(), record, response)
 
 
+def gold_weights(world) -> dict[str, float]:
+    """Each component's weight in the gold reward: its mean weight over the training personas."""
+    personas = world.training_personas()
+    return {c: sum(p["weights"][c] for p in personas) / len(personas) for c in COMPONENTS}
+
+
+def gold_parts(world, record: dict, response: str, weights: dict[str, float] | None = None) -> dict[str, float]:
+    """The gold reward split by component (weight x score): the parts sum to ``gold_reward``, since a
+    mean of weighted sums is the weighted sum with the mean weights. It says what a gain or loss of gold is made
+    of (an over-optimised policy trading truthfulness for style, say)."""
+    w = weights or gold_weights(world)
+    comps = score_response(world, record, response)
+    return {c: w[c] * comps[c] for c in COMPONENTS}
+
+
 def heldout_gold_reward(world, record: dict, response: str) -> float:
     """Noise-free mean utility over the held-out personas (in [0, 1])."""
     return _mean_utility(world, world.heldout_personas(), record, response)
