@@ -358,6 +358,6 @@ def overoptimization_parts(points: dict[str, dict[str, Any]], method: str, path:
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="d = sqrt(KL to SFT)", title=f"RM {name}")
     axes[0].set_ylabel("gain over SFT, by gold component")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="center right", framealpha=0.8)
     fig.suptitle(f"{'best-of-n' if method == 'best_of_n' else 'PPO'}: what the gold gain is made of", fontsize=10)
     return _save(fig, path)

@@ -5,10 +5,11 @@ The same prompts with the same sampling seed before, during (``eval.interval``) 
 two measurements differ only by the policy. With ``eval.greedy`` each measurement also decodes greedily
 (keys ``*_greedy``). The sampled decoding also measures KL(policy || reference) on these prompts
 (``heldout_kl``): the d = sqrt(KL) of Gao et al.'s over-optimisation curves, on prompts never trained on.
-With ``eval.interval`` every measurement's per-prompt gold, RM score and KL go to ``heldout_curve.jsonl``
-(the over-optimisation study bootstraps its fits over these prompts), with the gold split by component. ``eval.draws`` samples each prompt
-that many times per measurement and scores the mean, the first draw being the one-draw measurement; with 2+
-the curve also keeps every draw's gold, whose spread is the measurement's own sampling noise."""
+With ``eval.interval`` every measurement's per-prompt gold (also split by gold's components), RM score and KL
+go to ``heldout_curve.jsonl`` (the over-optimisation study bootstraps its fits over these prompts).
+``eval.draws`` samples each prompt that many times per measurement and scores the mean, the first draw being
+the one-draw measurement; with 2+ the curve also keeps every draw's gold, whose spread is the measurement's
+own sampling noise."""
 
 from __future__ import annotations
 

@@ -27,7 +27,11 @@ The study, in the order it runs (the largest RM's measurements last, after the p
    (``prediction_pre.json``); after: predicted against measured (``prediction.json``);
 5. the fits (``fit.json``, with each law's R² on held-out points and whether gold peaks then falls while
    the proxy rises, per curve), Gao et al.'s Figures 1 and 2 (``best_of_n.png``, ``rl.png``) and ``summary.json``,
-   which the run's report picks up from RUN/study_overoptimization.
+   which the run's report picks up from RUN/study_overoptimization;
+6. every gold gain split by gold's components (helpful, truthful, harmless, style: gold is their weighted sum),
+   for the best-of-n picks (``best_of_n/parts.json``) and along PPO (kept in ``heldout_curve.jsonl``):
+   ``parts_at_peak`` in the summary and ``best_of_n_parts.png``, ``rl_parts.png`` say what the optimisation
+   bought up to gold's peak and what it traded away after it.
 
 Every piece is reused when finished (a killed study resumes); ``redo`` reruns the study's own pieces.
 """
