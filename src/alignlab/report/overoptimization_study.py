@@ -145,13 +145,13 @@ def _parts_section(doc, study: dict[str, Any], out: Path, tag: str) -> None:
             a = at_peak[name][m]
             cells = [f"{a['to_peak'][c]:+.3f} / {a['after_peak'][c]:+.3f}" for c in comps]
             rows.append([title, name, f"{a['peak_d']:.2f} → {a['last_d']:.2f}", *cells])
-    doc.table(["", "proxy RM", "d: gold's peak → last", *comps], rows)
     doc.p(
         "What the gold gain is made of: gold is a weighted sum of four components (the training labelers' mean "
         "weights), so its gain splits exactly into their parts. Each cell: the part's gain from the start to gold's "
         "peak / its change from the peak to the last point. A part that falls after the peak is what the policy "
         "traded for the proxy's score."
     )
+    doc.table(["", "proxy RM", "d: gold's peak → last", *comps], rows)
     for m, title in forms:
         doc.image(plots.overoptimization_parts(study["points"], m, out / f"report_overopt{tag}_{m}_parts.png"),
                   f"{title}: gold by component vs d")  # fmt: skip
