@@ -21,9 +21,8 @@ from alignlab.evaluate.heldout_samples import sample_and_score
 from alignlab.evaluate.heldout_set import heldout_seed, load_heldout
 from alignlab.evaluate.win_rate import expected_preference, identical_mask, persona_scores
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
+from alignlab.studies.overoptimization import CONSTANT_ANSWERS
 from alignlab.world import COMPONENTS
-
-CONSTANT_ANSWERS = ("I don't know.", "No.", "Sorry, I can't help with that.")
 
 
 def summarize(gold: list[float], parts: dict[str, list[float]]) -> str:

@@ -125,6 +125,23 @@ def test_every_gold_gain_splits_into_its_components(study_run):
     assert (out / "best_of_n_parts.png").stat().st_size > 0 and (out / "rl_parts.png").stat().st_size > 0
 
 
+def test_the_gold_of_saying_nothing_is_measured_against_the_sft_samples(study_run):
+    """Each constant answer's gold gain: its gold on the study's prompts minus the SFT samples' mean, per prompt."""
+    import datasets
+
+    from alignlab.evaluate.judges import WorldJudge
+    from alignlab.studies.overoptimization import CONSTANT_ANSWERS
+
+    s = _read(study_run / STUDY / "summary.json")
+    sft = np.mean(_read(study_run / STUDY / "best_of_n" / "samples.json")["gold"], axis=1)
+    test = datasets.load_from_disk(str(study_run / "world" / "test"))["test"]
+    prompts = [test[i] for i in range(len(sft))]
+    judge = WorldJudge(str(study_run / "world"))
+    assert list(s["constant_answers"]) == list(CONSTANT_ANSWERS)
+    for y, g in s["constant_answers"].items():
+        assert g == pytest.approx(np.mean(np.asarray(judge.gold(prompts, [y] * len(prompts))) - sft))
+
+
 def test_the_report_has_the_section(study_run):
     from alignlab.report.build import ReportConfig
     from alignlab.report.build import run as build_report
@@ -134,6 +151,7 @@ def test_the_report_has_the_section(study_run):
     assert "## Reward over-optimisation (Gao et al. 2022)" in md and "Predicted before rm_100pct" in md
     assert (study_run / "report_overopt_rl.png").is_file()
     assert "What the gold gain is made of" in md and (study_run / "report_overopt_rl_parts.png").is_file()
+    assert "What saying nothing earns" in md and '("I don\'t know.")' in md
 
 
 def test_a_second_run_reuses_every_piece(study_run, capsys):

@@ -118,12 +118,21 @@ def overoptimization_section(doc, study: dict | None, out: Path) -> None:
             f"Predicted before {pred['target_rm']} was measured, from the smaller RMs' fits (α, β linear in log "
             f"{'parameters' if by_size else 'comparisons'}): " + " ".join(prediction_sentences(pred))
         )
-    pts = study["points"]
+    pts, const = study["points"], study.get("constant_answers")
     tag = "_rm_sizes" if by_size else ""
+    if const:
+        doc.p(
+            "What saying nothing earns: one answer given to every held-out prompt gains "
+            + ", ".join(f'{g:+.3f} ("{y}")' for y, g in const.items())
+            + " of gold over the SFT policy's samples (the dotted line in the figures). Where that is as high as "
+            "the optimised policies' gold, gold itself rewards evasion, and an over-optimised policy has little "
+            "gold left to lose."
+        )
     doc.image(
-        plots.overoptimization(pts, fits, "best_of_n", out / f"report_overopt{tag}_bon.png"), "best-of-n gold vs d"
+        plots.overoptimization(pts, fits, "best_of_n", out / f"report_overopt{tag}_bon.png", const),
+        "best-of-n gold vs d",
     )
-    doc.image(plots.overoptimization(pts, fits, "rl", out / f"report_overopt{tag}_rl.png"), "PPO gold vs d")
+    doc.image(plots.overoptimization(pts, fits, "rl", out / f"report_overopt{tag}_rl.png", const), "PPO gold vs d")
     _parts_section(doc, study, out, tag)
 
 
@@ -153,7 +162,7 @@ def _parts_section(doc, study: dict[str, Any], out: Path, tag: str) -> None:
     )
     doc.table(["", "proxy RM", "d: gold's peak → last", *comps], rows)
     for m, title in forms:
-        doc.image(plots.overoptimization_parts(study["points"], m, out / f"report_overopt{tag}_{m}_parts.png"),
+        doc.image(plots.overoptimization_parts(study["points"], m, out / f"report_overopt{tag}_{m}_parts.png", study.get("constant_answers")),
                   f"{title}: gold by component vs d")  # fmt: skip
 
 

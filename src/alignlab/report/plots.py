@@ -309,12 +309,17 @@ RM_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
 
 
 def overoptimization(
-    points: dict[str, dict[str, Any]], fits: dict[str, dict[str, dict[str, float]]], method: str, path: Path
+    points: dict[str, dict[str, Any]],
+    fits: dict[str, dict[str, dict[str, float]]],
+    method: str,
+    path: Path,
+    constant_answers: dict[str, float] | None = None,
 ) -> Path:
     """Gao et al. (2022) Figure 1 (``method`` "best_of_n") or 2 ("rl"): gold and proxy (RM) gain over the
     initial policy against d = sqrt(KL), one colour per proxy RM, the fitted law drawn over the gold points
     (with +-2 standard errors of sampling where the points were measured with several draws per prompt).
-    ``points``: the over-optimisation study's summary "points"; ``fits``: its "fits" ({form: {rm: params}})."""
+    ``points``: the over-optimisation study's summary "points"; ``fits``: its "fits" ({form: {rm: params}});
+    ``constant_answers``: {answer: gold gain of giving it to every prompt}, the best drawn as a reference."""
     from alignlab.evaluate.overoptimization_fit import gain
 
     form = "bon" if method == "best_of_n" else "rl"
@@ -330,6 +335,9 @@ def overoptimization(
         if f:  # None: too few measurements to fit
             d = [max(curve["d"]) * k / 100 for k in range(1, 101)]
             ax_gold.plot(d, gain(d, f["alpha"], f["beta"], form), "-", color=c, lw=1)
+    if constant_answers:
+        best = max(constant_answers, key=constant_answers.get)
+        ax_gold.axhline(constant_answers[best], color="grey", ls=":", lw=1.2, label=f"always {best!r}")
     law = "d(α − β d)" if form == "bon" else "d(α − β log d)"
     title = "best-of-n" if form == "bon" else "PPO"
     ax_gold.axhline(0, color="k", lw=0.6)
@@ -344,10 +352,14 @@ def overoptimization(
 PART_COLOURS = {"helpful": "#4c72b0", "truthful": "#55a868", "harmless": "#c44e52", "style": "#8172b3"}
 
 
-def overoptimization_parts(points: dict[str, dict[str, Any]], method: str, path: Path) -> Path:
+def overoptimization_parts(
+    points: dict[str, dict[str, Any]], method: str, path: Path, constant_answers: dict[str, float] | None = None
+) -> Path:
     """What the gold gain is made of along best-of-n (``method`` "best_of_n") or PPO ("rl"): one panel per
     proxy RM, each gold component's part (weight x score) as a gain over the initial policy against d, with the
-    gold gain (their sum) in black. Over-optimisation shows as a part that falls while the proxy still rises."""
+    gold gain (their sum) in black and the best constant answer's gain dotted. Over-optimisation shows as a part
+    that falls while the proxy still rises."""
+    best = max(constant_answers, key=constant_answers.get) if constant_answers else None
     fig = Figure(figsize=(3.2 * len(points), 3.4))
     axes = fig.subplots(1, len(points), sharey=True, squeeze=False)[0]
     for ax, (name, p) in zip(axes, points.items()):
@@ -355,6 +367,8 @@ def overoptimization_parts(points: dict[str, dict[str, Any]], method: str, path:
         for c, v in curve["parts"].items():
             ax.plot(curve["d"], v, "o-", ms=3, color=PART_COLOURS.get(c), label=c)
         ax.plot(curve["d"], curve["gold"], "k--", lw=1.2, label="gold (sum)")
+        if best:
+            ax.axhline(constant_answers[best], color="grey", ls=":", lw=1.2, label=f"always {best!r}")
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="d = sqrt(KL to SFT)", title=f"RM {name}")
     axes[0].set_ylabel("gain over SFT, by gold component")

@@ -354,6 +354,20 @@ def bon_parts(cfg: OveroptStudyConfig, ppo, samples: dict) -> dict[str, list[lis
     return out
 
 
+# Answers that say nothing, given to every held-out prompt: how much gold evasion alone earns there. Where it
+# is as high as the optimised policies' gold, gold itself rewards saying little and has little left to lose.
+CONSTANT_ANSWERS = ("I don't know.", "No.", "Sorry, I can't help with that.")
+
+
+def constant_answer_gains(cfg: OveroptStudyConfig, ppo, samples: dict) -> dict[str, float]:
+    """Each constant answer's mean gold gain over the SFT policy's mean sample (the n_max draws per prompt)."""
+    from alignlab.evaluate.judges import WorldJudge
+
+    rows, judge = heldout_rows(cfg), WorldJudge(ppo.world_dir)
+    sft = np.asarray(samples["gold"], dtype=np.float64).mean(axis=1)
+    return {y: float(np.mean(np.asarray(judge.gold(rows, [y] * len(rows))) - sft)) for y in CONSTANT_ANSWERS}
+
+
 def bon_scores(cfg: OveroptStudyConfig, name: str, rm_folder: str, samples: dict) -> dict[str, Any]:
     """The RM's score of every sample (best_of_n/<rm>.json): the same draws for every RM."""
     from alignlab.evaluate.judges import RewardModelJudge
@@ -806,14 +820,15 @@ def run(cfg: OveroptStudyConfig) -> dict:
         "fit_intervals": {form: {n: f.intervals if f else None for n, f in fits[form].items()} for form in fits},
         "checks": checks,
         "parts_at_peak": {n: {k: parts_at_peak(c[k]) for k in c} for n, c in curves.items()},
+        "constant_answers": constant_answer_gains(cfg, ppo, samples),
         "prediction": checked,
         "seconds": round(time.time() - t0, 1),
     }
-    plots.overoptimization(points, params, "best_of_n", out / "best_of_n.png")
-    plots.overoptimization(points, params, "rl", out / "rl.png")
+    plots.overoptimization(points, params, "best_of_n", out / "best_of_n.png", summary["constant_answers"])
+    plots.overoptimization(points, params, "rl", out / "rl.png", summary["constant_answers"])
     for method in ("best_of_n", "rl"):
         if all(p[method].get("parts") for p in points.values()):
-            plots.overoptimization_parts(points, method, out / f"{method}_parts.png")
+            plots.overoptimization_parts(points, method, out / f"{method}_parts.png", summary["constant_answers"])
     atomic_write_json(out / "summary.json", summary)
     print_summary(summary)
     return summary
@@ -847,6 +862,9 @@ def print_summary(s: dict[str, Any]) -> None:
             if a:
                 cells = ", ".join(f"{c} {a['to_peak'][c]:+.3f}/{a['after_peak'][c]:+.3f}" for c in a["to_peak"])
                 print(f"  {'':<12} {form} gold parts, to its peak/after it: {cells}")
+    if s.get("constant_answers"):
+        said = ", ".join(f"{y!r} {g:+.3f}" for y, g in s["constant_answers"].items())
+        print(f"[study] gold gain over SFT of one answer given to every prompt: {said}")
     p = s["prediction"]
     for form in ("bon", "rl"):
         if "skipped" in p[form]:
