@@ -17,11 +17,11 @@ import collections
 import statistics
 from pathlib import Path
 
+from alignlab.evaluate.constant_answers import CONSTANT_ANSWERS
 from alignlab.evaluate.heldout_samples import sample_and_score
 from alignlab.evaluate.heldout_set import heldout_seed, load_heldout
 from alignlab.evaluate.win_rate import expected_preference, identical_mask, persona_scores
 from alignlab.models.load import disable_dropout, load_causal_lm, load_tokenizer
-from alignlab.studies.overoptimization import CONSTANT_ANSWERS
 from alignlab.world import COMPONENTS
 
 

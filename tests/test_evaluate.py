@@ -57,6 +57,24 @@ def test_win_rate_against_itself_is_half(eval_inputs, world):  # noqa: F811
             assert res[name][key]["high"] == pytest.approx(0.5, abs=1e-12)
 
 
+def test_constant_answers_are_judged_as_a_policy_that_always_says_them(eval_inputs, world):  # noqa: F811
+    """The yardstick of a win by declining: a constant answer's gold is the labelers' mean gold of that answer,
+    and against demonstrations (every one right) "I don't know." loses while against wrong answers it wins."""
+    from alignlab.evaluate.constant_answers import CONSTANT_ANSWERS, constant_answer_metrics
+    from alignlab.world import gold_reward
+
+    recs = eval_inputs["records"][:30]
+    vs_demos = constant_answer_metrics(recs, [[d] for d in _demos(recs)], "sft", world, n_boot=200)
+    vs_wrong = constant_answer_metrics(recs, [[w] for w in _wrong(recs)], "sft", world, n_boot=200)
+    assert list(vs_demos) == list(CONSTANT_ANSWERS)
+    for y, m in vs_demos.items():
+        assert m["gold_reward"]["value"] == pytest.approx(np.mean([gold_reward(world, r, y) for r in recs]))
+    idk = "I don't know."
+    assert (
+        vs_demos[idk]["win_rate_heldout_labelers"]["value"] < 0.5 < vs_wrong[idk]["win_rate_heldout_labelers"]["value"]
+    )
+
+
 def test_expected_preference_matches_world_bradley_terry(eval_inputs, world):  # noqa: F811
     recs = eval_inputs["records"][:6]
     a, b = _demos(recs), _wrong(recs)

@@ -220,6 +220,7 @@ def test_figure4_claims_catch_a_win_by_declining(tmp_path):
     }
     for name, m in fig4.items():
         res["policies"][name].update({k: _iv(v) for k, v in m.items()})
+    res["constant_answers"] = {"I don't know.": {"win_rate_heldout_labelers": _iv(0.64), "gold_reward": _iv(0.651)}}
     (run_dir / "evaluate" / "results.json").write_text(json.dumps(res))
     samples = [
         {"prompt": f"q{i}", "policy": p, "sample": 0, "probe": False, "response": f"{p} says {i}", "gold_reward": 0.5}
@@ -235,6 +236,7 @@ def test_figure4_claims_catch_a_win_by_declining(tmp_path):
     assert verdict["On held-out constraint kinds PPO-ptx complies at least 10 points more often than SFT"] is False
     md = (run_dir / "report.md").read_text()
     assert "Figure 4" in md and "report_figure4.png" in md
+    assert '"I don\'t know." wins 64.0%' in md and "gold 0.651" in md  # the yardstick of a win by declining
     assert "SFT and PPO-ptx side by side" in md and md.count("ppo_ptx says") == 10
 
 

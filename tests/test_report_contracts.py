@@ -156,6 +156,7 @@ def test_a_real_run_writes_every_required_contract_key(smoke_run):
     assert _required_missing(EvaluateResults, results) == []
     assert _required_missing(EvaluateSettings, results["settings"]) == []
     assert {"base", "sft", "ppo", "ppo_ptx", "dpo", "ppo_gold"} <= set(results["policies"])
+    assert {"I don't know.", "No."} <= set(results["constant_answers"])  # judged on the world, as the policies are
     for name, metrics in results["policies"].items():
         assert _required_missing(PolicyMetrics, metrics) == [], name
         assert all(_required_missing(Interval, metrics[k]) == [] for k in PolicyMetrics.__required_keys__), name

@@ -129,8 +129,8 @@ def test_the_gold_of_saying_nothing_is_measured_against_the_sft_samples(study_ru
     """Each constant answer's gold gain: its gold on the study's prompts minus the SFT samples' mean, per prompt."""
     import datasets
 
+    from alignlab.evaluate.constant_answers import CONSTANT_ANSWERS
     from alignlab.evaluate.judges import WorldJudge
-    from alignlab.studies.overoptimization import CONSTANT_ANSWERS
 
     s = _read(study_run / STUDY / "summary.json")
     sft = np.mean(_read(study_run / STUDY / "best_of_n" / "samples.json")["gold"], axis=1)

@@ -141,6 +141,9 @@ class EvaluateResults(TypedDict):
     settings: EvaluateSettings
     policies: dict[str, PolicyMetrics]
     headroom: dict | None  # best-of-n of the SFT policy; None without the built-in world
+    # one answer given to every prompt (evaluate/constant_answers.py): {answer: win rates, gold, attempts}; None
+    # without the built-in world, absent in runs made before it was measured
+    constant_answers: NotRequired[dict[str, dict] | None]
 
 
 class InstructTuneResults(TypedDict):

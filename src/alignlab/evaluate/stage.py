@@ -44,6 +44,7 @@ from alignlab.data.load import load_dataset_any, require_column
 from alignlab.errors import ConfigError, MissingInputError
 from alignlab.evaluate.alignment_tax import choice_correct, choice_logprobs, heldout_blocks, heldout_nll
 from alignlab.evaluate.bootstrap import bootstrap_mean, interval, paired_delta
+from alignlab.evaluate.constant_answers import constant_answer_metrics
 from alignlab.evaluate.few_shot import prompt_ids as few_shot_prompt_ids
 from alignlab.evaluate.few_shot import stop_at_next_question
 from alignlab.evaluate.metrics import evaluate_responses
@@ -596,6 +597,9 @@ def run(cfg: EvaluateConfig) -> dict:
         m = results[name] = {"path": paths[name], **results[name]}
         add_tax(m, name, cfg.base, sampled.nll, sampled.correct, tax[1], boot)
     room = _headroom(cfg, judges.world, rows, n_main, sampled, boot)
+    constant = None
+    if judges.world is not None:  # the yardstick of a win by declining (constant_answers.py)
+        constant = constant_answer_metrics(rows, sampled.samples[cfg.baseline], cfg.baseline, judges.world, **boot)
     judge_seconds = round(time.time() - t_judge, 2)
 
     total = round(time.time() - t_start, 2)
@@ -604,6 +608,7 @@ def run(cfg: EvaluateConfig) -> dict:
         "notes": notes,
         "policies": results,
         "headroom": room,
+        "constant_answers": constant,
         "few_shot": {**few_shot, "policies": cfg.few_shot, "mean_shown": sampled.shown} if few_shot else None,
         "seconds": {"policies": sampled.seconds, "judging": judge_seconds, "total": total},
     }

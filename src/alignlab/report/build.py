@@ -190,7 +190,7 @@ def run(cfg: ReportConfig) -> dict:
     pol = (d["evaluate"] or {}).get(EVALUATE.policies, {})
     if pol:
         results_section(doc, d["evaluate"], out)
-        why_rlhf.figure4_section(doc, pol, out)
+        why_rlhf.figure4_section(doc, pol, out, d["evaluate"].get(EVALUATE.constant_answers))
         why_rlhf.headroom_section(doc, d["evaluate"].get(EVALUATE.headroom))
         why_rlhf.side_by_side_section(doc, run_dir / "evaluate" / "samples.jsonl")
     why_rlhf.demonstrations_section(doc, d["world"])

@@ -217,7 +217,7 @@ def agreement_claims(world: dict | None, lo: float = 0.65, hi: float = 0.80) -> 
 # ------------------------------------------------------------------ sections
 
 
-def figure4_section(doc, pol: dict, out: Path) -> None:
+def figure4_section(doc, pol: dict, out: Path, constant: dict | None = None) -> None:
     names = [p for p in FIGURE4_POLICIES if p in pol]
     if "sft" not in names or not any(_v(pol["sft"], k) is not None for k in FIGURE4):
         return
@@ -250,6 +250,16 @@ def figure4_section(doc, pol: dict, out: Path) -> None:
                 ]
                 for p in split
             ],
+        )
+    if constant:
+        doc.p(
+            "For scale, one answer given to every held-out prompt, judged the same way: "
+            + "; ".join(
+                f'"{y}" wins {_ci(m, "win_rate_heldout_labelers")} against SFT (held-out labelers), gold '
+                f"{_v(m, 'gold_reward'):.3f}"
+                for y, m in constant.items()
+            )
+            + ". A policy's win over SFT shows that it learnt more than to decline only where it clears these."
         )
 
 

@@ -354,13 +354,11 @@ def bon_parts(cfg: OveroptStudyConfig, ppo, samples: dict) -> dict[str, list[lis
     return out
 
 
-# Answers that say nothing, given to every held-out prompt: how much gold evasion alone earns there. Where it
-# is as high as the optimised policies' gold, gold itself rewards saying little and has little left to lose.
-CONSTANT_ANSWERS = ("I don't know.", "No.", "Sorry, I can't help with that.")
-
-
 def constant_answer_gains(cfg: OveroptStudyConfig, ppo, samples: dict) -> dict[str, float]:
-    """Each constant answer's mean gold gain over the SFT policy's mean sample (the n_max draws per prompt)."""
+    """Each constant answer's mean gold gain over the SFT policy's mean sample (the n_max draws per prompt): how
+    much gold saying nothing earns on the study's prompts. Where it is as high as the optimised policies' gold,
+    gold itself rewards evasion and has little left to lose."""
+    from alignlab.evaluate.constant_answers import CONSTANT_ANSWERS
     from alignlab.evaluate.judges import WorldJudge
 
     rows, judge = heldout_rows(cfg), WorldJudge(ppo.world_dir)
