@@ -21,11 +21,7 @@ def constant_answer_metrics(
     """{answer: its win rates against ``baseline``'s samples, its gold and how often it attempts the task}."""
     from alignlab.evaluate.metrics import evaluate_responses
 
-    out = {}
-    for answer in CONSTANT_ANSWERS:
-        name = f"always {answer!r}"
-        results, _ = evaluate_responses(
-            records, {baseline: baseline_samples, name: [[answer]] * len(records)}, baseline, world=world, **boot
-        )
-        out[answer] = {k: results[name][k] for k in KEPT}
-    return out
+    names = {answer: f"always {answer!r}" for answer in CONSTANT_ANSWERS}
+    samples = {baseline: baseline_samples} | {n: [[answer]] * len(records) for answer, n in names.items()}
+    results, _ = evaluate_responses(records, samples, baseline, world=world, **boot)
+    return {answer: {k: results[n][k] for k in KEPT} for answer, n in names.items()}

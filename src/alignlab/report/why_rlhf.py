@@ -45,6 +45,10 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def _gold(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
 def _ci(m: dict, key: str) -> str:
     x = m.get(key) or {}
     if x.get("value") is None:
@@ -253,10 +257,10 @@ def figure4_section(doc, pol: dict, out: Path, constant: dict | None = None) -> 
         )
     if constant:
         doc.p(
-            "For scale, one answer given to every held-out prompt, judged the same way: "
+            "For scale, one answer given to every held-out prompt, judged the same way (held-out labelers' win "
+            "rate against SFT, and gold): "
             + "; ".join(
-                f'"{y}" wins {_ci(m, "win_rate_heldout_labelers")} against SFT (held-out labelers), gold '
-                f"{_v(m, 'gold_reward'):.3f}"
+                f'"{y}" wins {_ci(m, "win_rate_heldout_labelers")}, gold {_gold(_v(m, "gold_reward"))}'
                 for y, m in constant.items()
             )
             + ". A policy's win over SFT shows that it learnt more than to decline only where it clears these."
